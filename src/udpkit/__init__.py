@@ -1,0 +1,51 @@
+"""udpkit: create, examine and test UDP sockets on IPv4 and IPv6 — a library first, and the ``udpkit`` command.
+
+Names are imported on first use (PEP 562) so that ``import udpkit`` and each command start fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Endpoint",
+    "Process",
+    "SocketState",
+    "UdpSocket",
+    "UdpkitError",
+    "UsageError",
+    "__version__",
+    "list_udp_sockets",
+]
+
+_LAZY = {
+    "Endpoint": "udpkit.addr",
+    "Process": "udpkit.inventory",
+    "SocketState": "udpkit.inventory",
+    "UdpSocket": "udpkit.inventory",
+    "UdpkitError": "udpkit.errors",
+    "UsageError": "udpkit.errors",
+    "list_udp_sockets": "udpkit.inventory",
+}
+
+if TYPE_CHECKING:
+    from udpkit.addr import Endpoint
+    from udpkit.errors import UdpkitError, UsageError
+    from udpkit.inventory import Process, SocketState, UdpSocket, list_udp_sockets
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'udpkit' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,99 @@
+"""The ``udpkit`` command: parse, call the library, render, and map errors to exit codes.
+
+Exit status: 0 success, 1 runtime failure (permission, a backend refused), 2 usage error (a bad flag,
+address or filter), 130 interrupted. Errors are one line on stderr; ``--debug`` adds the traceback.
+Each subcommand lives in its own module, imported only when it runs, so ``udpkit ss`` pays for no
+other command's imports.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+__all__ = ["main"]
+
+COMMANDS = {
+    "ss": ("udpkit.cli.ss", "examine UDP sockets, like iproute2's ss -u"),
+}
+
+USAGE = """\
+usage: udpkit [--debug] COMMAND [ARGS...]
+       udpkit --version
+
+udpkit creates, examines and tests UDP sockets on IPv4 and IPv6.
+
+commands:
+{commands}
+
+Run 'udpkit COMMAND --help' for a command's options.
+
+examples:
+  udpkit ss -uln                  unconnected (listening) UDP sockets, as 'ss -uln'
+  udpkit ss -ulnp 'sport = :123'  who listens on port 123
+  udpkit ss -ua --json            every UDP socket as JSON
+"""
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = "\n".join(f"  {name.ljust(width)}  {summary}" for name, (_mod, summary) in COMMANDS.items())
+    return USAGE.format(commands=lines)
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    out = stdout if stdout is not None else sys.stdout
+    err = stderr if stderr is not None else sys.stderr
+    debug = False
+    while args and args[0] == "--debug":
+        debug = True
+        args.pop(0)
+    if not args or args[0] in ("-h", "--help", "help"):
+        out.write(_usage())
+        return 0 if args else 2
+    if args[0] in ("-V", "--version"):
+        from udpkit import __version__
+
+        out.write(f"udpkit {__version__}\n")
+        return 0
+    name = args.pop(0)
+    if name not in COMMANDS:
+        err.write(f"udpkit: unknown command {name!r} (commands: {', '.join(COMMANDS)})\n")
+        return 2
+    import importlib
+
+    from udpkit.errors import UdpkitError, UsageError
+
+    module = importlib.import_module(COMMANDS[name][0])
+    try:
+        status: int = module.run(args, out, err)
+        out.flush()
+        return status
+    except UsageError as exc:
+        if debug:
+            raise
+        err.write(f"udpkit {name}: {exc}\n")
+        return 2
+    except UdpkitError as exc:
+        if debug:
+            raise
+        err.write(f"udpkit {name}: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        err.write(f"udpkit {name}: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        # The reader went away (``udpkit ss | head``): not an error; keep Python from complaining at exit.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except OSError as exc:
+        if debug:
+            raise
+        err.write(f"udpkit {name}: {exc.strerror or exc}\n")
+        return 1

@@ -1,0 +1,110 @@
+"""ss's column layout (iproute2 ``misc/ss.c``: ``render_calc_width`` and ``render``), reproduced.
+
+Every field of every line is measured first; a column is as wide as its longest field plus its left
+delimiter. Right-aligned columns (the addresses) are padded on the left, the rest on the right, so
+``Local Address:Port`` reads ``   127.0.0.1:53``. On a terminal, spare width is shared out between
+the columns of each screen line; otherwise (a pipe, a file) output stays compact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+__all__ = ["Column", "SS_COLUMNS", "render"]
+
+
+class Column(NamedTuple):
+    header: str
+    delimiter: str
+    right: bool
+
+
+# state, Recv-Q, Send-Q, local address, local port, peer address, peer port, process (ss's COL_* order
+# without Netid, which ss hides when it lists one protocol, and with COL_EXT, always empty for UDP).
+SS_COLUMNS = (
+    Column("State", " ", False),
+    Column("Recv-Q", " ", False),
+    Column("Send-Q", " ", False),
+    Column("Local Address:", " ", True),
+    Column("Port", "", False),
+    Column("Peer Address:", " ", True),
+    Column("Port", "", False),
+    Column("Process", "", False),
+)
+
+
+def _widths(columns: Sequence[Column], max_len: Sequence[int], screen: int | None) -> list[int]:
+    widths = []
+    first = True
+    for col, length in zip(columns, max_len):
+        width = length + len(col.delimiter) if (not first and length) else length
+        if screen is not None:
+            width = min(width, screen)
+        if width:
+            first = False
+        widths.append(width)
+    if screen is None:
+        return widths
+    # Second pass: break into screen lines and share the spare width out, right to left.
+    line_len = line_cols = 0
+    eol = -1
+    i = 0
+    while i < len(widths):
+        if not widths[i]:
+            i += 1
+            continue
+        line_cols += 1
+        line_len += widths[i]
+        last = not any(widths[i + 1 :])
+        if not last and line_len < screen:
+            i += 1
+            continue
+        if line_len != screen:
+            if line_len > screen:
+                line_len -= widths[i]
+                i -= 1
+                line_cols -= 1
+            pad = screen - line_len
+            spacing, rem = divmod(pad, line_cols) if line_cols else (0, 0)
+            for j in range(i, eol, -1):
+                if not widths[j]:
+                    continue
+                widths[j] += spacing
+                if rem:
+                    widths[j] += 1
+                    rem -= 1
+        eol = i
+        line_len = line_cols = 0
+        i += 1
+    return widths
+
+
+def render(
+    columns: Sequence[Column],
+    fields: Sequence[Sequence[str]],
+    *,
+    header: bool,
+    screen: int | None,
+    max_len: Sequence[int | None] | None = None,
+) -> str:
+    """Lay out ``fields`` (one sequence of strings per column, all of equal length) as ss does.
+
+    ``max_len`` may give a column's longest field when the caller knows it cheaply (``None``: measure).
+    """
+    known = max_len or [None] * len(columns)
+    lengths = [
+        max(m if m is not None else max(map(len, col), default=0), len(c.header) if header else 0)
+        for col, c, m in zip(fields, columns, known)
+    ]
+    widths = _widths(columns, lengths, screen)
+    # Each field: ss prints the delimiter (after the first column), then pads the field to the width.
+    parts = []
+    for i, (col, width) in enumerate(zip(columns, widths)):
+        delim = col.delimiter.replace("%", "%%") if i else ""
+        inner = max(width - (len(col.delimiter) if i else 0), 0)
+        parts.append(f"{delim}%{'' if col.right else '-'}{inner}s" if inner else f"{delim}%s")
+    fmt = "".join(parts)
+    lines = [fmt % tuple(c.header for c in columns)] if header else []
+    lines.extend(map(fmt.__mod__, zip(*fields)))
+    return "\n".join(lines) + "\n" if lines else ""

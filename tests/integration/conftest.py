@@ -1,0 +1,109 @@
+"""Fixtures for tests against the real kernel and real peer tools.
+
+As root, every test gets a fresh network namespace (``ip netns add``), so the real ``ss`` and
+``udpkit ss`` see exactly the sockets the test made and their outputs can be compared whole; the
+namespace is deleted afterwards. As a normal user the same tests run in the host namespace and
+compare only the lines of their own sockets.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import need_tool
+
+HERE = Path(__file__).parent
+_counter = itertools.count()
+
+
+class Netns:
+    """Where commands run: a namespace of our own (root) or the host's (``name is None``)."""
+
+    def __init__(self, name: str | None) -> None:
+        self.name = name
+
+    def argv(self, argv: Sequence[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *argv] if self.name else list(argv)
+
+    def run(self, argv: Sequence[str], *, env: dict[str, str] | None = None, check: bool = False,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.argv(argv), capture_output=True, text=True, timeout=timeout,
+                              env=env, check=check)
+
+    def start(self, argv: Sequence[str]) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.argv(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def udpkit(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return self.run([sys.executable, "-m", "udpkit", *args], env=env)
+
+    def ss(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return self.run(["ss", *args], env=env)
+
+
+@pytest.fixture
+def ns() -> Iterator[Netns]:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        yield Netns(None)
+        return
+    name = f"udpkit-t{os.getpid()}-{next(_counter)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield Netns(name)
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """End a process we started, by its PID, and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+@pytest.fixture
+def zoo(ns: Netns) -> Iterator[dict[str, object]]:
+    """The sockets of ``zoo.py``, held by a child process; device-bound ones too when we are root."""
+    need_tool("ss")
+    args = [sys.executable, str(HERE / "zoo.py")]
+    if os.geteuid() == 0:
+        args.append("--device")
+    proc = ns.start(args)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, f"zoo.py did not start: {proc.stderr.read() if proc.stderr else ''}"
+        info = json.loads(line)
+        info["_pid"] = proc.pid
+        yield info
+    finally:
+        stop(proc)
+
+
+def wait_for(ns: Netns, args: Sequence[str], needle: str, timeout: float = 5.0) -> str:
+    """Poll the real ``ss`` until its output contains ``needle`` (a socket we started is bound)."""
+    deadline = time.monotonic() + timeout
+    out = ""
+    while time.monotonic() < deadline:
+        out = ns.ss(*args).stdout
+        if needle in out:
+            return out
+        time.sleep(0.05)
+    raise AssertionError(f"{needle!r} never appeared in ss {' '.join(args)}:\n{out}")
