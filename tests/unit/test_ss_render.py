@@ -1,0 +1,83 @@
+"""ss's table layout on hand-made sockets: widths from the longest field, right-aligned addresses,
+the State column hidden for one state, and ss's quirks ("PortProcess", the unmeasured last field)."""
+
+from __future__ import annotations
+
+import socket
+
+from udpkit.cli._sstable import SS_COLUMNS, _widths
+from udpkit.cli.ss import parse_args, render_text
+from udpkit.inventory import Process, SocketState, SocketTable, UdpSocket
+
+
+def udp(local: str, lport: int, peer: str = "", pport: int = 0, *, v6only: bool | None = None,
+        device: str | None = None, rq: int = 0, procs: tuple[Process, ...] = ()) -> UdpSocket:
+    family = socket.AF_INET6 if ":" in local else socket.AF_INET
+    peer = peer or ("::" if family == socket.AF_INET6 else "0.0.0.0")
+    state = SocketState.ESTABLISHED if pport else SocketState.CLOSE
+    return UdpSocket(family, state, rq, 0, local, lport, peer, pport, device, 11, 0, 1, v6only, 0, None, None,
+                     None, 0, procs)
+
+
+def table(*socks: UdpSocket) -> SocketTable:
+    columns = {name: [getattr(s, name) for s in socks] for name in UdpSocket._fields}
+    return SocketTable([], columns=columns, n=len(socks))  # type: ignore[arg-type]
+
+
+def text(args: list[str], *socks: UdpSocket) -> list[str]:
+    return render_text(table(*socks), parse_args(args)).splitlines()
+
+
+def test_the_tutorials_ipv4_view() -> None:
+    assert text(["-4", "-uln"], udp("0.0.0.0", 123)) == [
+        "State  Recv-Q Send-Q Local Address:Port Peer Address:PortProcess",
+        "UNCONN 0      0            0.0.0.0:123       0.0.0.0:*          ",
+    ]
+
+
+def test_addresses_are_right_aligned_and_ipv6_wildcards_follow_v6only() -> None:
+    lines = text(["-uan"], udp("127.0.0.1", 40123, rq=2496), udp("::", 40124, v6only=False),
+                 udp("::", 123, v6only=True), udp("::", 40127, v6only=False, device="lo"),
+                 udp("::ffff:127.0.0.1", 53868, "::ffff:127.0.0.1", 53))
+    assert lines == [
+        # "PortProcess": the peer port column is exactly as wide as its header, and ss puts no
+        # delimiter before Process.
+        "State  Recv-Q Send-Q      Local Address:Port        Peer Address:PortProcess",
+        "UNCONN 2496   0               127.0.0.1:40123            0.0.0.0:*          ",
+        "UNCONN 0      0                       *:40124                  *:*          ",
+        "UNCONN 0      0                    [::]:123                 [::]:*          ",
+        "UNCONN 0      0                    *%lo:40127                  *:*          ",
+        "ESTAB  0      0      [::ffff:127.0.0.1]:53868 [::ffff:127.0.0.1]:53         ",
+    ]
+
+
+def test_one_state_hides_the_state_column_like_ss() -> None:
+    assert text(["-un"], udp("127.0.0.1", 5000, "127.0.0.1", 53))[0].startswith("Recv-Q Send-Q")
+    assert text(["-uan"], udp("127.0.0.1", 5000, "127.0.0.1", 53))[0].startswith("State")
+
+
+def test_service_names_without_n() -> None:
+    assert "0.0.0.0:ntp" in text(["-ul"], udp("0.0.0.0", 123))[1]
+
+
+def test_the_last_lines_process_field_does_not_widen_its_column() -> None:
+    p1 = (Process("socat", 10, 3),)
+    p2 = (Process("socat", 10, 12),)
+    one = text(["-ulnp"], udp("0.0.0.0", 123, procs=p1))
+    assert one[0].endswith("PortProcess")  # ss measures a field only when it moves past it
+    two = text(["-ulnp"], udp("0.0.0.0", 123, procs=p1), udp("0.0.0.0", 124, procs=p2))
+    assert two[0].endswith("Process" + " " * (len(' users:(("socat",pid=10,fd=3))') - len("Process")))
+    assert two[2].endswith("fd=12))")
+
+
+def test_no_header_and_empty_listings() -> None:
+    assert text(["-ulnH"], udp("0.0.0.0", 9)) == ["UNCONN 0      0      0.0.0.0:9 0.0.0.0:*"]
+    assert text(["-uln"]) == ["State Recv-Q Send-Q Local Address:Port Peer Address:PortProcess"]
+
+
+def test_terminal_width_is_shared_out_between_columns() -> None:
+    lengths = [6, 6, 6, 14, 5, 13, 5, 7]
+    compact = _widths(SS_COLUMNS, lengths, None)
+    assert compact == [6, 7, 7, 15, 5, 14, 5, 7]
+    wide = _widths(SS_COLUMNS, lengths, 100)
+    assert sum(wide) == 100 and all(w >= c for w, c in zip(wide, compact))

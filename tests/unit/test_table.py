@@ -1,0 +1,49 @@
+"""SocketTable: columns on demand, records on iteration, filtering and JSON."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from tests.unit.netlink_builder import done, message, standard_attrs
+from udpkit.inventory import SocketTable, UdpSocket
+from udpkit.inventory import _netlink as nl
+
+
+def sample() -> SocketTable:
+    chunk = b"".join(message(sport=p, inode=p, attrs=standard_attrs(socket.AF_INET, skmem=(0,) * 9)) for p in (1, 2, 3))
+    v6 = message(family=socket.AF_INET6, sport=4, inode=4, attrs=standard_attrs(socket.AF_INET6, v6only=1)) + done()
+    return SocketTable([nl.decode_chunk(chunk)[0], nl.decode_chunk(v6)[0]])
+
+
+def test_columns_records_and_indexing_agree() -> None:
+    t = sample()
+    assert len(t) == 4
+    assert t.column("local_port") == [1, 2, 3, 4]
+    assert [s.local_port for s in t] == [1, 2, 3, 4]
+    assert t[-1].local_ip == "::1" and t[-1].ipv6only is True and t[0].ipv6only is None
+    assert [s.drops for s in t] == [0, 0, 0, None]  # the IPv6 buffer carried no SK_MEMINFO
+    assert [s.local_port for s in t[1:3]] == [2, 3]
+    with pytest.raises(IndexError):
+        t[4]
+    with pytest.raises(KeyError):
+        t.column("nope")
+
+
+def test_where_keeps_the_matching_sockets() -> None:
+    t = sample().where(lambda s: s.local_port % 2 == 0)
+    assert [s.local_port for s in t] == [2, 4]
+    assert isinstance(t, SocketTable) and len(t) == 2
+
+
+def test_json_has_the_fields_design_md_names() -> None:
+    doc = json.loads(json.dumps([s.to_json() for s in sample()]))
+    first = doc[0]
+    for key in ("netid", "state", "recv_q", "send_q", "local", "peer", "inode", "uid", "ipv6only", "drops", "processes"):
+        assert key in first
+    assert first["local"] == {"address": "127.0.0.1", "port": 1, "interface": None}
+    assert first["peer"] == {"address": "0.0.0.0", "port": 0}
+    assert first["netid"] == "udp" and first["state"] == "UNCONN"
+    assert isinstance(sample()[0], UdpSocket) and sample()[0].local.port == 1
