@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-__all__ = ["main"]
+__all__ = ["console", "main"]
 
 COMMANDS = {
     "ss": ("udpkit.cli.ss", "examine UDP sockets, like iproute2's ss -u"),
@@ -97,3 +97,21 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
             raise
         err.write(f"udpkit {name}: {exc.strerror or exc}\n")
         return 1
+
+
+def console() -> None:
+    """The ``udpkit`` console script: run :func:`main`, flush, and leave without interpreter teardown.
+
+    A listing of 50,000 sockets leaves about a million objects behind; freeing them one by one at
+    exit costs ~15 ms (10 % of ``udpkit ss -uln``) for memory the kernel reclaims anyway. Every
+    command has closed its files and flushed its output by the time ``main`` returns.
+    """
+    import os
+
+    status = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        status = status or 0
+    sys.stderr.flush()
+    os._exit(status)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import gc
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import repeat
-from typing import NamedTuple, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from udpkit.errors import UsageError
-from udpkit.inventory import SocketState, SocketTable, UdpSocket, scan_udp_sockets
+from udpkit.inventory import Backend, SocketState, SocketTable, UdpSocket, scan_udp_sockets
 from udpkit.inventory._system import cgroup_path_for_id, service_name
 
 __all__ = ["SsOptions", "parse_args", "render_text", "run"]
@@ -113,14 +113,14 @@ class SsOptions(NamedTuple):
     families: frozenset[int] = frozenset((socket.AF_INET, socket.AF_INET6))
     states: int = 1 << SocketState.ESTABLISHED
     filter_words: tuple[str, ...] = ()
-    backend: str = "netlink"
+    backend: Backend = "netlink"
     action: str = "list"  # or "help", "version"
 
 
 def parse_args(argv: Sequence[str]) -> SsOptions:
     """ss's command line -> options; raises UsageError for anything ss would refuse or we do not support."""
     opts, operands = getopt_ss(argv)
-    o: dict[str, object] = {}
+    o: dict[str, Any] = {}
     families: set[int] = set()
     state_filter = 0
     for flag, value in opts:
@@ -192,7 +192,7 @@ def parse_args(argv: Sequence[str]) -> SsOptions:
         families=frozenset(families) or SsOptions().families,
         states=state_filter or SsOptions().states,
         filter_words=tuple(words),
-        **o,  # type: ignore[arg-type]
+        **o,
     )
 
 
@@ -238,7 +238,7 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         processes=options.processes,
         memory=options.memory or options.json,
         where=predicate,
-        backend=options.backend,  # type: ignore[arg-type]
+        backend=options.backend,
     )
     if options.json:
         import json
@@ -252,7 +252,8 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
             screen = os.get_terminal_size(out.fileno()).columns
         except (OSError, ValueError):
             screen = None
-    out.write(render_text(table, options, screen=screen))
+    for block in render_blocks(table, options, screen=screen):
+        out.write(block)
     return 0
 
 
@@ -282,10 +283,19 @@ class _ServiceText(dict[int, str]):
         return text
 
 
-def _port_texts(ports: list[int], numeric: bool) -> list[str]:
+def _port_width(ports: list[int], numeric: bool) -> int | None:
+    """The longest numeric port field without measuring every one: the largest port's digits, or 1 for ``*``."""
+    if not numeric or not ports:
+        return None
+    return len(str(max(ports))) or 1
+
+
+def _port_texts(ports: list[int], numeric: bool) -> list[str | int]:
+    """The port fields: service names, or (``-n``) the port numbers themselves, formatted by ``%s``
+    as the line is written, with ``*`` for port 0 — no string kept per socket."""
     if not numeric:
         return list(map(_ServiceText().__getitem__, ports))
-    return list(map({0: "*"}.get, ports, map(str, ports)))  # str(port), except 0 -> "*", all in C
+    return list(map({0: "*"}.get, ports, ports))
 
 
 class _StateText(dict[SocketState, str]):
@@ -303,37 +313,42 @@ class _QueueText(dict[int, str]):
 
 
 def render_text(table: SocketTable, options: SsOptions, *, screen: int | None = None) -> str:
-    """The ss table for ``table``.
+    """The ss table for ``table``, as one string."""
+    return "".join(render_blocks(table, options, screen=screen))
+
+
+def render_blocks(table: SocketTable, options: SsOptions, *, screen: int | None = None) -> Iterator[str]:
+    """The ss table for ``table``, in blocks of lines.
 
     Strategy: one ``map`` per column over cached conversions, and each column's longest field taken
     from its few distinct values, so 50,000 sockets render without a Python-level step per socket
     unless the Process column (``-p``/``-e``/``-m``) needs one.
     """
-    from udpkit.cli._sstable import SS_COLUMNS, render
+    from udpkit.cli._sstable import SS_COLUMNS, render_blocks as layout
 
     n = len(table)
     col = table.column
     families, v6only = col("family"), col("ipv6only")
-    fields: list[list[str]] = []
+    fields: list[list[Any]] = []
     max_len: list[int | None] = []
 
-    def add(values: list[str], cache: dict[object, str] | None) -> None:
+    def add(values: list[Any], cache: dict[Any, str] | None) -> None:
         fields.append(values)
         max_len.append(max(map(len, cache.values()), default=0) if cache is not None else None)
 
     labels = _StateText()
-    add(list(map(labels.__getitem__, col("state"))), labels)  # type: ignore[arg-type]
+    add(list(map(labels.__getitem__, col("state"))), labels)
     for name in ("recv_q", "send_q"):
         queues = _QueueText()
-        add(list(map(queues.__getitem__, col(name))), queues)  # type: ignore[arg-type]
+        add(list(map(queues.__getitem__, col(name))), queues)
     local, peer = _AddrText(), _AddrText()
     local_texts = list(map(local.__getitem__, zip(families, col("local_ip"), v6only, col("interface"))))
-    add(local_texts, local)  # type: ignore[arg-type]
+    add(local_texts, local)
     fields.append(_port_texts(col("local_port"), options.numeric))
-    max_len.append(None)
-    add(list(map(peer.__getitem__, zip(families, col("peer_ip"), v6only, repeat(None, n)))), peer)  # type: ignore[arg-type]
+    max_len.append(_port_width(col("local_port"), options.numeric))
+    add(list(map(peer.__getitem__, zip(families, col("peer_ip"), v6only, repeat(None, n)))), peer)
     fields.append(_port_texts(col("peer_port"), options.numeric))
-    max_len.append(None)
+    max_len.append(_port_width(col("peer_port"), options.numeric))
     if options.processes or options.extended or options.memory or options.cgroup:
         process = [_process_field(s, options) for s in table]
         fields.append(process)
@@ -347,7 +362,7 @@ def render_text(table: SocketTable, options: SsOptions, *, screen: int | None = 
     if not options.states & (options.states - 1):
         # ss hides the State column when the state filter selects exactly one state.
         del columns[0], fields[0], max_len[0]
-    return render(columns, fields, header=options.header, screen=screen, max_len=max_len)
+    return layout(columns, fields, header=options.header, screen=screen, max_len=max_len)
 
 
 def _process_field(sock: UdpSocket, options: SsOptions) -> str:

@@ -152,7 +152,7 @@ def address_key(family: int, packed: bytes) -> int | bytes:
     both decoders use this form and ``address_text()`` turns it into text.
     """
     if family == socket.AF_INET:
-        return _U32.unpack_from(packed)[0]
+        return int(_U32.unpack_from(packed)[0])
     return bytes(packed[:16])
 
 

@@ -11,7 +11,7 @@ import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from itertools import chain, repeat
-from typing import overload
+from typing import Any, overload
 
 from udpkit.inventory import _netlink
 from udpkit.inventory._records import Process, SkMem, SocketState, UdpSocket
@@ -64,13 +64,13 @@ class SocketTable(Sequence[UdpSocket]):
         batches: Sequence[_netlink.RawBatch],
         owners: dict[int, tuple[Process, ...]] | None = None,
         *,
-        columns: dict[str, list[object]] | None = None,
+        columns: dict[str, list[Any]] | None = None,
         n: int | None = None,
     ) -> None:
         self._batches = list(batches)
         self._n = sum(b.n for b in self._batches) if n is None else n
         self._owners = owners
-        self._columns: dict[str, list[object]] = dict(columns or {})
+        self._columns: dict[str, list[Any]] = dict(columns or {})
 
     def __len__(self) -> int:
         return self._n
@@ -78,14 +78,14 @@ class SocketTable(Sequence[UdpSocket]):
     def __repr__(self) -> str:
         return f"<SocketTable of {self._n} UDP sockets>"
 
-    def column(self, name: str) -> list[object]:
+    def column(self, name: str) -> list[Any]:
         """Field ``name`` (one of ``UdpSocket._fields``) of every socket, converted once and kept."""
         found = self._columns.get(name)
         if found is None:
             found = self._columns[name] = self._convert(name)
         return found
 
-    def _raw(self, name: str) -> Iterable[object] | None:
+    def _raw(self, name: str) -> Iterable[Any] | None:
         """One raw column across the batches (single use); ``None`` if no batch has it."""
         parts = [(b.column(name), b.n) for b in self._batches]
         if all(values is None for values, _n in parts):
@@ -94,7 +94,7 @@ class SocketTable(Sequence[UdpSocket]):
             return parts[0][0]
         return chain.from_iterable(values if values is not None else repeat(None, n) for values, n in parts)
 
-    def _convert(self, name: str) -> list[object]:
+    def _convert(self, name: str) -> list[Any]:
         n = self._n
         raw = self._raw
         if name == "family":
