@@ -35,7 +35,7 @@ def test_netlink_and_proc_records_agree(ns: Netns, zoo: dict[str, object]) -> No
         return [r for r in rows if str(r[5]) in ours] if ns.name is None else rows
 
     netlink, proc = mine(both["netlink"]), mine(both["proc"])
-    assert len(netlink) >= 10
+    assert len(netlink) >= 9  # zoo.py's sockets (11 with the device-bound ones, as root)
     assert netlink == proc
 
 

@@ -47,3 +47,20 @@ def test_json_has_the_fields_design_md_names() -> None:
     assert first["peer"] == {"address": "0.0.0.0", "port": 0}
     assert first["netid"] == "udp" and first["state"] == "UNCONN"
     assert isinstance(sample()[0], UdpSocket) and sample()[0].local.port == 1
+
+
+def test_listing_falls_back_to_proc_where_netlink_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from udpkit.errors import BackendUnavailable
+    from udpkit.inventory import _listing, scan_udp_sockets
+
+    def refused(*args: object, **kwargs: object) -> list[nl.RawBatch]:
+        raise BackendUnavailable("netlink sock_diag unavailable: Permission denied")
+
+    proc_rows = [{"family": socket.AF_INET, "state": 7, "src": nl.address_key(socket.AF_INET, socket.inet_aton("127.0.0.1")),
+                  "sport": 5353, "dst": 0, "dport": 0, "send_q": 0, "recv_q": 0, "uid": 0, "inode": 9, "drops": 0}]
+    monkeypatch.setattr(_listing._netlink, "dump", refused)
+    monkeypatch.setattr(_listing._procfs, "read_proc_net_udp", lambda fam: proc_rows if fam == socket.AF_INET else [])
+    (sock,) = scan_udp_sockets(backend="auto")
+    assert (sock.local_ip, sock.local_port, sock.cookie) == ("127.0.0.1", 5353, None)
+    with pytest.raises(BackendUnavailable):
+        scan_udp_sockets(backend="netlink")

@@ -45,7 +45,8 @@ List UDP sockets as iproute2's 'ss -u' does, from the kernel's sock_diag netlink
   -O, --oneline       print each socket on a single line
   -F, --filter=FILE   read the filter from FILE
       --json          print a JSON list of sockets instead of the table
-      --backend=NAME  netlink (default), proc, or auto (netlink, else /proc)
+      --backend=NAME  auto (default: netlink, or /proc/net/udp where netlink is
+                      refused), netlink, or proc
 
 FILTER := [ state STATE ]... [ exclude STATE ]... [ EXPRESSION ]
   STATE := all | connected | established | unconnected | closed | listening | …
@@ -113,7 +114,7 @@ class SsOptions(NamedTuple):
     families: frozenset[int] = frozenset((socket.AF_INET, socket.AF_INET6))
     states: int = 1 << SocketState.ESTABLISHED
     filter_words: tuple[str, ...] = ()
-    backend: Backend = "netlink"
+    backend: Backend = "auto"
     action: str = "list"  # or "help", "version"
 
 
