@@ -13,27 +13,38 @@ __all__ = [
     "Endpoint",
     "Process",
     "SocketState",
+    "SocketTable",
     "UdpSocket",
     "UdpkitError",
     "UsageError",
     "__version__",
     "list_udp_sockets",
+    "scan_udp_sockets",
 ]
 
 _LAZY = {
     "Endpoint": "udpkit.addr",
     "Process": "udpkit.inventory",
     "SocketState": "udpkit.inventory",
+    "SocketTable": "udpkit.inventory",
     "UdpSocket": "udpkit.inventory",
     "UdpkitError": "udpkit.errors",
     "UsageError": "udpkit.errors",
     "list_udp_sockets": "udpkit.inventory",
+    "scan_udp_sockets": "udpkit.inventory",
 }
 
 if TYPE_CHECKING:
     from udpkit.addr import Endpoint
     from udpkit.errors import UdpkitError, UsageError
-    from udpkit.inventory import Process, SocketState, UdpSocket, list_udp_sockets
+    from udpkit.inventory import (
+        Process,
+        SocketState,
+        SocketTable,
+        UdpSocket,
+        list_udp_sockets,
+        scan_udp_sockets,
+    )
 
 
 def __getattr__(name: str) -> Any:

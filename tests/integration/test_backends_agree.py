@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 
 from tests.integration.conftest import Netns
 
-SHARED = ("family", "state", "recv_q", "send_q", "local_ip", "local_port", "peer_ip", "peer_port", "uid", "inode")
 
 LIST_BOTH = """
 import json
@@ -51,7 +49,7 @@ def test_proc_backend_matches_ss_proc_mode(ns: Netns, zoo: dict[str, object]) ->
 
 
 def test_owners_agree_with_psutil(ns: Netns, zoo: dict[str, object]) -> None:
-    psutil = pytest.importorskip("psutil")
+    pytest.importorskip("psutil")
     pid = zoo["_pid"]
     code = (
         "import json; from udpkit.inventory import list_udp_sockets\n"
@@ -65,11 +63,9 @@ def test_owners_agree_with_psutil(ns: Netns, zoo: dict[str, object]) -> None:
         f"print(json.dumps(sorted([c.fd, c.laddr.port] for c in psutil.Process({pid}).net_connections(kind='udp'))))"
     )
     theirs = json.loads(ns.run([sys.executable, "-c", psutil_code], check=True).stdout)
-    assert psutil
     # psutil keeps one descriptor per socket inode; ss (and we) list every descriptor, so the
     # socket zoo.py dup()ed shows under both of its fds here and under one in psutil.
     dup = [zoo["_dup_fd"], zoo["v6_dual_wildcard"]["port"]]  # type: ignore[index]
     assert dup in ours
     assert {tuple(x) for x in theirs} <= {tuple(x) for x in ours}
     assert len(ours) == len(theirs) + 1
-    assert subprocess  # the module is used by fixtures; keep the import explicit

@@ -7,10 +7,11 @@ byte; as a normal user only the lines of our own sockets are compared, field by 
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
-from tests.integration.conftest import Netns
+from tests.integration.conftest import Netns, stop
 
 pytestmark = pytest.mark.peer("ss")
 
@@ -88,13 +89,9 @@ def test_device_bound_sockets_show_the_interface(ns: Netns, zoo: dict[str, objec
 
 def test_service_names_without_n(ns: Netns) -> None:
     """Without -n, well-known ports are named from the services database, as ss does (port 53: domain)."""
-    import socket
-    import subprocess
-    import sys
-
     code = ("import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
             "s.connect(('127.0.0.1',53))\nprint(s.getsockname()[1],flush=True)\ntime.sleep(60)")
-    proc = subprocess.Popen(ns.argv([sys.executable, "-c", code]), stdout=subprocess.PIPE, text=True)
+    proc = ns.start([sys.executable, "-c", code])
     try:
         assert proc.stdout is not None
         port = proc.stdout.readline().strip()
@@ -103,6 +100,4 @@ def test_service_names_without_n(ns: Netns) -> None:
         assert "127.0.0.1:domain" in ours
         assert ours.split() == real.split()
     finally:
-        proc.terminate()
-        proc.wait(timeout=5)
-        assert socket  # keep flake quiet about the import used for the child's code
+        stop(proc)

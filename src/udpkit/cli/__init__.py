@@ -89,8 +89,10 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
         # The reader went away (``udpkit ss | head``): not an error; keep Python from complaining at exit.
         import os
 
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
         return 0
     except OSError as exc:
         if debug:
@@ -109,9 +111,9 @@ def console() -> None:
     import os
 
     status = main()
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        status = status or 0
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # the reader went away, or the stream was closed: nothing left to deliver
     os._exit(status)

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from itertools import islice
 from typing import NamedTuple
 
-__all__ = ["BLOCK", "Column", "SS_COLUMNS", "render", "render_blocks"]
+__all__ = ["BLOCK", "Column", "SS_COLUMNS", "render_blocks"]
 
 
 class Column(NamedTuple):
@@ -79,18 +79,6 @@ def _widths(columns: Sequence[Column], max_len: Sequence[int], screen: int | Non
         line_len = line_cols = 0
         i += 1
     return widths
-
-
-def render(
-    columns: Sequence[Column],
-    fields: Sequence[Sequence[object]],
-    *,
-    header: bool,
-    screen: int | None,
-    max_len: Sequence[int | None] | None = None,
-) -> str:
-    """Lay out ``fields`` (one sequence per column, all of equal length) as ss does, as one string."""
-    return "".join(render_blocks(columns, fields, header=header, screen=screen, max_len=max_len))
 
 
 BLOCK = 4096  # lines per block: big enough to amortise, small enough that memory is reused
