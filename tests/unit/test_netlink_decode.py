@@ -133,3 +133,14 @@ def test_corrupted_dumps_decode_like_the_walk_or_fail_cleanly(socks: list[dict[s
         assert slow is None and fast is None
     else:
         assert columns(fast[0]) == columns(slow[0])
+
+
+def test_buffers_of_one_layout_merge_into_one_batch_with_the_same_sockets() -> None:
+    v4 = [message(sport=p, inode=p, attrs=standard_attrs(socket.AF_INET)) for p in range(1, 7)]
+    odd = message(sport=99, attrs=attr(nl.INET_DIAG_SHUTDOWN, b"\0") * 2)  # another layout
+    chunks = [b"".join(v4[:3]), b"".join(v4[3:]), odd, done()]
+    batches = [nl.decode_chunk(c)[0] for c in chunks]
+    merged = nl.merge_batches(batches)
+    assert [b.n for b in merged] == [6, 1]
+    assert list(SocketTable(merged)) == list(SocketTable(batches))
+    assert SocketTable(merged).column("local_port") == [1, 2, 3, 4, 5, 6, 99]

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from udpkit.errors import BackendUnavailable, ParseError
 
-__all__ = ["RawBatch", "address_key", "address_text", "build_request", "decode_chunk", "dump"]
+__all__ = ["RawBatch", "address_key", "address_text", "build_request", "decode_chunk", "dump", "merge_batches"]
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -104,6 +104,11 @@ class _StridedBatch(RawBatch):
     @property
     def names(self) -> frozenset[str]:
         return frozenset(FIXED_FIELDS) | frozenset(self._attrs)
+
+    @property
+    def layout(self) -> tuple[int, int, tuple[tuple[str, tuple[int, int]], ...]]:
+        """Message size, family and attribute offsets: batches with equal layouts can be joined."""
+        return self._size, self._family, tuple(sorted(self._attrs.items()))
 
     def _u32(self, offset: int) -> list[int]:
         return self._words[offset // 4 : self.n * self._size // 4 : self._size // 4].tolist()
@@ -191,7 +196,41 @@ def dump(family: int, states: int, ext: int = 0, *, timeout: float = 5.0) -> lis
             raise BackendUnavailable(f"netlink sock_diag failed: {exc.strerror or exc}") from exc
     if status:
         raise BackendUnavailable(f"netlink sock_diag refused the dump: {os.strerror(status)}")
-    return batches
+    return merge_batches(batches)
+
+
+def merge_batches(batches: list[RawBatch]) -> list[RawBatch]:
+    """Join consecutive buffers of the same message layout into one batch.
+
+    The kernel hands a dump over in ~32 KiB buffers; once each is checked, one buffer per layout
+    lets every column be a single strided slice over all of a family's sockets instead of 200.
+    Empty batches (a buffer holding only ``NLMSG_DONE``) are dropped.
+    """
+    merged: list[RawBatch] = []
+    run: list[_StridedBatch] = []
+
+    def flush() -> None:
+        if len(run) == 1:
+            merged.append(run[0])
+        elif run:
+            first = run[0]
+            data = b"".join(memoryview(b._chunk)[: b.n * b._size] for b in run)
+            merged.append(_StridedBatch(data, sum(b.n for b in run), first._size, first._family, first._attrs))
+        run.clear()
+
+    for batch in batches:
+        if not batch.n:
+            continue
+        if isinstance(batch, _StridedBatch) and (not run or run[0].layout == batch.layout):
+            run.append(batch)
+            continue
+        flush()
+        if isinstance(batch, _StridedBatch):
+            run.append(batch)
+        else:
+            merged.append(batch)
+    flush()
+    return merged
 
 
 def decode_chunk(chunk: bytes) -> tuple[RawBatch, int | None]:
