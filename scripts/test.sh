@@ -9,12 +9,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages -> a command each provides. Later issues add netcat-openbsd, nmap, nftables,
-# ntpsec-ntpdig, chrony, bind9-dnsutils... here as their tests arrive.
+# Debian packages -> a command each provides. Later issues add nmap, nftables, ntpsec-ntpdig,
+# chrony, bind9-dnsutils... here as their tests arrive.
 declare -A PEERS=(
   [iproute2]=ss
   [socat]=socat
   [procps]=ps
+  [netcat-openbsd]=nc
+  [tshark]=tshark
 )
 
 missing=()

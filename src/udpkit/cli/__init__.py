@@ -16,6 +16,7 @@ __all__ = ["console", "main"]
 
 COMMANDS = {
     "ss": ("udpkit.cli.ss", "examine UDP sockets, like iproute2's ss -u"),
+    "listen": ("udpkit.cli.listen", "create UDP services on IPv4 and IPv6 (discard, echo, daytime, time)"),
 }
 
 USAGE = """\
@@ -33,6 +34,7 @@ examples:
   udpkit ss -uln                  unconnected (listening) UDP sockets, as 'ss -uln'
   udpkit ss -ulnp 'sport = :123'  who listens on port 123
   udpkit ss -ua --json            every UDP socket as JSON
+  udpkit listen 7007 --respond echo   an echo service on 0.0.0.0:7007 and [::]:7007
 """
 
 

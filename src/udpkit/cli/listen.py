@@ -1,0 +1,159 @@
+"""``udpkit listen``: bind UDP sockets on IPv4 and IPv6 and serve them with a responder."""
+
+from __future__ import annotations
+
+import signal
+import socket
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any, BinaryIO, TextIO
+
+from udpkit.addr import Endpoint, parse_address
+from udpkit.cli._argparse import Parser
+from udpkit.errors import PermissionDenied, UdpkitError, UsageError
+from udpkit.listen import FORMATS, Listener, Sink
+from udpkit.net import BindOptions
+from udpkit.services import RESPONDERS
+
+__all__ = ["run"]
+
+_Handler = Callable[[int, FrameType | None], Any] | int | None
+
+EPILOG = """\
+examples:
+  udpkit listen 9999                         discard on 0.0.0.0:9999 and [::]:9999 (v6-only), like the
+                                             tutorial's two socat commands
+  udpkit listen 7007 --respond echo          an echo service on both families
+  udpkit listen 127.0.0.1:5353 --out - --format hex       print every datagram as a hex dump
+  sudo udpkit listen 123 --user nobody --out ntp.pcap --format pcap
+"""
+
+
+def build_parser() -> Parser:
+    p = Parser("udpkit listen", "Bind UDP sockets and serve them: discard, echo, daytime or time.", EPILOG)
+    p.add_argument("addresses", nargs="*", metavar="ADDRESS",
+                   help="PORT (both families), HOST:PORT, [V6]:PORT, udp4:PORT or udp6:PORT; default: a free port")
+    p.add_argument("--respond", default="discard", choices=sorted(RESPONDERS), help="the service to run (default: discard)")
+    fam = p.add_mutually_exclusive_group()
+    fam.add_argument("-4", dest="only", action="store_const", const=socket.AF_INET, help="IPv4 only")
+    fam.add_argument("-6", dest="only", action="store_const", const=socket.AF_INET6, help="IPv6 only")
+    stack = p.add_mutually_exclusive_group()
+    stack.add_argument("--dual-stack", action="store_true",
+                       help="one IPv6 socket that also receives IPv4 (peers show as ::ffff:a.b.c.d)")
+    stack.add_argument("--ipv6only", action="store_true", help="IPv6 sockets refuse IPv4 (the default)")
+    p.add_argument("--reuseaddr", action="store_true", help="set SO_REUSEADDR")
+    p.add_argument("--reuseport", action="store_true", help="set SO_REUSEPORT (several listeners share the port)")
+    p.add_argument("--bind-device", metavar="IFACE", help="receive only through this interface (SO_BINDTODEVICE)")
+    p.add_argument("--rcvbuf", type=_positive_int, metavar="BYTES", help="receive buffer size (SO_RCVBUF)")
+    p.add_argument("--out", metavar="FILE", help="record every datagram to FILE ('-' for standard output)")
+    p.add_argument("--format", choices=FORMATS, default=None, help="how --out records datagrams (default: text)")
+    p.add_argument("--count", type=_positive_int, metavar="N", help="stop after N datagrams")
+    p.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
+    p.add_argument("--user", metavar="USER", help="after binding, drop root privileges to USER")
+    return p
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise UsageError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def endpoints_for(addresses: Sequence[str], only: int | None, dual_stack: bool) -> list[Endpoint]:
+    """The sockets to open: a bare port is both wildcards (or one dual-stack IPv6 socket)."""
+    chosen: list[Endpoint] = []
+    for text in addresses or ["0"]:
+        eps = parse_address(text)
+        if only is not None:
+            eps = tuple(ep for ep in eps if ep.family == only)
+            if not eps:
+                raise UsageError(f"{text} is not an {'IPv4' if only == socket.AF_INET else 'IPv6'} address")
+        if dual_stack and len(eps) == 2:
+            eps = tuple(ep for ep in eps if ep.family == socket.AF_INET6)
+        chosen.extend(eps)
+    return chosen
+
+
+def drop_privileges(user: str) -> None:
+    import os
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise UsageError(f"--user {user}: no such user") from None
+    if os.geteuid() != 0:
+        raise PermissionDenied(f"--user {user}: only root can change user")
+    os.setgroups([])
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+
+
+def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
+    args = build_parser().parse_args(list(argv))
+    if args.format is not None and args.out is None:
+        raise UsageError("--format needs --out")
+    endpoints = endpoints_for(args.addresses, args.only, args.dual_stack)
+    options = BindOptions(v6only=not args.dual_stack, reuseaddr=args.reuseaddr, reuseport=args.reuseport,
+                          device=args.bind_device, rcvbuf=args.rcvbuf)
+    stream: BinaryIO | None = None
+    listener = Listener(endpoints, respond=args.respond, bind=options, count=args.count, duration=args.duration)
+    bound = listener.open()
+    try:
+        if args.out is not None:
+            fmt = args.format or "text"
+            stream = getattr(out, "buffer", None) if args.out == "-" else _open_out(args.out)
+            if stream is None:
+                raise UdpkitError("standard output does not take bytes here")
+            listener.sink = Sink(stream, fmt)
+        if args.user:
+            drop_privileges(args.user)
+        where = ", ".join(f"udp {ep}{' (v6only)' if ep.family == socket.AF_INET6 and not args.dual_stack else ''}"
+                          for ep in bound)
+        err.write(f"udpkit listen: {args.respond} on {where}\n")
+        err.flush()
+        previous = _install_signals(listener, err)
+        try:
+            stats = listener.serve()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        err.write(f"udpkit listen: {stats.summary()}\n")
+        return 0
+    finally:
+        listener.close()
+        if stream is not None and args.out != "-":
+            stream.close()
+
+
+def _open_out(path: str) -> BinaryIO:
+    try:
+        return open(path, "ab" if path != "-" else "wb")
+    except OSError as exc:
+        raise UdpkitError(f"cannot open {path}: {exc.strerror}") from None
+
+
+def _install_signals(listener: Listener, err: TextIO) -> dict[int, _Handler]:
+    """SIGINT/SIGTERM stop cleanly; SIGUSR1 prints the statistics so far."""
+    previous: dict[int, _Handler] = {}
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        listener.stop()
+
+    def report(signum: int, frame: FrameType | None) -> None:
+        err.write(f"udpkit listen: {listener.stats.summary()}\n")
+        err.flush()
+
+    for signum, handler in ((signal.SIGINT, stop), (signal.SIGTERM, stop), (signal.SIGUSR1, report)):
+        previous[signum] = signal.signal(signum, handler)
+    return previous

@@ -1,0 +1,10 @@
+"""Creating UDP services: what ``socat UDP4-LISTEN:123,fork /dev/null`` does, as a library.
+
+A :class:`Listener` binds one socket per endpoint (both families for a bare port, as the tutorial's
+two socat commands do), hands each datagram to a ``services`` responder and records it to a sink.
+"""
+
+from udpkit.listen.listener import Listener, ListenerStats
+from udpkit.listen.sinks import FORMATS, Sink
+
+__all__ = ["FORMATS", "Listener", "ListenerStats", "Sink"]

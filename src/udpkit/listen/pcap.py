@@ -1,0 +1,81 @@
+"""pcap files of received datagrams, readable by Wireshark and tshark: pure encoding, no I/O.
+
+Each datagram becomes an IPv4 or IPv6 packet with a UDP header carrying the real addresses and
+ports, in a ``LINKTYPE_RAW`` capture with nanosecond timestamps (magic ``0xa1b23c4d``).
+References: the pcap format (draft-ietf-opsawg-pcap), RFC 791 (IPv4 header), RFC 8200 (IPv6
+header), RFC 768 (UDP, its checksum over the pseudo-header; RFC 8200 §8.1 for IPv6's).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+__all__ = ["LINKTYPE_RAW", "file_header", "ip_udp_packet", "record", "udp_checksum"]
+
+LINKTYPE_RAW = 101
+MAGIC_NANOSECONDS = 0xA1B23C4D
+SNAPLEN = 65535 + 48
+# pcap global header: magic, version 2.4, thiszone, sigfigs, snaplen, linktype
+FILE_HEADER = struct.Struct("<IHHiIII")
+# record header: seconds, nanoseconds, captured length, original length
+RECORD_HEADER = struct.Struct("<IIII")
+IPV4_HEADER = struct.Struct("!BBHHHBBH4s4s")  # RFC 791 §3.1
+IPV6_HEADER = struct.Struct("!IHBB16s16s")  # RFC 8200 §3
+UDP_HEADER = struct.Struct("!HHHH")  # RFC 768
+
+
+def file_header() -> bytes:
+    return FILE_HEADER.pack(MAGIC_NANOSECONDS, 2, 4, 0, 0, SNAPLEN, LINKTYPE_RAW)
+
+
+def _ones_complement_sum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def udp_checksum(src: bytes, dst: bytes, udp: bytes) -> int:
+    """RFC 768's checksum over the IPv4 or IPv6 pseudo-header and the UDP header and data; 0 -> 0xFFFF."""
+    if len(src) == 4:
+        pseudo = src + dst + struct.pack("!BBH", 0, socket.IPPROTO_UDP, len(udp))
+    else:
+        pseudo = src + dst + struct.pack("!I3xB", len(udp), socket.IPPROTO_UDP)
+    checksum = ~_ones_complement_sum(pseudo + udp) & 0xFFFF
+    return checksum or 0xFFFF
+
+
+def ip_udp_packet(src_ip: str, src_port: int, dst_ip: str, dst_port: int, payload: bytes) -> bytes:
+    """The IP packet that carried ``payload`` from ``src_ip:src_port`` to ``dst_ip:dst_port``.
+
+    IPv4-mapped IPv6 addresses (a dual-stack socket's view of an IPv4 peer) are written as the
+    IPv4 packet that really crossed the wire.
+    """
+    src_ip, dst_ip = _unmap(src_ip), _unmap(dst_ip)
+    v6 = ":" in src_ip or ":" in dst_ip
+    family = socket.AF_INET6 if v6 else socket.AF_INET
+    src, dst = socket.inet_pton(family, src_ip), socket.inet_pton(family, dst_ip)
+    length = UDP_HEADER.size + len(payload)
+    udp = UDP_HEADER.pack(src_port, dst_port, length, 0) + payload
+    udp = udp[:6] + struct.pack("!H", udp_checksum(src, dst, udp)) + udp[8:]
+    if v6:
+        return IPV6_HEADER.pack(6 << 28, length, socket.IPPROTO_UDP, 64, src, dst) + udp
+    header = IPV4_HEADER.pack(0x45, 0, 20 + length, 0, 0x4000, 64, socket.IPPROTO_UDP, 0, src, dst)
+    checksum = ~_ones_complement_sum(header) & 0xFFFF
+    return header[:10] + struct.pack("!H", checksum) + header[12:] + udp
+
+
+def _unmap(ip: str) -> str:
+    if ip.startswith("::ffff:") and "." in ip:
+        return ip[7:]
+    return ip
+
+
+def record(timestamp: float, packet: bytes) -> bytes:
+    """One pcap record: the packet with its arrival time."""
+    seconds = int(timestamp)
+    nanos = min(int(round((timestamp - seconds) * 1e9)), 999_999_999)
+    return RECORD_HEADER.pack(seconds, nanos, len(packet), len(packet)) + packet

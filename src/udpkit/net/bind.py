@@ -1,0 +1,91 @@
+"""Binding UDP sockets: dual-stack or v6-only, address reuse, device binding, buffer size, and the
+kernel facilities the listener reads (receive timestamps, drop counter, destination address)."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import NamedTuple
+
+from udpkit.addr import Endpoint
+from udpkit.errors import PermissionDenied, UdpkitError, UsageError
+
+__all__ = ["BindOptions", "bind_udp", "unprivileged_port_start"]
+
+# Constants Python's socket module lacks on some versions (linux/socket.h, linux/in.h, linux/in6.h).
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
+
+
+class BindOptions(NamedTuple):
+    """How to bind. ``v6only``: for IPv6 sockets, ``True`` (the tutorial's ``ipv6only=1``) or
+    ``False`` (dual-stack: IPv4 peers arrive as ``::ffff:a.b.c.d``)."""
+
+    v6only: bool = True
+    reuseaddr: bool = False
+    reuseport: bool = False
+    device: str | None = None
+    rcvbuf: int | None = None
+
+
+def unprivileged_port_start() -> int:
+    """The lowest port an unprivileged process may bind (``net.ipv4.ip_unprivileged_port_start``)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start", "rb") as fh:  # bytes: no codec import needed
+            return int(fh.read())
+    except (OSError, ValueError):
+        return 1024
+
+
+def bind_udp(endpoint: Endpoint, options: BindOptions = BindOptions()) -> socket.socket:
+    """A non-blocking UDP socket bound to ``endpoint``; failures are one-line UdpkitErrors."""
+    sock = socket.socket(endpoint.family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    try:
+        if endpoint.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(options.v6only))
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+        if options.reuseaddr:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if options.reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        device = options.device or endpoint.interface
+        if device:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
+            except OSError as exc:
+                if exc.errno == errno.EPERM:
+                    raise PermissionDenied(f"binding to device {device} needs CAP_NET_RAW (run as root)") from None
+                raise UsageError(f"cannot bind to device {device!r}: {exc.strerror}") from None
+        if options.rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, options.rcvbuf)
+        address: tuple[str, int] | tuple[str, int, int, int] = (endpoint.ip, endpoint.port)
+        if endpoint.family == socket.AF_INET6 and endpoint.interface:
+            address = (endpoint.ip, endpoint.port, 0, socket.if_nametoindex(endpoint.interface))
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise _bind_error(endpoint, exc) from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind_error(endpoint: Endpoint, exc: OSError) -> UdpkitError:
+    where = f"udp {endpoint}"
+    if exc.errno == errno.EACCES:
+        return PermissionDenied(
+            f"cannot bind {where}: ports below {unprivileged_port_start()} need root or CAP_NET_BIND_SERVICE;"
+            f" use a port >= 1024 (or run with sudo)"
+        )
+    if exc.errno == errno.EADDRINUSE:
+        return UdpkitError(f"cannot bind {where}: address already in use (see: udpkit ss -ulnp 'sport = :{endpoint.port}')")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return UdpkitError(f"cannot bind {where}: no such local address on this host")
+    return UdpkitError(f"cannot bind {where}: {exc.strerror or exc}")

@@ -1,0 +1,203 @@
+"""``udpkit listen`` and the Listener against real clients on loopback: nc, socat and Python sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from udpkit.addr import Endpoint, parse_address
+from udpkit.errors import PermissionDenied
+from udpkit.listen import Listener, Sink
+from udpkit.net import BindOptions, bind_udp
+
+V4 = Endpoint("127.0.0.1", 0, socket.AF_INET)
+V6 = Endpoint("::1", 0, socket.AF_INET6)
+
+
+@pytest.fixture
+def echo() -> Iterator[Listener]:
+    lst = Listener([V4, V6], respond="echo")
+    lst.open()
+    lst.start()
+    try:
+        yield lst
+    finally:
+        lst.stop()
+        lst.join()
+        lst.close()
+
+
+def ask(ep: Endpoint, payload: bytes, timeout: float = 2.0) -> bytes:
+    with socket.socket(ep.family, socket.SOCK_DGRAM) as c:
+        c.settimeout(timeout)
+        c.sendto(payload, (ep.ip, ep.port))
+        return c.recv(70000)
+
+
+@pytest.mark.parametrize("size", [0, 1, 1472, 65507])
+def test_echo_answers_byte_for_byte_on_both_families(echo: Listener, size: int) -> None:
+    payload = os.urandom(size)
+    for ep in echo.bound:
+        assert ask(ep, payload) == payload
+    assert ask(echo.bound[1], b"x" * 65527) == b"x" * 65527  # the IPv6 maximum
+    assert echo.stats.datagrams_out == echo.stats.datagrams_in == 3
+
+
+@pytest.mark.peer("socat")
+def test_a_real_socat_client_gets_its_echo(echo: Listener) -> None:
+    for ep, addr in zip(echo.bound, ("UDP4:127.0.0.1", "UDP6:[::1]")):
+        out = subprocess.run(["socat", "-t", "2", "-", f"{addr}:{ep.port}"], input=b"hello via socat\n",
+                             capture_output=True, timeout=10)
+        assert out.stdout == b"hello via socat\n"
+
+
+@pytest.mark.peer("nc")
+def test_discard_counts_what_a_real_nc_sends() -> None:
+    with Listener([V4], respond="discard") as lst:
+        lst.start()
+        port = lst.bound[0].port
+        for word in (b"one", b"two", b"three"):
+            subprocess.run(["nc", "-u", "-q0", "-w1", "127.0.0.1", str(port)], input=word, timeout=10, check=True)
+        deadline = time.monotonic() + 5
+        while lst.stats.datagrams_in < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        lst.stop()
+        lst.join()
+        assert (lst.stats.datagrams_in, lst.stats.bytes_in, lst.stats.datagrams_out) == (3, 11, 0)
+
+
+def test_dual_stack_sees_ipv4_peers_as_mapped_addresses(tmp_path: Path) -> None:
+    out = (tmp_path / "dgrams.jsonl").open("wb")
+    lst = Listener([Endpoint("::", 0, socket.AF_INET6)], respond="echo", bind=BindOptions(v6only=False),
+                   sink=Sink(out, "jsonl"))
+    with lst:
+        lst.start()
+        assert ask(Endpoint("127.0.0.1", lst.bound[0].port, socket.AF_INET), b"v4") == b"v4"
+    out.close()
+    doc = json.loads((tmp_path / "dgrams.jsonl").read_text())
+    assert doc["peer"]["address"] == "::ffff:127.0.0.1" and doc["local"]["address"] == "::ffff:127.0.0.1"
+
+
+def test_v6only_refuses_ipv4() -> None:
+    with Listener([Endpoint("::", 0, socket.AF_INET6)], respond="echo") as lst:
+        lst.start()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            c.settimeout(2)
+            c.connect(("127.0.0.1", lst.bound[0].port))
+            c.send(b"v4")
+            with pytest.raises(ConnectionRefusedError):  # ICMP port unreachable: nobody on IPv4
+                c.recv(100)
+
+
+@pytest.mark.peer("ss")
+def test_the_kernel_shows_the_listeners_as_ss_does() -> None:
+    with Listener(list(parse_address("0"))) as lst:
+        port = lst.bound[0].port
+        assert lst.bound[1].port == port  # one port for both families
+        out = subprocess.run(["ss", "-uln", f"sport = :{port}"], capture_output=True, text=True).stdout
+        fields = [line.split()[:5] for line in out.splitlines()[1:]]
+        assert fields == [["UNCONN", "0", "0", f"0.0.0.0:{port}", "0.0.0.0:*"], ["UNCONN", "0", "0", f"[::]:{port}", "[::]:*"]]
+
+
+@pytest.mark.peer("tshark")
+def test_the_pcap_opens_in_tshark_with_the_real_addresses(tmp_path: Path) -> None:
+    path = tmp_path / "capture.pcap"
+    with path.open("wb") as out, Listener([V4, V6], respond="discard", sink=Sink(out, "pcap")) as lst:
+        lst.start()
+        for ep in lst.bound:
+            with socket.socket(ep.family, socket.SOCK_DGRAM) as c:
+                c.bind((ep.ip, 0))
+                c.sendto(b"capture me", (ep.ip, ep.port))
+                src_port = c.getsockname()[1]
+                deadline = time.monotonic() + 5
+                while lst.stats.datagrams_in < (1 if ep.family == socket.AF_INET else 2) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+            ports = (src_port, ep.port)
+        lst.stop()
+        lst.join()
+    fields = subprocess.run(
+        ["tshark", "-r", str(path), "-T", "fields", "-e", "ip.src", "-e", "ipv6.src", "-e", "udp.srcport",
+         "-e", "ip.dst", "-e", "ipv6.dst", "-e", "udp.dstport", "-e", "data.data", "-o", "udp.check_checksum:TRUE"],
+        capture_output=True, text=True, timeout=60, env=dict(os.environ, HOME=str(tmp_path)),
+    )
+    assert fields.returncode == 0, fields.stderr
+    rows = [line.split("\t") for line in fields.stdout.splitlines()]
+    assert rows[0][0] == "127.0.0.1" and rows[0][3] == "127.0.0.1"
+    assert rows[1][1] == "::1" and rows[1][4] == "::1" and rows[1][2:6:3] == [str(ports[0]), str(ports[1])]
+    assert all(row[6] == b"capture me".hex() for row in rows)
+
+
+def test_binding_a_privileged_port_without_the_right_is_a_clear_refusal() -> None:
+    """As a normal user (a forked child that dropped root), port 123 is refused with a suggestion."""
+    if os.geteuid() != 0:
+        with pytest.raises(PermissionDenied, match="use a port >= 1024"):
+            bind_udp(Endpoint("127.0.0.1", 123, socket.AF_INET))
+        return
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: become nobody, try, report
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            bind_udp(Endpoint("127.0.0.1", 123, socket.AF_INET))
+            os.write(write, b"bound")
+        except Exception as exc:  # report whatever happened; the parent asserts on it
+            os.write(write, f"{type(exc).__name__}: {exc}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    message = os.read(read, 4096).decode()
+    os.close(read)
+    assert "ports below 1024 need root or CAP_NET_BIND_SERVICE" in message and "use a port >= 1024" in message
+
+
+def start_cli(*args: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-m", "udpkit", "listen", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    first = proc.stderr.readline()
+    assert first.startswith("udpkit listen:"), first
+    proc.first_line = first  # type: ignore[attr-defined]
+    return proc
+
+
+def test_sigterm_prints_the_summary_and_leaves_a_complete_file(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    proc = start_cli("127.0.0.1:0", "--respond", "echo", "--out", str(path), "--format", "jsonl")
+    port = int(proc.first_line.rsplit(":", 1)[1])  # type: ignore[attr-defined]
+    for i in range(3):
+        assert ask(Endpoint("127.0.0.1", port, socket.AF_INET), b"n%d" % i) == b"n%d" % i
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert "3 datagrams (6 bytes) in, 3 (6 bytes) out, 3 peers, 0 dropped by the kernel" in err  # a new client socket each
+    assert [json.loads(line)["data_hex"] for line in path.read_text().splitlines()] == [b"n0".hex(), b"n1".hex(), b"n2".hex()]
+
+
+def test_count_stops_by_itself() -> None:
+    proc = start_cli("127.0.0.1:0", "--count", "2")
+    port = int(proc.first_line.rsplit(":", 1)[1])  # type: ignore[attr-defined]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+        for _ in range(2):
+            c.sendto(b"x", ("127.0.0.1", port))
+    _out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and "2 datagrams (2 bytes) in" in err
+
+
+def test_an_address_in_use_is_one_line_and_exit_1() -> None:
+    with Listener([V4]) as lst:
+        proc = subprocess.run([sys.executable, "-m", "udpkit", "listen", f"127.0.0.1:{lst.bound[0].port}"],
+                              capture_output=True, text=True, timeout=10)
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and "address already in use" in proc.stderr

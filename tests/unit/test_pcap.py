@@ -1,0 +1,49 @@
+"""pcap encoding: headers a capture reader accepts, checksums that verify, real addresses."""
+
+from __future__ import annotations
+
+import struct
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from udpkit.listen import pcap
+
+
+def verify_sum(data: bytes) -> int:
+    return pcap._ones_complement_sum(data)
+
+
+def test_file_header_is_nanosecond_pcap_with_raw_ip_link_type() -> None:
+    magic, major, minor, _zone, _sig, snaplen, link = struct.unpack("<IHHiIII", pcap.file_header())
+    assert (magic, major, minor, link) == (0xA1B23C4D, 2, 4, 101) and snaplen >= 65535
+
+
+def test_ipv4_packet_fields_and_checksums() -> None:
+    pkt = pcap.ip_udp_packet("10.0.0.1", 5000, "10.0.0.2", 53, b"hello")
+    assert pkt[0] == 0x45 and struct.unpack("!H", pkt[2:4])[0] == 20 + 8 + 5 and pkt[9] == 17
+    assert pkt[12:16] == bytes([10, 0, 0, 1]) and pkt[16:20] == bytes([10, 0, 0, 2])
+    assert verify_sum(pkt[:20]) == 0xFFFF  # the IPv4 header checksum verifies
+    udp = pkt[20:]
+    assert struct.unpack("!HHH", udp[:6]) == (5000, 53, 13)
+    pseudo = pkt[12:20] + struct.pack("!BBH", 0, 17, len(udp))
+    assert verify_sum(pseudo + udp) == 0xFFFF  # and so does the UDP checksum
+
+
+def test_ipv4_mapped_peers_are_written_as_the_ipv4_packets_they_were() -> None:
+    assert pcap.ip_udp_packet("::ffff:127.0.0.1", 1, "::ffff:127.0.0.1", 2, b"")[0] == 0x45
+
+
+@given(st.binary(max_size=300), st.integers(0, 65535), st.integers(0, 65535))
+def test_ipv6_udp_checksum_verifies(payload: bytes, sport: int, dport: int) -> None:
+    pkt = pcap.ip_udp_packet("fe80::1", sport, "::1", dport, payload)
+    assert pkt[0] >> 4 == 6 and pkt[6] == 17 and struct.unpack("!H", pkt[4:6])[0] == 8 + len(payload)
+    udp = pkt[40:]
+    pseudo = pkt[8:40] + struct.pack("!I3xB", len(udp), 17)
+    assert verify_sum(pseudo + udp) == 0xFFFF
+
+
+def test_record_carries_nanoseconds() -> None:
+    rec = pcap.record(1700000000.123456789, b"xyz")
+    sec, nsec, cap, orig = struct.unpack("<IIII", rec[:16])
+    assert sec == 1700000000 and abs(nsec - 123456789) < 1000 and cap == orig == 3 and rec[16:] == b"xyz"
