@@ -17,6 +17,7 @@ declare -A PEERS=(
   [procps]=ps
   [netcat-openbsd]=nc
   [tshark]=tshark
+  [sockperf]=sockperf
 )
 
 missing=()

@@ -201,3 +201,80 @@ def test_an_address_in_use_is_one_line_and_exit_1() -> None:
                               capture_output=True, text=True, timeout=10)
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "address already in use" in proc.stderr
+
+
+def test_allow_refuses_peers_outside_the_networks() -> None:
+    import ipaddress
+
+    with Listener([Endpoint("::", 0, socket.AF_INET6)], respond="echo", bind=BindOptions(v6only=False),
+                  allow=[ipaddress.ip_network("::1/128")]) as lst:
+        lst.start()
+        port = lst.bound[0].port
+        assert ask(Endpoint("::1", port, socket.AF_INET6), b"in") == b"in"
+        with pytest.raises(TimeoutError):
+            ask(Endpoint("127.0.0.1", port, socket.AF_INET), b"out", timeout=0.5)
+        lst.stop()
+        lst.join()
+        assert lst.stats.refused == 1 and lst.stats.datagrams_in == 1
+
+
+def test_max_peers_ends_the_least_recently_active_session_first() -> None:
+    with Listener([V4], respond="echo", fork=True, max_peers=2) as lst:
+        lst.start()
+        port = lst.bound[0].port
+        clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+        try:
+            for c in clients:
+                c.settimeout(2)
+                c.sendto(b"x", ("127.0.0.1", port))
+                assert c.recv(9) == b"x"
+            names = [c.getsockname()[1] for c in clients]
+            assert [p.port for p in lst.session_peers()] == names[1:]  # the first one was evicted
+            assert lst.stats.sessions_total == 3 and lst.stats.sessions_open == 2
+        finally:
+            for c in clients:
+                c.close()
+
+
+def test_relay_carries_requests_to_an_upstream_and_answers_back() -> None:
+    with Listener([V4], respond="echo") as upstream:
+        upstream.start()
+        target = (socket.AF_INET, ("127.0.0.1", upstream.bound[0].port))
+        with Listener([V4], relay=target, idle_timeout=5) as proxy:
+            proxy.start()
+            for i in range(3):
+                assert ask(proxy.bound[0], b"req %d" % i) == b"req %d" % i
+            assert proxy.stats.sessions_total == 3  # a client socket per ask(): a session each
+            assert upstream.stats.peers == 3  # and each session has its own upstream socket
+
+
+def test_nothing_the_kernel_delivered_is_lost(tmp_path: Path) -> None:
+    """200,000 numbered datagrams: the file holds exactly what was received, and received plus the
+    kernel's reported drops is what was sent."""
+    total = 200_000
+    path = tmp_path / "numbers.bin"
+    with path.open("wb") as out, Listener([V4], respond="discard", sink=Sink(out, "raw"),
+                                          bind=BindOptions(rcvbuf=4 << 20)) as lst:
+        lst.start()
+        dest = ("127.0.0.1", lst.bound[0].port)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            for n in range(total):
+                c.sendto(n.to_bytes(4, "big"), dest)
+                if n % 2000 == 1999:
+                    time.sleep(0.002)  # a rate the machine can take, with room for a burst or two to drop
+            time.sleep(0.5)
+            c.sendto(b"END!", dest)  # the last datagram brings the kernel's final drop count
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if lst.stats.datagrams_in and path.stat().st_size and path.read_bytes()[-4:] == b"END!":
+                break
+            time.sleep(0.05)
+        lst.stop()
+        lst.join()
+        stats = lst.stats
+    data = path.read_bytes()
+    assert data[-4:] == b"END!"
+    numbers = [int.from_bytes(data[i : i + 4], "big") for i in range(0, len(data) - 4, 4)]
+    assert len(numbers) == stats.datagrams_in - 1
+    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)  # in order, no duplicates
+    assert len(numbers) + stats.kernel_drops == total

@@ -17,6 +17,7 @@ __all__ = ["console", "main"]
 COMMANDS = {
     "ss": ("udpkit.cli.ss", "examine UDP sockets, like iproute2's ss -u"),
     "listen": ("udpkit.cli.listen", "create UDP services on IPv4 and IPv6 (discard, echo, daytime, time)"),
+    "socat": ("udpkit.cli.socat", "socat's UDP addresses (UDP4-LISTEN:123,fork /dev/null ...) on the listener"),
 }
 
 USAGE = """\
@@ -35,6 +36,7 @@ examples:
   udpkit ss -ulnp 'sport = :123'  who listens on port 123
   udpkit ss -ua --json            every UDP socket as JSON
   udpkit listen 7007 --respond echo   an echo service on 0.0.0.0:7007 and [::]:7007
+  udpkit socat UDP4-LISTEN:123,fork /dev/null   the tutorial's socat command, as written
 """
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 import socket
 from collections.abc import Callable, Sequence
@@ -15,7 +16,7 @@ from udpkit.listen import FORMATS, Listener, Sink
 from udpkit.net import BindOptions
 from udpkit.services import RESPONDERS
 
-__all__ = ["run"]
+__all__ = ["drop_privileges", "endpoints_for", "install_signals", "run"]
 
 _Handler = Callable[[int, FrameType | None], Any] | int | None
 
@@ -25,6 +26,7 @@ examples:
                                              tutorial's two socat commands
   udpkit listen 7007 --respond echo          an echo service on both families
   udpkit listen 127.0.0.1:5353 --out - --format hex       print every datagram as a hex dump
+  udpkit listen 5353 --relay 127.0.0.1:53 --idle-timeout 30  a UDP proxy, one upstream socket per peer
   sudo udpkit listen 123 --user nobody --out ntp.pcap --format pcap
 """
 
@@ -47,6 +49,14 @@ def build_parser() -> Parser:
     p.add_argument("--rcvbuf", type=_positive_int, metavar="BYTES", help="receive buffer size (SO_RCVBUF)")
     p.add_argument("--out", metavar="FILE", help="record every datagram to FILE ('-' for standard output)")
     p.add_argument("--format", choices=FORMATS, default=None, help="how --out records datagrams (default: text)")
+    p.add_argument("--fork", action="store_true",
+                   help="a session per peer: its own socket, connected to it (socat's fork, in one process)")
+    p.add_argument("--idle-timeout", type=_positive_float, metavar="S", help="end a session after S quiet seconds")
+    p.add_argument("--max-peers", type=_positive_int, metavar="N", help="at most N sessions; the least recently active goes first")
+    p.add_argument("--allow", action="append", type=_network, metavar="CIDR",
+                   help="accept datagrams only from these networks (repeatable; socat's range=)")
+    p.add_argument("--relay", metavar="HOST:PORT",
+                   help="forward each peer's datagrams to HOST:PORT through its own socket and send the answers back")
     p.add_argument("--count", type=_positive_int, metavar="N", help="stop after N datagrams")
     p.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
     p.add_argument("--user", metavar="USER", help="after binding, drop root privileges to USER")
@@ -57,6 +67,29 @@ def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise UsageError(f"expected a positive whole number, got {text!r}")
     return int(text)
+
+
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise UsageError(f"bad network {text!r}: expected an address or CIDR like 10.0.0.0/8 or ::1/128") from None
+
+
+def resolve_relay(text: str) -> tuple[socket.AddressFamily, tuple[str, int]]:
+    """``HOST:PORT`` / ``[V6]:PORT`` -> (family, socket address); host names are resolved (first answer)."""
+    host, colon, port_text = text.rpartition(":")
+    if not colon or not host:
+        raise UsageError(f"bad --relay {text!r}: expected HOST:PORT")
+    from udpkit.addr import parse_port
+
+    port = parse_port(port_text, allow_zero=False)
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        family, _type, _proto, _name, sockaddr = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)[0]
+    except (OSError, UnicodeError) as exc:
+        raise UsageError(f"bad --relay {text!r}: cannot resolve {host}: {exc}") from None
+    return family, (str(sockaddr[0]), int(sockaddr[1]))
 
 
 def _positive_float(text: str) -> float:
@@ -107,7 +140,14 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     options = BindOptions(v6only=not args.dual_stack, reuseaddr=args.reuseaddr, reuseport=args.reuseport,
                           device=args.bind_device, rcvbuf=args.rcvbuf)
     stream: BinaryIO | None = None
-    listener = Listener(endpoints, respond=args.respond, bind=options, count=args.count, duration=args.duration)
+    relay = resolve_relay(args.relay) if args.relay else None
+    if relay is not None and args.respond != "discard":
+        raise UsageError("--relay forwards datagrams; it cannot be combined with --respond")
+    if (args.idle_timeout or args.max_peers) and not (args.fork or relay):
+        raise UsageError("--idle-timeout and --max-peers need --fork (or --relay)")
+    listener = Listener(endpoints, respond=args.respond, bind=options, count=args.count, duration=args.duration,
+                        fork=args.fork, idle_timeout=args.idle_timeout, max_peers=args.max_peers,
+                        allow=args.allow, relay=relay)
     bound = listener.open()
     try:
         if args.out is not None:
@@ -120,14 +160,14 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
             drop_privileges(args.user)
         where = ", ".join(f"udp {ep}{' (v6only)' if ep.family == socket.AF_INET6 and not args.dual_stack else ''}"
                           for ep in bound)
-        err.write(f"udpkit listen: {args.respond} on {where}\n")
+        what = f"relay to {args.relay}" if relay else args.respond
+        err.write(f"udpkit listen: {what} on {where}{' (a session per peer)' if args.fork or relay else ''}\n")
         err.flush()
-        previous = _install_signals(listener, err)
+        previous = install_signals(listener, err)
         try:
             stats = listener.serve()
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            install_signals(listener, err, restore=previous)
         err.write(f"udpkit listen: {stats.summary()}\n")
         return 0
     finally:
@@ -143,17 +183,24 @@ def _open_out(path: str) -> BinaryIO:
         raise UdpkitError(f"cannot open {path}: {exc.strerror}") from None
 
 
-def _install_signals(listener: Listener, err: TextIO) -> dict[int, _Handler]:
-    """SIGINT/SIGTERM stop cleanly; SIGUSR1 prints the statistics so far."""
-    previous: dict[int, _Handler] = {}
+def install_signals(
+    listener: Listener, err: TextIO, name: str = "udpkit listen", restore: dict[int, _Handler] | None = None
+) -> dict[int, _Handler]:
+    """SIGINT/SIGTERM stop cleanly; SIGUSR1 prints the statistics so far. ``restore``: put back
+    the handlers a previous call returned."""
+    if restore is not None:
+        for signum, handler in restore.items():
+            signal.signal(signum, handler)
+        return {}
 
     def stop(signum: int, frame: FrameType | None) -> None:
         listener.stop()
 
     def report(signum: int, frame: FrameType | None) -> None:
-        err.write(f"udpkit listen: {listener.stats.summary()}\n")
+        err.write(f"{name}: {listener.stats.summary()}\n")
         err.flush()
 
+    previous: dict[int, _Handler] = {}
     for signum, handler in ((signal.SIGINT, stop), (signal.SIGTERM, stop), (signal.SIGUSR1, report)):
         previous[signum] = signal.signal(signum, handler)
     return previous

@@ -6,54 +6,94 @@ a stream that a plain loop keeps 99.8 % of). Each datagram goes to the responder
 ``services`` object), its replies go back from the address the datagram came to, and the sink
 records it. ``stop()`` may be called from any thread or a signal handler: it writes one byte to a
 wake-up pipe the loop also watches.
+
+Sessions (socat's ``fork``, done in-process): the first datagram from a new peer opens a socket
+bound to the same local address and port and connected to that peer, so the kernel delivers that
+peer's later datagrams to it (a connected socket is the better match) and ``ss`` shows it ESTAB.
+The listening socket never closes, so there is no moment when the port is unbound; datagrams
+the peer sent before its session existed are still read from the listening socket and handed
+to the right session by the peer's address.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import selectors
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from udpkit.addr import Endpoint
 from udpkit.errors import UdpkitError, UsageError
 from udpkit.listen.sinks import Sink
-from udpkit.net import BindOptions, bind_udp, receive, send_reply
+from udpkit.net import BindOptions, Datagram, bind_udp, receive, send_reply
 from udpkit.services import Responder, responder
 
 __all__ = ["Listener", "ListenerStats"]
 
 BATCH = 64
+_IN, _BYTES_IN, _OUT, _BYTES_OUT, _REPLY_DROPS, _TRUNCATED, _REFUSED, _SESSIONS = range(8)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ListenerStats(NamedTuple):
-    """What a listener has seen: datagrams and bytes in and out, distinct peers, replies the
-    kernel would not take, and datagrams the kernel dropped because the receive queue was full."""
+    """What a listener has seen: datagrams and bytes in and out, distinct peers, sessions open now and
+    in all, datagrams refused by ``allow``, replies the kernel would not take, datagrams cut short,
+    and datagrams the kernel dropped because a receive queue was full (``SO_RXQ_OVFL``)."""
 
     datagrams_in: int = 0
     bytes_in: int = 0
     datagrams_out: int = 0
     bytes_out: int = 0
     peers: int = 0
+    sessions_open: int = 0
+    sessions_total: int = 0
+    refused: int = 0
     replies_dropped: int = 0
-    kernel_drops: int = 0
     truncated: int = 0
+    kernel_drops: int = 0
 
     def summary(self) -> str:
-        return (
+        text = (
             f"{self.datagrams_in} datagrams ({self.bytes_in} bytes) in, {self.datagrams_out} ({self.bytes_out} bytes)"
             f" out, {self.peers} peer{'s' if self.peers != 1 else ''}, {self.kernel_drops} dropped by the kernel"
         )
+        if self.sessions_total:
+            text += f", {self.sessions_total} sessions ({self.sessions_open} open)"
+        if self.refused:
+            text += f", {self.refused} refused"
+        return text
+
+
+class _Session:
+    """One peer's own socket (connected to it) and, when relaying, its own upstream socket."""
+
+    __slots__ = ("down", "key", "local", "peer", "up")
+
+    def __init__(self, key: tuple[int, tuple[str, int]], down: socket.socket, up: socket.socket | None,
+                 local: Endpoint, peer: Endpoint) -> None:
+        self.key = key
+        self.down = down
+        self.up = up
+        self.local = local
+        self.peer = peer
 
 
 class Listener:
-    """Serve UDP on ``endpoints`` with a responder; usable as a context manager or in a thread.
+    """Serve UDP on ``endpoints`` with a responder (or relay to an upstream); a context manager,
+    runnable in the calling thread (``serve``) or a background one (``start``/``stop``/``join``).
 
-    >>> with Listener([Endpoint("127.0.0.1", 0, socket.AF_INET)], respond="echo") as lst:  # doctest: +SKIP
-    ...     lst.start(); ...; lst.stop(); lst.join()
+    ``fork``: a session per peer (see the module docstring); ``idle_timeout`` ends quiet sessions,
+    ``max_peers`` bounds them (the least recently active goes first); ``allow``: only these networks
+    may talk to us (socat's ``range=``); ``relay``: forward each peer's datagrams to this upstream
+    through the peer's own socket and send the answers back (sessions are implied);
+    ``single_peer``: socat's UDP-LISTEN without fork — the first peer's address is connected to the
+    listening socket and everyone else is refused by the kernel.
     """
 
     def __init__(
@@ -65,6 +105,12 @@ class Listener:
         sink: Sink | None = None,
         count: int | None = None,
         duration: float | None = None,
+        fork: bool = False,
+        idle_timeout: float | None = None,
+        max_peers: int | None = None,
+        allow: Sequence[Network] | None = None,
+        relay: tuple[socket.AddressFamily, tuple[str, int]] | None = None,
+        single_peer: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not endpoints:
@@ -73,21 +119,36 @@ class Listener:
             raise UsageError("--count must be at least 1")
         if duration is not None and duration <= 0:
             raise UsageError("--duration must be positive")
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise UsageError("--idle-timeout must be positive")
+        if max_peers is not None and max_peers < 1:
+            raise UsageError("--max-peers must be at least 1")
         self.endpoints = list(endpoints)
         self.responder = responder(respond) if isinstance(respond, str) else respond
-        self.bind_options = bind
+        self.sessions_on = fork or relay is not None
+        # Session sockets share the listening port: both sides need SO_REUSEADDR before binding.
+        self.bind_options = bind._replace(reuseaddr=True) if self.sessions_on else bind
         self.sink = sink
         self.count = count
         self.duration = duration
+        self.idle_timeout = idle_timeout
+        self.max_peers = max_peers
+        self.allow = list(allow) if allow else None
+        self.relay = relay
+        self.single_peer = single_peer
+        self._only_peer: tuple[str, int] | None = None
         self.clock = clock
         self._sockets: list[socket.socket] = []
         self._bound: list[Endpoint] = []
         self._wake_r, self._wake_w = -1, -1
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self._counts = [0, 0, 0, 0, 0, 0]  # in, bytes in, out, bytes out, replies dropped, truncated
+        self._counts = [0] * 8
         self._peers: set[tuple[str, int]] = set()
         self._drops: dict[int, int] = {}
+        self._sessions: OrderedDict[tuple[int, tuple[str, int]], _Session] = OrderedDict()
+        self._last_seen: dict[tuple[int, tuple[str, int]], float] = {}
+        self._selector: selectors.BaseSelector | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def open(self) -> list[Endpoint]:
@@ -126,6 +187,8 @@ class Listener:
         return list(self._sockets)
 
     def close(self) -> None:
+        for key in list(self._sessions):
+            self._end_session(key)
         for sock in self._sockets:
             sock.close()
         self._sockets.clear()
@@ -151,7 +214,7 @@ class Listener:
         if self._wake_w >= 0:
             try:
                 os.write(self._wake_w, b"x")
-            except (BlockingIOError, OSError):
+            except OSError:
                 pass
 
     def start(self) -> None:
@@ -175,69 +238,233 @@ class Listener:
         except BaseException as exc:  # surfaced by join()
             self._error = exc
 
-    # -- the loop --------------------------------------------------------------------------------
     @property
     def stats(self) -> ListenerStats:
-        i, bi, o, bo, dropped, truncated = self._counts
-        return ListenerStats(i, bi, o, bo, len(self._peers), dropped, sum(self._drops.values()), truncated)
+        c = self._counts
+        return ListenerStats(
+            datagrams_in=c[_IN], bytes_in=c[_BYTES_IN], datagrams_out=c[_OUT], bytes_out=c[_BYTES_OUT],
+            peers=len(self._peers), sessions_open=len(self._sessions), sessions_total=c[_SESSIONS],
+            refused=c[_REFUSED], replies_dropped=c[_REPLY_DROPS], truncated=c[_TRUNCATED],
+            kernel_drops=sum(self._drops.values()),
+        )
 
+    def session_peers(self) -> list[Endpoint]:
+        """The peers that have a session open now, least recently active first."""
+        return [s.peer for s in self._sessions.values()]
+
+    # -- the loop --------------------------------------------------------------------------------
     def serve(self) -> ListenerStats:
         """Run until ``stop()``, ``count`` datagrams, or ``duration`` seconds; return the statistics."""
         if not self._sockets:
             self.open()
         deadline = None if self.duration is None else time.monotonic() + self.duration
         with selectors.DefaultSelector() as selector:
+            self._selector = selector
             for index, sock in enumerate(self._sockets):
-                selector.register(sock, selectors.EVENT_READ, index)
+                selector.register(sock, selectors.EVENT_READ, ("listen", index))
             selector.register(self._wake_r, selectors.EVENT_READ, None)
-            while True:
-                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-                events = selector.select(timeout)
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-                stop = False
-                for key, _mask in events:
-                    if key.data is None:
-                        os.read(self._wake_r, 4096)
-                        stop = True
-                    elif self._drain(key.data):
-                        stop = True
-                if stop:
-                    break
+            try:
+                while not self._step(selector, deadline):
+                    pass
+            finally:
+                self._selector = None
         if self.sink is not None:
             self.sink.flush()
         return self.stats
 
-    def _drain(self, index: int) -> bool:
-        """Read what is waiting on socket ``index``; ``True`` once ``count`` datagrams have arrived."""
+    def _step(self, selector: selectors.BaseSelector, deadline: float | None) -> bool:
+        """Wait once and handle what is ready; ``True`` when the loop should end."""
+        now = time.monotonic()
+        timeout = None if deadline is None else max(0.0, deadline - now)
+        expiry = self._next_expiry()
+        if expiry is not None:
+            timeout = max(0.0, expiry - now) if timeout is None else min(timeout, max(0.0, expiry - now))
+        events = selector.select(timeout)
+        done = False
+        for key, _mask in events:
+            tag = key.data
+            if tag is None:
+                os.read(self._wake_r, 4096)
+                done = True
+            elif tag[0] == "listen":
+                done = self._from_listening(tag[1]) or done
+            elif tag[0] == "down":
+                done = self._from_session(tag[1]) or done
+            else:
+                self._from_upstream(tag[1])
+        if events and self.sink is not None:
+            self.sink.flush()  # once per wake-up, not per datagram: a reader sees data promptly, cheaply
+        self._expire(time.monotonic())
+        return done or (deadline is not None and time.monotonic() >= deadline)
+
+    def _from_listening(self, index: int) -> bool:
         sock = self._sockets[index]
         local = self._bound[index]
-        counts = self._counts
-        handle = self.responder.handle
-        sink = self.sink
-        family = local.family
         for dgram in receive(sock, BATCH):
-            data = dgram.data
-            counts[0] += 1
-            counts[1] += len(data)
-            if dgram.truncated:
-                counts[5] += 1
-            if dgram.drops is not None:
-                self._drops[index] = dgram.drops
-            self._peers.add(dgram.peer)
-            now = dgram.timestamp if dgram.timestamp is not None else self.clock()
-            peer = Endpoint(dgram.peer[0], dgram.peer[1], family)
-            if sink is not None:
-                to = local if dgram.local_ip is None else Endpoint(dgram.local_ip, local.port, family)
-                sink.write(now, peer, to, data)
-            reply = handle(data, peer, now)
-            if reply is not None:
-                for payload in [reply] if isinstance(reply, bytes) else reply:
-                    if send_reply(sock, payload, dgram.peer, dgram.local_ip):
-                        counts[2] += 1
-                        counts[3] += len(payload)
-                    else:
-                        counts[4] += 1
-            if self.count is not None and counts[0] >= self.count:
+            if self.allow is not None and not self._allowed(dgram.peer[0]):
+                self._counts[_REFUSED] += 1
+                continue
+            if self.single_peer:
+                if self._only_peer is None:
+                    sock.connect(dgram.peer)
+                    self._only_peer = dgram.peer
+                elif dgram.peer != self._only_peer:
+                    self._counts[_REFUSED] += 1  # queued before we connected to the first peer
+                    continue
+            if self._count_in(index, dgram):
                 return True
+            if self.sessions_on:
+                key = (index, dgram.peer)
+                session = self._sessions.get(key) or self._open_session(index, dgram)
+                if session is not None:
+                    self._handle(session.down, session, dgram, session.local)
+                    continue
+            to = local if dgram.local_ip is None else local._replace(ip=dgram.local_ip)
+            self._handle(sock, None, dgram, to)
         return False
+
+    def _from_session(self, key: tuple[int, tuple[str, int]]) -> bool:
+        session = self._sessions.get(key)
+        if session is None:
+            return False
+        for dgram in receive(session.down, BATCH):
+            if self._count_in(key[0], dgram):
+                return True
+            self._handle(session.down, session, dgram, session.local)
+        return False
+
+    def _from_upstream(self, key: tuple[int, tuple[str, int]]) -> None:
+        session = self._sessions.get(key)
+        if session is None or session.up is None:
+            return
+        for dgram in receive(session.up, BATCH):
+            self._touch(key)
+            self._send(session.down, dgram.data, None, None)
+
+    def _count_in(self, index: int, dgram: Datagram) -> bool:
+        """Statistics for one datagram from a peer; ``True`` once ``count`` is reached."""
+        counts = self._counts
+        counts[_IN] += 1
+        counts[_BYTES_IN] += len(dgram.data)
+        if dgram.truncated:
+            counts[_TRUNCATED] += 1
+        if dgram.drops is not None:
+            self._drops[index] = max(self._drops.get(index, 0), dgram.drops)
+        self._peers.add(dgram.peer)
+        return self.count is not None and counts[_IN] >= self.count
+
+    def _handle(self, sock: socket.socket, session: _Session | None, dgram: Datagram, local: Endpoint) -> None:
+        now = dgram.timestamp if dgram.timestamp is not None else self.clock()
+        peer = Endpoint(dgram.peer[0], dgram.peer[1], local.family)
+        if self.sink is not None:
+            self.sink.write(now, peer, local, dgram.data)
+        if session is not None:
+            self._touch(session.key)
+            if session.up is not None:
+                self._send(session.up, dgram.data, None, None, count=False)
+                return
+        reply = self.responder.handle(dgram.data, peer, now)
+        if reply is None:
+            return
+        for payload in [reply] if isinstance(reply, bytes) else reply:
+            if session is not None:
+                self._send(sock, payload, None, None)
+            else:
+                self._send(sock, payload, dgram.peer, dgram.local_ip)
+
+    def _send(self, sock: socket.socket, payload: bytes, peer: tuple[str, int] | None, source: str | None,
+              *, count: bool = True) -> None:
+        if peer is None:
+            try:
+                sock.send(payload)
+                sent = True
+            except (BlockingIOError, InterruptedError, ConnectionRefusedError):
+                sent = False
+            except OSError:
+                sent = False
+        else:
+            sent = send_reply(sock, payload, peer, source)
+        if not count:
+            return
+        if sent:
+            self._counts[_OUT] += 1
+            self._counts[_BYTES_OUT] += len(payload)
+        else:
+            self._counts[_REPLY_DROPS] += 1
+
+    def _allowed(self, ip: str) -> bool:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        mapped = getattr(address, "ipv4_mapped", None)
+        return any(address in net or (mapped is not None and mapped in net) for net in self.allow or ())
+
+    # -- sessions --------------------------------------------------------------------------------
+    def _open_session(self, index: int, dgram: Datagram) -> _Session | None:
+        """A socket of the peer's own (bound to our address and port, connected to the peer); ``None``
+        if the kernel refuses one, and the datagram is then answered from the listening socket."""
+        if self.max_peers is not None and len(self._sessions) >= self.max_peers:
+            self._end_session(next(iter(self._sessions)))  # the least recently active
+        listening = self._bound[index]
+        local = listening if dgram.local_ip is None else listening._replace(ip=dgram.local_ip)
+        try:
+            down = bind_udp(local, self.bind_options._replace(reuseaddr=True))
+        except UdpkitError:
+            return None
+        up = None
+        try:
+            down.connect(dgram.peer)
+            if self.relay is not None:
+                up = socket.socket(self.relay[0], socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+                up.connect(self.relay[1])
+        except OSError:
+            down.close()
+            if up is not None:
+                up.close()
+            return None
+        key = (index, dgram.peer)
+        session = _Session(key, down, up, local, Endpoint(dgram.peer[0], dgram.peer[1], listening.family))
+        self._sessions[key] = session
+        self._last_seen[key] = time.monotonic()
+        self._counts[_SESSIONS] += 1
+        if self._selector is not None:
+            self._selector.register(down, selectors.EVENT_READ, ("down", key))
+            if up is not None:
+                self._selector.register(up, selectors.EVENT_READ, ("up", key))
+        return session
+
+    def _touch(self, key: tuple[int, tuple[str, int]]) -> None:
+        if key in self._sessions:
+            self._sessions.move_to_end(key)
+            self._last_seen[key] = time.monotonic()
+
+    def _end_session(self, key: tuple[int, tuple[str, int]]) -> None:
+        session = self._sessions.pop(key, None)
+        self._last_seen.pop(key, None)
+        if session is None:
+            return
+        for sock in (session.down, session.up):
+            if sock is None:
+                continue
+            if self._selector is not None:
+                try:
+                    self._selector.unregister(sock)
+                except (KeyError, ValueError):
+                    pass
+            sock.close()
+
+    def _next_expiry(self) -> float | None:
+        if self.idle_timeout is None or not self._sessions:
+            return None
+        return self._last_seen[next(iter(self._sessions))] + self.idle_timeout
+
+    def _expire(self, now: float) -> None:
+        """End the sessions idle for ``idle_timeout``; they are kept least recently active first."""
+        if self.idle_timeout is None:
+            return
+        while self._sessions:
+            key = next(iter(self._sessions))
+            if now - self._last_seen[key] < self.idle_timeout:
+                break
+            self._end_session(key)

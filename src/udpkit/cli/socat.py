@@ -1,0 +1,148 @@
+"""``udpkit socat ADDRESS1 ADDRESS2``: socat's UDP address syntax, served by udpkit's listener.
+
+The tutorial's ``socat UDP4-LISTEN:123,fork /dev/null`` and ``socat UDP6-LISTEN:123,ipv6only=1,fork
+/dev/null`` run as written with ``udpkit`` in front. Like socat it prints nothing unless asked
+(``-d``); ``-T SECONDS`` ends idle sessions, as socat's inactivity timeout ends its children.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from typing import BinaryIO, TextIO
+
+from udpkit.cli.listen import drop_privileges, install_signals
+from udpkit.compat.socat import SocatPlan, parse_socat
+from udpkit.errors import UdpkitError, UsageError
+from udpkit.listen import Listener, Sink
+from udpkit.net import BindOptions
+
+__all__ = ["run"]
+
+HELP = """\
+usage: udpkit socat [-d] [-T SECONDS] ADDRESS1 ADDRESS2
+
+socat's UDP addresses, served by udpkit's listener in one process (sessions per peer for fork,
+with no moment when the port is unbound).
+
+ADDRESS1: UDP4-LISTEN:PORT | UDP6-LISTEN:PORT | UDP-LISTEN:PORT | UDP{,4,6}-RECVFROM:PORT | UDP{,4,6}-RECV:PORT
+          options: fork, ipv6only=0|1, reuseaddr, so-reuseport, bind=ADDR, range=CIDR, max-children=N,
+                   rcvbuf=N, su=USER, pf=ip4|ip6, so-bindtodevice=IF
+ADDRESS2: /dev/null | STDOUT | STDIO | - | FILE | OPEN:FILE | CREATE:FILE | PIPE (echo)
+          | UDP{,4,6}:HOST:PORT | UDP{,4,6}-SENDTO:HOST:PORT (relay)
+STDIO and - only print what arrives: lines typed on standard input are not sent back.
+
+  -d           print where it listens and, at the end, what it saw (on standard error)
+  -T SECONDS   end a session after SECONDS without traffic
+
+examples:
+  udpkit socat UDP4-LISTEN:123,fork /dev/null &                  the tutorial's IPv4 NTP stand-in
+  udpkit socat UDP6-LISTEN:123,ipv6only=1,fork /dev/null &       and its IPv6 one
+  udpkit socat UDP4-LISTEN:5353,fork UDP4:127.0.0.1:53           a UDP proxy, one upstream socket per peer
+  udpkit socat UDP4-LISTEN:7,fork PIPE                           an echo service
+"""
+
+
+def parse_argv(argv: Sequence[str]) -> tuple[bool, float | None, str, str] | None:
+    """socat's global options we take (``-d``, ``-T``, and ``-t``/``-u`` accepted), then two addresses."""
+    verbose = False
+    idle = None
+    args = list(argv)
+    addresses: list[str] = []
+    while args:
+        arg = args.pop(0)
+        if arg in ("-h", "--help", "-?"):
+            return None
+        if arg.startswith("-d") and set(arg[1:]) == {"d"}:
+            verbose = True
+        elif arg in ("-T", "-t"):
+            if not args:
+                raise UsageError(f"option {arg} needs a value")
+            value = args.pop(0)
+            try:
+                seconds = float(value)
+            except ValueError:
+                raise UsageError(f"option {arg}: bad number {value!r}") from None
+            if arg == "-T":
+                if seconds <= 0:
+                    raise UsageError("option -T: expected a positive number of seconds")
+                idle = seconds
+        elif arg == "-u":
+            pass  # unidirectional: the listener's direction already
+        elif arg.startswith("-") and arg != "-":
+            raise UsageError(f"unsupported socat option {arg!r}")
+        else:
+            addresses.append(arg)
+    if len(addresses) != 2:
+        raise UsageError(f"socat takes two addresses, got {len(addresses)}")
+    return verbose, idle, addresses[0], addresses[1]
+
+
+def build_listener(plan: SocatPlan, idle: float | None, stdout: BinaryIO | None) -> tuple[Listener, BinaryIO | None]:
+    """The Listener a plan describes, and the file it writes to (the caller closes it)."""
+    target = plan.target
+    respond = "echo" if target.kind == "echo" else "discard"
+    if plan.mode == "recv" and target.kind in ("echo", "relay"):
+        raise UsageError("UDP-RECV only receives; use UDP-RECVFROM or UDP-LISTEN to answer")
+    relay = None
+    if target.kind == "relay":
+        assert target.host is not None and target.port is not None
+        try:
+            info = socket.getaddrinfo(target.host, target.port, target.family or 0, socket.SOCK_DGRAM)[0]
+        except (OSError, UnicodeError) as exc:
+            raise UsageError(f"cannot resolve {target.host}: {exc}") from None
+        relay = (info[0], (str(info[4][0]), int(info[4][1])))
+    stream: BinaryIO | None = None
+    sink = None
+    if target.kind == "stdout":
+        if stdout is None:
+            raise UdpkitError("standard output does not take bytes here")
+        sink = Sink(stdout, "raw")
+    elif target.kind == "file":
+        assert target.path is not None
+        try:
+            stream = open(target.path, "wb" if target.truncate else ("r+b" if target.must_exist else "ab"))
+            stream.seek(0, 2)
+        except OSError as exc:
+            raise UdpkitError(f"cannot open {target.path}: {exc.strerror}") from None
+        sink = Sink(stream, "raw")
+    bind = BindOptions(v6only=plan.v6only, reuseaddr=plan.reuseaddr, reuseport=plan.reuseport,
+                       device=plan.device, rcvbuf=plan.rcvbuf)
+    sessions = plan.mode == "listen" and plan.fork
+    listener = Listener(
+        [plan.endpoint], respond=respond, bind=bind, sink=sink,
+        count=1 if plan.mode == "recvfrom" and not plan.fork else None,
+        fork=sessions, idle_timeout=idle if (sessions or relay) else None,
+        max_peers=plan.max_children, allow=plan.allow, relay=relay,
+        single_peer=plan.mode == "listen" and not plan.fork and relay is None,
+    )
+    return listener, stream
+
+
+def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
+    parsed = parse_argv(argv)
+    if parsed is None:
+        out.write(HELP)
+        return 0
+    verbose, idle, first, second = parsed
+    plan = parse_socat(first, second)
+    listener, stream = build_listener(plan, idle, getattr(out, "buffer", None))
+    try:
+        bound = listener.open()
+        if plan.user:
+            drop_privileges(plan.user)
+        if verbose:
+            err.write(f"udpkit socat: listening on udp {bound[0]}\n")
+            err.flush()
+        previous = install_signals(listener, err, "udpkit socat")
+        try:
+            stats = listener.serve()
+        finally:
+            install_signals(listener, err, "udpkit socat", restore=previous)
+        if verbose:
+            err.write(f"udpkit socat: {stats.summary()}\n")
+        return 0
+    finally:
+        listener.close()
+        if stream is not None:
+            stream.close()

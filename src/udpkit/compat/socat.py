@@ -1,0 +1,223 @@
+"""socat's UDP address syntax (``UDP4-LISTEN:123,fork``, ``UDP6-LISTEN:123,ipv6only=1,fork``) mapped onto
+a listener plan. Pure parsing: nothing is bound or resolved here.
+
+Supported, as socat 1.7 reads them:
+
+- first address: ``UDP4-LISTEN:PORT``, ``UDP6-LISTEN:PORT`` (dual-stack unless ``ipv6only=1``),
+  ``UDP-LISTEN:PORT`` (IPv4, or IPv6 with ``pf=ip6``), ``UDP{,4,6}-RECVFROM:PORT`` (each datagram
+  answered on its own), ``UDP{,4,6}-RECV:PORT`` (receive only);
+- second address: ``/dev/null``, ``STDOUT``, ``STDIO`` or ``-`` (datagrams to standard output),
+  a file path, ``OPEN:PATH`` (must exist) or ``CREATE:PATH`` (truncated), ``PIPE`` (socat's echo),
+  and ``UDP{,4,6}:HOST:PORT`` or ``UDP{,4,6}-SENDTO:HOST:PORT`` (relay to an upstream);
+- options ``fork``, ``ipv6only=0|1``, ``reuseaddr``, ``so-reuseport``/``reuseport``, ``bind=ADDR``,
+  ``range=CIDR``, ``max-children=N``, ``rcvbuf=N``, ``su=USER``, ``pf=ip4|ip6``, ``so-bindtodevice=IF``.
+
+Anything else is refused with a message naming the part we do not support.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import NamedTuple
+
+from udpkit.addr import Endpoint, parse_ip, parse_port
+from udpkit.errors import UsageError
+
+__all__ = ["SocatPlan", "Target", "parse_socat"]
+
+_WILDCARD = {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"}
+_FLAGS = {"fork", "reuseaddr", "so-reuseaddr", "so-reuseport", "reuseport"}
+_VALUED = {"ipv6only", "ipv6-v6only", "bind", "range", "max-children", "rcvbuf", "so-rcvbuf", "su", "su-d",
+           "pf", "protocol-family", "so-bindtodevice", "bindtodevice", "if", "interface"}
+
+
+class Target(NamedTuple):
+    """Where datagrams go: ``kind`` is discard, stdout, file, echo or relay."""
+
+    kind: str
+    path: str | None = None
+    truncate: bool = False
+    must_exist: bool = False
+    family: int | None = None
+    host: str | None = None
+    port: int | None = None
+
+
+class SocatPlan(NamedTuple):
+    """A listener configuration equivalent to a socat command line."""
+
+    endpoint: Endpoint
+    mode: str  # "listen" (socat's UDP-LISTEN), "recvfrom" or "recv"
+    fork: bool
+    v6only: bool
+    reuseaddr: bool
+    reuseport: bool
+    device: str | None
+    rcvbuf: int | None
+    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None
+    max_children: int | None
+    user: str | None
+    target: Target
+
+
+def _split(address: str) -> tuple[str, list[str], list[str]]:
+    """``UDP4-LISTEN:123,fork,range=10.0.0.0/8`` -> ("UDP4-LISTEN", ["123"], ["fork", "range=10.0.0.0/8"]).
+
+    Brackets protect colons and commas inside IPv6 literals (``UDP6:[::1]:53``).
+    """
+    parts: list[str] = []
+    depth = 0
+    current = ""
+    for ch in address:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth = max(0, depth - 1)
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+            continue
+        current += ch
+    parts.append(current)
+    head, options = parts[0], parts[1:]
+    fields: list[str] = []
+    current = ""
+    depth = 0
+    for ch in head:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth = max(0, depth - 1)
+        if ch == ":" and depth == 0:
+            fields.append(current)
+            current = ""
+            continue
+        current += ch
+    fields.append(current)
+    return fields[0], fields[1:], [o for o in options if o]
+
+
+def _listen_kind(kind: str) -> tuple[str, int | None] | None:
+    kind = kind.upper()
+    for mode, suffix in (("listen", "-LISTEN"), ("recvfrom", "-RECVFROM"), ("recv", "-RECV")):
+        for prefix, family in (("UDP4", socket.AF_INET), ("UDP6", socket.AF_INET6), ("UDP", None)):
+            if kind == prefix + suffix:
+                return mode, family
+    return None
+
+
+def parse_socat(first: str, second: str) -> SocatPlan:
+    """Map ``socat FIRST SECOND`` onto a listener plan, or raise UsageError naming what is unsupported."""
+    kind, params, options = _split(first)
+    listen = _listen_kind(kind)
+    if listen is None:
+        raise UsageError(f"unsupported socat address type {kind!r} as the first address"
+                         " (udpkit socat listens: UDP4-LISTEN, UDP6-LISTEN, UDP-LISTEN, UDP*-RECVFROM, UDP*-RECV)")
+    mode, family = listen
+    if len(params) != 1:
+        raise UsageError(f"{kind} takes one parameter, the port: {kind}:PORT")
+    port = parse_port(params[0])
+    opts = _options(options)
+    pf = opts.get("pf") or opts.get("protocol-family")
+    if pf is not None:
+        pf_family = {"ip4": socket.AF_INET, "ipv4": socket.AF_INET, "ip6": socket.AF_INET6, "ipv6": socket.AF_INET6}.get(pf)
+        if pf_family is None:
+            raise UsageError(f"bad socat option pf={pf}: expected ip4 or ip6")
+        if family is not None and pf_family != family:
+            raise UsageError(f"pf={pf} contradicts {kind}")
+        family = pf_family
+    family = socket.AddressFamily(family or socket.AF_INET)  # socat 1.7's UDP-LISTEN is IPv4 unless pf=ip6
+    host = _WILDCARD[family]
+    interface = None
+    if "bind" in opts:
+        bind_family, host, interface = parse_ip(opts["bind"].strip("[]"))
+        if bind_family != family:
+            raise UsageError(f"bind={opts['bind']} is not an {'IPv4' if family == socket.AF_INET else 'IPv6'} address")
+    v6only_text = opts.get("ipv6only", opts.get("ipv6-v6only"))
+    if v6only_text not in (None, "0", "1"):
+        raise UsageError(f"bad socat option ipv6only={v6only_text}: expected 0 or 1")
+    allow = None
+    if "range" in opts:
+        allow = tuple(_network(text) for text in opts["range"].split("|"))
+    return SocatPlan(
+        endpoint=Endpoint(host, port, family, interface),
+        mode=mode,
+        fork="fork" in opts,
+        v6only=v6only_text == "1",
+        reuseaddr="reuseaddr" in opts or "so-reuseaddr" in opts,
+        reuseport="reuseport" in opts or "so-reuseport" in opts,
+        device=opts.get("so-bindtodevice") or opts.get("bindtodevice") or opts.get("if") or opts.get("interface"),
+        rcvbuf=_count("rcvbuf", opts.get("rcvbuf") or opts.get("so-rcvbuf")),
+        allow=allow,
+        max_children=_count("max-children", opts.get("max-children")),
+        user=opts.get("su") or opts.get("su-d"),
+        target=_target(second),
+    )
+
+
+def _options(options: list[str]) -> dict[str, str]:
+    parsed: dict[str, str] = {}
+    for option in options:
+        name, eq, value = option.partition("=")
+        name = name.lower()
+        if name in _FLAGS and not eq:
+            parsed[name] = ""
+        elif name in _VALUED and eq:
+            parsed[name] = value
+        elif name in _FLAGS or name in _VALUED:
+            raise UsageError(f"socat option {name} {'takes no value' if name in _FLAGS else 'needs a value'}")
+        else:
+            raise UsageError(f"unsupported socat option {option!r}")
+    return parsed
+
+
+def _count(name: str, text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(f"bad socat option {name}={text}: expected a positive number")
+    return int(text)
+
+
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """socat's ``range=``: ``10.0.0.0/8``, ``[::1/128]`` or ``10.0.0.0:255.0.0.0``."""
+    text = text.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    address, colon, mask = text.partition(":") if text.count(":") == 1 else (text, "", "")
+    try:
+        return ipaddress.ip_network(f"{address}/{mask}" if colon else text, strict=False)
+    except ValueError:
+        raise UsageError(f"bad socat option range={text}: expected ADDRESS/BITS or [IPV6/BITS]") from None
+
+
+def _target(address: str) -> Target:
+    upper = address.upper()
+    if address.startswith(("/", "./", "../")) and address != "/dev/null":
+        return Target("file", path=address)
+    if address == "/dev/null":
+        return Target("discard")
+    if upper in ("STDOUT", "STDIO", "-", "STDIN"):
+        if upper == "STDIN":
+            raise UsageError("STDIN as the second address sends, it does not receive: udpkit socat supports STDOUT, STDIO, -")
+        return Target("stdout")
+    if upper == "PIPE":
+        return Target("echo")
+    kind, params, options = _split(address)
+    if options:
+        raise UsageError(f"unsupported socat option {options[0]!r} on {kind}")
+    kind_upper = kind.upper()
+    if kind_upper in ("OPEN", "CREATE", "GOPEN"):
+        if len(params) != 1 or not params[0]:
+            raise UsageError(f"{kind} needs a path: {kind}:PATH")
+        return Target("file", path=params[0], truncate=kind_upper == "CREATE", must_exist=kind_upper == "OPEN")
+    for prefix, family in (("UDP4", socket.AF_INET), ("UDP6", socket.AF_INET6), ("UDP", None)):
+        if kind_upper in (prefix, prefix + "-SENDTO", prefix + "-CONNECT", prefix + "-DATAGRAM"):
+            if len(params) != 2 or not params[0]:
+                raise UsageError(f"{kind} needs a host and a port: {kind}:HOST:PORT")
+            host = params[0][1:-1] if params[0].startswith("[") else params[0]
+            return Target("relay", family=family, host=host, port=parse_port(params[1], allow_zero=False))
+    if ":" in address or address.isupper():
+        raise UsageError(f"unsupported socat address type {kind!r} as the second address")
+    return Target("file", path=address)

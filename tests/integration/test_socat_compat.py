@@ -1,0 +1,119 @@
+"""``udpkit socat`` with socat's own command lines: the tutorial's state in the kernel, sessions,
+relays and echo, checked with the real ss, nc and socat."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import Netns, stop, wait_for
+
+
+@pytest.fixture
+def udpkit_socat(ns: Netns) -> Iterator[list[subprocess.Popen[str]]]:
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for proc in procs:
+        stop(proc)
+
+
+def start(ns: Netns, procs: list[subprocess.Popen[str]], *args: str) -> subprocess.Popen[str]:
+    proc = ns.start([sys.executable, "-m", "udpkit", "socat", "-d", *args])
+    procs.append(proc)
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert "listening on udp" in line, line + (proc.stderr.read() if proc.poll() is not None else "")
+    return proc
+
+
+@pytest.mark.root
+@pytest.mark.peer("ss", "nc")
+def test_the_tutorials_commands_leave_the_kernel_as_the_tutorial_shows(ns: Netns, udpkit_socat: list) -> None:  # type: ignore[type-arg]
+    start(ns, udpkit_socat, "UDP4-LISTEN:123,fork", "/dev/null")
+    start(ns, udpkit_socat, "UDP6-LISTEN:123,ipv6only=1,fork", "/dev/null")
+    v4 = [line.split() for line in ns.ss("-4", "-uln").stdout.splitlines()]
+    v6 = [line.split() for line in ns.ss("-6", "-uln").stdout.splitlines()]
+    assert ["UNCONN", "0", "0", "0.0.0.0:123", "0.0.0.0:*"] in v4
+    assert ["UNCONN", "0", "0", "[::]:123", "[::]:*"] in v6
+    assert ns.udpkit("ss", "-6", "-ulne").stdout.count("v6only:1") == 1
+    nc4 = ns.run(["nc", "-4", "-u", "-vz", "127.0.0.1", "123"])
+    nc6 = ns.run(["nc", "-6", "-u", "-vz", "::1", "123"])
+    assert "Connection to 127.0.0.1 123 port [udp/ntp] succeeded!" in nc4.stderr
+    assert "Connection to ::1 123 port [udp/ntp] succeeded!" in nc6.stderr
+
+
+@pytest.mark.peer("ss")
+def test_fork_sessions_show_as_estab_and_end_after_the_idle_timeout(ns: Netns, udpkit_socat: list) -> None:  # type: ignore[type-arg]
+    port = free_port()
+    start(ns, udpkit_socat, "-T", "1", f"UDP4-LISTEN:{port},fork", "PIPE")
+    code = ("import socket,sys\nfor i in range(3):\n s=socket.socket(); s=socket.socket(2,2); s.settimeout(3)\n"
+            f" s.sendto(b'hi',('127.0.0.1',{port})); assert s.recv(9)==b'hi'\n s.close() if False else None\n"
+            "import time; time.sleep(0.3)")
+    client = ns.start([sys.executable, "-c", code])
+    out = wait_for(ns, ["-uan", f"sport = :{port}"], "ESTAB")
+    deadline = time.monotonic() + 5
+    while out.count("ESTAB") < 3 and time.monotonic() < deadline:
+        out = ns.ss("-uan", f"sport = :{port}").stdout
+        time.sleep(0.05)
+    assert out.count("ESTAB") == 3 and out.count("UNCONN") == 1
+    client.wait(timeout=10)
+    stop(client)
+    deadline = time.monotonic() + 5
+    while "ESTAB" in ns.ss("-uan", f"sport = :{port}").stdout and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "ESTAB" not in ns.ss("-uan", f"sport = :{port}").stdout
+
+
+@pytest.mark.peer("socat")
+def test_a_socat_style_proxy_relays_to_an_echo_upstream(ns: Netns, udpkit_socat: list) -> None:  # type: ignore[type-arg]
+    upstream, proxy = free_port(), free_port()
+    start(ns, udpkit_socat, f"UDP4-LISTEN:{upstream},fork", "PIPE")
+    start(ns, udpkit_socat, f"UDP4-LISTEN:{proxy},fork", f"UDP4:127.0.0.1:{upstream}")
+    result = ns.run(["socat", "-t", "2", "-", f"UDP4:127.0.0.1:{proxy}"], timeout=15)
+    assert result.returncode == 0
+    out = subprocess.run(ns.argv(["socat", "-t", "2", "-", f"UDP4:127.0.0.1:{proxy}"]), input="through the proxy\n",
+                         capture_output=True, text=True, timeout=15)
+    assert out.stdout == "through the proxy\n"
+
+
+def test_range_refuses_others_and_file_target_records_raw(ns: Netns, udpkit_socat: list, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    port = free_port()
+    path = tmp_path / "received.bin"
+    start(ns, udpkit_socat, f"UDP6-LISTEN:{port},fork,range=[::1/128]", f"CREATE:{path}")
+    code = (f"import socket\nfor host, fam in (('127.0.0.1', 2), ('::1', 10)):\n"
+            f" s = socket.socket(fam, 2); s.sendto(('from ' + host).encode(), (host, {port}))")
+    ns.run([sys.executable, "-c", code], check=True)
+    deadline = time.monotonic() + 5
+    while (not path.exists() or path.read_bytes() != b"from ::1") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.read_bytes() == b"from ::1"  # the IPv4 peer (::ffff:127.0.0.1) is outside the range
+
+
+def test_without_fork_socat_serves_only_the_first_peer(ns: Netns, udpkit_socat: list) -> None:  # type: ignore[type-arg]
+    port = free_port()
+    start(ns, udpkit_socat, f"UDP4-LISTEN:{port}", "PIPE")
+    code = (f"import socket\na = socket.socket(2, 2); a.settimeout(2); a.sendto(b'first', ('127.0.0.1', {port}))\n"
+            f"assert a.recv(9) == b'first'\nb = socket.socket(2, 2); b.settimeout(1); b.connect(('127.0.0.1', {port}))\n"
+            "b.send(b'second')\ntry:\n b.recv(9)\nexcept ConnectionRefusedError:\n print('refused')\n")
+    result = ns.run([sys.executable, "-c", code], timeout=15)
+    assert result.stdout.strip() == "refused", result.stderr
+
+
+def test_bad_socat_command_lines_are_one_line_and_exit_2(ns: Netns) -> None:
+    for args in (["UDP4-LISTEN:5,crlf", "/dev/null"], ["TCP:1.2.3.4:5", "-"], ["UDP4-LISTEN:5"], ["-x", "a", "b"]):
+        result = ns.udpkit("socat", *args)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and result.stderr.startswith("udpkit socat:")
+
+
+def free_port() -> int:
+    """A port free on both families right now (the tests then bind it in their namespace)."""
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind(("::", 0))
+        return int(s.getsockname()[1])

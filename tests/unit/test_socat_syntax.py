@@ -1,0 +1,73 @@
+"""socat's UDP addresses, parsed into listener plans; what we do not support is named, not ignored."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+import pytest
+
+from udpkit.addr import Endpoint
+from udpkit.compat.socat import Target, parse_socat
+from udpkit.errors import UsageError
+
+
+def test_the_tutorials_two_commands() -> None:
+    v4 = parse_socat("UDP4-LISTEN:123,fork", "/dev/null")
+    assert v4.endpoint == Endpoint("0.0.0.0", 123, socket.AF_INET) and v4.fork and v4.mode == "listen"
+    assert v4.target == Target("discard")
+    v6 = parse_socat("UDP6-LISTEN:123,ipv6only=1,fork", "/dev/null")
+    assert v6.endpoint == Endpoint("::", 123, socket.AF_INET6) and v6.v6only and v6.fork
+
+
+def test_udp6_listen_is_dual_stack_unless_ipv6only_and_udp_listen_is_ipv4() -> None:
+    assert not parse_socat("UDP6-LISTEN:5", "/dev/null").v6only
+    assert parse_socat("udp-listen:5", "/dev/null").endpoint.family == socket.AF_INET
+    assert parse_socat("UDP-LISTEN:5,pf=ip6", "/dev/null").endpoint.family == socket.AF_INET6
+
+
+def test_options() -> None:
+    plan = parse_socat("UDP4-LISTEN:5353,fork,reuseaddr,so-reuseport,bind=127.0.0.1,range=10.0.0.0/8,"
+                       "max-children=10,rcvbuf=65536,su=nobody", "UDP4:127.0.0.1:53")
+    assert plan.endpoint.ip == "127.0.0.1" and plan.reuseaddr and plan.reuseport
+    assert plan.allow == (ipaddress.ip_network("10.0.0.0/8"),) and plan.max_children == 10
+    assert plan.rcvbuf == 65536 and plan.user == "nobody"
+    assert plan.target == Target("relay", family=socket.AF_INET, host="127.0.0.1", port=53)
+    assert parse_socat("UDP6-LISTEN:5,range=[::1/128]", "-").allow == (ipaddress.ip_network("::1/128"),)
+    assert parse_socat("UDP4-LISTEN:5,range=10.1.0.0:255.255.0.0", "-").allow == (ipaddress.ip_network("10.1.0.0/16"),)
+
+
+@pytest.mark.parametrize(
+    "second, target",
+    [
+        ("STDOUT", Target("stdout")), ("STDIO", Target("stdout")), ("-", Target("stdout")), ("PIPE", Target("echo")),
+        ("out.bin", Target("file", path="out.bin")), ("/tmp/x:y", Target("file", path="/tmp/x:y")),
+        ("CREATE:log", Target("file", path="log", truncate=True)),
+        ("OPEN:log", Target("file", path="log", must_exist=True)),
+        ("UDP6:[::1]:53", Target("relay", family=socket.AF_INET6, host="::1", port=53)),
+        ("UDP-SENDTO:localhost:53", Target("relay", family=None, host="localhost", port=53)),
+    ],
+)
+def test_second_addresses(second: str, target: Target) -> None:
+    assert parse_socat("UDP4-RECVFROM:9", second).target == target
+
+
+@pytest.mark.parametrize(
+    "first, second, message",
+    [
+        ("TCP4-LISTEN:80", "/dev/null", "unsupported socat address type 'TCP4-LISTEN'"),
+        ("UDP4-LISTEN:123,fork", "EXEC:cat", "unsupported socat address type 'EXEC'"),
+        ("UDP4-LISTEN:123,crlf", "/dev/null", "unsupported socat option 'crlf'"),
+        ("UDP4-LISTEN:123,ipv6only=2", "/dev/null", "expected 0 or 1"),
+        ("UDP4-LISTEN", "/dev/null", "takes one parameter"),
+        ("UDP4-LISTEN:99999", "/dev/null", "out of range"),
+        ("UDP4-LISTEN:5,bind=::1", "/dev/null", "is not an IPv4 address"),
+        ("UDP4-LISTEN:5,range=nonsense", "/dev/null", "bad socat option range"),
+        ("UDP4-LISTEN:5,fork=1", "/dev/null", "takes no value"),
+        ("UDP4-LISTEN:5", "UDP4:127.0.0.1", "needs a host and a port"),
+        ("UDP4-LISTEN:5", "STDIN", "STDIN"),
+    ],
+)
+def test_unsupported_and_malformed_parts_are_named(first: str, second: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        parse_socat(first, second)
