@@ -17,7 +17,6 @@ declare -A PEERS=(
   [procps]=ps
   [netcat-openbsd]=nc
   [tshark]=tshark
-  [sockperf]=sockperf
 )
 
 missing=()

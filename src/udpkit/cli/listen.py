@@ -12,7 +12,7 @@ from typing import Any, BinaryIO, TextIO
 from udpkit.addr import Endpoint, parse_address
 from udpkit.cli._argparse import Parser
 from udpkit.errors import PermissionDenied, UdpkitError, UsageError
-from udpkit.listen import FORMATS, Listener, Sink
+from udpkit.listen import FORMATS, Listener, ListenerStats, Sink
 from udpkit.net import BindOptions
 from udpkit.services import RESPONDERS
 
@@ -60,6 +60,8 @@ def build_parser() -> Parser:
     p.add_argument("--count", type=_positive_int, metavar="N", help="stop after N datagrams")
     p.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
     p.add_argument("--user", metavar="USER", help="after binding, drop root privileges to USER")
+    p.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                   help="N processes sharing each port with SO_REUSEPORT (for machines with more cores)")
     return p
 
 
@@ -140,22 +142,26 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     options = BindOptions(v6only=not args.dual_stack, reuseaddr=args.reuseaddr, reuseport=args.reuseport,
                           device=args.bind_device, rcvbuf=args.rcvbuf)
     stream: BinaryIO | None = None
+    if args.workers > 1:
+        if args.out is not None:
+            raise UsageError("--out records with one worker: drop --workers or --out")
+        options = options._replace(reuseport=True)
     relay = resolve_relay(args.relay) if args.relay else None
     if relay is not None and args.respond != "discard":
         raise UsageError("--relay forwards datagrams; it cannot be combined with --respond")
     if (args.idle_timeout or args.max_peers) and not (args.fork or relay):
         raise UsageError("--idle-timeout and --max-peers need --fork (or --relay)")
+    sink = None
+    if args.out is not None:
+        stream = getattr(out, "buffer", None) if args.out == "-" else _open_out(args.out)
+        if stream is None:
+            raise UdpkitError("standard output does not take bytes here")
+        sink = Sink(stream, args.format or "text")
     listener = Listener(endpoints, respond=args.respond, bind=options, count=args.count, duration=args.duration,
                         fork=args.fork, idle_timeout=args.idle_timeout, max_peers=args.max_peers,
-                        allow=args.allow, relay=relay)
-    bound = listener.open()
+                        allow=args.allow, relay=relay, sink=sink)
     try:
-        if args.out is not None:
-            fmt = args.format or "text"
-            stream = getattr(out, "buffer", None) if args.out == "-" else _open_out(args.out)
-            if stream is None:
-                raise UdpkitError("standard output does not take bytes here")
-            listener.sink = Sink(stream, fmt)
+        bound = listener.open()
         if args.user:
             drop_privileges(args.user)
         where = ", ".join(f"udp {ep}{' (v6only)' if ep.family == socket.AF_INET6 and not args.dual_stack else ''}"
@@ -163,12 +169,14 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         what = f"relay to {args.relay}" if relay else args.respond
         err.write(f"udpkit listen: {what} on {where}{' (a session per peer)' if args.fork or relay else ''}\n")
         err.flush()
+        workers = _start_workers(args.workers - 1, listener, bound)
         previous = install_signals(listener, err)
         try:
             stats = listener.serve()
         finally:
             install_signals(listener, err, restore=previous)
-        err.write(f"udpkit listen: {stats.summary()}\n")
+        stats = _join_workers(workers, stats)
+        err.write(f"udpkit listen: {stats.summary()}{f' ({args.workers} workers)' if workers else ''}\n")
         return 0
     finally:
         listener.close()
@@ -183,11 +191,66 @@ def _open_out(path: str) -> BinaryIO:
         raise UdpkitError(f"cannot open {path}: {exc.strerror}") from None
 
 
+def _start_workers(count: int, listener: Listener, bound: list[Endpoint]) -> list[tuple[int, int]]:
+    """Fork ``count`` more processes, each with sockets of its own on the same ports (SO_REUSEPORT,
+    so the kernel spreads peers over them); each reports its statistics through a pipe at exit."""
+    import json
+    import os
+
+    workers = []
+    for _ in range(count):
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker: its own listener on the resolved ports, then report and leave
+            status = 1
+            try:
+                os.close(read_fd)
+                for sock in listener.sockets:
+                    sock.close()
+                mine = Listener(bound, respond=listener.responder, bind=listener.bind_options,
+                                count=listener.count, duration=listener.duration, fork=listener.sessions_on,
+                                idle_timeout=listener.idle_timeout, max_peers=listener.max_peers,
+                                allow=listener.allow, relay=listener.relay)
+                mine.open()
+                signal.signal(signal.SIGTERM, lambda signum, frame: mine.stop())
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                os.write(write_fd, json.dumps(mine.serve()._asdict()).encode())
+                mine.close()
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(write_fd)
+        workers.append((pid, read_fd))
+    return workers
+
+
+def _join_workers(workers: list[tuple[int, int]], stats: ListenerStats) -> ListenerStats:
+    """Stop the workers (by the PIDs we forked) and add their statistics to ours."""
+    import json
+    import os
+
+    totals = stats._asdict()
+    for pid, read_fd in workers:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        chunks = []
+        while chunk := os.read(read_fd, 65536):
+            chunks.append(chunk)
+        os.close(read_fd)
+        os.waitpid(pid, 0)
+        if chunks:
+            for name, value in json.loads(b"".join(chunks)).items():
+                totals[name] += value
+    return ListenerStats(**totals)
+
+
 def install_signals(
     listener: Listener, err: TextIO, name: str = "udpkit listen", restore: dict[int, _Handler] | None = None
 ) -> dict[int, _Handler]:
-    """SIGINT/SIGTERM stop cleanly; SIGUSR1 prints the statistics so far. ``restore``: put back
-    the handlers a previous call returned."""
+    """SIGINT/SIGTERM stop cleanly (the workers are stopped once ``serve`` returns); SIGUSR1 prints
+    the statistics so far. ``restore``: put back the handlers a previous call returned."""
     if restore is not None:
         for signum, handler in restore.items():
             signal.signal(signum, handler)

@@ -1,7 +1,7 @@
-"""The listener: bound UDP sockets driven by a plain non-blocking loop over ``selectors``.
+"""The listener: bound UDP sockets driven by a plain non-blocking loop over ``epoll``.
 
 Strategy: one ``epoll`` wait, then up to 64 ``recvmsg`` per ready socket before waiting again —
-no asyncio on the receive path (DESIGN.md §3 measured asyncio's datagram protocol keeping 16 % of
+no asyncio (nor ``selectors``' per-event objects) on the receive path (DESIGN.md §3 measured asyncio's datagram protocol keeping 16 % of
 a stream that a plain loop keeps 99.8 % of). Each datagram goes to the responder (a pure
 ``services`` object), its replies go back from the address the datagram came to, and the sink
 records it. ``stop()`` may be called from any thread or a signal handler: it writes one byte to a
@@ -19,23 +19,34 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import selectors
+import select
 import socket
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from udpkit.addr import Endpoint
 from udpkit.errors import UdpkitError, UsageError
 from udpkit.listen.sinks import Sink
-from udpkit.net import BindOptions, Datagram, bind_udp, receive, send_reply
+from udpkit.net import (
+    MAX_DATAGRAM,
+    BindOptions,
+    Datagram,
+    bind_udp,
+    count_and_forget,
+    receive,
+    record_and_forget,
+    send_reply,
+    socket_drops,
+)
 from udpkit.services import Responder, responder
 
 __all__ = ["Listener", "ListenerStats"]
 
 BATCH = 64
+_GONE = ("gone", None)
 _IN, _BYTES_IN, _OUT, _BYTES_OUT, _REPLY_DROPS, _TRUNCATED, _REFUSED, _SESSIONS = range(8)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -128,6 +139,20 @@ class Listener:
         self.sessions_on = fork or relay is not None
         # Session sockets share the listening port: both sides need SO_REUSEADDR before binding.
         self.bind_options = bind._replace(reuseaddr=True) if self.sessions_on else bind
+        # Nothing to answer or route, and at most the raw bytes to record: read datagrams without
+        # building an object for each (the listening sockets without sessions; the session sockets).
+        silent = not getattr(self.responder, "replies", True) and relay is None
+        raw_only = sink is None or sink.format == "raw"
+        self.fast_sessions = silent and raw_only
+        self.fast_listening = self.fast_sessions and not self.sessions_on and not single_peer and allow is None
+        # Ask the kernel per datagram only for what is used: receive times for a recording or a
+        # time service, destination addresses to answer a wildcard-bound peer from the right one.
+        needs_time = (sink is not None and sink.format != "raw") or getattr(self.responder, "uses_time", True)
+        needs_local = sink is not None and sink.format != "raw"
+        self._timestamps = needs_time and not self.fast_listening
+        self._pktinfo_needed = needs_local or not silent
+        self.bind_options = self.bind_options._replace(timestamps=self._timestamps, pktinfo=False)
+        self._buffer = bytearray(65536)
         self.sink = sink
         self.count = count
         self.duration = duration
@@ -139,6 +164,7 @@ class Listener:
         self._only_peer: tuple[str, int] | None = None
         self.clock = clock
         self._sockets: list[socket.socket] = []
+        self._plain: list[bool] = []  # per listening socket: may it take the recvfrom/sendto path?
         self._bound: list[Endpoint] = []
         self._wake_r, self._wake_w = -1, -1
         self._thread: threading.Thread | None = None
@@ -148,7 +174,10 @@ class Listener:
         self._drops: dict[int, int] = {}
         self._sessions: OrderedDict[tuple[int, tuple[str, int]], _Session] = OrderedDict()
         self._last_seen: dict[tuple[int, tuple[str, int]], float] = {}
-        self._selector: selectors.BaseSelector | None = None
+        self._poller: select.epoll | None = None
+        self._handlers: dict[int, tuple[str, Any]] = {}
+        self._session_drops = 0  # the open sessions' sockets, as of the last look
+        self._ended_session_drops = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
     def open(self) -> list[Endpoint]:
@@ -156,10 +185,13 @@ class Listener:
         shared_port = 0
         try:
             for ep in self.endpoints:
-                sock = self._bind_same_port(ep, shared_port) if ep.port == 0 else bind_udp(ep, self.bind_options)
+                options = self._options_for(ep)
+                sock = self._bind_same_port(ep, shared_port, options) if ep.port == 0 else bind_udp(ep, options)
                 if ep.port == 0 and not shared_port:
                     shared_port = sock.getsockname()[1]
                 self._sockets.append(sock)
+                self._plain.append(not (options.pktinfo or options.timestamps or self.sessions_on or self.single_peer
+                                        or self.sink is not None or self.allow is not None))
                 host, port = sock.getsockname()[:2]
                 self._bound.append(Endpoint(host, port, ep.family, self.bind_options.device or ep.interface))
         except BaseException:
@@ -168,15 +200,21 @@ class Listener:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         return list(self._bound)
 
-    def _bind_same_port(self, ep: Endpoint, port: int) -> socket.socket:
+    def _options_for(self, ep: Endpoint) -> BindOptions:
+        """A wildcard-bound socket needs each datagram's destination address (to answer from it,
+        or to record it, or to bind a session to it); a socket bound to one address knows it."""
+        wildcard = ep.ip in ("0.0.0.0", "::")
+        return self.bind_options._replace(pktinfo=wildcard and (self._pktinfo_needed or self.sessions_on))
+
+    def _bind_same_port(self, ep: Endpoint, port: int, options: BindOptions) -> socket.socket:
         """Port 0 on both families: give the second socket the port the kernel chose for the first,
         so ``udpkit listen`` prints one port; a port taken in the other family falls back to any."""
         if port:
             try:
-                return bind_udp(ep._replace(port=port), self.bind_options)
+                return bind_udp(ep._replace(port=port), options)
             except UdpkitError:
                 pass
-        return bind_udp(ep, self.bind_options)
+        return bind_udp(ep, options)
 
     @property
     def bound(self) -> list[Endpoint]:
@@ -192,6 +230,7 @@ class Listener:
         for sock in self._sockets:
             sock.close()
         self._sockets.clear()
+        self._plain.clear()
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
                 os.close(fd)
@@ -238,14 +277,26 @@ class Listener:
         except BaseException as exc:  # surfaced by join()
             self._error = exc
 
+    def _read_drops(self) -> None:
+        """Ask the kernel for each listening socket's drop count (``SO_MEMINFO``): exact even for
+        drops after the last datagram, which ``SO_RXQ_OVFL`` only reports with a later datagram."""
+        for index, sock in enumerate(self._sockets):
+            if sock.fileno() < 0:
+                continue
+            drops = socket_drops(sock)
+            if drops is not None:
+                self._drops[index] = max(self._drops.get(index, 0), drops)
+        self._session_drops = sum(socket_drops(s.down) or 0 for s in self._sessions.values())
+
     @property
     def stats(self) -> ListenerStats:
+        self._read_drops()
         c = self._counts
         return ListenerStats(
             datagrams_in=c[_IN], bytes_in=c[_BYTES_IN], datagrams_out=c[_OUT], bytes_out=c[_BYTES_OUT],
             peers=len(self._peers), sessions_open=len(self._sessions), sessions_total=c[_SESSIONS],
             refused=c[_REFUSED], replies_dropped=c[_REPLY_DROPS], truncated=c[_TRUNCATED],
-            kernel_drops=sum(self._drops.values()),
+            kernel_drops=sum(self._drops.values()) + self._ended_session_drops + self._session_drops,
         )
 
     def session_peers(self) -> list[Endpoint]:
@@ -258,49 +309,71 @@ class Listener:
         if not self._sockets:
             self.open()
         deadline = None if self.duration is None else time.monotonic() + self.duration
-        with selectors.DefaultSelector() as selector:
-            self._selector = selector
+        # epoll itself rather than ``selectors``: its wrapper costs a few µs per wake-up, a third of
+        # an echo round trip's Python time (``bench/listen_bench.py``).
+        with select.epoll() as poller:
+            self._poller = poller
             for index, sock in enumerate(self._sockets):
-                selector.register(sock, selectors.EVENT_READ, ("listen", index))
-            selector.register(self._wake_r, selectors.EVENT_READ, None)
+                self._watch(sock, ("listen", index))
+            poller.register(self._wake_r, select.EPOLLIN)
+            self._handlers[self._wake_r] = ("wake", None)
             try:
-                while not self._step(selector, deadline):
+                while not self._step(poller, deadline):
                     pass
             finally:
-                self._selector = None
+                self._poller = None
+                self._handlers.clear()
         if self.sink is not None:
             self.sink.flush()
         return self.stats
 
-    def _step(self, selector: selectors.BaseSelector, deadline: float | None) -> bool:
+    def _watch(self, sock: socket.socket, tag: tuple[str, Any]) -> None:
+        if self._poller is not None:
+            self._poller.register(sock.fileno(), select.EPOLLIN)
+            self._handlers[sock.fileno()] = tag
+
+    def _unwatch(self, sock: socket.socket) -> None:
+        if self._poller is not None and self._handlers.pop(sock.fileno(), None) is not None:
+            self._poller.unregister(sock.fileno())
+
+    def _step(self, poller: select.epoll, deadline: float | None) -> bool:
         """Wait once and handle what is ready; ``True`` when the loop should end."""
-        now = time.monotonic()
-        timeout = None if deadline is None else max(0.0, deadline - now)
-        expiry = self._next_expiry()
-        if expiry is not None:
-            timeout = max(0.0, expiry - now) if timeout is None else min(timeout, max(0.0, expiry - now))
-        events = selector.select(timeout)
+        timeout = -1.0
+        if deadline is not None or self._sessions:
+            now = time.monotonic()
+            if deadline is not None:
+                timeout = max(0.0, deadline - now)
+            expiry = self._next_expiry()
+            if expiry is not None:
+                timeout = max(0.0, expiry - now) if timeout < 0 else min(timeout, max(0.0, expiry - now))
+        events = poller.poll(timeout)
         done = False
-        for key, _mask in events:
-            tag = key.data
-            if tag is None:
+        handlers = self._handlers
+        for fd, _mask in events:
+            tag = handlers.get(fd, _GONE)  # gone: a session ended by an earlier event in this batch
+            if tag[0] == "wake":
                 os.read(self._wake_r, 4096)
                 done = True
             elif tag[0] == "listen":
                 done = self._from_listening(tag[1]) or done
             elif tag[0] == "down":
                 done = self._from_session(tag[1]) or done
-            else:
+            elif tag[0] == "up":
                 self._from_upstream(tag[1])
         if events and self.sink is not None:
             self.sink.flush()  # once per wake-up, not per datagram: a reader sees data promptly, cheaply
-        self._expire(time.monotonic())
+        if self.idle_timeout is not None and self._sessions:
+            self._expire(time.monotonic())
         return done or (deadline is not None and time.monotonic() >= deadline)
 
     def _from_listening(self, index: int) -> bool:
         sock = self._sockets[index]
+        if self.fast_listening:
+            return self._drain_fast(sock)
+        if self._plain[index]:
+            return self._drain_plain(index, sock)
         local = self._bound[index]
-        for dgram in receive(sock, BATCH):
+        for dgram in receive(sock, BATCH, ancillary=self._timestamps or self._pktinfo_needed or self.sessions_on):
             if self.allow is not None and not self._allowed(dgram.peer[0]):
                 self._counts[_REFUSED] += 1
                 continue
@@ -311,33 +384,78 @@ class Listener:
                 elif dgram.peer != self._only_peer:
                     self._counts[_REFUSED] += 1  # queued before we connected to the first peer
                     continue
-            if self._count_in(index, dgram):
-                return True
+            done = self._count_in(index, dgram)
+            session = None
             if self.sessions_on:
-                key = (index, dgram.peer)
-                session = self._sessions.get(key) or self._open_session(index, dgram)
-                if session is not None:
-                    self._handle(session.down, session, dgram, session.local)
-                    continue
-            to = local if dgram.local_ip is None else local._replace(ip=dgram.local_ip)
-            self._handle(sock, None, dgram, to)
+                session = self._sessions.get((index, dgram.peer)) or self._open_session(index, dgram)
+            if session is not None:
+                self._handle(session.down, session, dgram, session.local)
+            else:
+                to = local if dgram.local_ip is None else local._replace(ip=dgram.local_ip)
+                self._handle(sock, None, dgram, to)
+            if done:
+                return True  # the count-th datagram is answered before we stop
         return False
+
+    def _drain_plain(self, index: int, sock: socket.socket) -> bool:
+        """Answer each datagram with ``recvfrom``/``sendto`` and nothing else: the path of a responder
+        that needs neither receive times nor destination addresses (echo on a bound address)."""
+        recvfrom, sendto, handle = sock.recvfrom, sock.sendto, self.responder.handle
+        family = self._bound[index].family
+        counts, add, clock = self._counts, self._peers.add, self.clock
+        for _ in range(BATCH):
+            try:
+                data, peer = recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except ConnectionRefusedError:
+                continue
+            counts[_IN] += 1
+            counts[_BYTES_IN] += len(data)
+            add(peer[:2])
+            reply = handle(data, Endpoint(peer[0], peer[1], family), clock())
+            for payload in () if reply is None else [reply] if isinstance(reply, bytes) else reply:
+                try:
+                    sendto(payload, peer)
+                    counts[_OUT] += 1
+                    counts[_BYTES_OUT] += len(payload)
+                except OSError:
+                    counts[_REPLY_DROPS] += 1
+            if self.count is not None and counts[_IN] >= self.count:
+                return True
+        return False
+
+    def _drain_fast(self, sock: socket.socket) -> bool:
+        """Read without a per-datagram object (see ``fast_listening``); ``True`` once ``count`` is reached."""
+        limit = BATCH * 16 if self.count is None else min(BATCH * 16, self.count - self._counts[_IN])
+        peers: set[object] = self._peers  # type: ignore[assignment]
+        if self.sink is None:
+            n, nbytes = count_and_forget(sock, limit, self._buffer, peers)
+        else:
+            n, nbytes = record_and_forget(sock, limit, self._buffer, peers, self.sink.stream.write)
+        self._counts[_IN] += n
+        self._counts[_BYTES_IN] += nbytes
+        return self.count is not None and self._counts[_IN] >= self.count
 
     def _from_session(self, key: tuple[int, tuple[str, int]]) -> bool:
         session = self._sessions.get(key)
         if session is None:
             return False
-        for dgram in receive(session.down, BATCH):
-            if self._count_in(key[0], dgram):
-                return True
+        if self.fast_sessions:
+            self._touch(key)
+            return self._drain_fast(session.down)
+        for dgram in receive(session.down, BATCH, ancillary=self._timestamps):
+            done = self._count_in(key[0], dgram)
             self._handle(session.down, session, dgram, session.local)
+            if done:
+                return True
         return False
 
     def _from_upstream(self, key: tuple[int, tuple[str, int]]) -> None:
         session = self._sessions.get(key)
         if session is None or session.up is None:
             return
-        for dgram in receive(session.up, BATCH):
+        for dgram in receive(session.up, BATCH, ancillary=False):
             self._touch(key)
             self._send(session.down, dgram.data, None, None)
 
@@ -409,7 +527,7 @@ class Listener:
         listening = self._bound[index]
         local = listening if dgram.local_ip is None else listening._replace(ip=dgram.local_ip)
         try:
-            down = bind_udp(local, self.bind_options._replace(reuseaddr=True))
+            down = bind_udp(local, self.bind_options._replace(reuseaddr=True, pktinfo=False))
         except UdpkitError:
             return None
         up = None
@@ -428,10 +546,9 @@ class Listener:
         self._sessions[key] = session
         self._last_seen[key] = time.monotonic()
         self._counts[_SESSIONS] += 1
-        if self._selector is not None:
-            self._selector.register(down, selectors.EVENT_READ, ("down", key))
-            if up is not None:
-                self._selector.register(up, selectors.EVENT_READ, ("up", key))
+        self._watch(down, ("down", key))
+        if up is not None:
+            self._watch(up, ("up", key))
         return session
 
     def _touch(self, key: tuple[int, tuple[str, int]]) -> None:
@@ -444,14 +561,11 @@ class Listener:
         self._last_seen.pop(key, None)
         if session is None:
             return
+        self._ended_session_drops += socket_drops(session.down) or 0
         for sock in (session.down, session.up):
             if sock is None:
                 continue
-            if self._selector is not None:
-                try:
-                    self._selector.unregister(sock)
-                except (KeyError, ValueError):
-                    pass
+            self._unwatch(sock)
             sock.close()
 
     def _next_expiry(self) -> float | None:

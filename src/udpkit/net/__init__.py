@@ -3,6 +3,16 @@ receiving datagrams together with what the kernel says about them (arrival time,
 address, receive-queue drops)."""
 
 from udpkit.net.bind import BindOptions, bind_udp
-from udpkit.net.rx import Datagram, receive, send_reply
+from udpkit.net.rx import MAX_DATAGRAM, Datagram, count_and_forget, receive, record_and_forget, send_reply, socket_drops
 
-__all__ = ["BindOptions", "Datagram", "bind_udp", "receive", "send_reply"]
+__all__ = [
+    "BindOptions",
+    "Datagram",
+    "MAX_DATAGRAM",
+    "bind_udp",
+    "count_and_forget",
+    "receive",
+    "record_and_forget",
+    "send_reply",
+    "socket_drops",
+]

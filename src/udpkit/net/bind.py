@@ -28,6 +28,12 @@ class BindOptions(NamedTuple):
     reuseport: bool = False
     device: str | None = None
     rcvbuf: int | None = None
+    #: report each datagram's kernel receive time (``SO_TIMESTAMPNS``) — a cost per datagram,
+    #: asked for only when a recording or a time service uses it
+    timestamps: bool = True
+    #: report each datagram's destination address (``IP_PKTINFO``), so a wildcard-bound service
+    #: answers from the address it was asked on
+    pktinfo: bool = True
 
 
 def unprivileged_port_start() -> int:
@@ -45,10 +51,13 @@ def bind_udp(endpoint: Endpoint, options: BindOptions = BindOptions()) -> socket
     try:
         if endpoint.family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(options.v6only))
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
-        else:
-            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        if options.pktinfo:
+            if endpoint.family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        if options.timestamps:
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
         if options.reuseaddr:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+from collections.abc import Callable
 from typing import NamedTuple
 
 from udpkit.net.bind import IP_PKTINFO, SO_RXQ_OVFL, SO_TIMESTAMPNS
 
-__all__ = ["Datagram", "receive", "send_reply"]
+__all__ = ["Datagram", "count_and_forget", "receive", "record_and_forget", "send_reply", "socket_drops"]
 
 IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
 _TIMESPEC = struct.Struct("=qq")  # struct timespec on 64-bit Linux
@@ -22,6 +23,7 @@ _U32 = struct.Struct("=I")
 _IN_PKTINFO = struct.Struct("=i4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr
 _IN6_PKTINFO = struct.Struct("=16si")  # ipi6_addr, ipi6_ifindex
 _ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size) + socket.CMSG_SPACE(4) + socket.CMSG_SPACE(_IN6_PKTINFO.size)
+_WILDCARDS = ("0.0.0.0", "::")
 MAX_DATAGRAM = 65535
 
 
@@ -38,30 +40,99 @@ class Datagram(NamedTuple):
     truncated: bool = False
 
 
-def receive(sock: socket.socket, limit: int = 64) -> list[Datagram]:
-    """Up to ``limit`` datagrams waiting on the non-blocking ``sock`` (an empty list when none)."""
+_MSG_TRUNC = int(socket.MSG_TRUNC)  # a plain int: IntFlag's & costs a Python call per datagram
+_SOL_SOCKET, _IPPROTO_IP, _IPPROTO_IPV6 = int(socket.SOL_SOCKET), int(socket.IPPROTO_IP), int(socket.IPPROTO_IPV6)
+
+
+def receive(sock: socket.socket, limit: int = 64, *, ancillary: bool = True) -> list[Datagram]:
+    """Up to ``limit`` datagrams waiting on the non-blocking ``sock`` (an empty list when none).
+
+    ``ancillary=False`` when the socket was bound without timestamps or destination addresses:
+    then no control buffer is handed to the kernel at all.
+    """
     out: list[Datagram] = []
     recvmsg = sock.recvmsg
+    space = _ANCILLARY if ancillary else 0
     for _ in range(limit):
         try:
-            data, ancillary, flags, peer = recvmsg(MAX_DATAGRAM, _ANCILLARY)
+            data, control, flags, peer = recvmsg(MAX_DATAGRAM, space)
         except (BlockingIOError, InterruptedError):
             break
         except ConnectionRefusedError:
             continue  # an ICMP error for an earlier reply surfaced here: not a datagram
         timestamp = drops = local = None
-        for level, kind, value in ancillary:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
+        for level, kind, value in control:
+            if level == _SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
                 sec, nsec = _TIMESPEC.unpack_from(value)
                 timestamp = sec + nsec / 1e9
-            elif level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(value) >= 4:
+            elif level == _SOL_SOCKET and kind == SO_RXQ_OVFL and len(value) >= 4:
                 drops = _U32.unpack_from(value)[0]
-            elif level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= _IN_PKTINFO.size:
+            elif level == _IPPROTO_IP and kind == IP_PKTINFO and len(value) >= _IN_PKTINFO.size:
                 local = socket.inet_ntop(socket.AF_INET, _IN_PKTINFO.unpack_from(value)[2])
-            elif level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(value) >= _IN6_PKTINFO.size:
+            elif level == _IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(value) >= _IN6_PKTINFO.size:
                 local = socket.inet_ntop(socket.AF_INET6, _IN6_PKTINFO.unpack_from(value)[0])
-        out.append(Datagram(data, (peer[0], peer[1]), local, timestamp, drops, bool(flags & socket.MSG_TRUNC)))
+        out.append(Datagram(data, (peer[0], peer[1]), local, timestamp, drops, bool(flags & _MSG_TRUNC)))
     return out
+
+
+SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
+_SK_MEMINFO_DROPS = 8
+
+
+def socket_drops(sock: socket.socket) -> int | None:
+    """The kernel's count of datagrams this socket dropped (``SO_MEMINFO``, Linux >= 4.12), or ``None``."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 4 * (_SK_MEMINFO_DROPS + 1))
+    except OSError:
+        return None
+    if len(raw) < 4 * (_SK_MEMINFO_DROPS + 1):
+        return None
+    return int(struct.unpack_from("=I", raw, 4 * _SK_MEMINFO_DROPS)[0])
+
+
+def count_and_forget(sock: socket.socket, limit: int, buffer: bytearray, peers: set[object]) -> tuple[int, int]:
+    """Read up to ``limit`` datagrams into one reused buffer and keep only their number, bytes and
+    senders: ``(datagrams, bytes)``. The drops are then read with :func:`socket_drops`.
+
+    Strategy: a discard service with nothing to record needs no per-datagram object and no
+    ancillary data, so this is ``recvfrom_into`` in a tight loop (``bench/listen_bench.py``).
+    """
+    recv = sock.recvfrom_into
+    add = peers.add
+    count = total = 0
+    while count < limit:
+        try:
+            nbytes, peer = recv(buffer)
+        except (BlockingIOError, InterruptedError):
+            break
+        except ConnectionRefusedError:
+            continue
+        count += 1
+        total += nbytes
+        add(peer)
+    return count, total
+
+
+def record_and_forget(sock: socket.socket, limit: int, buffer: bytearray, peers: set[object],
+                      write: Callable[[memoryview], object]) -> tuple[int, int]:
+    """Like :func:`count_and_forget`, and hand each payload to ``write`` (a buffered file's ``write``):
+    the raw recording path, with no object per datagram but the view handed to ``write``."""
+    recv = sock.recvfrom_into
+    add = peers.add
+    view = memoryview(buffer)
+    count = total = 0
+    while count < limit:
+        try:
+            nbytes, peer = recv(buffer)
+        except (BlockingIOError, InterruptedError):
+            break
+        except ConnectionRefusedError:
+            continue
+        count += 1
+        total += nbytes
+        add(peer)
+        write(view[:nbytes])
+    return count, total
 
 
 def send_reply(sock: socket.socket, payload: bytes, peer: tuple[str, int], source: str | None) -> bool:

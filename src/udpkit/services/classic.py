@@ -23,6 +23,8 @@ class Discard:
     """RFC 863: "Any received datagram is thrown away." — the tutorial's ``/dev/null``."""
 
     name = "discard"
+    replies = False  # the listener may skip building a datagram object for it
+    uses_time = False
 
     def handle(self, datagram: bytes, peer: Endpoint, now: float) -> Reply:
         return None
@@ -35,6 +37,7 @@ class Echo:
     """
 
     name = "echo"
+    uses_time = False  # the listener need not ask the kernel for receive timestamps
 
     def handle(self, datagram: bytes, peer: Endpoint, now: float) -> Reply:
         return datagram

@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Benchmark: ``udpkit listen`` against ``sockperf server`` and ``socat`` on loopback, side by side.
+
+Not a test: the machine is shared and noisy, so every figure is measured in the same run and shown
+next to its peer's. Throughput: ``sockperf throughput`` offers a stream of 64-byte datagrams (about
+260,000/s, one core each side with taskset) and the kernel's own counters (``Udp: InDatagrams`` and
+``RcvbufErrors`` in /proc/net/snmp, in a network namespace of our own when root) say how much of it
+each server took; udpkit's own count is shown beside. Ping-pong: one client, one request in flight,
+round trips per second and the p50/p99 round-trip time.
+
+``sockperf ping-pong`` cannot measure an RFC 862 echo service — it discards any answer that still
+carries its "client" flag, and an echo sends the request back unchanged — so the ping-pong client
+here is ours: it sends sockperf-format requests (which ``sockperf server`` answers) and accepts any
+answer with its sequence number. The same client measures both servers.
+
+    sudo .venv/bin/python bench/listen_bench.py [--seconds 5] [--rate 260000]
+
+Needs sockperf and socat (``apt-get install sockperf socat``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CLONE_NEWNET = 0x40000000
+SNMP = "/proc/net/snmp"
+# sockperf's message header, big-endian: sequence number (u64), flags (u16: 1 client, 2 pong
+# request), length (u32) — as captured from sockperf 3.7's own ping-pong client
+SOCKPERF_HEADER = struct.Struct(">QHI")
+
+
+def udp_counters() -> tuple[int, int]:
+    with open(SNMP, encoding="ascii") as fh:
+        rows = [line.split() for line in fh if line.startswith("Udp:")]
+    names, values = rows[0], rows[1]
+    row = dict(zip(names[1:], map(int, values[1:])))
+    return row["InDatagrams"], row["RcvbufErrors"]
+
+
+def enter_netns() -> str | None:
+    if os.geteuid() != 0:
+        return None
+    name = f"udpkit-lbench-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns")
+    finally:
+        os.close(fd)
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    return name
+
+
+def pinned(cpu: int, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", str(cpu), *argv] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else argv
+
+
+def start_server(argv: list[str]) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(pinned(0, argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.8)
+    if proc.poll() is not None:
+        raise SystemExit(f"listen_bench: {argv[0]} did not start: {proc.stderr.read() if proc.stderr else ''}")
+    return proc
+
+
+def stop_server(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _out, err = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _out, err = proc.communicate()
+    return err or ""
+
+
+def throughput(port: int, seconds: float, rate: int) -> tuple[int, int]:
+    """Offer the stream; return (datagrams the kernel delivered to sockets, datagrams it dropped)."""
+    before = udp_counters()
+    subprocess.run(pinned(1, ["sockperf", "throughput", "-i", "127.0.0.1", "-p", str(port), "-m", "64",
+                              "-t", str(seconds), "--mps", str(rate)]),
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=seconds + 30)
+    time.sleep(0.5)
+    after = udp_counters()
+    return after[0] - before[0], after[1] - before[1]
+
+
+def ping_pong(port: int, seconds: float) -> tuple[float, float, float]:
+    """One request in flight for ``seconds``: (round trips/s, p50 µs, p99 µs)."""
+    rtts: list[float] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect(("127.0.0.1", port))
+        sock.settimeout(1.0)
+        pad = b"\0" * (64 - SOCKPERF_HEADER.size)
+        end = time.perf_counter() + seconds
+        seq = 0
+        clock = time.perf_counter
+        while clock() < end:
+            seq += 1
+            start = clock()
+            sock.send(SOCKPERF_HEADER.pack(seq, 3, 64) + pad)
+            while True:
+                try:
+                    reply = sock.recv(2048)
+                except TimeoutError:
+                    break
+                if len(reply) >= 8 and struct.unpack_from(">Q", reply)[0] == seq:
+                    rtts.append(clock() - start)
+                    break
+    rtts.sort()
+    if not rtts:
+        return 0.0, 0.0, 0.0
+    return len(rtts) / seconds, rtts[len(rtts) // 2] * 1e6, rtts[int(len(rtts) * 0.99)] * 1e6
+
+
+def open_sessions(port: int, count: int) -> list[socket.socket]:
+    """``count`` peers that each said hello, so a --fork listener holds ``count`` live sessions."""
+    peers = []
+    for n in range(count):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.sendto(b"hello", ("127.0.0.1", port))
+        peers.append(s)
+        if n % 50 == 49:
+            time.sleep(0.02)  # paced, so that no hello is dropped before its session exists
+    time.sleep(1.0)
+    return peers
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rate", type=int, default=260_000)
+    parser.add_argument("--udpkit", default=str(Path(sys.executable).with_name("udpkit")))
+    args = parser.parse_args()
+    for tool in ("sockperf", "socat"):
+        if shutil.which(tool) is None:
+            print(f"listen_bench: needs {tool} (apt-get install {tool})", file=sys.stderr)
+            return 1
+    netns = enter_netns()
+    udpkit = [args.udpkit, "listen"]
+    port = 11000
+    rows: list[tuple[str, int, int, str]] = []
+    try:
+        print(f"udpkit: {args.udpkit}; {'own network namespace' if netns else 'host namespace (not root)'}; "
+              f"{args.seconds:g} s per run, {args.rate} datagrams/s of 64 bytes offered\n")
+        cases = [
+            ("sockperf server", ["sockperf", "server", "-i", "127.0.0.1", "-p", "{port}"], 0),
+            ("udpkit listen --respond discard", [*udpkit, "127.0.0.1:{port}", "--respond", "discard"], 0),
+            ("socat UDP4-LISTEN:P,fork /dev/null", ["socat", "UDP4-LISTEN:{port},fork", "/dev/null"], 0),
+            ("udpkit listen ... --out FILE", [*udpkit, "127.0.0.1:{port}", "--out", "/tmp/udpkit-bench.out",
+                                             "--format", "raw"], 0),
+            ("udpkit listen ... --fork, 1000 sessions", [*udpkit, "127.0.0.1:{port}", "--fork"], 1000),
+        ]
+        for label, argv, sessions in cases:
+            port += 1
+            server = start_server([a.replace("{port}", str(port)) for a in argv])
+            peers = open_sessions(port, sessions) if sessions else []
+            delivered, dropped = throughput(port, args.seconds, args.rate)
+            err = stop_server(server)
+            for s in peers:
+                s.close()
+            own = next((line.split(":", 1)[1].strip() for line in err.splitlines() if "datagrams (" in line), "")
+            rows.append((label, delivered, dropped, own))
+        reference = rows[0][1] / max(rows[0][1] + rows[0][2], 1)
+        discard = rows[1][1] / max(rows[1][1] + rows[1][2], 1)
+        print(f"{'throughput':<42}{'delivered':>10}{'dropped':>10}{'fraction':>10}  vs discard")
+        for label, delivered, dropped, own in rows:
+            fraction = delivered / max(delivered + dropped, 1)
+            print(f"{label:<42}{delivered:>10}{dropped:>10}{fraction:>9.1%}  {fraction / discard:>6.2f}x"
+                  + (f"   (udpkit: {own})" if own else ""))
+        print(f"\nudpkit discard / sockperf server delivered fraction: {discard / reference:.3f}")
+        try:
+            os.unlink("/tmp/udpkit-bench.out")
+        except OSError:
+            pass
+
+        print(f"\n{'ping-pong (one request in flight)':<42}{'trips/s':>10}{'p50 us':>10}{'p99 us':>10}")
+        results = {}
+        for label, argv in (
+            ("sockperf server", ["sockperf", "server", "-i", "127.0.0.1", "-p", "{port}"]),
+            ("udpkit listen --respond echo", [*udpkit, "127.0.0.1:{port}", "--respond", "echo"]),
+        ):
+            port += 1
+            server = start_server([a.replace("{port}", str(port)) for a in argv])
+            samples = [ping_pong(port, args.seconds / 3) for _ in range(3)]
+            stop_server(server)
+            rate = statistics.median(s[0] for s in samples)
+            p50 = statistics.median(s[1] for s in samples)
+            p99 = statistics.median(s[2] for s in samples)
+            results[label] = rate
+            print(f"{label:<42}{rate:>10.0f}{p50:>10.1f}{p99:>10.1f}")
+        ratio = results["udpkit listen --respond echo"] / max(results["sockperf server"], 1)
+        print(f"\nudpkit echo / sockperf server round trips per second: {ratio:.3f}")
+    finally:
+        if netns:
+            subprocess.run(["ip", "netns", "delete", netns], check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
