@@ -278,3 +278,56 @@ def test_nothing_the_kernel_delivered_is_lost(tmp_path: Path) -> None:
     assert len(numbers) == stats.datagrams_in - 1
     assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)  # in order, no duplicates
     assert len(numbers) + stats.kernel_drops == total
+
+
+def test_no_datagram_is_handled_by_the_wrong_session() -> None:
+    """A burst of new peers at once: a new session socket, between its bind() and connect(), can catch
+    other peers' datagrams; they must still be answered to their own sender, each by its own session."""
+    with Listener([V4], respond="echo", fork=True) as lst:
+        lst.start()
+        dest = ("127.0.0.1", lst.bound[0].port)
+        clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(300)]
+        try:
+            for n, c in enumerate(clients):
+                c.sendto(b"client %d" % n, dest)
+                if n % 50 == 49:
+                    time.sleep(0.01)
+            for n, c in enumerate(clients):
+                c.settimeout(5)
+                assert c.recv(64) == b"client %d" % n
+            assert lst.stats.sessions_total == lst.stats.peers == 300
+        finally:
+            for c in clients:
+                c.close()
+
+
+@pytest.mark.peer("ss")
+def test_workers_share_the_port_and_add_up_their_statistics() -> None:
+    proc = start_cli("127.0.0.1:0", "--respond", "echo", "--workers", "3")
+    port = int(proc.first_line.rsplit(":", 1)[1])  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 5
+    owners: set[str] = set()
+    while len(owners) < 3 and time.monotonic() < deadline:
+        out = subprocess.run(["ss", "-ulnp", f"sport = :{port}"], capture_output=True, text=True).stdout
+        owners = {part.split(",")[0] for part in out.split("pid=")[1:]}
+        time.sleep(0.05)
+    assert len(owners) == 3  # three processes, each with a socket of its own on the port
+    for i in range(30):
+        assert ask(Endpoint("127.0.0.1", port, socket.AF_INET), b"w%d" % i) == b"w%d" % i
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0 and "30 datagrams (" in err and "(3 workers)" in err
+
+
+@pytest.mark.root
+def test_user_drops_root_after_binding_a_privileged_port() -> None:
+    proc = start_cli("127.0.0.1:123", "--user", "nobody", "--duration", "5")
+    try:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+        assert set(uids) == {"65534"}
+        out = subprocess.run(["ss", "-uln", "sport = :123"], capture_output=True, text=True).stdout
+        assert "127.0.0.1:123" in out
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)

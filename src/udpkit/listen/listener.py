@@ -165,6 +165,7 @@ class Listener:
         self.clock = clock
         self._sockets: list[socket.socket] = []
         self._plain: list[bool] = []  # per listening socket: may it take the recvfrom/sendto path?
+        self._strays: list[tuple[int, Datagram]] = []
         self._bound: list[Endpoint] = []
         self._wake_r, self._wake_w = -1, -1
         self._thread: threading.Thread | None = None
@@ -372,30 +373,39 @@ class Listener:
             return self._drain_fast(sock)
         if self._plain[index]:
             return self._drain_plain(index, sock)
-        local = self._bound[index]
         for dgram in receive(sock, BATCH, ancillary=self._timestamps or self._pktinfo_needed or self.sessions_on):
-            if self.allow is not None and not self._allowed(dgram.peer[0]):
-                self._counts[_REFUSED] += 1
-                continue
-            if self.single_peer:
-                if self._only_peer is None:
-                    sock.connect(dgram.peer)
-                    self._only_peer = dgram.peer
-                elif dgram.peer != self._only_peer:
-                    self._counts[_REFUSED] += 1  # queued before we connected to the first peer
-                    continue
-            done = self._count_in(index, dgram)
-            session = None
-            if self.sessions_on:
-                session = self._sessions.get((index, dgram.peer)) or self._open_session(index, dgram)
-            if session is not None:
-                self._handle(session.down, session, dgram, session.local)
-            else:
-                to = local if dgram.local_ip is None else local._replace(ip=dgram.local_ip)
-                self._handle(sock, None, dgram, to)
-            if done:
-                return True  # the count-th datagram is answered before we stop
+            if self._route(index, dgram):
+                return True
+            while self._strays:  # other peers' datagrams a new session socket caught: route them too
+                if self._route(*self._strays.pop(0)):
+                    return True
         return False
+
+    def _route(self, index: int, dgram: Datagram) -> bool:
+        """One datagram from a peer, as the listening socket ``index`` would take it: filter, count,
+        find or open its session, answer. ``True`` once ``count`` datagrams have been handled."""
+        sock = self._sockets[index]
+        if self.allow is not None and not self._allowed(dgram.peer[0]):
+            self._counts[_REFUSED] += 1
+            return False
+        if self.single_peer:
+            if self._only_peer is None:
+                sock.connect(dgram.peer)
+                self._only_peer = dgram.peer
+            elif dgram.peer != self._only_peer:
+                self._counts[_REFUSED] += 1  # queued before we connected to the first peer
+                return False
+        done = self._count_in(index, dgram)
+        session = None
+        if self.sessions_on:
+            session = self._sessions.get((index, dgram.peer)) or self._open_session(index, dgram)
+        if session is not None:
+            self._handle(session.down, session, dgram, session.local)
+        else:
+            local = self._bound[index]
+            to = local if dgram.local_ip is None else local._replace(ip=dgram.local_ip)
+            self._handle(sock, None, dgram, to)
+        return done  # the count-th datagram is answered before we stop
 
     def _drain_plain(self, index: int, sock: socket.socket) -> bool:
         """Answer each datagram with ``recvfrom``/``sendto`` and nothing else: the path of a responder
@@ -533,6 +543,11 @@ class Listener:
         up = None
         try:
             down.connect(dgram.peer)
+            # Between bind() and connect() the new socket was an unconnected twin of the listening
+            # one and may have caught other peers' datagrams: they go back to routing, by their
+            # real sender, so none is handled by the wrong session.
+            self._strays.extend((index, stray._replace(local_ip=local.ip))
+                                for stray in receive(down, 1 << 16, ancillary=False))
             if self.relay is not None:
                 up = socket.socket(self.relay[0], socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
                 up.connect(self.relay[1])
