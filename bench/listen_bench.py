@@ -158,8 +158,10 @@ def main() -> int:
             ("sockperf server", ["sockperf", "server", "-i", "127.0.0.1", "-p", "{port}"], 0),
             ("udpkit listen --respond discard", [*udpkit, "127.0.0.1:{port}", "--respond", "discard"], 0),
             ("socat UDP4-LISTEN:P,fork /dev/null", ["socat", "UDP4-LISTEN:{port},fork", "/dev/null"], 0),
-            ("udpkit listen ... --out FILE", [*udpkit, "127.0.0.1:{port}", "--out", "/tmp/udpkit-bench.out",
-                                             "--format", "raw"], 0),
+            ("udpkit listen ... --out FILE --format raw", [*udpkit, "127.0.0.1:{port}", "--out",
+                                                           "/tmp/udpkit-bench.out", "--format", "raw"], 0),
+            ("udpkit listen ... --out FILE --format pcap", [*udpkit, "127.0.0.1:{port}", "--out",
+                                                            "/tmp/udpkit-bench.out", "--format", "pcap"], 0),
             ("udpkit listen ... --fork, 1000 sessions", [*udpkit, "127.0.0.1:{port}", "--fork"], 1000),
         ]
         for label, argv, sessions in cases:

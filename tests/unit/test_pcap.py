@@ -47,3 +47,14 @@ def test_record_carries_nanoseconds() -> None:
     rec = pcap.record(1700000000.123456789, b"xyz")
     sec, nsec, cap, orig = struct.unpack("<IIII", rec[:16])
     assert sec == 1700000000 and abs(nsec - 123456789) < 1000 and cap == orig == 3 and rec[16:] == b"xyz"
+
+
+@given(st.sampled_from([("10.0.0.1", "10.0.0.2"), ("::1", "fe80::2"), ("::ffff:127.0.0.1", "::ffff:127.0.0.1")]),
+       st.integers(0, 65535), st.integers(0, 65535), st.lists(st.binary(max_size=200), min_size=1, max_size=4))
+def test_the_cached_builder_makes_exactly_the_reference_packets(
+    addresses: tuple[str, str], sport: int, dport: int, payloads: list[bytes]
+) -> None:
+    builder = pcap.PacketBuilder(limit=2)
+    for payload in payloads + payloads:  # again, from the cache (and across a cache reset)
+        assert builder.packet(addresses[0], sport, addresses[1], dport, payload) == pcap.ip_udp_packet(
+            addresses[0], sport, addresses[1], dport, payload)

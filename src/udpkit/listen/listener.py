@@ -145,6 +145,8 @@ class Listener:
         raw_only = sink is None or sink.format == "raw"
         self.fast_sessions = silent and raw_only
         self.fast_listening = self.fast_sessions and not self.sessions_on and not single_peer and allow is None
+        self._recording_only = (silent and sink is not None and sink.format != "raw" and not self.sessions_on
+                                and not single_peer and allow is None)
         # Ask the kernel per datagram only for what is used: receive times for a recording or a
         # time service, destination addresses to answer a wildcard-bound peer from the right one.
         needs_time = (sink is not None and sink.format != "raw") or getattr(self.responder, "uses_time", True)
@@ -373,6 +375,8 @@ class Listener:
             return self._drain_fast(sock)
         if self._plain[index]:
             return self._drain_plain(index, sock)
+        if self._recording_only:
+            return self._drain_recording(index, sock)
         for dgram in receive(sock, BATCH, ancillary=self._timestamps or self._pktinfo_needed or self.sessions_on):
             if self._route(index, dgram):
                 return True
@@ -406,6 +410,24 @@ class Listener:
             to = local if dgram.local_ip is None else local._replace(ip=dgram.local_ip)
             self._handle(sock, None, dgram, to)
         return done  # the count-th datagram is answered before we stop
+
+    def _drain_recording(self, index: int, sock: socket.socket) -> bool:
+        """Record each datagram and nothing more (a silent responder, no sessions or filters): the
+        recording formats' path, without the per-datagram routing of ``_route``."""
+        assert self.sink is not None
+        write, clock = self.sink.write_fields, self.clock
+        local = self._bound[index]
+        counts, add = self._counts, self._peers.add
+        for dgram in receive(sock, BATCH, ancillary=True):
+            data = dgram.data
+            counts[_IN] += 1
+            counts[_BYTES_IN] += len(data)
+            add(dgram.peer)
+            when = dgram.timestamp if dgram.timestamp is not None else clock()
+            write(when, dgram.peer[0], dgram.peer[1], dgram.local_ip or local.ip, local.port, data)
+            if self.count is not None and counts[_IN] >= self.count:
+                return True
+        return False
 
     def _drain_plain(self, index: int, sock: socket.socket) -> bool:
         """Answer each datagram with ``recvfrom``/``sendto`` and nothing else: the path of a responder

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from typing import BinaryIO
 
@@ -50,11 +51,25 @@ class Sink:
             raise UsageError(f"unknown format {fmt!r} (formats: {', '.join(FORMATS)})")
         self.stream = stream
         self.format = fmt
+        self._packets = pcap.PacketBuilder() if fmt == "pcap" else None
         if fmt == "pcap":
             stream.write(pcap.file_header())
 
     def write(self, timestamp: float, peer: Endpoint, local: Endpoint, data: bytes) -> None:
-        self.stream.write(format_record(self.format, timestamp, peer, local, data))
+        if self.format == "pcap":
+            self.write_fields(timestamp, peer.ip, peer.port, local.ip, local.port, data)
+        else:
+            self.stream.write(format_record(self.format, timestamp, peer, local, data))
+
+    def write_fields(self, timestamp: float, peer_ip: str, peer_port: int, local_ip: str, local_port: int,
+                     data: bytes) -> None:
+        """``write`` without Endpoint objects, for the listener's recording loop."""
+        if self._packets is not None:
+            self.stream.write(pcap.record(timestamp, self._packets.packet(peer_ip, peer_port, local_ip, local_port, data)))
+            return
+        family = socket.AF_INET6 if ":" in local_ip else socket.AF_INET
+        self.stream.write(format_record(self.format, timestamp, Endpoint(peer_ip, peer_port, family),
+                                        Endpoint(local_ip, local_port, family), data))
 
     def flush(self) -> None:
         self.stream.flush()
