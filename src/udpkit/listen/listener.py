@@ -37,7 +37,6 @@ from udpkit.net import (
     bind_udp,
     count_and_forget,
     receive,
-    record_and_forget,
     send_reply,
     socket_drops,
 )
@@ -457,17 +456,24 @@ class Listener:
                 return True
         return False
 
-    def _drain_fast(self, sock: socket.socket) -> bool:
-        """Read without a per-datagram object (see ``fast_listening``); ``True`` once ``count`` is reached."""
+    def _drain_fast(self, sock: socket.socket, session: _Session | None = None) -> bool:
+        """Read without a per-datagram object (see ``fast_listening``); ``True`` once ``count`` is reached.
+
+        On a session's socket, datagrams from anyone but its peer (queued before its ``connect()``)
+        are routed like the listening socket's, so no session handles another peer's datagram.
+        """
         limit = BATCH * 16 if self.count is None else min(BATCH * 16, self.count - self._counts[_IN])
-        peers: set[object] = self._peers  # type: ignore[assignment]
-        if self.sink is None:
-            n, nbytes = count_and_forget(sock, limit, self._buffer, peers)
-        else:
-            n, nbytes = record_and_forget(sock, limit, self._buffer, peers, self.sink.stream.write)
+        write = None if self.sink is None else self.sink.stream.write
+        strays: list[tuple[bytes, tuple[str, int]]] = []
+        expect = None if session is None else session.key[1]
+        n, nbytes = count_and_forget(sock, limit, self._buffer, self._peers, write, expect, strays)
         self._counts[_IN] += n
         self._counts[_BYTES_IN] += nbytes
-        return self.count is not None and self._counts[_IN] >= self.count
+        done = self.count is not None and self._counts[_IN] >= self.count
+        for data, peer in strays:
+            assert session is not None
+            done = self._route(session.key[0], Datagram(data, peer, session.local.ip, None, None)) or done
+        return done
 
     def _from_session(self, key: tuple[int, tuple[str, int]]) -> bool:
         session = self._sessions.get(key)
@@ -475,8 +481,12 @@ class Listener:
             return False
         if self.fast_sessions:
             self._touch(key)
-            return self._drain_fast(session.down)
+            return self._drain_fast(session.down, session)
         for dgram in receive(session.down, BATCH, ancillary=self._timestamps):
+            if dgram.peer != key[1]:  # queued here before connect(): route it by its real sender
+                if self._route(key[0], dgram._replace(local_ip=session.local.ip)):
+                    return True
+                continue
             done = self._count_in(key[0], dgram)
             self._handle(session.down, session, dgram, session.local)
             if done:

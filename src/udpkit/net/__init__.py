@@ -3,7 +3,7 @@ receiving datagrams together with what the kernel says about them (arrival time,
 address, receive-queue drops)."""
 
 from udpkit.net.bind import BindOptions, bind_udp
-from udpkit.net.rx import MAX_DATAGRAM, Datagram, count_and_forget, receive, record_and_forget, send_reply, socket_drops
+from udpkit.net.rx import MAX_DATAGRAM, Datagram, count_and_forget, receive, send_reply, socket_drops
 
 __all__ = [
     "BindOptions",
@@ -12,7 +12,6 @@ __all__ = [
     "bind_udp",
     "count_and_forget",
     "receive",
-    "record_and_forget",
     "send_reply",
     "socket_drops",
 ]

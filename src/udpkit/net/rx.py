@@ -11,11 +11,11 @@ import errno
 import socket
 import struct
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from udpkit.net.bind import IP_PKTINFO, SO_RXQ_OVFL, SO_TIMESTAMPNS
 
-__all__ = ["Datagram", "count_and_forget", "receive", "record_and_forget", "send_reply", "socket_drops"]
+__all__ = ["Datagram", "count_and_forget", "receive", "send_reply", "socket_drops"]
 
 IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
 _TIMESPEC = struct.Struct("=qq")  # struct timespec on 64-bit Linux
@@ -90,33 +90,20 @@ def socket_drops(sock: socket.socket) -> int | None:
     return int(struct.unpack_from("=I", raw, 4 * _SK_MEMINFO_DROPS)[0])
 
 
-def count_and_forget(sock: socket.socket, limit: int, buffer: bytearray, peers: set[object]) -> tuple[int, int]:
+def count_and_forget(sock: socket.socket, limit: int, buffer: bytearray, peers: set[Any],
+                     write: Callable[[memoryview], object] | None = None,
+                     expect: tuple[str, int] | None = None,
+                     strays: list[tuple[bytes, tuple[str, int]]] | None = None) -> tuple[int, int]:
     """Read up to ``limit`` datagrams into one reused buffer and keep only their number, bytes and
-    senders: ``(datagrams, bytes)``. The drops are then read with :func:`socket_drops`.
+    senders — ``(datagrams, bytes)`` — handing each payload to ``write`` if given (a buffered
+    file's ``write``: the raw recording path). The drops are read with :func:`socket_drops`.
+
+    ``expect``: the only sender this (connected) socket should deliver; anything else — a datagram
+    the kernel queued here before ``connect()`` — goes to ``strays`` as (payload, sender) instead.
 
     Strategy: a discard service with nothing to record needs no per-datagram object and no
     ancillary data, so this is ``recvfrom_into`` in a tight loop (``bench/listen_bench.py``).
     """
-    recv = sock.recvfrom_into
-    add = peers.add
-    count = total = 0
-    while count < limit:
-        try:
-            nbytes, peer = recv(buffer)
-        except (BlockingIOError, InterruptedError):
-            break
-        except ConnectionRefusedError:
-            continue
-        count += 1
-        total += nbytes
-        add(peer)
-    return count, total
-
-
-def record_and_forget(sock: socket.socket, limit: int, buffer: bytearray, peers: set[object],
-                      write: Callable[[memoryview], object]) -> tuple[int, int]:
-    """Like :func:`count_and_forget`, and hand each payload to ``write`` (a buffered file's ``write``):
-    the raw recording path, with no object per datagram but the view handed to ``write``."""
     recv = sock.recvfrom_into
     add = peers.add
     view = memoryview(buffer)
@@ -128,10 +115,15 @@ def record_and_forget(sock: socket.socket, limit: int, buffer: bytearray, peers:
             break
         except ConnectionRefusedError:
             continue
+        if expect is not None and peer[:2] != expect:
+            if strays is not None:
+                strays.append((bytes(view[:nbytes]), (peer[0], peer[1])))
+            continue
         count += 1
         total += nbytes
-        add(peer)
-        write(view[:nbytes])
+        add(peer[:2])
+        if write is not None:
+            write(view[:nbytes])
     return count, total
 
 
