@@ -284,7 +284,7 @@ def test_no_datagram_is_handled_by_the_wrong_session() -> None:
     """A burst of new peers from another process: a new session socket can catch other peers'
     datagrams (before its connect(), or in flight while it connects); each must still be answered
     to its own sender by its own session, and every peer gets exactly one session."""
-    with Listener([V4], respond="echo", fork=True) as lst:
+    with Listener([V4], respond="echo", fork=True, bind=BindOptions(rcvbuf=1 << 21)) as lst:  # room for the burst
         lst.start()
         code = (
             "import socket, sys\n"
