@@ -32,11 +32,11 @@ commands:
 Run 'udpkit COMMAND --help' for a command's options.
 
 examples:
-  udpkit ss -uln                  unconnected (listening) UDP sockets, as 'ss -uln'
-  udpkit ss -ulnp 'sport = :123'  who listens on port 123
-  udpkit ss -ua --json            every UDP socket as JSON
-  udpkit listen 7007 --respond echo   an echo service on 0.0.0.0:7007 and [::]:7007
-  udpkit socat UDP4-LISTEN:123,fork /dev/null   the tutorial's socat command, as written
+  udpkit ss -uln                               unconnected (listening) UDP sockets, as 'ss -uln'
+  udpkit ss -ulnp 'sport = :123'               who listens on port 123
+  udpkit ss -ua --json                         every UDP socket as JSON
+  udpkit listen 7007 --respond echo            an echo service on 0.0.0.0:7007 and [::]:7007
+  udpkit socat UDP4-LISTEN:123,fork /dev/null  the tutorial's socat command, as written
 """
 
 

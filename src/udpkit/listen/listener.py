@@ -23,12 +23,12 @@ import select
 import socket
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from udpkit.addr import Endpoint
 from udpkit.errors import UdpkitError, UsageError
+from udpkit.listen.sessions import Session, SessionKey, SessionTable
 from udpkit.listen.sinks import Sink
 from udpkit.net import (
     MAX_DATAGRAM,
@@ -46,7 +46,7 @@ __all__ = ["Listener", "ListenerStats"]
 
 BATCH = 64
 _GONE = ("gone", None)
-_IN, _BYTES_IN, _OUT, _BYTES_OUT, _REPLY_DROPS, _TRUNCATED, _REFUSED, _SESSIONS = range(8)
+_IN, _BYTES_IN, _OUT, _BYTES_OUT, _REPLY_DROPS, _TRUNCATED, _REFUSED = range(7)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -78,20 +78,6 @@ class ListenerStats(NamedTuple):
         if self.refused:
             text += f", {self.refused} refused"
         return text
-
-
-class _Session:
-    """One peer's own socket (connected to it) and, when relaying, its own upstream socket."""
-
-    __slots__ = ("down", "key", "local", "peer", "up")
-
-    def __init__(self, key: tuple[int, tuple[str, int]], down: socket.socket, up: socket.socket | None,
-                 local: Endpoint, peer: Endpoint) -> None:
-        self.key = key
-        self.down = down
-        self.up = up
-        self.local = local
-        self.peer = peer
 
 
 class Listener:
@@ -142,15 +128,15 @@ class Listener:
         # building an object for each (the listening sockets without sessions; the session sockets).
         silent = not getattr(self.responder, "replies", True) and relay is None
         raw_only = sink is None or sink.format == "raw"
-        self.fast_sessions = silent and raw_only
-        self.fast_listening = self.fast_sessions and not self.sessions_on and not single_peer and allow is None
+        self._fast_sessions = silent and raw_only
+        self._fast_listening = self._fast_sessions and not self.sessions_on and not single_peer and allow is None
         self._recording_only = (silent and sink is not None and sink.format != "raw" and not self.sessions_on
                                 and not single_peer and allow is None)
         # Ask the kernel per datagram only for what is used: receive times for a recording or a
         # time service, destination addresses to answer a wildcard-bound peer from the right one.
         needs_time = (sink is not None and sink.format != "raw") or getattr(self.responder, "uses_time", True)
         needs_local = sink is not None and sink.format != "raw"
-        self._timestamps = needs_time and not self.fast_listening
+        self._timestamps = needs_time and not self._fast_listening
         self._pktinfo_needed = needs_local or not silent
         self.bind_options = self.bind_options._replace(timestamps=self._timestamps, pktinfo=False)
         self._buffer = bytearray(65536)
@@ -171,11 +157,10 @@ class Listener:
         self._wake_r, self._wake_w = -1, -1
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self._counts = [0] * 8
+        self._counts = [0] * 7
         self._peers: set[tuple[str, int]] = set()
         self._drops: dict[int, int] = {}
-        self._sessions: OrderedDict[tuple[int, tuple[str, int]], _Session] = OrderedDict()
-        self._last_seen: dict[tuple[int, tuple[str, int]], float] = {}
+        self._sessions = SessionTable(idle_timeout, max_peers)
         self._poller: select.epoll | None = None
         self._handlers: dict[int, tuple[str, Any]] = {}
         self._session_drops = 0  # the open sessions' sockets, as of the last look
@@ -227,8 +212,8 @@ class Listener:
         return list(self._sockets)
 
     def close(self) -> None:
-        for key in list(self._sessions):
-            self._end_session(key)
+        for session in self._sessions:
+            self._end_session(session.key)
         for sock in self._sockets:
             sock.close()
         self._sockets.clear()
@@ -288,7 +273,7 @@ class Listener:
             drops = socket_drops(sock)
             if drops is not None:
                 self._drops[index] = max(self._drops.get(index, 0), drops)
-        self._session_drops = sum(socket_drops(s.down) or 0 for s in self._sessions.values())
+        self._session_drops = sum(socket_drops(s.down) or 0 for s in self._sessions)
 
     @property
     def stats(self) -> ListenerStats:
@@ -296,14 +281,14 @@ class Listener:
         c = self._counts
         return ListenerStats(
             datagrams_in=c[_IN], bytes_in=c[_BYTES_IN], datagrams_out=c[_OUT], bytes_out=c[_BYTES_OUT],
-            peers=len(self._peers), sessions_open=len(self._sessions), sessions_total=c[_SESSIONS],
+            peers=len(self._peers), sessions_open=len(self._sessions), sessions_total=self._sessions.total,
             refused=c[_REFUSED], replies_dropped=c[_REPLY_DROPS], truncated=c[_TRUNCATED],
             kernel_drops=sum(self._drops.values()) + self._ended_session_drops + self._session_drops,
         )
 
     def session_peers(self) -> list[Endpoint]:
         """The peers that have a session open now, least recently active first."""
-        return [s.peer for s in self._sessions.values()]
+        return [s.peer for s in self._sessions]
 
     # -- the loop --------------------------------------------------------------------------------
     def serve(self) -> ListenerStats:
@@ -345,7 +330,7 @@ class Listener:
             now = time.monotonic()
             if deadline is not None:
                 timeout = max(0.0, deadline - now)
-            expiry = self._next_expiry()
+            expiry = self._sessions.next_expiry()
             if expiry is not None:
                 timeout = max(0.0, expiry - now) if timeout < 0 else min(timeout, max(0.0, expiry - now))
         events = poller.poll(timeout)
@@ -365,12 +350,13 @@ class Listener:
         if events and self.sink is not None:
             self.sink.flush()  # once per wake-up, not per datagram: a reader sees data promptly, cheaply
         if self.idle_timeout is not None and self._sessions:
-            self._expire(time.monotonic())
+            for key in self._sessions.expired(time.monotonic()):
+                self._end_session(key)
         return done or (deadline is not None and time.monotonic() >= deadline)
 
     def _from_listening(self, index: int) -> bool:
         sock = self._sockets[index]
-        if self.fast_listening:
+        if self._fast_listening:
             return self._drain_fast(sock)
         if self._plain[index]:
             return self._drain_plain(index, sock)
@@ -456,8 +442,8 @@ class Listener:
                 return True
         return False
 
-    def _drain_fast(self, sock: socket.socket, session: _Session | None = None) -> bool:
-        """Read without a per-datagram object (see ``fast_listening``); ``True`` once ``count`` is reached.
+    def _drain_fast(self, sock: socket.socket, session: Session | None = None) -> bool:
+        """Read without a per-datagram object (see ``_fast_listening``); ``True`` once ``count`` is reached.
 
         On a session's socket, datagrams from anyone but its peer (queued before its ``connect()``)
         are routed like the listening socket's, so no session handles another peer's datagram.
@@ -475,11 +461,11 @@ class Listener:
             done = self._route(session.key[0], Datagram(data, peer, session.local.ip, None, None)) or done
         return done
 
-    def _from_session(self, key: tuple[int, tuple[str, int]]) -> bool:
+    def _from_session(self, key: SessionKey) -> bool:
         session = self._sessions.get(key)
         if session is None:
             return False
-        if self.fast_sessions:
+        if self._fast_sessions:
             self._touch(key)
             return self._drain_fast(session.down, session)
         for dgram in receive(session.down, BATCH, ancillary=self._timestamps):
@@ -493,7 +479,7 @@ class Listener:
                 return True
         return False
 
-    def _from_upstream(self, key: tuple[int, tuple[str, int]]) -> None:
+    def _from_upstream(self, key: SessionKey) -> None:
         session = self._sessions.get(key)
         if session is None or session.up is None:
             return
@@ -513,7 +499,7 @@ class Listener:
         self._peers.add(dgram.peer)
         return self.count is not None and counts[_IN] >= self.count
 
-    def _handle(self, sock: socket.socket, session: _Session | None, dgram: Datagram, local: Endpoint) -> None:
+    def _handle(self, sock: socket.socket, session: Session | None, dgram: Datagram, local: Endpoint) -> None:
         now = dgram.timestamp if dgram.timestamp is not None else self.clock()
         peer = Endpoint(dgram.peer[0], dgram.peer[1], local.family)
         if self.sink is not None:
@@ -561,11 +547,12 @@ class Listener:
         return any(address in net or (mapped is not None and mapped in net) for net in self.allow or ())
 
     # -- sessions --------------------------------------------------------------------------------
-    def _open_session(self, index: int, dgram: Datagram) -> _Session | None:
+    def _open_session(self, index: int, dgram: Datagram) -> Session | None:
         """A socket of the peer's own (bound to our address and port, connected to the peer); ``None``
         if the kernel refuses one, and the datagram is then answered from the listening socket."""
-        if self.max_peers is not None and len(self._sessions) >= self.max_peers:
-            self._end_session(next(iter(self._sessions)))  # the least recently active
+        oldest = self._sessions.oldest()
+        if self._sessions.full() and oldest is not None:
+            self._end_session(oldest.key)  # the least recently active
         listening = self._bound[index]
         local = listening if dgram.local_ip is None else listening._replace(ip=dgram.local_ip)
         try:
@@ -589,23 +576,18 @@ class Listener:
                 up.close()
             return None
         key = (index, dgram.peer)
-        session = _Session(key, down, up, local, Endpoint(dgram.peer[0], dgram.peer[1], listening.family))
-        self._sessions[key] = session
-        self._last_seen[key] = time.monotonic()
-        self._counts[_SESSIONS] += 1
+        session = Session(key, down, up, local, Endpoint(dgram.peer[0], dgram.peer[1], listening.family))
+        self._sessions.add(session, time.monotonic())
         self._watch(down, ("down", key))
         if up is not None:
             self._watch(up, ("up", key))
         return session
 
-    def _touch(self, key: tuple[int, tuple[str, int]]) -> None:
-        if key in self._sessions:
-            self._sessions.move_to_end(key)
-            self._last_seen[key] = time.monotonic()
+    def _touch(self, key: SessionKey) -> None:
+        self._sessions.touch(key, time.monotonic())
 
-    def _end_session(self, key: tuple[int, tuple[str, int]]) -> None:
-        session = self._sessions.pop(key, None)
-        self._last_seen.pop(key, None)
+    def _end_session(self, key: SessionKey) -> None:
+        session = self._sessions.pop(key)
         if session is None:
             return
         self._ended_session_drops += socket_drops(session.down) or 0
@@ -614,18 +596,3 @@ class Listener:
                 continue
             self._unwatch(sock)
             sock.close()
-
-    def _next_expiry(self) -> float | None:
-        if self.idle_timeout is None or not self._sessions:
-            return None
-        return self._last_seen[next(iter(self._sessions))] + self.idle_timeout
-
-    def _expire(self, now: float) -> None:
-        """End the sessions idle for ``idle_timeout``; they are kept least recently active first."""
-        if self.idle_timeout is None:
-            return
-        while self._sessions:
-            key = next(iter(self._sessions))
-            if now - self._last_seen[key] < self.idle_timeout:
-                break
-            self._end_session(key)
