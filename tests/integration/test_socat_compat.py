@@ -117,3 +117,30 @@ def free_port() -> int:
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         s.bind(("::", 0))
         return int(s.getsockname()[1])
+
+
+def test_stdio_prints_what_arrives_and_sends_what_is_typed(ns: Netns) -> None:
+    """socat's ``UDP4-LISTEN:P STDIO``: the first peer's datagrams are printed, and what is written to
+    standard input is sent back to that peer."""
+    port = free_port()
+    proc = subprocess.Popen(ns.argv([sys.executable, "-m", "udpkit", "socat", "-d", f"UDP4-LISTEN:{port}", "STDIO"]),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stderr is not None and b"listening on udp" in proc.stderr.readline()
+        code = (f"import socket\ns = socket.socket(2, 2); s.settimeout(5); s.sendto(b'ping\\n', ('127.0.0.1', {port}))\n"
+                "print(s.recv(100).decode().strip())")
+        client = ns.start([sys.executable, "-c", code])
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.read(5) == b"ping\n"
+        proc.stdin.write(b"pong\n")
+        proc.stdin.flush()
+        out, err = client.communicate(timeout=10)
+        assert out.strip() == "pong", err
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()

@@ -40,7 +40,7 @@ def test_options() -> None:
 @pytest.mark.parametrize(
     "second, target",
     [
-        ("STDOUT", Target("stdout")), ("STDIO", Target("stdout")), ("-", Target("stdout")), ("PIPE", Target("echo")),
+        ("STDOUT", Target("stdout")), ("STDIO", Target("stdio")), ("-", Target("stdio")), ("PIPE", Target("echo")),
         ("out.bin", Target("file", path="out.bin")), ("/tmp/x:y", Target("file", path="/tmp/x:y")),
         ("CREATE:log", Target("file", path="log", truncate=True)),
         ("OPEN:log", Target("file", path="log", must_exist=True)),

@@ -8,6 +8,7 @@ The tutorial's ``socat UDP4-LISTEN:123,fork /dev/null`` and ``socat UDP6-LISTEN:
 from __future__ import annotations
 
 import socket
+import sys
 from collections.abc import Sequence
 from typing import BinaryIO, TextIO
 
@@ -30,7 +31,7 @@ ADDRESS1: UDP4-LISTEN:PORT | UDP6-LISTEN:PORT | UDP-LISTEN:PORT | UDP{,4,6}-RECV
                    rcvbuf=N, su=USER, pf=ip4|ip6, so-bindtodevice=IF
 ADDRESS2: /dev/null | STDOUT | STDIO | - | FILE | OPEN:FILE | CREATE:FILE | PIPE (echo)
           | UDP{,4,6}:HOST:PORT | UDP{,4,6}-SENDTO:HOST:PORT (relay)
-STDIO and - only print what arrives: lines typed on standard input are not sent back.
+STDOUT prints what arrives; STDIO and - also send what is read from standard input to the latest peer.
 
   -d           print where it listens and, at the end, what it saw (on standard error)
   -T SECONDS   end a session after SECONDS without traffic
@@ -78,7 +79,8 @@ def parse_argv(argv: Sequence[str]) -> tuple[bool, float | None, str, str] | Non
     return verbose, idle, addresses[0], addresses[1]
 
 
-def build_listener(plan: SocatPlan, idle: float | None, stdout: BinaryIO | None) -> tuple[Listener, BinaryIO | None]:
+def build_listener(plan: SocatPlan, idle: float | None, stdout: BinaryIO | None,
+                   stdin_fd: int | None = None) -> tuple[Listener, BinaryIO | None]:
     """The Listener a plan describes, and the file it writes to (the caller closes it)."""
     target = plan.target
     respond = "echo" if target.kind == "echo" else "discard"
@@ -94,7 +96,7 @@ def build_listener(plan: SocatPlan, idle: float | None, stdout: BinaryIO | None)
         relay = (info[0], (str(info[4][0]), int(info[4][1])))
     stream: BinaryIO | None = None
     sink = None
-    if target.kind == "stdout":
+    if target.kind in ("stdout", "stdio"):
         if stdout is None:
             raise UdpkitError("standard output does not take bytes here")
         sink = Sink(stdout, "raw")
@@ -115,8 +117,16 @@ def build_listener(plan: SocatPlan, idle: float | None, stdout: BinaryIO | None)
         fork=sessions, idle_timeout=idle if (sessions or relay) else None,
         max_peers=plan.max_children, allow=plan.allow, relay=relay,
         single_peer=plan.mode == "listen" and not plan.fork and relay is None,
+        input_fd=stdin_fd if target.kind == "stdio" else None,
     )
     return listener, stream
+
+
+def _stdin_fd() -> int | None:
+    try:
+        return sys.stdin.fileno() if sys.stdin is not None else None
+    except (OSError, ValueError):
+        return None
 
 
 def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
@@ -126,7 +136,7 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         return 0
     verbose, idle, first, second = parsed
     plan = parse_socat(first, second)
-    listener, stream = build_listener(plan, idle, getattr(out, "buffer", None))
+    listener, stream = build_listener(plan, idle, getattr(out, "buffer", None), _stdin_fd())
     try:
         bound = listener.open()
         if plan.user:

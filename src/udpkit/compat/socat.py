@@ -6,7 +6,8 @@ Supported, as socat 1.7 reads them:
 - first address: ``UDP4-LISTEN:PORT``, ``UDP6-LISTEN:PORT`` (dual-stack unless ``ipv6only=1``),
   ``UDP-LISTEN:PORT`` (IPv4, or IPv6 with ``pf=ip6``), ``UDP{,4,6}-RECVFROM:PORT`` (each datagram
   answered on its own), ``UDP{,4,6}-RECV:PORT`` (receive only);
-- second address: ``/dev/null``, ``STDOUT``, ``STDIO`` or ``-`` (datagrams to standard output),
+- second address: ``/dev/null``, ``STDOUT`` (datagrams to standard output), ``STDIO`` or ``-`` (and
+  what is read from standard input goes to the latest peer),
   a file path, ``OPEN:PATH`` (must exist) or ``CREATE:PATH`` (truncated), ``PIPE`` (socat's echo),
   and ``UDP{,4,6}:HOST:PORT`` or ``UDP{,4,6}-SENDTO:HOST:PORT`` (relay to an upstream);
 - options ``fork``, ``ipv6only=0|1``, ``reuseaddr``, ``so-reuseport``/``reuseport``, ``bind=ADDR``,
@@ -33,7 +34,8 @@ _VALUED = {"ipv6only", "ipv6-v6only", "bind", "range", "max-children", "rcvbuf",
 
 
 class Target(NamedTuple):
-    """Where datagrams go: ``kind`` is discard, stdout, file, echo or relay."""
+    """Where datagrams go: ``kind`` is discard, stdout (print), stdio (print, and send what is typed
+    to the latest peer), file, echo or relay."""
 
     kind: str
     path: str | None = None
@@ -201,7 +203,7 @@ def _target(address: str) -> Target:
     if upper in ("STDOUT", "STDIO", "-", "STDIN"):
         if upper == "STDIN":
             raise UsageError("STDIN as the second address sends, it does not receive: udpkit socat supports STDOUT, STDIO, -")
-        return Target("stdout")
+        return Target("stdout" if upper == "STDOUT" else "stdio")
     if upper == "PIPE":
         return Target("echo")
     kind, params, options = _split(address)

@@ -89,7 +89,9 @@ class Listener:
     may talk to us (socat's ``range=``); ``relay``: forward each peer's datagrams to this upstream
     through the peer's own socket and send the answers back (sessions are implied);
     ``single_peer``: socat's UDP-LISTEN without fork — the first peer's address is connected to the
-    listening socket and everyone else is refused by the kernel.
+    listening socket and everyone else is refused by the kernel; ``input_fd``: what can be read
+    from this descriptor (standard input, for socat's STDIO) is sent to the latest peer, once
+    there is one.
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class Listener:
         allow: Sequence[Network] | None = None,
         relay: tuple[socket.AddressFamily, tuple[str, int]] | None = None,
         single_peer: bool = False,
+        input_fd: int | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not endpoints:
@@ -128,7 +131,8 @@ class Listener:
         # building an object for each (the listening sockets without sessions; the session sockets).
         silent = not getattr(self.responder, "replies", True) and relay is None
         raw_only = sink is None or sink.format == "raw"
-        self._fast_sessions = silent and raw_only
+        self.input_fd = input_fd
+        self._fast_sessions = silent and raw_only and input_fd is None
         self._fast_listening = self._fast_sessions and not self.sessions_on and not single_peer and allow is None
         self._recording_only = (silent and sink is not None and sink.format != "raw" and not self.sessions_on
                                 and not single_peer and allow is None)
@@ -165,6 +169,7 @@ class Listener:
         self._handlers: dict[int, tuple[str, Any]] = {}
         self._session_drops = 0  # the open sessions' sockets, as of the last look
         self._single: socket.socket | None = None  # the socket _serve_one is blocked on
+        self._latest: SessionKey | None = None  # the latest peer (and its listening socket), for input_fd
         self._stopping = False
         self._ended_session_drops = 0
 
@@ -180,7 +185,8 @@ class Listener:
                     shared_port = sock.getsockname()[1]
                 self._sockets.append(sock)
                 self._plain.append(not (options.pktinfo or options.timestamps or self.sessions_on or self.single_peer
-                                        or self.sink is not None or self.allow is not None))
+                                        or self.sink is not None or self.allow is not None
+                                        or self.input_fd is not None))
                 host, port = sock.getsockname()[:2]
                 self._bound.append(Endpoint(host, port, ep.family, self.bind_options.device or ep.interface))
         except BaseException:
@@ -371,9 +377,30 @@ class Listener:
         return self.stats
 
     def _watch(self, sock: socket.socket, tag: tuple[str, Any]) -> None:
+        self._watch_fd(sock.fileno(), tag)
+
+    def _watch_fd(self, fd: int, tag: tuple[str, Any]) -> None:
         if self._poller is not None:
-            self._poller.register(sock.fileno(), select.EPOLLIN)
-            self._handlers[sock.fileno()] = tag
+            self._poller.register(fd, select.EPOLLIN)
+            self._handlers[fd] = tag
+
+    def _from_input(self) -> None:
+        """Send what ``input_fd`` has for us to the latest peer: socat's STDIO, the typing direction."""
+        assert self.input_fd is not None and self._latest is not None
+        data = os.read(self.input_fd, MAX_DATAGRAM - 28)
+        if not data:  # end of input: stop watching it, keep serving
+            if self._poller is not None:
+                self._poller.unregister(self.input_fd)
+            self._handlers.pop(self.input_fd, None)
+            return
+        index, peer = self._latest
+        session = self._sessions.get(self._latest)
+        if session is not None:
+            self._send(session.down, data, None, None)
+        elif self.single_peer:
+            self._send(self._sockets[index], data, None, None)  # connected to the peer
+        else:
+            self._send(self._sockets[index], data, peer, None)
 
     def _unwatch(self, sock: socket.socket) -> None:
         if self._poller is not None and self._handlers.pop(sock.fileno(), None) is not None:
@@ -403,6 +430,8 @@ class Listener:
                 done = self._from_session(tag[1]) or done
             elif tag[0] == "up":
                 self._from_upstream(tag[1])
+            elif tag[0] == "input":
+                self._from_input()
         if events and self.sink is not None:
             self.sink.flush()  # once per wake-up, not per datagram: a reader sees data promptly, cheaply
         if self.idle_timeout is not None and self._sessions:
@@ -441,6 +470,10 @@ class Listener:
                 self._counts[_REFUSED] += 1  # queued before we connected to the first peer
                 return False
         done = self._count_in(index, dgram)
+        if self.input_fd is not None:
+            if self._latest is None:
+                self._watch_fd(self.input_fd, ("input", None))
+            self._latest = (index, dgram.peer)
         session = None
         if self.sessions_on:
             session = self._sessions.get((index, dgram.peer)) or self._open_session(index, dgram)
