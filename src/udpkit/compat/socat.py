@@ -63,41 +63,30 @@ class SocatPlan(NamedTuple):
     target: Target
 
 
-def _split(address: str) -> tuple[str, list[str], list[str]]:
-    """``UDP4-LISTEN:123,fork,range=10.0.0.0/8`` -> ("UDP4-LISTEN", ["123"], ["fork", "range=10.0.0.0/8"]).
-
-    Brackets protect colons and commas inside IPv6 literals (``UDP6:[::1]:53``).
-    """
+def _split_outside_brackets(text: str, separator: str) -> list[str]:
+    """``"UDP6:[::1]:53"`` split on ``":"`` -> ``["UDP6", "[::1]", "53"]``: brackets protect IPv6 literals."""
     parts: list[str] = []
     depth = 0
     current = ""
-    for ch in address:
+    for ch in text:
         if ch == "[":
             depth += 1
         elif ch == "]":
             depth = max(0, depth - 1)
-        if ch == "," and depth == 0:
+        if ch == separator and depth == 0:
             parts.append(current)
             current = ""
             continue
         current += ch
     parts.append(current)
-    head, options = parts[0], parts[1:]
-    fields: list[str] = []
-    current = ""
-    depth = 0
-    for ch in head:
-        if ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth = max(0, depth - 1)
-        if ch == ":" and depth == 0:
-            fields.append(current)
-            current = ""
-            continue
-        current += ch
-    fields.append(current)
-    return fields[0], fields[1:], [o for o in options if o]
+    return parts
+
+
+def _split(address: str) -> tuple[str, list[str], list[str]]:
+    """``UDP4-LISTEN:123,fork,range=10.0.0.0/8`` -> ("UDP4-LISTEN", ["123"], ["fork", "range=10.0.0.0/8"])."""
+    head, *options = _split_outside_brackets(address, ",")
+    kind, *params = _split_outside_brackets(head, ":")
+    return kind, params, [o for o in options if o]
 
 
 def _listen_kind(kind: str) -> tuple[str, int | None] | None:

@@ -337,9 +337,7 @@ class Listener:
         costs what a bare Python loop's does. ``stop()`` wakes the call with ``shutdown(SHUT_RD)``,
         which on an unconnected UDP socket only interrupts the wait (it returns ``(b"", None)``)."""
         sock = self._sockets[0]
-        recvfrom, sendto, handle = sock.recvfrom, sock.sendto, self.responder.handle
-        family = self._bound[0].family
-        counts, add, clock = self._counts, self._peers.add, self.clock
+        recvfrom, answer = sock.recvfrom, self._plain_answerer(0, sock)
         self._single = sock
         try:
             while not self._stopping:
@@ -358,18 +356,7 @@ class Listener:
                     continue
                 if peer is None:  # woken by stop()
                     continue
-                counts[_IN] += 1
-                counts[_BYTES_IN] += len(data)
-                add(peer[:2])
-                reply = handle(data, Endpoint(peer[0], peer[1], family), clock())
-                for payload in () if reply is None else [reply] if isinstance(reply, bytes) else reply:
-                    try:
-                        sendto(payload, peer)
-                        counts[_OUT] += 1
-                        counts[_BYTES_OUT] += len(payload)
-                    except OSError:
-                        counts[_REPLY_DROPS] += 1
-                if self.count is not None and counts[_IN] >= self.count:
+                if answer(data, peer):
                     break
         finally:
             self._single = None
@@ -506,9 +493,7 @@ class Listener:
     def _drain_plain(self, index: int, sock: socket.socket) -> bool:
         """Answer each datagram with ``recvfrom``/``sendto`` and nothing else: the path of a responder
         that needs neither receive times nor destination addresses (echo on a bound address)."""
-        recvfrom, sendto, handle = sock.recvfrom, sock.sendto, self.responder.handle
-        family = self._bound[index].family
-        counts, add, clock = self._counts, self._peers.add, self.clock
+        recvfrom, answer = sock.recvfrom, self._plain_answerer(index, sock)
         for _ in range(BATCH):
             try:
                 data, peer = recvfrom(MAX_DATAGRAM)
@@ -516,6 +501,18 @@ class Listener:
                 break
             except ConnectionRefusedError:
                 continue
+            if answer(data, peer):
+                return True
+        return False
+
+    def _plain_answerer(self, index: int, sock: socket.socket) -> Callable[[bytes, Any], bool]:
+        """The per-datagram work of the plain paths: count, answer with ``sendto``; the function
+        returns ``True`` once ``count`` datagrams have been handled."""
+        sendto, handle = sock.sendto, self.responder.handle
+        family = self._bound[index].family
+        counts, add, clock, count = self._counts, self._peers.add, self.clock, self.count
+
+        def answer(data: bytes, peer: Any) -> bool:
             counts[_IN] += 1
             counts[_BYTES_IN] += len(data)
             add(peer[:2])
@@ -527,9 +524,9 @@ class Listener:
                     counts[_BYTES_OUT] += len(payload)
                 except OSError:
                     counts[_REPLY_DROPS] += 1
-            if self.count is not None and counts[_IN] >= self.count:
-                return True
-        return False
+            return count is not None and counts[_IN] >= count
+
+        return answer
 
     def _drain_fast(self, sock: socket.socket, session: Session | None = None) -> bool:
         """Read without a per-datagram object (see ``_fast_listening``); ``True`` once ``count`` is reached.
