@@ -153,7 +153,7 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         raise UsageError("--idle-timeout and --max-peers need --fork (or --relay)")
     sink = None
     if args.out is not None:
-        stream = getattr(out, "buffer", None) if args.out == "-" else _open_out(args.out)
+        stream = getattr(out, "buffer", None) if args.out == "-" else _open_out(args.out, args.format or "text")
         if stream is None:
             raise UdpkitError("standard output does not take bytes here")
         sink = Sink(stream, args.format or "text")
@@ -184,9 +184,10 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
             stream.close()
 
 
-def _open_out(path: str) -> BinaryIO:
+def _open_out(path: str, fmt: str) -> BinaryIO:
+    """Text records are appended to an existing file; a pcap file starts afresh (one file header)."""
     try:
-        return open(path, "ab" if path != "-" else "wb")
+        return open(path, "wb" if fmt == "pcap" else "ab")
     except OSError as exc:
         raise UdpkitError(f"cannot open {path}: {exc.strerror}") from None
 
