@@ -144,3 +144,16 @@ def test_stdio_prints_what_arrives_and_sends_what_is_typed(ns: Netns) -> None:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+@pytest.mark.peer("socat")
+def test_the_client_form_talks_to_a_real_socat_echo_server(ns: Netns) -> None:
+    port = free_port()
+    server = ns.start(["socat", f"UDP4-LISTEN:{port},fork", "PIPE"])
+    try:
+        wait_for(ns, ["-uln"], f":{port}")
+        result = subprocess.run(ns.argv([sys.executable, "-m", "udpkit", "socat", "-", f"UDP4:127.0.0.1:{port}"]),
+                                input=b"round trip\n", capture_output=True, timeout=15)
+        assert result.returncode == 0 and result.stdout == b"round trip\n", result.stderr
+    finally:
+        stop(server)

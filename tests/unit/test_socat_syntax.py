@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from udpkit.addr import Endpoint
-from udpkit.compat.socat import Target, parse_socat
+from udpkit.compat.socat import ClientPlan, Target, parse_socat
 from udpkit.errors import UsageError
 
 
@@ -71,3 +71,9 @@ def test_second_addresses(second: str, target: Target) -> None:
 def test_unsupported_and_malformed_parts_are_named(first: str, second: str, message: str) -> None:
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace("[", r"\[")):
         parse_socat(first, second)
+
+
+def test_the_client_form_in_either_order() -> None:
+    target = Target("relay", family=socket.AF_INET, host="127.0.0.1", port=53)
+    assert parse_socat("-", "UDP4:127.0.0.1:53") == ClientPlan(target)
+    assert parse_socat("UDP4-SENDTO:127.0.0.1:53", "STDIO") == ClientPlan(target)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import BinaryIO, TextIO
 
 from udpkit.cli.listen import drop_privileges, install_signals
-from udpkit.compat.socat import SocatPlan, parse_socat
+from udpkit.compat.socat import ClientPlan, SocatPlan, parse_socat
 from udpkit.errors import UdpkitError, UsageError
 from udpkit.listen import Listener, Sink
 from udpkit.net import BindOptions
@@ -35,6 +35,9 @@ STDOUT prints what arrives; STDIO and - also send what is read from standard inp
 
   -d           print where it listens and, at the end, what it saw (on standard error)
   -T SECONDS   end a session after SECONDS without traffic
+  -t SECONDS   client: after standard input ends, wait this long for replies (default 0.5)
+
+client:   udpkit socat - UDP4:HOST:PORT   standard input out as datagrams, replies on standard output
 
 examples:
   udpkit socat UDP4-LISTEN:123,fork /dev/null &                  the tutorial's IPv4 NTP stand-in
@@ -44,10 +47,11 @@ examples:
 """
 
 
-def parse_argv(argv: Sequence[str]) -> tuple[bool, float | None, str, str] | None:
+def parse_argv(argv: Sequence[str]) -> tuple[bool, float | None, float, str, str] | None:
     """socat's global options we take (``-d``, ``-T``, and ``-t``/``-u`` accepted), then two addresses."""
     verbose = False
     idle = None
+    linger = 0.5  # socat's -t default
     args = list(argv)
     addresses: list[str] = []
     while args:
@@ -64,10 +68,12 @@ def parse_argv(argv: Sequence[str]) -> tuple[bool, float | None, str, str] | Non
                 seconds = float(value)
             except ValueError:
                 raise UsageError(f"option {arg}: bad number {value!r}") from None
+            if seconds < 0 or (arg == "-T" and seconds == 0):
+                raise UsageError(f"option {arg}: expected a positive number of seconds")
             if arg == "-T":
-                if seconds <= 0:
-                    raise UsageError("option -T: expected a positive number of seconds")
                 idle = seconds
+            else:
+                linger = seconds
         elif arg == "-u":
             pass  # unidirectional: the listener's direction already
         elif arg.startswith("-") and arg != "-":
@@ -76,7 +82,7 @@ def parse_argv(argv: Sequence[str]) -> tuple[bool, float | None, str, str] | Non
             addresses.append(arg)
     if len(addresses) != 2:
         raise UsageError(f"socat takes two addresses, got {len(addresses)}")
-    return verbose, idle, addresses[0], addresses[1]
+    return verbose, idle, linger, addresses[0], addresses[1]
 
 
 def build_listener(plan: SocatPlan, idle: float | None, stdout: BinaryIO | None,
@@ -122,6 +128,29 @@ def build_listener(plan: SocatPlan, idle: float | None, stdout: BinaryIO | None,
     return listener, stream
 
 
+def run_client(plan: ClientPlan, idle: float | None, linger: float, out: TextIO) -> int:
+    """``socat - UDP4:HOST:PORT``: standard input out as datagrams, replies to standard output."""
+    from udpkit.net import pump
+
+    target = plan.target
+    assert target.host is not None and target.port is not None
+    try:
+        family, _type, _proto, _name, address = socket.getaddrinfo(target.host, target.port, target.family or 0,
+                                                                  socket.SOCK_DGRAM)[0]
+    except (OSError, UnicodeError) as exc:
+        raise UsageError(f"cannot resolve {target.host}: {exc}") from None
+    stdin_fd = _stdin_fd()
+    if stdin_fd is None:
+        raise UdpkitError("standard input is not readable here")
+    sink = getattr(out, "buffer", None)
+    if sink is None:
+        raise UdpkitError("standard output does not take bytes here")
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.connect(address)
+        pump(sock, stdin_fd, sink, linger=linger, idle=idle)
+    return 0
+
+
 def _stdin_fd() -> int | None:
     try:
         return sys.stdin.fileno() if sys.stdin is not None else None
@@ -134,8 +163,10 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     if parsed is None:
         out.write(HELP)
         return 0
-    verbose, idle, first, second = parsed
+    verbose, idle, linger, first, second = parsed
     plan = parse_socat(first, second)
+    if isinstance(plan, ClientPlan):
+        return run_client(plan, idle, linger, out)
     listener, stream = build_listener(plan, idle, getattr(out, "buffer", None), _stdin_fd())
     try:
         bound = listener.open()

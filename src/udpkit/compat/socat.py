@@ -13,6 +13,9 @@ Supported, as socat 1.7 reads them:
 - options ``fork``, ``ipv6only=0|1``, ``reuseaddr``, ``so-reuseport``/``reuseport``, ``bind=ADDR``,
   ``range=CIDR``, ``max-children=N``, ``rcvbuf=N``, ``su=USER``, ``pf=ip4|ip6``, ``so-bindtodevice=IF``.
 
+And the client form, ``- UDP{,4,6}:HOST:PORT`` or ``UDP…:HOST:PORT STDIO``: standard input goes out as
+datagrams and the replies come back on standard output.
+
 Anything else is refused with a message naming the part we do not support.
 """
 
@@ -25,7 +28,7 @@ from typing import NamedTuple
 from udpkit.addr import Endpoint, parse_ip, parse_port
 from udpkit.errors import UsageError
 
-__all__ = ["SocatPlan", "Target", "parse_socat"]
+__all__ = ["ClientPlan", "SocatPlan", "Target", "parse_socat"]
 
 _WILDCARD = {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"}
 _FLAGS = {"fork", "reuseaddr", "so-reuseaddr", "so-reuseport", "reuseport"}
@@ -98,9 +101,21 @@ def _listen_kind(kind: str) -> tuple[str, int | None] | None:
     return None
 
 
-def parse_socat(first: str, second: str) -> SocatPlan:
-    """Map ``socat FIRST SECOND`` onto a listener plan, or raise UsageError naming what is unsupported."""
+class ClientPlan(NamedTuple):
+    """``socat - UDP4:HOST:PORT`` (either order): standard input out as datagrams, replies to standard output."""
+
+    target: Target
+
+
+def parse_socat(first: str, second: str) -> SocatPlan | ClientPlan:
+    """Map ``socat FIRST SECOND`` onto a listener (or client) plan, or raise UsageError naming what is unsupported."""
+    if first.upper() in ("-", "STDIO"):
+        first, second = second, first
     kind, params, options = _split(first)
+    if _listen_kind(kind) is None and second.upper() in ("-", "STDIO"):
+        target = _target(first)
+        if target.kind == "relay":
+            return ClientPlan(target)
     listen = _listen_kind(kind)
     if listen is None:
         raise UsageError(f"unsupported socat address type {kind!r} as the first address"

@@ -3,6 +3,7 @@ receiving datagrams together with what the kernel says about them (arrival time,
 address, receive-queue drops)."""
 
 from udpkit.net.bind import BindOptions, bind_udp
+from udpkit.net.pump import pump
 from udpkit.net.rx import MAX_DATAGRAM, Datagram, count_and_forget, receive, send_reply, socket_drops
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "MAX_DATAGRAM",
     "bind_udp",
     "count_and_forget",
+    "pump",
     "receive",
     "send_reply",
     "socket_drops",
