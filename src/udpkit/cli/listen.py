@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
+import pwd
 import signal
 import socket
 from collections.abc import Callable, Sequence
@@ -120,8 +123,8 @@ def endpoints_for(addresses: Sequence[str], only: int | None, dual_stack: bool) 
 
 
 def drop_privileges(user: str) -> None:
-    import os
-    import pwd
+    """Become ``user`` (after binding). Everything the command still needs is imported already: a
+    Python installed where ``user`` may not read (e.g. under /root) could not import it later."""
 
     try:
         entry = pwd.getpwnam(user)
@@ -195,9 +198,6 @@ def _open_out(path: str, fmt: str) -> BinaryIO:
 def _start_workers(count: int, listener: Listener, bound: list[Endpoint]) -> list[tuple[int, int]]:
     """Fork ``count`` more processes, each with sockets of its own on the same ports (SO_REUSEPORT,
     so the kernel spreads peers over them); each reports its statistics through a pipe at exit."""
-    import json
-    import os
-
     workers = []
     for _ in range(count):
         read_fd, write_fd = os.pipe()
@@ -227,9 +227,6 @@ def _start_workers(count: int, listener: Listener, bound: list[Endpoint]) -> lis
 
 def _join_workers(workers: list[tuple[int, int]], stats: ListenerStats) -> ListenerStats:
     """Stop the workers (by the PIDs we forked) and add their statistics to ours."""
-    import json
-    import os
-
     totals = stats._asdict()
     for pid, read_fd in workers:
         try:
