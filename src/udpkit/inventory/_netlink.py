@@ -78,11 +78,6 @@ class RawBatch:
     def names(self) -> frozenset[str]:
         return frozenset(self._columns)
 
-    def rows(self) -> list[dict[str, object]]:
-        """The batch as one dict per socket (for tests and debugging; not the fast path)."""
-        columns = {name: self.column(name) for name in self.names}
-        return [{k: v[i] for k, v in columns.items() if v is not None} for i in range(self.n)]
-
 
 class _StridedBatch(RawBatch):
     """A buffer of n equal-layout messages; each column is cut out of it when first asked for.

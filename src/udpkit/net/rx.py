@@ -23,7 +23,6 @@ _U32 = struct.Struct("=I")
 _IN_PKTINFO = struct.Struct("=i4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr
 _IN6_PKTINFO = struct.Struct("=16si")  # ipi6_addr, ipi6_ifindex
 _ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size) + socket.CMSG_SPACE(4) + socket.CMSG_SPACE(_IN6_PKTINFO.size)
-_WILDCARDS = ("0.0.0.0", "::")
 MAX_DATAGRAM = 65535
 
 
