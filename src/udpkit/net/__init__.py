@@ -3,16 +3,21 @@ receiving datagrams together with what the kernel says about them (arrival time,
 address, receive-queue drops)."""
 
 from udpkit.net.bind import BindOptions, bind_udp
+from udpkit.net.errqueue import IcmpError, enable_errors, icmp_reason, read_errors
 from udpkit.net.pump import pump
 from udpkit.net.rx import MAX_DATAGRAM, Datagram, count_and_forget, receive, send_reply, socket_drops
 
 __all__ = [
     "BindOptions",
     "Datagram",
+    "IcmpError",
     "MAX_DATAGRAM",
     "bind_udp",
     "count_and_forget",
+    "enable_errors",
+    "icmp_reason",
     "pump",
+    "read_errors",
     "receive",
     "send_reply",
     "socket_drops",

@@ -1,0 +1,45 @@
+"""The kernel's ICMP errors for our own datagrams, read without root from the error queue."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import time
+
+import pytest
+
+from udpkit.net import enable_errors, icmp_reason, read_errors
+
+
+def closed_port(family: int, host: str) -> int:
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])  # free now, and nobody listens on it once closed
+
+
+@pytest.mark.parametrize("family, host, expected", [
+    (socket.AF_INET, "127.0.0.1", (3, 3)), (socket.AF_INET6, "::1", (1, 4)),
+])
+def test_a_closed_port_answers_with_port_unreachable_and_says_who_sent_it(
+    family: int, host: str, expected: tuple[int, int]
+) -> None:
+    port = closed_port(family, host)
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        enable_errors(sock)
+        sock.sendto(b"probe", (host, port))
+        deadline = time.monotonic() + 2
+        errors = read_errors(sock)
+        while not errors and time.monotonic() < deadline:
+            time.sleep(0.01)
+            errors = read_errors(sock)
+    assert len(errors) == 1
+    (err,) = errors
+    assert (err.type, err.code) == expected and err.errno == errno.ECONNREFUSED
+    assert err.offender == host and err.destination == (host, port)
+    assert icmp_reason(family, err.type, err.code) == "port-unreachable"
+
+
+def test_an_empty_queue_is_an_empty_list() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        enable_errors(sock)
+        assert read_errors(sock) == []
