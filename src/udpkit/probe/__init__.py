@@ -1,5 +1,6 @@
-"""Testing UDP ports honestly: the verdict rules (``machine``); the scanner and ``udpkit probe`` build on them."""
+"""Testing UDP ports honestly: the verdict rules (``machine``) and the scanner that drives them (``scanner``)."""
 
 from udpkit.probe.machine import CLOSED, FILTERED, OPEN, OPEN_FILTERED, PortResult, ProbeMachine, Target
+from udpkit.probe.scanner import scan
 
-__all__ = ["CLOSED", "FILTERED", "OPEN", "OPEN_FILTERED", "PortResult", "ProbeMachine", "Target"]
+__all__ = ["CLOSED", "FILTERED", "OPEN", "OPEN_FILTERED", "PortResult", "ProbeMachine", "Target", "scan"]
