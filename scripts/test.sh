@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages -> a command each provides. Later issues add nmap, nftables, ntpsec-ntpdig,
+# Debian packages -> a command each provides. Later issues add nmap, ntpsec-ntpdig,
 # chrony, bind9-dnsutils... here as their tests arrive.
 declare -A PEERS=(
   [iproute2]=ss
@@ -17,6 +17,7 @@ declare -A PEERS=(
   [procps]=ps
   [netcat-openbsd]=nc
   [tshark]=tshark
+  [nftables]=nft
 )
 
 missing=()

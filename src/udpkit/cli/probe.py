@@ -1,0 +1,161 @@
+"""``udpkit probe``: test UDP ports and show the evidence for every verdict."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from udpkit.addr import parse_ports
+from udpkit.cli._argparse import Parser
+from udpkit.errors import UdpkitError, UsageError
+from udpkit.inventory._system import service_name
+from udpkit.probe import OPEN, PortResult, Target, scan
+
+__all__ = ["run"]
+
+#: Probed when no -p is given: the UDP services most often met (DNS, DHCP, TFTP, NTP, NetBIOS,
+#: SNMP, IKE, syslog, RIP, SSDP, IPsec NAT-T, mDNS).
+DEFAULT_PORTS = "53,67,68,69,123,137,138,161,162,500,514,520,1900,4500,5353"
+
+EPILOG = """\
+verdicts: open (a UDP reply came back), closed (ICMP port unreachable), filtered (another ICMP
+destination unreachable, e.g. admin-prohibited), open|filtered (silence after every try).
+Remote hosts limit ICMP errors (and this kernel allows about 1,000 a second in all): probe many
+ports with --rate, or silent ports may only be open|filtered.
+
+examples:
+  udpkit probe 127.0.0.1 -p 123                  is the NTP port answering, and how do we know
+  udpkit probe ::1 127.0.0.1 -p 1-1024 --rate 900 --open
+  udpkit probe localhost -p 53,123 --payload-hex 00 --json
+"""
+
+
+def build_parser() -> Parser:
+    p = Parser("udpkit probe", "Probe UDP ports: open only when something answered.", EPILOG)
+    p.add_argument("targets", nargs="+", metavar="TARGET", help="host names or addresses")
+    p.add_argument("-p", dest="ports", default=DEFAULT_PORTS, metavar="PORTS", help="e.g. 53,123,1000-2000")
+    fam = p.add_mutually_exclusive_group()
+    fam.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET, help="IPv4 only")
+    fam.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6, help="IPv6 only")
+    p.add_argument("--timeout", type=float, default=1.0, metavar="S", help="wait for the first try (default 1)")
+    p.add_argument("--retries", type=int, default=2, metavar="N", help="tries after the first (default 2)")
+    p.add_argument("--rate", type=float, metavar="PPS", help="at most PPS datagrams a second")
+    payload = p.add_mutually_exclusive_group()
+    payload.add_argument("--payload", metavar="TEXT", help="send TEXT (default: an empty datagram)")
+    payload.add_argument("--payload-hex", metavar="HEX", help="send these bytes")
+    payload.add_argument("--payload-file", metavar="FILE", help="send the contents of FILE")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="one JSON document")
+    out.add_argument("--jsonl", action="store_true", help="one JSON object per port, as verdicts arrive")
+    p.add_argument("--open", action="store_true", help="list only open ports")
+    return p
+
+
+def _payload(args: Any) -> bytes:
+    if args.payload is not None:
+        return str(args.payload).encode()
+    if args.payload_hex is not None:
+        try:
+            return bytes.fromhex(args.payload_hex)
+        except ValueError:
+            raise UsageError(f"bad --payload-hex {args.payload_hex!r}: expected hex digits") from None
+    if args.payload_file is not None:
+        try:
+            return Path(args.payload_file).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"--payload-file {args.payload_file}: {exc.strerror}") from None
+    return b""
+
+
+def resolve(names: Sequence[str], family: int | None) -> list[tuple[str, int]]:
+    """Host names and literals -> (address, family), each address once, in the order given."""
+    found: dict[tuple[str, int], None] = {}
+    for name in names:
+        host = name[1:-1] if name.startswith("[") and name.endswith("]") else name
+        try:
+            infos = socket.getaddrinfo(host, None, family or 0, socket.SOCK_DGRAM)
+        except (OSError, UnicodeError) as exc:
+            raise UsageError(f"cannot resolve {name!r}: {exc}") from None
+        for fam, _type, _proto, _canon, sockaddr in infos:
+            if fam in (socket.AF_INET, socket.AF_INET6):
+                found[(str(sockaddr[0]), int(fam))] = None
+    if not found:
+        raise UsageError("no target address of the requested family")
+    return list(found)
+
+
+def to_json(result: PortResult, payload_len: int) -> dict[str, Any]:
+    t = result.target
+    return {
+        "host": t.ip, "family": "inet6" if t.family == socket.AF_INET6 else "inet", "port": t.port,
+        "state": result.state, "service": _service(t.port), "reason": result.reason,
+        "rtt_ms": None if result.rtt is None else round(result.rtt * 1000, 3), "tries": result.tries,
+        "icmp": None if result.icmp is None else {"type": result.icmp[0], "code": result.icmp[1], "from": result.icmp[2]},
+        "reply": None if result.reply is None else {"bytes": len(result.reply), "protocol": None, "detail": None},
+    }
+
+
+def _service(port: int) -> str | None:
+    name = service_name(port)
+    return None if name.isdigit() else name
+
+
+def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
+    args = build_parser().parse_args(list(argv))
+    if args.timeout <= 0 or args.retries < 0 or (args.rate is not None and args.rate <= 0):
+        raise UsageError("--timeout and --rate must be positive and --retries at least 0")
+    ports = parse_ports(args.ports)
+    hosts = resolve(args.targets, args.family)
+    data = _payload(args)
+    targets = [Target(ip, port, fam) for ip, fam in hosts for port in ports]
+
+    def stream(result: PortResult) -> None:
+        if args.jsonl and (result.state == OPEN or not args.open):
+            out.write(json.dumps(to_json(result, len(data))) + "\n")
+            out.flush()
+
+    try:
+        results = scan(targets, lambda target: data, retries=args.retries, timeout=args.timeout, rate=args.rate,
+                       on_result=stream if args.jsonl else None)
+    except OSError as exc:
+        raise UdpkitError(f"cannot probe: {exc.strerror or exc}") from None
+    if args.jsonl:
+        silent = [r for r in results if r.state != OPEN and r.reason == "no-response" and not args.open]
+        for result in silent:  # decided by the last timeout, not by an arrival
+            out.write(json.dumps(to_json(result, len(data))) + "\n")
+    elif args.json:
+        shown = [to_json(r, len(data)) for r in results if r.state == OPEN or not args.open]
+        json.dump(shown, out, indent=2)
+        out.write("\n")
+    else:
+        out.write(render_table(results, hosts, only_open=args.open))
+    return 0 if results and all(r.state == OPEN for r in results) else 1
+
+
+def render_table(results: Sequence[PortResult], hosts: Sequence[tuple[str, int]], *, only_open: bool) -> str:
+    """nmap's layout: a block per host, ``PORT STATE SERVICE REASON``, closed ports summed up when many."""
+    lines = []
+    for ip, family in hosts:
+        mine = [r for r in results if r.target.ip == ip and r.target.family == family]
+        lines.append(f"udpkit probe report for {ip}")
+        closed = [r for r in mine if r.state == "closed"]
+        hide_closed = only_open or len(closed) > 25
+        shown = [r for r in mine if (r.state == OPEN or not only_open) and not (hide_closed and r.state == "closed")]
+        if hide_closed and closed:
+            lines.append(f"Not shown: {len(closed)} closed udp ports (port-unreachable)")
+        if shown:
+            rows = [("PORT", "STATE", "SERVICE", "REASON")]
+            for r in shown:
+                reason = r.reason
+                if r.icmp is not None and r.icmp[2]:
+                    reason += f" from {r.icmp[2]}"
+                if r.rtt is not None:
+                    reason += f" ({r.rtt * 1000:.2f} ms)"
+                rows.append((f"{r.target.port}/udp", r.state, _service(r.target.port) or "unknown", reason))
+            widths = [max(len(row[i]) for row in rows) for i in range(3)]
+            lines.extend(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows)
+        lines.append("")
+    return "\n".join(lines)

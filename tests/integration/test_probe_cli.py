@@ -1,0 +1,104 @@
+"""``udpkit probe`` on loopback and through nftables rules in a namespace of our own."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.conftest import Netns, stop
+
+
+@pytest.fixture
+def services(ns: Netns) -> Iterator[dict[str, int]]:
+    """An echo and a discard listener on 127.0.0.1 and ::1, in the test's namespace."""
+    procs = []
+    ports = {}
+    try:
+        for name in ("echo", "discard"):
+            proc = ns.start([sys.executable, "-m", "udpkit", "listen", "127.0.0.1:0", "[::1]:0", "--respond", name])
+            procs.append(proc)
+            assert proc.stderr is not None
+            line = proc.stderr.readline()
+            ports[name] = int(line.split(",")[0].rsplit(":", 1)[1].split()[0])
+        yield ports
+    finally:
+        for proc in procs:
+            stop(proc)
+
+
+def closed_port() -> int:
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind(("::", 0))
+        return int(s.getsockname()[1])
+
+
+def probe(ns: Netns, *args: str) -> subprocess.CompletedProcess[str]:
+    return ns.udpkit("probe", "--timeout", "0.3", "--retries", "1", *args)
+
+
+def test_the_table_shows_each_verdict_with_its_evidence(ns: Netns, services: dict[str, int]) -> None:
+    free = closed_port()
+    result = probe(ns, "127.0.0.1", "::1", "-p", f"{services['echo']},{services['discard']},{free}", "--payload", "hi")
+    assert result.returncode == 1  # not every port is open
+    rows = {(block_host, line.split()[0]): line.split()[1]
+            for block_host, line in _rows(result.stdout)}
+    for host in ("127.0.0.1", "::1"):
+        assert rows[(host, f"{services['echo']}/udp")] == "open"
+        assert rows[(host, f"{services['discard']}/udp")] == "open|filtered"
+        assert rows[(host, f"{free}/udp")] == "closed"
+    assert "port-unreachable from ::1" in result.stdout
+
+
+def _rows(text: str) -> Iterator[tuple[str, str]]:
+    host = ""
+    for line in text.splitlines():
+        if line.startswith("udpkit probe report for "):
+            host = line.rsplit(" ", 1)[1]
+        elif line and line[0].isdigit():
+            yield host, line
+
+
+def test_json_carries_the_fields_and_all_open_exits_0(ns: Netns, services: dict[str, int]) -> None:
+    result = probe(ns, "127.0.0.1", "-p", str(services["echo"]), "--payload-hex", "00ff", "--json")
+    assert result.returncode == 0, result.stderr
+    (doc,) = json.loads(result.stdout)
+    assert doc["state"] == "open" and doc["reason"] == "udp-response" and doc["reply"]["bytes"] == 2
+    assert set(doc) == {"host", "family", "port", "state", "service", "reason", "rtt_ms", "tries", "icmp", "reply"}
+    lines = probe(ns, "127.0.0.1", "-p", f"{services['echo']},{closed_port()}", "--jsonl").stdout.splitlines()
+    assert sorted(json.loads(line)["state"] for line in lines) == ["closed", "open"]
+
+
+@pytest.mark.root
+@pytest.mark.peer("nft")
+def test_firewall_verdicts_through_nftables(ns: Netns, services: dict[str, int]) -> None:
+    reject, drop = 40001, 40002  # nothing listens in a fresh namespace
+    rules = (
+        "add table inet udpkit_test\n"
+        "add chain inet udpkit_test input { type filter hook input priority 0 ; }\n"
+        f"add rule inet udpkit_test input udp dport {reject} reject with icmpx type admin-prohibited\n"
+        f"add rule inet udpkit_test input udp dport {drop} drop\n"
+    )
+    applied = subprocess.run(ns.argv(["nft", "-f", "-"]), input=rules, capture_output=True, text=True, timeout=20)
+    assert applied.returncode == 0, applied.stderr
+    result = probe(ns, "127.0.0.1", "-p", f"{reject},{drop}", "--json")
+    states = {doc["port"]: doc for doc in json.loads(result.stdout)}
+    assert states[reject]["state"] == "filtered" and states[reject]["reason"] == "admin-prohibited"
+    assert states[reject]["icmp"] == {"type": 3, "code": 13, "from": "127.0.0.1"}
+    assert states[drop]["state"] == "open|filtered" and states[drop]["tries"] == 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["127.0.0.1", "-p", "0"], "out of range"), (["127.0.0.1", "-p", "70000"], "out of range"),
+     (["127.0.0.1", "--payload-hex", "zz"], "bad --payload-hex"), (["127.0.0.1", "--timeout", "0"], "must be positive"),
+     (["127.0.0.1", "--bogus"], "unrecognized arguments"), ([], "required")],
+)
+def test_bad_probe_input_is_one_line_and_exit_2(ns: Netns, args: list[str], message: str) -> None:
+    result = ns.udpkit("probe", *args)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
