@@ -87,7 +87,7 @@ def resolve(names: Sequence[str], family: int | None) -> list[tuple[str, int]]:
     return list(found)
 
 
-def to_json(result: PortResult, payload_len: int) -> dict[str, Any]:
+def to_json(result: PortResult) -> dict[str, Any]:
     t = result.target
     return {
         "host": t.ip, "family": "inet6" if t.family == socket.AF_INET6 else "inet", "port": t.port,
@@ -114,7 +114,7 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
 
     def stream(result: PortResult) -> None:
         if args.jsonl and (result.state == OPEN or not args.open):
-            out.write(json.dumps(to_json(result, len(data))) + "\n")
+            out.write(json.dumps(to_json(result)) + "\n")
             out.flush()
 
     try:
@@ -125,9 +125,9 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     if args.jsonl:
         silent = [r for r in results if r.state != OPEN and r.reason == "no-response" and not args.open]
         for result in silent:  # decided by the last timeout, not by an arrival
-            out.write(json.dumps(to_json(result, len(data))) + "\n")
+            out.write(json.dumps(to_json(result)) + "\n")
     elif args.json:
-        shown = [to_json(r, len(data)) for r in results if r.state == OPEN or not args.open]
+        shown = [to_json(r) for r in results if r.state == OPEN or not args.open]
         json.dump(shown, out, indent=2)
         out.write("\n")
     else:
