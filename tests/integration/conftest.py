@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -107,3 +108,16 @@ def wait_for(ns: Netns, args: Sequence[str], needle: str, timeout: float = 5.0) 
             return out
         time.sleep(0.05)
     raise AssertionError(f"{needle!r} never appeared in ss {' '.join(args)}:\n{out}")
+
+
+def free_port(family: int = socket.AF_INET6, host: str = "::") -> int:
+    """A UDP port nobody holds right now (the wildcard IPv6 default: free on both families).
+
+    Bound and released at once, so nothing listens there: a closed port to probe, or one to bind.
+    """
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        if family == socket.AF_INET6 and host == "::":
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+

@@ -8,13 +8,9 @@ import time
 
 import pytest
 
+from tests.integration.conftest import free_port
 from udpkit.net import enable_errors, icmp_reason, read_errors
 
-
-def closed_port(family: int, host: str) -> int:
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])  # free now, and nobody listens on it once closed
 
 
 @pytest.mark.parametrize("family, host, expected", [
@@ -23,7 +19,7 @@ def closed_port(family: int, host: str) -> int:
 def test_a_closed_port_answers_with_port_unreachable_and_says_who_sent_it(
     family: int, host: str, expected: tuple[int, int]
 ) -> None:
-    port = closed_port(family, host)
+    port = free_port(family, host)
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         enable_errors(sock)
         sock.sendto(b"probe", (host, port))

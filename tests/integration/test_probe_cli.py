@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import Netns, stop
+from tests.integration.conftest import Netns, free_port, stop
 
 
 @pytest.fixture
@@ -31,11 +30,6 @@ def services(ns: Netns) -> Iterator[dict[str, int]]:
             stop(proc)
 
 
-def closed_port() -> int:
-    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        s.bind(("::", 0))
-        return int(s.getsockname()[1])
 
 
 def probe(ns: Netns, *args: str) -> subprocess.CompletedProcess[str]:
@@ -43,7 +37,7 @@ def probe(ns: Netns, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_table_shows_each_verdict_with_its_evidence(ns: Netns, services: dict[str, int]) -> None:
-    free = closed_port()
+    free = free_port()
     result = probe(ns, "127.0.0.1", "::1", "-p", f"{services['echo']},{services['discard']},{free}", "--payload", "hi")
     assert result.returncode == 1  # not every port is open
     rows = {(block_host, line.split()[0]): line.split()[1]
@@ -70,7 +64,7 @@ def test_json_carries_the_fields_and_all_open_exits_0(ns: Netns, services: dict[
     (doc,) = json.loads(result.stdout)
     assert doc["state"] == "open" and doc["reason"] == "udp-response" and doc["reply"]["bytes"] == 2
     assert set(doc) == {"host", "family", "port", "state", "service", "reason", "rtt_ms", "tries", "icmp", "reply"}
-    lines = probe(ns, "127.0.0.1", "-p", f"{services['echo']},{closed_port()}", "--jsonl").stdout.splitlines()
+    lines = probe(ns, "127.0.0.1", "-p", f"{services['echo']},{free_port()}", "--jsonl").stdout.splitlines()
     assert sorted(json.loads(line)["state"] for line in lines) == ["closed", "open"]
 
 

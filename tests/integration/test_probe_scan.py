@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import socket
 
+from tests.integration.conftest import free_port
 from udpkit.addr import Endpoint
 from udpkit.listen import Listener
 from udpkit.probe import CLOSED, OPEN, OPEN_FILTERED, Target, scan
 
 
-def free_port(family: int, host: str) -> int:
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def test_open_closed_and_silent_ports_on_both_families() -> None:

@@ -3,7 +3,6 @@ relays and echo, checked with the real ss, nc and socat."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Netns, stop, wait_for
+from tests.integration.conftest import Netns, free_port, stop, wait_for
 
 
 @pytest.fixture
@@ -111,12 +110,6 @@ def test_bad_socat_command_lines_are_one_line_and_exit_2(ns: Netns) -> None:
         assert result.returncode == 2 and result.stderr.count("\n") == 1 and result.stderr.startswith("udpkit socat:")
 
 
-def free_port() -> int:
-    """A port free on both families right now (the tests then bind it in their namespace)."""
-    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        s.bind(("::", 0))
-        return int(s.getsockname()[1])
 
 
 def test_stdio_prints_what_arrives_and_sends_what_is_typed(ns: Netns) -> None:
