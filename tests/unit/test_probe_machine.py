@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from udpkit.net.errqueue import icmp_reason
 from udpkit.probe import CLOSED, FILTERED, OPEN, OPEN_FILTERED, ProbeMachine, Target
@@ -89,3 +91,97 @@ def test_the_rate_limit_spreads_first_tries() -> None:
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError):
         ProbeMachine([], retries=-1)
+
+
+def test_once_a_host_has_answered_its_round_trip_sets_the_wait() -> None:
+    a, b = Target("127.0.0.1", 1, V4), Target("127.0.0.1", 2, V4)
+    m = machine(a, b, timeout=1.0, min_timeout=0.05)
+    m.sends(0.0, limit=1)
+    m.on_icmp(V4, "127.0.0.1", 1, 3, 3, "127.0.0.1", 0.0001)
+    m.sends(0.001)
+    assert m.next_wakeup() == pytest.approx(0.051)  # not the one-second guess
+
+
+def test_the_probers_own_port_is_reported_without_a_probe() -> None:
+    own = Target("127.0.0.1", 40000, V4)
+    m = ProbeMachine([own, Target("127.0.0.1", 1, V4)], own=[own])
+    assert [t for t, _ in m.sends(0.0)] == [Target("127.0.0.1", 1, V4)]
+    assert m.results()[0][:4] == (own, OPEN, "own-socket", 0)
+
+
+def limited_host(ports: int, per_second: float, burst: int, silent: set[int], *, retries: int = 2) -> list[str]:
+    """Drive a machine against a simulated remote host whose ICMP errors follow Linux's token bucket."""
+    targets = [Target("192.0.2.7", p, V4) for p in range(1, ports + 1)]
+    m = ProbeMachine(targets, retries=retries, timeout=1.0, min_timeout=0.05)
+    tokens, last, now = float(burst), 0.0, 0.0
+    for _ in range(100_000):
+        if m.done:
+            break
+        for target, _data in m.sends(now):
+            tokens = min(float(burst), tokens + (now - last) * per_second)
+            last = now
+            if target.port in silent or tokens < 1:
+                continue
+            tokens -= 1
+            m.on_icmp(V4, target.ip, target.port, 3, 3, target.ip, now + 0.001)
+        wake = m.next_wakeup()
+        now = max(now + 0.001, wake if wake is not None else now)
+    assert m.done
+    return [r.state for r in m.results()]
+
+
+def test_a_host_that_rate_limits_its_icmp_errors_is_paced_not_misjudged() -> None:
+    states = limited_host(40, per_second=10, burst=6, silent={7, 30})
+    assert states.count(CLOSED) == 38
+    assert [i + 1 for i, s in enumerate(states) if s == OPEN_FILTERED] == [7, 30]
+
+
+def test_a_host_that_drops_almost_everything_is_not_paced_for_ever() -> None:
+    states = limited_host(60, per_second=1000, burst=1000, silent=set(range(3, 61)))
+    assert states.count(OPEN_FILTERED) == 58 and states.count(CLOSED) == 2
+
+
+def test_loopback_is_never_paced() -> None:
+    targets = [Target("127.0.0.1", p, V4) for p in (1, 2)]
+    m = ProbeMachine(targets, retries=0, timeout=0.5)
+    m.sends(0.0)
+    m.on_icmp(V4, "127.0.0.1", 1, 3, 3, "127.0.0.1", 0.001)
+    m.sends(0.6)
+    assert [r.state for r in m.results()] == [CLOSED, OPEN_FILTERED]
+
+
+events = st.lists(
+    st.tuples(st.sampled_from(["reply", "icmp", "tick"]), st.integers(1, 4), st.integers(0, 255), st.integers(0, 255)),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=events, family=st.sampled_from([V4, V6]))
+def test_every_verdict_follows_from_its_evidence(events: list[tuple[str, int, int, int]], family: int) -> None:
+    ip = "192.0.2.1" if family == V4 else "2001:db8::1"
+    targets = [Target(ip, p, family) for p in range(1, 5)]
+    m = ProbeMachine(targets, retries=1, timeout=0.5, reason_for=icmp_reason)
+    now, replied, icmp_first = 0.0, set(), {}
+    m.sends(now)
+    for kind, port, icmp_type, code in events:
+        now += 0.2
+        if kind == "reply":
+            m.on_reply(family, ip, port, b"x", now)
+            replied.add(port)
+        elif kind == "icmp":
+            result = m.on_icmp(family, ip, port, icmp_type, code, ip, now)
+            if result is not None:
+                icmp_first.setdefault(port, (icmp_type, code))
+        m.sends(now)
+    for result in m.results():
+        port = result.target.port
+        if result.state == OPEN:
+            assert port in replied and result.reply == b"x"
+        elif result.state in (CLOSED, FILTERED):
+            assert port not in replied and result.icmp is not None
+            unreachable = 3 if family == V4 else 1
+            assert result.icmp[0] == unreachable and icmp_first[port] == result.icmp[:2]
+            assert (result.state == CLOSED) == (result.icmp[1] == (3 if family == V4 else 4))
+        else:
+            assert result.state == OPEN_FILTERED and port not in replied and port not in icmp_first

@@ -4,6 +4,7 @@ address, receive-queue drops)."""
 
 from udpkit.net.bind import BindOptions, bind_udp
 from udpkit.net.errqueue import IcmpError, enable_errors, icmp_reason, read_errors
+from udpkit.net.probing import ProbeSocket, is_local
 from udpkit.net.pump import pump
 from udpkit.net.rx import MAX_DATAGRAM, Datagram, count_and_forget, receive, send_reply, socket_drops
 
@@ -12,10 +13,12 @@ __all__ = [
     "Datagram",
     "IcmpError",
     "MAX_DATAGRAM",
+    "ProbeSocket",
     "bind_udp",
     "count_and_forget",
     "enable_errors",
     "icmp_reason",
+    "is_local",
     "pump",
     "read_errors",
     "receive",

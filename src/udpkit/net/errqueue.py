@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from udpkit.errors import ParseError
 
-__all__ = ["IcmpError", "enable_errors", "icmp_reason", "parse_extended_err", "read_errors"]
+__all__ = ["IcmpError", "enable_errors", "icmp_reason", "parse_extended_err", "read_errors", "sockaddr_ip"]
 
 # Python < 3.14 lacks these (linux/in.h, linux/in6.h, linux/socket.h).
 IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
@@ -52,11 +52,11 @@ def parse_extended_err(data: bytes) -> tuple[int, int, int, int, int, str | None
     if len(data) < EXTENDED_ERR.size:
         raise ParseError(f"sock_extended_err needs {EXTENDED_ERR.size} bytes, got {len(data)}")
     err, origin, icmp_type, code, _pad, info, _data = EXTENDED_ERR.unpack_from(data)
-    offender = _sockaddr_ip(data[EXTENDED_ERR.size :])
+    offender = sockaddr_ip(data[EXTENDED_ERR.size :])
     return err, origin, icmp_type, code, info, offender
 
 
-def _sockaddr_ip(raw: bytes) -> str | None:
+def sockaddr_ip(raw: bytes) -> str | None:
     """The address in a ``sockaddr_in``/``sockaddr_in6``; ``None`` if absent (AF_UNSPEC) or cut short."""
     if len(raw) < 2:
         return None

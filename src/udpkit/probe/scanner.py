@@ -1,20 +1,38 @@
 """The thin I/O around ``ProbeMachine``: one unconnected socket per family sends every probe, replies
 arrive with their source port, and ICMP errors come from the error queue with their original
-destination — so one socket can probe every port of a host without root."""
+destination — so one socket can probe every port of a host without root.
+
+Strategy: for this host's own addresses the kernel answers a closed port inside the ``sendto`` call,
+so the scanner reads the error queue right after each such send (which also keeps the socket's
+pending error from refusing the next send); for other hosts it drains in batches as the socket
+becomes readable. Either way no more than ``_BATCH`` probes go out between two drains, so the
+error queue, which shares the receive buffer, never overflows. Half of a local scan's time is the
+kernel building ICMP errors, so a large scan of this host is split between forked workers, one
+per CPU (two at most), each with its own sockets, sending their verdicts back through a pipe.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import marshal
+import os
 import select
-import socket
+import struct
 import time
 from collections.abc import Callable, Sequence
 
-from udpkit.net import enable_errors, icmp_reason, read_errors
+from udpkit.errors import UdpkitError
+from udpkit.net import ProbeSocket, icmp_reason, is_local
 from udpkit.probe.machine import PortResult, ProbeMachine, Target
 
 __all__ = ["scan"]
 
 _BATCH = 256
+_FRAME = struct.Struct("=I")
+#: Below this many targets a second worker costs more (fork, pipe) than it saves.
+_SPLIT_FROM = 4096
+
+Report = Callable[[PortResult], None]
 
 
 def scan(
@@ -23,82 +41,185 @@ def scan(
     *,
     retries: int = 2,
     timeout: float = 1.0,
+    min_timeout: float = 0.05,
     rate: float | None = None,
-    on_result: Callable[[PortResult], None] | None = None,
+    on_result: Report | None = None,
     clock: Callable[[], float] = time.monotonic,
+    workers: int | None = None,
 ) -> list[PortResult]:
     """Probe every target and return the verdicts in target order.
 
-    Datagrams from our own socket's port (a scan of our own host reaching the probing socket
-    itself) are not taken for a service's reply.
+    ``workers``: processes to share a scan of this host's own addresses (default: one per CPU, at
+    most two, for scans of at least 4,096 ports without ``rate``). The prober's own ports on its own
+    host are reported ``open`` with the reason ``own-socket`` and never taken for a service's reply.
     """
-    machine = ProbeMachine(targets, payload, retries=retries, timeout=timeout, rate=rate, reason_for=icmp_reason)
-    families = sorted({t.family for t in machine.targets})
-    socks: dict[int, socket.socket] = {}
+    targets = list(dict.fromkeys(targets))
+    local = {ip: is_local(ip) for ip in {t.ip for t in targets}}
+    if workers is None:
+        splittable = rate is None and len(targets) >= _SPLIT_FROM and all(local.values())
+        workers = min(2, os.cpu_count() or 1) if splittable else 1
+    workers = max(1, min(workers, len(targets) or 1))
+    families = sorted({t.family for t in targets})
+    socks: list[dict[int, ProbeSocket]] = []
     try:
-        for family in families:
-            sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            enable_errors(sock)
-            sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
-            socks[family] = sock
-        own = {family: sock.getsockname()[1] for family, sock in socks.items()}
-        with select.epoll() as poller:
-            by_fd = {}
-            for family, sock in socks.items():
-                poller.register(sock.fileno(), select.EPOLLIN)  # EPOLLERR is always reported
-                by_fd[sock.fileno()] = family
-            while not machine.done:
-                for target, data in machine.sends(clock()):
-                    _send(socks[target.family], data, (target.ip, target.port))
-                wake = machine.next_wakeup()
-                if wake is None:
-                    break
-                for fd, _mask in poller.poll(max(0.0, wake - clock())):
-                    family = by_fd[fd]
-                    for result in _drain(socks[family], family, own[family], machine, clock):
-                        if on_result is not None:
-                            on_result(result)
+        for _ in range(workers):
+            socks.append({family: ProbeSocket(family) for family in families})
+    except OSError:
+        for group in socks:
+            for sock in group.values():
+                sock.close()
+        raise
+    own = [Target(ip, group[t_family].port, t_family)
+           for ip, t_family in {(t.ip, t.family) for t in targets} if local[ip] for group in socks]
+    step = -(-len(targets) // workers)
+    parts = [targets[i * step:(i + 1) * step] for i in range(workers)]
+    report = on_result or (lambda result: None)
+
+    def machine_for(part: list[Target]) -> ProbeMachine:
+        return ProbeMachine(part, payload, retries=retries, timeout=timeout, min_timeout=min_timeout, rate=rate,
+                            reason_for=icmp_reason, exempt=local.__getitem__, own=own)
+
+    children: list[tuple[int, int]] = []
+    try:
+        for index in range(1, workers):
+            children.append(_fork(machine_for(parts[index]), socks, index, local, clock))
+        for group in socks[1:]:
+            for sock in group.values():
+                sock.close()
+        machine = machine_for(parts[0])
+        collected = _run(machine, socks[0], local, report, clock, [fd for _pid, fd in children])
     finally:
-        for sock in socks.values():
+        for sock in socks[0].values():
             sock.close()
-    return machine.results()
+        for pid, fd in children:
+            os.close(fd)
+            os.waitpid(pid, 0)
+    order = {target: i for i, target in enumerate(targets)}
+    return sorted(machine.results() + collected, key=lambda r: order[r.target])
 
 
-def _send(sock: socket.socket, data: bytes, address: tuple[str, int]) -> None:
-    for _ in range(2):
-        try:
-            sock.sendto(data, address)
-            return
-        except ConnectionRefusedError:
-            continue  # an earlier probe's ICMP error surfaced here; it is also in the error queue
-        except (BlockingIOError, InterruptedError):
-            return  # a full send buffer: the machine's retry will send it again
-        except OSError:
-            return  # unroutable from here: silence, so open|filtered after the retries
+def _fork(machine: ProbeMachine, socks: list[dict[int, ProbeSocket]], index: int, local: dict[str, bool],
+          clock: Callable[[], float]) -> tuple[int, int]:
+    """Run ``machine`` in a child over ``socks[index]``; its verdicts come back as marshal frames."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 1 << 20)  # a worker should not wait for the busy parent
+    except OSError:
+        pass
+    pid = os.fork()
+    if pid:
+        os.close(write_end)
+        return pid, read_end
+    status = 0
+    try:  # the child never returns into the caller's code
+        os.close(read_end)
+        for i, group in enumerate(socks):
+            if i != index:
+                for sock in group.values():
+                    sock.close()
+        batch: list[tuple[object, ...]] = []
+
+        def send(final: bool) -> None:
+            if batch and (final or len(batch) >= 512):
+                frame = marshal.dumps(batch)
+                _write_all(write_end, _FRAME.pack(len(frame)) + frame)
+                batch.clear()
+
+        def keep(result: PortResult) -> None:
+            ip, port, family = result.target
+            batch.append(((ip, port, int(family)), *result[1:]))  # marshal takes plain types only
+            send(False)
+
+        _run(machine, socks[index], local, keep, clock, [])
+        send(True)
+    except BaseException:
+        status = 1
+    finally:
+        os._exit(status)
 
 
-def _drain(sock: socket.socket, family: int, own_port: int, machine: ProbeMachine,
-           clock: Callable[[], float]) -> list[PortResult]:
-    found: list[PortResult] = []
-    for _ in range(_BATCH):
-        try:
-            data, peer = sock.recvfrom(65535)
-        except (BlockingIOError, InterruptedError):
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _run(machine: ProbeMachine, socks: dict[int, ProbeSocket], local: dict[str, bool], report: Report,
+         clock: Callable[[], float], pipes: list[int]) -> list[PortResult]:
+    """Drive ``machine`` to the end; also read the workers' ``pipes`` (their verdicts are returned)."""
+    collected: list[PortResult] = []
+    buffers = {fd: bytearray() for fd in pipes}
+    for result in machine.results():
+        report(result)
+    with select.epoll() as poller:
+        by_fd = {}
+        for sock in socks.values():
+            poller.register(sock.fileno(), select.EPOLLIN)  # EPOLLERR is always reported
+            by_fd[sock.fileno()] = sock
+        for fd in pipes:
+            poller.register(fd, select.EPOLLIN)
+        while not machine.done or buffers:
+            if not machine.done:
+                batch = machine.sends(clock(), _BATCH)
+                for (ip, port, family), data in batch:
+                    sock = socks[family]
+                    if local[ip]:
+                        error = sock.send_take(data, (ip, port))
+                        if error is not None:
+                            verdict = machine.on_icmp(family, *error[:4], error[4], clock())
+                            if verdict is not None:
+                                report(verdict)
+                    else:
+                        sock.send(data, (ip, port))
+                if batch:
+                    for sock in socks.values():
+                        _drain(sock, machine, local, report, clock)
+                wake = machine.next_wakeup()
+                if wake is None or wake <= clock():
+                    delay = 0.0  # more is due now, or done: look at the workers' pipes, don't wait
+                else:
+                    delay = wake - clock()
+            else:
+                delay = -1.0
+            for fd, _mask in poller.poll(delay):
+                if fd in by_fd:
+                    _drain(by_fd[fd], machine, local, report, clock)
+                elif not _read_worker(fd, buffers, collected, report):
+                    poller.unregister(fd)
+    return collected
+
+
+def _read_worker(fd: int, buffers: dict[int, bytearray], collected: list[PortResult], report: Report) -> bool:
+    """Take a worker's frames; ``False`` at its end (then ``buffers`` forgets it)."""
+    chunk = os.read(fd, 1 << 16)
+    buffer = buffers[fd]
+    if not chunk:
+        del buffers[fd]
+        if buffer:
+            raise UdpkitError("a scan worker ended in the middle of its results")
+        return False
+    buffer += chunk
+    while len(buffer) >= _FRAME.size:
+        (size,) = _FRAME.unpack_from(buffer)
+        if len(buffer) < _FRAME.size + size:
             break
-        except ConnectionRefusedError:
-            continue
-        if peer[1] == own_port:
-            continue  # our own probe, looped back to us
-        result = machine.on_reply(family, peer[0], peer[1], data, clock())
+        rows = marshal.loads(bytes(buffer[_FRAME.size:_FRAME.size + size]))
+        del buffer[:_FRAME.size + size]
+        for target, *rest in rows:
+            result = PortResult(Target(*target), *rest)
+            collected.append(result)
+            report(result)
+    return True
+
+
+def _drain(sock: ProbeSocket, machine: ProbeMachine, local: dict[str, bool], report: Report,
+           clock: Callable[[], float]) -> None:
+    family = sock.family
+    for data, ip, port in sock.replies(_BATCH):
+        result = machine.on_reply(family, ip, port, data, clock())
         if result is not None:
-            found.append(result)
-    for error in read_errors(sock, _BATCH):
-        if error.destination is None:
-            continue
-        ip, port = error.destination
-        result = machine.on_icmp(family, ip, port, error.type, error.code, error.offender, clock())
+            report(result)
+    for ip, port, icmp_type, code, sender in sock.errors(_BATCH):
+        result = machine.on_icmp(family, ip, port, icmp_type, code, sender, clock())
         if result is not None:
-            found.append(result)
-    return found
+            report(result)

@@ -1,0 +1,156 @@
+"""The socket a prober sends from: unconnected, so one socket reaches every port of every host of a
+family, with ``IP_RECVERR``/``IPV6_RECVERR`` so that ICMP errors come back as evidence.
+
+Two kernel details shape it. Every ICMP error both joins the error queue and sets the socket's
+pending error, which the next ``sendto`` reports as ``ECONNREFUSED`` instead of sending: reading
+the error queue clears it, so a caller that drains after each send (``take_error``) never meets
+it, and ``send`` retries once when it does. And the error queue shares the receive buffer: a
+burst of thousands of errors that nobody reads is silently cut short, so the buffer is enlarged
+and callers should drain as they go.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from udpkit.net.errqueue import IP_RECVERR, IPV6_RECVERR, MSG_ERRQUEUE, enable_errors, sockaddr_ip
+
+__all__ = ["ProbeSocket", "is_local"]
+
+_EE = struct.Struct("=IBBBBII")  # struct sock_extended_err
+_ANCILLARY = socket.CMSG_SPACE(_EE.size + 28)
+_ERRQUEUE = MSG_ERRQUEUE | socket.MSG_DONTWAIT
+_RCVBUF = 8 << 20  # the kernel caps it at net.core.rmem_max for unprivileged users
+
+
+class ProbeSocket:
+    """A non-blocking UDP socket of ``family`` bound to ``source`` (default: any address, a free port)."""
+
+    def __init__(self, family: int, source: tuple[str, int] | None = None, *, device: str | None = None) -> None:
+        sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        try:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            enable_errors(sock)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+            except OSError:
+                pass
+            if device:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
+            sock.bind(source or ("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+        except BaseException:
+            sock.close()
+            raise
+        self.family = family
+        self.sock = sock
+        self.port: int = sock.getsockname()[1]
+        self._level = socket.IPPROTO_IPV6 if family == socket.AF_INET6 else socket.IPPROTO_IP
+        self._kind = IPV6_RECVERR if family == socket.AF_INET6 else IP_RECVERR
+        self._senders: dict[bytes, str | None] = {}  # raw SO_EE_OFFENDER -> address text
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> ProbeSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(self, data: bytes, address: tuple[str, int]) -> bool:
+        """Send one datagram; ``False`` when it could not leave (full buffer, no route)."""
+        for _ in range(2):
+            try:
+                self.sock.sendto(data, address)
+                return True
+            except ConnectionRefusedError:
+                continue  # an earlier datagram's ICMP error, reported here; it is in the error queue too
+            except OSError:
+                return False
+        return False
+
+    def send_take(self, data: bytes, address: tuple[str, int]) -> tuple[str, int, int, int, str | None] | None:
+        """``send``, then ``take_error``: the fast path for this host's own addresses, whose ICMP
+        errors are queued before ``sendto`` returns."""
+        try:
+            self.sock.sendto(data, address)
+        except ConnectionRefusedError:
+            if not self.send(data, address):
+                return None
+        except OSError:
+            return None
+        try:
+            _data, ancillary, _flags, name = self.sock.recvmsg(0, _ANCILLARY, _ERRQUEUE)
+        except (BlockingIOError, InterruptedError):
+            return None
+        for level, kind, value in ancillary:
+            if name and level == self._level and kind == self._kind and len(value) >= _EE.size:
+                return self._parse(value, name)
+        return None
+
+    def take_error(self) -> tuple[str, int, int, int, str | None] | None:
+        """One queued ICMP error as ``(destination ip, port, type, code, sender)``; ``None`` if none is
+        queued (or the entry was not an ICMP error)."""
+        try:
+            _data, ancillary, _flags, name = self.sock.recvmsg(0, _ANCILLARY, _ERRQUEUE)
+        except (BlockingIOError, InterruptedError):
+            return None
+        if not name:
+            return None
+        for level, kind, value in ancillary:
+            if level == self._level and kind == self._kind and len(value) >= _EE.size:
+                return self._parse(value, name)
+        return None
+
+    def _parse(self, value: bytes, name: tuple[str, int]) -> tuple[str, int, int, int, str | None]:
+        _errno, _origin, icmp_type, code, _pad, _info, _d = _EE.unpack_from(value)
+        raw = value[_EE.size :]
+        sender = self._senders.get(raw, "")
+        if sender == "":
+            sender = self._senders[raw] = sockaddr_ip(raw)
+        return name[0], name[1], icmp_type, code, sender
+
+    def errors(self, limit: int = 256) -> list[tuple[str, int, int, int, str | None]]:
+        """Up to ``limit`` queued ICMP errors (see ``take_error``); never blocks."""
+        found = []
+        for _ in range(limit):
+            try:
+                _data, ancillary, _flags, name = self.sock.recvmsg(0, _ANCILLARY, _ERRQUEUE)
+            except (BlockingIOError, InterruptedError):
+                break
+            for level, kind, value in ancillary:
+                if name and level == self._level and kind == self._kind and len(value) >= _EE.size:
+                    found.append(self._parse(value, name))
+        return found
+
+    def replies(self, limit: int = 256) -> list[tuple[bytes, str, int]]:
+        """Up to ``limit`` datagrams that arrived, as ``(data, source ip, source port)``; never blocks."""
+        found = []
+        recvfrom = self.sock.recvfrom
+        for _ in range(limit):
+            try:
+                data, peer = recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except ConnectionRefusedError:
+                continue  # the pending error of a queued ICMP message, read from the error queue instead
+            found.append((data, peer[0], peer[1]))
+        return found
+
+
+
+def is_local(ip: str) -> bool:
+    """Whether ``ip`` is an address of this host (loopback included): its ICMP errors come back
+    within the ``sendto`` call and are never rate-limited, so a prober reads them as it goes."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((ip, 0))
+    except OSError:
+        return False
+    return True
