@@ -340,7 +340,7 @@ def _parse_port(text: str) -> int:
     except ValueError:
         try:
             return socket.getservbyname(text, "udp")
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL byte in the name
             raise UsageError(f'bad filter: "{text}" does not look like a port') from None
     if not 0 <= value <= 65535:
         raise UsageError(f'bad filter: port "{text}" is out of range 0..65535')

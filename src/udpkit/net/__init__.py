@@ -3,6 +3,7 @@ receiving datagrams together with what the kernel says about them (arrival time,
 address, receive-queue drops)."""
 
 from udpkit.net.bind import BindOptions, bind_udp
+from udpkit.net.connect import HostNotFound, accept_first, bind_passive, connect_udp
 from udpkit.net.errqueue import IcmpError, enable_errors, icmp_reason, read_errors
 from udpkit.net.probing import ProbeSocket, is_local
 from udpkit.net.pump import pump
@@ -11,10 +12,14 @@ from udpkit.net.rx import MAX_DATAGRAM, Datagram, count_and_forget, receive, sen
 __all__ = [
     "BindOptions",
     "Datagram",
+    "HostNotFound",
     "IcmpError",
     "MAX_DATAGRAM",
     "ProbeSocket",
+    "accept_first",
+    "bind_passive",
     "bind_udp",
+    "connect_udp",
     "count_and_forget",
     "enable_errors",
     "icmp_reason",

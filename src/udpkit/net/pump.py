@@ -14,28 +14,34 @@ from udpkit.net.rx import MAX_DATAGRAM
 __all__ = ["pump"]
 
 
-def pump(sock: socket.socket, source_fd: int, sink: BinaryIO, *, linger: float = 0.5,
+def pump(sock: socket.socket, source_fd: int | None, sink: BinaryIO, *, linger: float | None = 0.5,
          idle: float | None = None) -> tuple[int, int]:
     """Send each read from ``source_fd`` as one datagram on the connected ``sock`` and write every
     reply to ``sink``, until ``source_fd`` ends and ``linger`` seconds pass without a reply (socat's
-    ``-t``), or nothing moves for ``idle`` seconds (``-T``). Returns (datagrams sent, received)."""
+    ``-t``; ``None``: keep receiving, like nc), or nothing moves for ``idle`` seconds (``-T``, nc's ``-w``).
+    ``source_fd`` ``None``: nothing to send (nc's ``-d``). Returns (datagrams sent, received)."""
     sent = received = 0
-    source_open = True
+    source_open = source_fd is not None
     sock.setblocking(False)
     with select.epoll() as poller:
         poller.register(sock.fileno(), select.EPOLLIN)
-        poller.register(source_fd, select.EPOLLIN)
+        if source_fd is not None:
+            try:
+                poller.register(source_fd, select.EPOLLIN)
+            except PermissionError:  # a regular file or /dev/null: always readable, so read it all now
+                sent += _send_all(sock, source_fd)
+                source_open = False
         last = closed_at = time.monotonic()
         while True:
             now = time.monotonic()
-            limits = [] if source_open else [closed_at + linger - now]
+            limits = [] if source_open or linger is None else [closed_at + linger - now]
             if idle is not None:
                 limits.append(last + idle - now)
             timeout = max(0.0, min(limits)) if limits else -1.0
             if limits and timeout <= 0:
                 return sent, received
             for fd, _mask in poller.poll(timeout):
-                if fd == source_fd:
+                if fd == source_fd and source_fd is not None:
                     data = os.read(source_fd, MAX_DATAGRAM - 48)
                     if not data:
                         poller.unregister(source_fd)
@@ -61,3 +67,15 @@ def pump(sock: socket.socket, source_fd: int, sink: BinaryIO, *, linger: float =
                         if not source_open:
                             closed_at = time.monotonic()
                 last = time.monotonic()
+
+
+def _send_all(sock: socket.socket, source_fd: int) -> int:
+    """Each read of a file that epoll cannot watch, as one datagram, to its end."""
+    sent = 0
+    while data := os.read(source_fd, MAX_DATAGRAM - 48):
+        try:
+            sock.send(data)
+            sent += 1
+        except (BlockingIOError, ConnectionRefusedError):
+            pass
+    return sent
