@@ -2,7 +2,8 @@
 family, with ``IP_RECVERR``/``IPV6_RECVERR`` so that ICMP errors come back as evidence.
 
 Two kernel details shape it. Every ICMP error both joins the error queue and sets the socket's
-pending error, which the next ``sendto`` reports as ``ECONNREFUSED`` instead of sending: reading
+pending error, which the next ``sendto`` or ``recvfrom`` reports (``ECONNREFUSED``,
+``EHOSTUNREACH``, ``EACCES``...) instead of doing its work: reading
 the error queue clears it, so a caller that drains after each send (``take_error``) never meets
 it, and ``send`` retries once when it does. And the error queue shares the receive buffer: a
 burst of thousands of errors that nobody reads is silently cut short, so the buffer is enlarged
@@ -68,10 +69,10 @@ class ProbeSocket:
             try:
                 self.sock.sendto(data, address)
                 return True
-            except ConnectionRefusedError:
-                continue  # an earlier datagram's ICMP error, reported here; it is in the error queue too
-            except OSError:
+            except (BlockingIOError, InterruptedError):
                 return False
+            except OSError:
+                continue  # most likely an earlier datagram's ICMP error reported here (it is queued too)
         return False
 
     def send_take(self, data: bytes, address: tuple[str, int]) -> tuple[str, int, int, int, str | None] | None:
@@ -79,11 +80,9 @@ class ProbeSocket:
         errors are queued before ``sendto`` returns."""
         try:
             self.sock.sendto(data, address)
-        except ConnectionRefusedError:
+        except OSError:
             if not self.send(data, address):
                 return None
-        except OSError:
-            return None
         try:
             _data, ancillary, _flags, name = self.sock.recvmsg(0, _ANCILLARY, _ERRQUEUE)
         except (BlockingIOError, InterruptedError):
@@ -137,7 +136,7 @@ class ProbeSocket:
                 data, peer = recvfrom(65535)
             except (BlockingIOError, InterruptedError):
                 break
-            except ConnectionRefusedError:
+            except OSError:
                 continue  # the pending error of a queued ICMP message, read from the error queue instead
             found.append((data, peer[0], peer[1]))
         return found

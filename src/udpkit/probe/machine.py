@@ -31,6 +31,9 @@ _DEST_UNREACHABLE: dict[int, int] = {socket.AF_INET: 3, socket.AF_INET6: 1}
 #: Pacing: probes judged together, the share that must be answered for the pace to count as kept,
 #: the first gap between probes and the slowest pace tried (Linux's default is one error a second).
 _WINDOW, _KEPT, _FIRST_GAP, _MAX_GAP = 8, 0.75, 0.02, 1.0
+#: Linux lets a burst of six errors through before its per-peer limit applies
+#: (``XRLIM_BURST_FACTOR``): a host that has sent fewer has not been limited yet.
+_BURST = 6
 
 
 class Target(NamedTuple):
@@ -66,8 +69,8 @@ class _Probe:
 class _Host:
     """Round-trip estimate and ICMP pacing for one address.
 
-    Strategy: a host that has sent ICMP errors for some ports but is silent for others may be
-    rate-limiting its errors rather than hiding services. Its silent ports are sent again one at a
+    Strategy: a host that has sent a burst of ICMP errors for some ports but is silent for others
+    may be rate-limiting its errors rather than hiding services. Its silent ports are sent again one at a
     time, ``gap`` seconds apart, and judged in windows of ``_WINDOW`` probes: while under ``_KEPT`` of
     a window is answered the gap doubles (up to ``_MAX_GAP``) and silence is not held against the
     ports; once the host keeps pace, silence counts as a try again. A host still mostly silent at
@@ -228,7 +231,7 @@ class ProbeMachine:
         host = probe.host
         if probe.paced:
             self._judge(host, False)
-        if not host.paced and not host.tried_pacing and not host.exempt and host.icmp:
+        if not host.paced and not host.tried_pacing and not host.exempt and host.icmp >= _BURST:
             host.paced = host.tried_pacing = True  # it answers closed ports: silence may be its limiter
             host.gap = _FIRST_GAP
         if host.paced and not (probe.paced and host.kept):
