@@ -9,8 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages -> a command each provides. Later issues add nmap, ntpsec-ntpdig,
-# chrony, bind9-dnsutils... here as their tests arrive.
+# Debian packages -> a command each provides: the real tools udpkit is tested beside.
 declare -A PEERS=(
   [iproute2]=ss
   [socat]=socat
@@ -18,11 +17,18 @@ declare -A PEERS=(
   [netcat-openbsd]=nc
   [tshark]=tshark
   [nftables]=nft
+  [nmap]=nmap
+  [ntpsec-ntpdig]=ntpdig
+  [chrony]=chronyd
+  [bind9-dnsutils]=dig
+  [netbase]=/etc/services
 )
 
 missing=()
 for pkg in "${!PEERS[@]}"; do
-  command -v "${PEERS[$pkg]}" >/dev/null 2>&1 || missing+=("$pkg")
+  want=${PEERS[$pkg]}
+  if [ "${want:0:1}" = / ]; then [ -e "$want" ] || missing+=("$pkg"); continue; fi
+  command -v "$want" >/dev/null 2>&1 || missing+=("$pkg")
 done
 python_ok=1
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || python_ok=0

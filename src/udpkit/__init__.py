@@ -19,6 +19,7 @@ __all__ = [
     "UsageError",
     "__version__",
     "list_udp_sockets",
+    "probe",
     "scan_udp_sockets",
 ]
 
@@ -48,6 +49,10 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "probe":  # the package itself, which is callable: udpkit.probe("::1", "123")
+        import importlib
+
+        return importlib.import_module("udpkit.probe")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'udpkit' has no attribute {name!r}")

@@ -96,3 +96,17 @@ def test_firewall_verdicts_through_nftables(ns: Netns, services: dict[str, int])
 def test_bad_probe_input_is_one_line_and_exit_2(ns: Netns, args: list[str], message: str) -> None:
     result = ns.udpkit("probe", *args)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_a_service_probe_names_the_protocol_that_answered(ns: Netns, services: dict[str, int]) -> None:
+    result = probe(ns, "127.0.0.1", "-p", str(services["echo"]), "--service", "echo", "--json")
+    (doc,) = json.loads(result.stdout)
+    assert (doc["state"], doc["reason"], doc["reply"]["protocol"]) == ("open", "echo", "echo")
+    assert result.returncode == 0
+
+
+def test_the_library_call_returns_typed_results(services: dict[str, int], ns: Netns) -> None:
+    code = ("import json, udpkit; r = udpkit.probe('127.0.0.1', [%d], service='echo', timeout=0.3);"
+            "print(json.dumps([(x.state, x.reason, x.evidence.protocol) for x in r]))" % services["echo"])
+    result = ns.run([sys.executable, "-c", code])
+    assert json.loads(result.stdout) == [["open", "echo", "echo"]], result.stderr

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from udpkit.addr import Endpoint
 from udpkit.services import RESPONDERS, responder
-from udpkit.services.classic import RFC868_EPOCH_OFFSET
+from udpkit.services.classic import RFC868_EPOCH_OFFSET, Time
 
 PEER = Endpoint("127.0.0.1", 40000, socket.AF_INET)
 
@@ -40,3 +40,32 @@ def test_unknown_services_name_the_known_ones() -> None:
     with pytest.raises(UsageError, match="daytime, discard, echo, time"):
         responder("chargen")
     assert set(RESPONDERS) == {"daytime", "discard", "echo", "time"}
+
+
+def test_the_classic_probes_recognise_their_own_answers_only() -> None:
+    from udpkit.services.classic import DaytimeProbe, EchoProbe, TimeProbe
+
+    echo, daytime, time_probe = EchoProbe(), DaytimeProbe(), TimeProbe()
+    assert echo.classify(echo.build(), 0.0) is not None and echo.classify(b"other", 0.0) is None
+    assert daytime.classify(b"Friday, November 27, 2026 20:13:03-UTC\r\n", 0.0).detail["text"].startswith("Friday")
+    assert daytime.classify(b"\x00\x01", 0.0) is None
+    now = 1_795_810_393.0
+    answer = Time().handle(b"", None, now + 5)  # type: ignore[arg-type]
+    assert time_probe.classify(answer, now).detail["offset_s"] == 5
+    assert time_probe.classify(b"123", now) is None
+
+
+def test_the_time_probe_unwraps_across_the_2036_era() -> None:
+    from udpkit.services.classic import TimeProbe
+
+    after_wrap = 2**32 - RFC868_EPOCH_OFFSET + 10  # UNIX time just after RFC 868's counter wraps
+    answer = Time().handle(b"", None, after_wrap)  # type: ignore[arg-type]
+    assert TimeProbe().classify(answer, after_wrap - 20).detail["offset_s"] == 20
+
+
+@given(st.binary(max_size=600), st.floats(0, 4e9))
+def test_probe_classifiers_never_raise(data: bytes, now: float) -> None:
+    from udpkit.services.classic import DaytimeProbe, EchoProbe, TimeProbe
+
+    for probe in (EchoProbe(), DaytimeProbe(), TimeProbe()):
+        probe.classify(data, now)

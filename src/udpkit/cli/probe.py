@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -12,13 +14,9 @@ from udpkit.addr import parse_ports
 from udpkit.cli._argparse import Parser
 from udpkit.errors import UdpkitError, UsageError
 from udpkit.inventory._system import service_name
-from udpkit.probe import OPEN, PortResult, Target, scan
+from udpkit.probe import DEFAULT_PORTS, OPEN, PortResult, probe, resolve
 
 __all__ = ["run"]
-
-#: Probed when no -p is given: the UDP services most often met (DNS, DHCP, TFTP, NTP, NetBIOS,
-#: SNMP, IKE, syslog, RIP, SSDP, IPsec NAT-T, mDNS).
-DEFAULT_PORTS = "53,67,68,69,123,137,138,161,162,500,514,520,1900,4500,5353"
 
 EPILOG = """\
 verdicts: open (a UDP reply came back), closed (ICMP port unreachable), filtered (another ICMP
@@ -43,6 +41,8 @@ def build_parser() -> Parser:
     p.add_argument("--timeout", type=float, default=1.0, metavar="S", help="wait for the first try (default 1)")
     p.add_argument("--retries", type=int, default=2, metavar="N", help="tries after the first (default 2)")
     p.add_argument("--rate", type=float, metavar="PPS", help="at most PPS datagrams a second")
+    p.add_argument("--service", default="none", metavar="NAME",
+                   help="application probe: auto (by port), none (default), or a name (echo, daytime, time)")
     payload = p.add_mutually_exclusive_group()
     payload.add_argument("--payload", metavar="TEXT", help="send TEXT (default: an empty datagram)")
     payload.add_argument("--payload-hex", metavar="HEX", help="send these bytes")
@@ -70,23 +70,6 @@ def _payload(args: Any) -> bytes:
     return b""
 
 
-def resolve(names: Sequence[str], family: int | None) -> list[tuple[str, int]]:
-    """Host names and literals -> (address, family), each address once, in the order given."""
-    found: dict[tuple[str, int], None] = {}
-    for name in names:
-        host = name[1:-1] if name.startswith("[") and name.endswith("]") else name
-        try:
-            infos = socket.getaddrinfo(host, None, family or 0, socket.SOCK_DGRAM)
-        except (OSError, UnicodeError) as exc:
-            raise UsageError(f"cannot resolve {name!r}: {exc}") from None
-        for fam, _type, _proto, _canon, sockaddr in infos:
-            if fam in (socket.AF_INET, socket.AF_INET6):
-                found[(str(sockaddr[0]), int(fam))] = None
-    if not found:
-        raise UsageError("no target address of the requested family")
-    return list(found)
-
-
 def to_json(result: PortResult) -> dict[str, Any]:
     t = result.target
     return {
@@ -94,7 +77,11 @@ def to_json(result: PortResult) -> dict[str, Any]:
         "state": result.state, "service": _service(t.port), "reason": result.reason,
         "rtt_ms": None if result.rtt is None else round(result.rtt * 1000, 3), "tries": result.tries,
         "icmp": None if result.icmp is None else {"type": result.icmp[0], "code": result.icmp[1], "from": result.icmp[2]},
-        "reply": None if result.reply is None else {"bytes": len(result.reply), "protocol": None, "detail": None},
+        "reply": None if result.reply is None else {
+            "bytes": len(result.reply),
+            "protocol": None if result.evidence is None else result.evidence.protocol,
+            "detail": None if result.evidence is None else result.evidence.detail,
+        },
     }
 
 
@@ -110,18 +97,21 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     ports = parse_ports(args.ports)
     hosts = resolve(args.targets, args.family)
     data = _payload(args)
-    targets = [Target(ip, port, fam) for ip, fam in hosts for port in ports]
+    progress = _Progress(err, len(ports) * len(hosts))
 
     def stream(result: PortResult) -> None:
+        progress.advance()
         if args.jsonl and (result.state == OPEN or not args.open):
             out.write(json.dumps(to_json(result)) + "\n")
             out.flush()
 
     try:
-        results = scan(targets, lambda target: data, retries=args.retries, timeout=args.timeout, rate=args.rate,
-                       on_result=stream if args.jsonl else None)
+        results = probe([ip for ip, _fam in hosts], ports, service=args.service, payload=data,
+                        retries=args.retries, timeout=args.timeout, rate=args.rate, on_result=stream)
     except OSError as exc:
         raise UdpkitError(f"cannot probe: {exc.strerror or exc}") from None
+    finally:
+        progress.close()
     if args.jsonl:
         silent = [r for r in results if r.state != OPEN and r.reason == "no-response" and not args.open]
         for result in silent:  # decided by the last timeout, not by an arrival
@@ -133,6 +123,47 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     else:
         out.write(render_table(results, hosts, only_open=args.open))
     return 0 if results and all(r.state == OPEN for r in results) else 1
+
+
+class _Progress:
+    """A rich progress bar on a terminal's stderr, shown only once a scan has run for a second."""
+
+    def __init__(self, err: TextIO, total: int) -> None:
+        self.err, self.total, self.done = err, total, 0
+        self.started = time.monotonic()
+        self.bar: Any = None
+        self.task: Any = None
+        self.enabled = _is_terminal(err)
+
+    def advance(self) -> None:
+        self.done += 1
+        if self.bar is None:
+            if not self.enabled or time.monotonic() - self.started < 1.0 or self.done >= self.total:
+                return
+            try:
+                from rich.console import Console
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            except ImportError:
+                self.enabled = False
+                return
+            console = Console(file=self.err, no_color=bool(os.environ.get("NO_COLOR")))
+            self.bar = Progress(TextColumn("probing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                console=console, transient=True)
+            self.task = self.bar.add_task("probe", total=self.total, completed=self.done)
+            self.bar.start()
+        else:
+            self.bar.update(self.task, completed=self.done)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def render_table(results: Sequence[PortResult], hosts: Sequence[tuple[str, int]], *, only_open: bool) -> str:
@@ -154,8 +185,15 @@ def render_table(results: Sequence[PortResult], hosts: Sequence[tuple[str, int]]
                     reason += f" from {r.icmp[2]}"
                 if r.rtt is not None:
                     reason += f" ({r.rtt * 1000:.2f} ms)"
+                if r.evidence is not None and r.evidence.detail:
+                    reason += " " + _detail_text(r.evidence.detail)
                 rows.append((f"{r.target.port}/udp", r.state, _service(r.target.port) or "unknown", reason))
             widths = [max(len(row[i]) for row in rows) for i in range(3)]
             lines.extend(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows)
         lines.append("")
     return "\n".join(lines)
+
+
+def _detail_text(detail: dict[str, Any]) -> str:
+    """A probe's reading in one table cell: ``stratum=2 offset_ms=0.03``."""
+    return " ".join(f"{key}={value}" for key, value in detail.items() if value is not None and value != "")

@@ -1,6 +1,25 @@
-"""Testing UDP ports honestly: the verdict rules (``machine``) and the scanner that drives them (``scanner``)."""
+"""Testing UDP ports honestly: the verdict rules (``machine``), the scanner that drives them
+(``scanner``) and the one-call API (``probe``).
 
+The package is callable — ``udpkit.probe("::1", "123")`` is ``udpkit.probe.probe("::1", "123")`` —
+so the name users reach for first does what they expect.
+"""
+
+import sys
+import types
+from typing import Any
+
+from udpkit.probe.api import DEFAULT_PORTS, probe, resolve
 from udpkit.probe.machine import CLOSED, FILTERED, OPEN, OPEN_FILTERED, PortResult, ProbeMachine, Target
 from udpkit.probe.scanner import scan
 
-__all__ = ["CLOSED", "FILTERED", "OPEN", "OPEN_FILTERED", "PortResult", "ProbeMachine", "Target", "scan"]
+__all__ = ["CLOSED", "DEFAULT_PORTS", "FILTERED", "OPEN", "OPEN_FILTERED", "PortResult", "ProbeMachine", "Target",
+           "probe", "resolve", "scan"]
+
+
+class _CallablePackage(types.ModuleType):
+    def __call__(self, *args: Any, **kwargs: Any) -> list[PortResult]:
+        return probe(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

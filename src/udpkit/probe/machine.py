@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+from udpkit.services.base import Evidence
+
 __all__ = ["CLOSED", "FILTERED", "OPEN", "OPEN_FILTERED", "PortResult", "ProbeMachine", "Target"]
 
 OPEN, CLOSED, FILTERED, OPEN_FILTERED = "open", "closed", "filtered", "open|filtered"
@@ -43,7 +45,8 @@ class Target(NamedTuple):
 
 
 class PortResult(NamedTuple):
-    """A port's verdict and its evidence: the reply (bytes) or the ICMP error (type, code, sender)."""
+    """A port's verdict and its evidence: the reply (bytes, and what a service probe read in it) or
+    the ICMP error (type, code, sender)."""
 
     target: Target
     state: str
@@ -52,6 +55,7 @@ class PortResult(NamedTuple):
     rtt: float | None = None
     reply: bytes | None = None
     icmp: tuple[int, int, str | None] | None = None
+    evidence: Evidence | None = None
 
 
 class _Probe:
@@ -130,7 +134,8 @@ class ProbeMachine:
     second in all (``None``: no limit). ``exempt(ip)``: hosts whose ICMP errors are never rate-limited
     (default: loopback addresses), which are therefore never paced. ``own``: the prober's own
     sockets; such a target is not sent to (the datagram would only reach us) but reported ``open``
-    with the reason ``own-socket``.
+    with the reason ``own-socket``. ``classify(target, reply)``: a service probe's reading of a reply; when it recognises the protocol, the reason is the protocol's name instead of
+    ``udp-response``.
     """
 
     def __init__(
@@ -146,11 +151,13 @@ class ProbeMachine:
         reason_for: Callable[[int, int, int], str] | None = None,
         exempt: Callable[[str], bool] | None = None,
         own: Sequence[Target] = (),
+        classify: Callable[[Target, bytes], Evidence | None] | None = None,
     ) -> None:
         if retries < 0 or timeout <= 0 or min_timeout <= 0 or backoff < 1 or (rate is not None and rate <= 0):
             raise ValueError("retries >= 0, timeouts > 0, backoff >= 1 and rate > 0 are required")
         self.targets = list(dict.fromkeys(targets))
         self.payload = payload
+        self.classify = classify
         self.retries = retries
         self.timeout = timeout
         self.min_timeout = min(min_timeout, timeout)
@@ -321,7 +328,9 @@ class ProbeMachine:
         if probe.result is not None and probe.result.state == OPEN:
             return None
         rtt = self._answered(probe, now)
-        return self._decide(probe, PortResult(probe.target, OPEN, "udp-response", probe.tries, rtt, data),
+        evidence = None if self.classify is None else self.classify(probe.target, data)
+        reason = "udp-response" if evidence is None else evidence.protocol
+        return self._decide(probe, PortResult(probe.target, OPEN, reason, probe.tries, rtt, data, None, evidence),
                             force=True)
 
     def on_icmp(self, family: int, ip: str, port: int, icmp_type: int, code: int, sender: str | None,

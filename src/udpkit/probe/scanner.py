@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from udpkit.errors import UdpkitError
 from udpkit.net import ProbeSocket, icmp_reason, is_local
 from udpkit.probe.machine import PortResult, ProbeMachine, Target
+from udpkit.services.base import Evidence
 
 __all__ = ["scan"]
 
@@ -46,12 +47,15 @@ def scan(
     on_result: Report | None = None,
     clock: Callable[[], float] = time.monotonic,
     workers: int | None = None,
+    classify: Callable[[Target, bytes, float], Evidence | None] | None = None,
 ) -> list[PortResult]:
     """Probe every target and return the verdicts in target order.
 
     ``workers``: processes to share a scan of this host's own addresses (default: one per CPU, at
     most two, for scans of at least 4,096 ports without ``rate``). The prober's own ports on its own
     host are reported ``open`` with the reason ``own-socket`` and never taken for a service's reply.
+    ``classify(target, reply, unix_time)``: a service probe's reading of a reply, given the wall-clock
+    time it was read (for probes that compare clocks).
     """
     targets = list(dict.fromkeys(targets))
     local = {ip: is_local(ip) for ip in {t.ip for t in targets}}
@@ -77,7 +81,8 @@ def scan(
 
     def machine_for(part: list[Target]) -> ProbeMachine:
         return ProbeMachine(part, payload, retries=retries, timeout=timeout, min_timeout=min_timeout, rate=rate,
-                            reason_for=icmp_reason, exempt=local.__getitem__, own=own)
+                            reason_for=icmp_reason, exempt=local.__getitem__, own=own,
+                            classify=None if classify is None else lambda t, data: classify(t, data, time.time()))
 
     children: list[tuple[int, int]] = []
     try:
@@ -127,7 +132,8 @@ def _fork(machine: ProbeMachine, socks: list[dict[int, ProbeSocket]], index: int
 
         def keep(result: PortResult) -> None:
             ip, port, family = result.target
-            batch.append(((ip, port, int(family)), *result[1:]))  # marshal takes plain types only
+            evidence = None if result.evidence is None else tuple(result.evidence)
+            batch.append(((ip, port, int(family)), *result[1:-1], evidence))  # marshal takes plain types only
             send(False)
 
         _run(machine, socks[index], local, keep, clock, [])
@@ -205,8 +211,8 @@ def _read_worker(fd: int, buffers: dict[int, bytearray], collected: list[PortRes
             break
         rows = marshal.loads(bytes(buffer[_FRAME.size:_FRAME.size + size]))
         del buffer[:_FRAME.size + size]
-        for target, *rest in rows:
-            result = PortResult(Target(*target), *rest)
+        for target, *rest, evidence in rows:
+            result = PortResult._make((Target(*target), *rest, None if evidence is None else Evidence(*evidence)))
             collected.append(result)
             report(result)
     return True

@@ -10,9 +10,9 @@ import struct
 import time as _time
 
 from udpkit.addr import Endpoint
-from udpkit.services.base import Reply
+from udpkit.services.base import Evidence, Reply
 
-__all__ = ["Daytime", "Discard", "Echo", "RFC868_EPOCH_OFFSET", "Time"]
+__all__ = ["Daytime", "DaytimeProbe", "Discard", "Echo", "EchoProbe", "RFC868_EPOCH_OFFSET", "Time", "TimeProbe"]
 
 #: Seconds from 1900-01-01 (RFC 868's epoch) to 1970-01-01.
 RFC868_EPOCH_OFFSET = 2_208_988_800
@@ -62,3 +62,49 @@ class Time:
 
     def handle(self, datagram: bytes, peer: Endpoint, now: float) -> Reply:
         return _TIME.pack((int(now) + RFC868_EPOCH_OFFSET) % 2**32)
+
+
+class EchoProbe:
+    """RFC 862: send a recognisable datagram; only the same bytes back are an echo."""
+
+    name = "echo"
+    payload = b"udpkit echo probe\n"
+
+    def build(self) -> bytes:
+        return self.payload
+
+    def classify(self, reply: bytes, now: float) -> Evidence | None:
+        return Evidence("echo", {"bytes": len(reply)}) if reply == self.payload else None
+
+
+class DaytimeProbe:
+    """RFC 867: any datagram asks; the answer is one line of printable ASCII."""
+
+    name = "daytime"
+
+    def build(self) -> bytes:
+        return b"\n"
+
+    def classify(self, reply: bytes, now: float) -> Evidence | None:
+        text = reply.rstrip(b"\r\n")
+        if not 0 < len(text) <= 512 or not all(32 <= byte < 127 for byte in text):
+            return None
+        return Evidence("daytime", {"text": text.decode("ascii")})
+
+
+class TimeProbe:
+    """RFC 868: any datagram asks; the answer is exactly four bytes, seconds since 1900 (mod 2**32).
+    The detail is the server's clock minus ours, in whole seconds, unwrapped around ``now``."""
+
+    name = "time"
+
+    def build(self) -> bytes:
+        return b""
+
+    def classify(self, reply: bytes, now: float) -> Evidence | None:
+        if len(reply) != _TIME.size:
+            return None
+        (count,) = _TIME.unpack(reply)
+        ours = (int(now) + RFC868_EPOCH_OFFSET) % 2**32
+        offset = (count - ours + 2**31) % 2**32 - 2**31  # nearest era: right across the 2036 wrap
+        return Evidence("time", {"server_time": int(now) + offset, "offset_s": offset})
