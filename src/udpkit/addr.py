@@ -8,6 +8,7 @@ bad part, because these strings come from people typing commands.
 from __future__ import annotations
 
 import socket
+from functools import cache
 from typing import NamedTuple
 
 from udpkit.errors import UsageError
@@ -19,6 +20,7 @@ __all__ = [
     "parse_ip",
     "parse_port",
     "parse_ports",
+    "udp_services",
 ]
 
 AF_INET = socket.AF_INET
@@ -127,3 +129,21 @@ def parse_address(text: str) -> tuple[Endpoint, ...]:
     if family not in families:
         raise UsageError(f"bad address {text!r}: {ip} is not an {'IPv4' if families == (AF_INET,) else 'IPv6'} address")
     return (Endpoint(ip, parse_port(port_text), family, interface),)
+
+
+@cache
+def udp_services(path: str = "/etc/services") -> dict[int, str]:
+    """Port -> the first UDP service name in the services database, read once (a scan names 65,535
+    ports; ``getservbyport`` rereads the file for each)."""
+    names: dict[int, str] = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as db:
+            for line in db:
+                fields = line.split("#", 1)[0].split()
+                if len(fields) >= 2 and fields[1].endswith("/udp"):
+                    port = fields[1][:-4]
+                    if port.isdigit():
+                        names.setdefault(int(port), fields[0])
+    except OSError:
+        pass
+    return names

@@ -10,10 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from udpkit.addr import parse_ports
+from udpkit.addr import parse_ports, udp_services
 from udpkit.cli._argparse import Parser
 from udpkit.errors import UdpkitError, UsageError
-from udpkit.inventory._system import service_name
 from udpkit.probe import DEFAULT_PORTS, OPEN, PortResult, probe, resolve
 
 __all__ = ["run"]
@@ -86,8 +85,7 @@ def to_json(result: PortResult) -> dict[str, Any]:
 
 
 def _service(port: int) -> str | None:
-    name = service_name(port)
-    return None if name.isdigit() else name
+    return udp_services().get(port)
 
 
 def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
@@ -113,9 +111,7 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     finally:
         progress.close()
     if args.jsonl:
-        silent = [r for r in results if r.state != OPEN and r.reason == "no-response" and not args.open]
-        for result in silent:  # decided by the last timeout, not by an arrival
-            out.write(json.dumps(to_json(result)) + "\n")
+        pass  # every verdict was written as it was reached
     elif args.json:
         shown = [to_json(r) for r in results if r.state == OPEN or not args.open]
         json.dump(shown, out, indent=2)

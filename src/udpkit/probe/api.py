@@ -61,8 +61,10 @@ def probe(
     if any(not 1 <= p <= 65535 for p in numbers):
         raise UsageError("ports must be within 1..65535")
     addresses = resolve(names, family)
-    probes: dict[int, ServiceProbe | None] = {port: probe_for(service, port) for port in numbers}
-    datagrams = {port: payload if p is None else p.build() for port, p in probes.items()}
+    probes: dict[int, ServiceProbe | None] = {}
+    if service != "none":
+        probes = {port: probe_for(service, port) for port in numbers}
+    datagrams = {port: p.build() for port, p in probes.items() if p is not None}
 
     def classify(target: Target, reply: bytes, now: float) -> Evidence | None:
         chosen = probes.get(target.port)
@@ -74,5 +76,5 @@ def probe(
             return None
 
     targets = [Target(ip, port, fam) for ip, fam in addresses for port in numbers]
-    return scan(targets, lambda target: datagrams[target.port], retries=retries, timeout=timeout, rate=rate,
+    return scan(targets, lambda target: datagrams.get(target.port, payload), retries=retries, timeout=timeout, rate=rate,
                 on_result=on_result, classify=classify if any(probes.values()) else None)

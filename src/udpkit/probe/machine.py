@@ -176,10 +176,12 @@ class ProbeMachine:
         self._tokens = 1.0
         self._refilled: float | None = None
         self._open = len(self.targets)  # probes without a verdict
+        self._decided: list[PortResult] = []  # verdicts the machine reached by itself, not yet taken
         for target in own:
             probe = self._probes.get(target)
             if probe is not None:
-                self._decide(probe, PortResult(target, OPEN, "own-socket", 0))
+                self._decided.append(PortResult(target, OPEN, "own-socket", 0))
+                self._decide(probe, self._decided[-1])
 
     @property
     def done(self) -> bool:
@@ -188,6 +190,12 @@ class ProbeMachine:
     def results(self) -> list[PortResult]:
         """Verdicts so far, in target order (ports still undecided are left out)."""
         return [p.result for p in self._probes.values() if p.result is not None]
+
+    def take_decided(self) -> list[PortResult]:
+        """The verdicts reached without an arrival (silence after the last try, the prober's own
+        ports) since the last call, so that a driver can report every verdict as it is reached."""
+        decided, self._decided = self._decided, []
+        return decided
 
     def _budget(self, now: float) -> int:
         if self.rate is None:
@@ -244,7 +252,8 @@ class ProbeMachine:
         if host.paced and not (probe.paced and host.kept):
             probe.tries -= 1  # silence the limiter may explain is not held against the port
         if probe.tries > self.retries:
-            self._decide(probe, PortResult(probe.target, OPEN_FILTERED, "no-response", probe.tries))
+            self._decided.append(PortResult(probe.target, OPEN_FILTERED, "no-response", probe.tries))
+            self._decide(probe, self._decided[-1])
         elif host.paced:
             host.queue.append(probe)
         else:

@@ -32,6 +32,7 @@ _BATCH = 256
 _FRAME = struct.Struct("=I")
 #: Below this many targets a second worker costs more (fork, pipe) than it saves.
 _SPLIT_FROM = 4096
+_PARENT_SHARE = 0.42
 
 Report = Callable[[PortResult], None]
 
@@ -75,8 +76,10 @@ def scan(
         raise
     own = [Target(ip, group[t_family].port, t_family)
            for ip, t_family in {(t.ip, t.family) for t in targets} if local[ip] for group in socks]
-    step = -(-len(targets) // workers)
-    parts = [targets[i * step:(i + 1) * step] for i in range(workers)]
+    # The parent also merges the workers' verdicts: it takes a smaller share.
+    first = len(targets) if workers == 1 else int(len(targets) * _PARENT_SHARE)
+    step = -(-(len(targets) - first) // max(1, workers - 1))
+    parts = [targets[:first]] + [targets[first + i * step:first + (i + 1) * step] for i in range(workers - 1)]
     report = on_result or (lambda result: None)
 
     def machine_for(part: list[Target]) -> ProbeMachine:
@@ -155,8 +158,6 @@ def _run(machine: ProbeMachine, socks: dict[int, ProbeSocket], local: dict[str, 
     """Drive ``machine`` to the end; also read the workers' ``pipes`` (their verdicts are returned)."""
     collected: list[PortResult] = []
     buffers = {fd: bytearray() for fd in pipes}
-    for result in machine.results():
-        report(result)
     with select.epoll() as poller:
         by_fd = {}
         for sock in socks.values():
@@ -167,6 +168,8 @@ def _run(machine: ProbeMachine, socks: dict[int, ProbeSocket], local: dict[str, 
         while not machine.done or buffers:
             if not machine.done:
                 batch = machine.sends(clock(), _BATCH)
+                for result in machine.take_decided():
+                    report(result)
                 for (ip, port, family), data in batch:
                     sock = socks[family]
                     if local[ip]:
@@ -192,6 +195,8 @@ def _run(machine: ProbeMachine, socks: dict[int, ProbeSocket], local: dict[str, 
                     _drain(by_fd[fd], machine, local, report, clock)
                 elif not _read_worker(fd, buffers, collected, report):
                     poller.unregister(fd)
+    for result in machine.take_decided():
+        report(result)
     return collected
 
 
