@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-import time
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -122,37 +122,48 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
 
 
 class _Progress:
-    """A rich progress bar on a terminal's stderr, shown only once a scan has run for a second."""
+    """A rich progress bar on a terminal's stderr, shown once a scan has run for a second (a timer
+    starts it, so a scan waiting on silent ports shows it too)."""
 
     def __init__(self, err: TextIO, total: int) -> None:
         self.err, self.total, self.done = err, total, 0
-        self.started = time.monotonic()
         self.bar: Any = None
         self.task: Any = None
-        self.enabled = _is_terminal(err)
+        self.lock = threading.Lock()
+        self.timer: threading.Timer | None = None
+        if _is_terminal(err):
+            self.timer = threading.Timer(1.0, self._start)
+            self.timer.daemon = True
+            self.timer.start()
 
-    def advance(self) -> None:
-        self.done += 1
-        if self.bar is None:
-            if not self.enabled or time.monotonic() - self.started < 1.0 or self.done >= self.total:
-                return
-            try:
-                from rich.console import Console
-                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-            except ImportError:
-                self.enabled = False
+    def _start(self) -> None:
+        try:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        except ImportError:
+            return
+        with self.lock:
+            if self.timer is None or self.done >= self.total:
                 return
             console = Console(file=self.err, no_color=bool(os.environ.get("NO_COLOR")))
             self.bar = Progress(TextColumn("probing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                 console=console, transient=True)
             self.task = self.bar.add_task("probe", total=self.total, completed=self.done)
             self.bar.start()
-        else:
+
+    def advance(self) -> None:
+        self.done += 1
+        if self.bar is not None:
             self.bar.update(self.task, completed=self.done)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        with self.lock:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            if self.bar is not None:
+                self.bar.stop()
+                self.bar = None
 
 
 def _is_terminal(stream: TextIO) -> bool:
