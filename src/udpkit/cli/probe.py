@@ -20,12 +20,13 @@ __all__ = ["run"]
 EPILOG = """\
 verdicts: open (a UDP reply came back), closed (ICMP port unreachable), filtered (another ICMP
 destination unreachable, e.g. admin-prohibited), open|filtered (silence after every try).
-Remote hosts limit ICMP errors (and this kernel allows about 1,000 a second in all): probe many
-ports with --rate, or silent ports may only be open|filtered.
+Remote Linux hosts send about one ICMP error a second: a host that falls silent after a burst of
+errors is paced until its errors keep up. Loopback is not limited: every port in about a second.
 
 examples:
   udpkit probe 127.0.0.1 -p 123                  is the NTP port answering, and how do we know
-  udpkit probe ::1 127.0.0.1 -p 1-1024 --rate 900 --open
+  udpkit probe ::1 127.0.0.1 -p 1-65535 --open         every port of both loopbacks
+  udpkit probe 127.0.0.1 -p 7,13,37 --service auto    echo, daytime, time: which protocol answered
   udpkit probe localhost -p 53,123 --payload-hex 00 --json
 """
 
