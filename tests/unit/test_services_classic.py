@@ -37,7 +37,7 @@ def test_unknown_services_name_the_known_ones() -> None:
 
     from udpkit.errors import UsageError
 
-    with pytest.raises(UsageError, match="daytime, discard, echo, time"):
+    with pytest.raises(UsageError, match="daytime, discard, echo, ntp, time"):
         responder("chargen")
     assert set(RESPONDERS) == {"daytime", "discard", "echo", "time"}
 
@@ -46,7 +46,7 @@ def test_the_classic_probes_recognise_their_own_answers_only() -> None:
     from udpkit.services.classic import DaytimeProbe, EchoProbe, TimeProbe
 
     echo, daytime, time_probe = EchoProbe(), DaytimeProbe(), TimeProbe()
-    assert echo.classify(echo.build(), 0.0) is not None and echo.classify(b"other", 0.0) is None
+    assert echo.classify(echo.build(0.0), 0.0) is not None and echo.classify(b"other", 0.0) is None
     assert daytime.classify(b"Friday, November 27, 2026 20:13:03-UTC\r\n", 0.0).detail["text"].startswith("Friday")
     assert daytime.classify(b"\x00\x01", 0.0) is None
     now = 1_795_810_393.0

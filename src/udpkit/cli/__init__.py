@@ -16,7 +16,7 @@ __all__ = ["console", "main"]
 
 COMMANDS = {
     "ss": ("udpkit.cli.ss", "examine UDP sockets, like iproute2's ss -u"),
-    "listen": ("udpkit.cli.listen", "create UDP services on IPv4 and IPv6 (discard, echo, daytime, time)"),
+    "listen": ("udpkit.cli.listen", "create UDP services on IPv4 and IPv6 (discard, echo, daytime, time, ntp, dns)"),
     "nc": ("udpkit.cli.nc", "OpenBSD netcat's UDP mode (nc -u -vz HOST PORT), message for message"),
     "socat": ("udpkit.cli.socat", "socat's UDP addresses (UDP4-LISTEN:123,fork /dev/null ...) on the listener"),
     "probe": ("udpkit.cli.probe", "test UDP ports: open only when something answered, with the evidence"),

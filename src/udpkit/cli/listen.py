@@ -17,7 +17,7 @@ from udpkit.cli._argparse import Parser
 from udpkit.errors import PermissionDenied, UdpkitError, UsageError
 from udpkit.listen import FORMATS, Listener, ListenerStats, Sink
 from udpkit.net import BindOptions
-from udpkit.services import RESPONDERS
+from udpkit.services import RESPONDERS, Responder, responder
 
 __all__ = ["drop_privileges", "endpoints_for", "install_signals", "run"]
 
@@ -28,6 +28,8 @@ examples:
   udpkit listen 9999                         discard on 0.0.0.0:9999 and [::]:9999 (v6-only), like the
                                              tutorial's two socat commands
   udpkit listen 7007 --respond echo          an echo service on both families
+  sudo udpkit listen 123 --respond ntp --user nobody      an NTP server that ntpdig and chronyd accept
+  udpkit listen 5353 --respond dns --zone example.zone    an authoritative DNS server for a zone file
   udpkit listen 127.0.0.1:5353 --out - --format hex       print every datagram as a hex dump
   udpkit listen 5353 --relay 127.0.0.1:53 --idle-timeout 30  a UDP proxy, one upstream socket per peer
   sudo udpkit listen 123 --user nobody --out ntp.pcap --format pcap
@@ -35,10 +37,23 @@ examples:
 
 
 def build_parser() -> Parser:
-    p = Parser("udpkit listen", "Bind UDP sockets and serve them: discard, echo, daytime or time.", EPILOG)
+    p = Parser("udpkit listen", "Bind UDP sockets and serve them: discard, echo, daytime, time, ntp or dns.", EPILOG)
     p.add_argument("addresses", nargs="*", metavar="ADDRESS",
                    help="PORT (both families), HOST:PORT, [V6]:PORT, udp4:PORT or udp6:PORT; default: a free port")
-    p.add_argument("--respond", default="discard", choices=sorted(RESPONDERS), help="the service to run (default: discard)")
+    p.add_argument("--respond", default="discard", choices=sorted([*RESPONDERS, "dns"]),
+                   help="the service to run (default: discard)")
+    svc = p.add_argument_group("ntp and dns")
+    svc.add_argument("--stratum", type=int, default=10, metavar="N", help="NTP stratum to report (default 10, refid LOCL)")
+    svc.add_argument("--refid", default="LOCL", metavar="ID", help="NTP reference id, up to four letters")
+    svc.add_argument("--leap", type=int, choices=range(4), default=0, help="NTP leap indicator to report")
+    svc.add_argument("--sync-state", action="store_true",
+                     help="NTP: report the host clock's real state (adjtimex): unsynchronized -> leap 3, "
+                          "its error bound as root dispersion")
+    svc.add_argument("--rate-limit", type=_positive_float, metavar="PER_S",
+                     help="answers a second per client (NTP: then kiss-o'-death RATE; DNS: then silence)")
+    svc.add_argument("--zone", action="append", metavar="FILE",
+                     help="DNS: a zone (RFC 1035 master file, or a hosts file) to answer for; repeatable")
+    svc.add_argument("--origin", metavar="NAME", help="DNS: the zone's origin, for files without $ORIGIN")
     fam = p.add_mutually_exclusive_group()
     fam.add_argument("-4", dest="only", action="store_const", const=socket.AF_INET, help="IPv4 only")
     fam.add_argument("-6", dest="only", action="store_const", const=socket.AF_INET6, help="IPv6 only")
@@ -137,6 +152,40 @@ def drop_privileges(user: str) -> None:
     os.setuid(entry.pw_uid)
 
 
+def build_responder(args: Any) -> Responder:
+    """The responder ``--respond`` names, with the options of NTP and DNS."""
+    if args.respond == "ntp":
+        from udpkit.net.clock import clock_state, measure_precision
+        from udpkit.services.ntp import LEAP_UNSYNCHRONIZED, NtpResponder
+
+        leap, dispersion, stratum = args.leap, 0.001, args.stratum
+        if args.sync_state:
+            state = clock_state()
+            if state is not None:
+                dispersion = state.max_error
+                if not state.synchronized:
+                    leap, stratum = LEAP_UNSYNCHRONIZED, 16
+        try:
+            return NtpResponder(stratum=stratum, refid=args.refid.encode("ascii", "replace")[:4], leap=leap,
+                                root_dispersion=dispersion, precision=measure_precision(),
+                                rate_limit=args.rate_limit)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    if args.respond == "dns":
+        if not args.zone:
+            raise UsageError("--respond dns needs --zone FILE")
+        from udpkit.services.dns import DnsResponder, load_zone
+
+        try:
+            zones = [load_zone(path, args.origin) for path in args.zone]
+        except OSError as exc:
+            raise UsageError(f"--zone: {exc.strerror}: {exc.filename}") from None
+        return DnsResponder(zones, rate_limit=args.rate_limit)
+    if args.zone:
+        raise UsageError("--zone goes with --respond dns")
+    return responder(args.respond)
+
+
 def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     args = build_parser().parse_args(list(argv))
     if args.format is not None and args.out is None:
@@ -160,7 +209,7 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         if stream is None:
             raise UdpkitError("standard output does not take bytes here")
         sink = Sink(stream, args.format or "text")
-    listener = Listener(endpoints, respond=args.respond, bind=options, count=args.count, duration=args.duration,
+    listener = Listener(endpoints, respond=build_responder(args), bind=options, count=args.count, duration=args.duration,
                         fork=args.fork, idle_timeout=args.idle_timeout, max_peers=args.max_peers,
                         allow=args.allow, relay=relay, sink=sink)
     try:

@@ -42,7 +42,8 @@ def build_parser() -> Parser:
     p.add_argument("--retries", type=int, default=2, metavar="N", help="tries after the first (default 2)")
     p.add_argument("--rate", type=float, metavar="PPS", help="at most PPS datagrams a second")
     p.add_argument("--service", default="none", metavar="NAME",
-                   help="application probe: auto (by port), none (default), or a name (echo, daytime, time)")
+                   help="application probe: auto (by port), none (default), or a name (ntp, dns, echo, daytime, time)")
+    p.add_argument("--query", metavar="NAME[/TYPE]", help="the DNS probe's question (default: . SOA)")
     payload = p.add_mutually_exclusive_group()
     payload.add_argument("--payload", metavar="TEXT", help="send TEXT (default: an empty datagram)")
     payload.add_argument("--payload-hex", metavar="HEX", help="send these bytes")
@@ -105,7 +106,7 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
             out.flush()
 
     try:
-        results = probe([ip for ip, _fam in hosts], ports, service=args.service, payload=data,
+        results = probe([ip for ip, _fam in hosts], ports, service=args.service, payload=data, query=args.query,
                         retries=args.retries, timeout=args.timeout, rate=args.rate, on_result=stream)
     except OSError as exc:
         raise UdpkitError(f"cannot probe: {exc.strerror or exc}") from None

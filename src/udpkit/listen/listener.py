@@ -511,6 +511,7 @@ class Listener:
         sendto, handle = sock.sendto, self.responder.handle
         family = self._bound[index].family
         counts, add, clock, count = self._counts, self._peers.add, self.clock, self.count
+        finish = getattr(self.responder, "finish", None)
 
         def answer(data: bytes, peer: Any) -> bool:
             counts[_IN] += 1
@@ -518,6 +519,8 @@ class Listener:
             add(peer[:2])
             reply = handle(data, Endpoint(peer[0], peer[1], family), clock())
             for payload in () if reply is None else [reply] if isinstance(reply, bytes) else reply:
+                if finish is not None:
+                    payload = finish(payload, clock())
                 try:
                     sendto(payload, peer)
                     counts[_OUT] += 1
@@ -598,7 +601,10 @@ class Listener:
         reply = self.responder.handle(dgram.data, peer, now)
         if reply is None:
             return
+        finish = getattr(self.responder, "finish", None)  # NTP's transmit timestamp, read at the last moment
         for payload in [reply] if isinstance(reply, bytes) else reply:
+            if finish is not None:
+                payload = finish(payload, self.clock())
             if session is not None:
                 self._send(sock, payload, None, None)
             else:

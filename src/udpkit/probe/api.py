@@ -4,6 +4,7 @@ port, and the verdicts returned with their evidence."""
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable, Iterable, Sequence
 
 from udpkit.addr import parse_ports
@@ -44,6 +45,7 @@ def probe(
     family: int | None = None,
     service: str = "none",
     payload: bytes = b"",
+    query: str | None = None,
     timeout: float = 1.0,
     retries: int = 2,
     rate: float | None = None,
@@ -63,8 +65,8 @@ def probe(
     addresses = resolve(names, family)
     probes: dict[int, ServiceProbe | None] = {}
     if service != "none":
-        probes = {port: probe_for(service, port) for port in numbers}
-    datagrams = {port: p.build() for port, p in probes.items() if p is not None}
+        probes = {port: probe_for(service, port, query) for port in numbers}
+    probed = {port: p for port, p in probes.items() if p is not None}
 
     def classify(target: Target, reply: bytes, now: float) -> Evidence | None:
         chosen = probes.get(target.port)
@@ -76,5 +78,10 @@ def probe(
             return None
 
     targets = [Target(ip, port, fam) for ip, fam in addresses for port in numbers]
-    return scan(targets, lambda target: datagrams.get(target.port, payload), retries=retries, timeout=timeout, rate=rate,
+
+    def datagram(target: Target) -> bytes:
+        chosen = probed.get(target.port)
+        return payload if chosen is None else chosen.build(time.time())  # each try its own query
+
+    return scan(targets, datagram, retries=retries, timeout=timeout, rate=rate,
                 on_result=on_result, classify=classify if any(probes.values()) else None)

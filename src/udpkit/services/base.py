@@ -32,12 +32,13 @@ class ServiceProbe(Protocol):
     """An application probe: the datagram to send and the recogniser of a genuine answer.
 
     ``classify`` must never raise on hostile bytes: a reply that is not the protocol's is ``None``
-    (the port still answered, so it is open, but nothing more is claimed). ``now``: the receive
-    time (UNIX seconds), for probes that measure clocks.
+    (the port still answered, so it is open, but nothing more is claimed). ``now``: the send time
+    for ``build`` and the receive time for ``classify`` (UNIX seconds), for probes that measure
+    clocks or remember what they asked.
     """
 
     name: str
 
-    def build(self) -> bytes: ...
+    def build(self, now: float) -> bytes: ...
 
     def classify(self, reply: bytes, now: float) -> Evidence | None: ...

@@ -70,7 +70,7 @@ class EchoProbe:
     name = "echo"
     payload = b"udpkit echo probe\n"
 
-    def build(self) -> bytes:
+    def build(self, now: float) -> bytes:
         return self.payload
 
     def classify(self, reply: bytes, now: float) -> Evidence | None:
@@ -82,7 +82,7 @@ class DaytimeProbe:
 
     name = "daytime"
 
-    def build(self) -> bytes:
+    def build(self, now: float) -> bytes:
         return b"\n"
 
     def classify(self, reply: bytes, now: float) -> Evidence | None:
@@ -98,7 +98,7 @@ class TimeProbe:
 
     name = "time"
 
-    def build(self) -> bytes:
+    def build(self, now: float) -> bytes:
         return b""
 
     def classify(self, reply: bytes, now: float) -> Evidence | None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from udpkit.errors import UsageError
 from udpkit.services.base import Responder, ServiceProbe
 from udpkit.services.classic import Daytime, DaytimeProbe, Discard, Echo, EchoProbe, Time, TimeProbe
+from udpkit.services.ntp import NtpProbe, NtpResponder
 
 __all__ = ["PORTS", "PROBES", "RESPONDERS", "probe_for", "responder"]
 
@@ -15,10 +16,11 @@ RESPONDERS: dict[str, Callable[[], Responder]] = {
     "echo": Echo,
     "daytime": Daytime,
     "time": Time,
+    "ntp": NtpResponder,
 }
 
 #: The well-known port of each service (``/etc/services``).
-PORTS = {"echo": 7, "discard": 9, "daytime": 13, "time": 37}
+PORTS = {"echo": 7, "discard": 9, "daytime": 13, "time": 37, "dns": 53, "ntp": 123}
 
 
 def responder(name: str) -> Responder:
@@ -29,25 +31,33 @@ def responder(name: str) -> Responder:
     return factory()
 
 
+def _dns_probe(query: str | None = None) -> ServiceProbe:
+    from udpkit.services.dns import DnsProbe  # dnspython is imported only when DNS is asked for
+
+    return DnsProbe(query or "./SOA")
+
+
 #: Application probes by name (``udpkit probe --service NAME``); discard has none, as it never answers.
 PROBES: dict[str, Callable[[], ServiceProbe]] = {
     "echo": EchoProbe,
     "daytime": DaytimeProbe,
     "time": TimeProbe,
+    "ntp": NtpProbe,
+    "dns": _dns_probe,
 }
 
 
-def probe_for(service: str, port: int) -> ServiceProbe | None:
+def probe_for(service: str, port: int, query: str | None = None) -> ServiceProbe | None:
     """The probe ``--service`` asks for at ``port``: ``none`` -> ``None``; ``auto`` -> the probe of the
-    service whose well-known port this is (``None`` if there is none); a name -> that probe."""
+    service whose well-known port this is (``None`` if there is none); a name -> that probe.
+    ``query``: the DNS probe's question (``NAME/TYPE``)."""
     if service == "none":
         return None
+    name = service
     if service == "auto":
-        for name, known in PORTS.items():
-            if known == port and name in PROBES:
-                return PROBES[name]()
-        return None
-    factory = PROBES.get(service)
-    if factory is None:
+        name = next((known for known, number in PORTS.items() if number == port and known in PROBES), "")
+        if not name:
+            return None
+    if name not in PROBES:
         raise UsageError(f"unknown service {service!r} (known: auto, none, {', '.join(sorted(PROBES))})")
-    return factory()
+    return _dns_probe(query) if name == "dns" else PROBES[name]()

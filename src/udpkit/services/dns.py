@@ -1,0 +1,262 @@
+"""DNS over dnspython, without sockets: an authoritative responder for zone files and a query probe.
+
+The responder answers from its zones only: authoritative answers (AA) with CNAME chains followed
+inside the zone, NODATA and NXDOMAIN with the SOA, REFUSED outside its zones, NOTIMP for other
+opcodes, no recursion (RA clear). Garbage with a readable header gets FORMERR; garbage without one
+gets silence. Every answer fits what the client allows — 512 bytes without EDNS, the client's
+EDNS size (at most 1232) with it — else it is cut to the question with TC set, so it can never
+amplify beyond the client's own limit; a per-client rate limit keeps it from being aimed at anyone.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections import OrderedDict
+from collections.abc import Iterable
+from pathlib import Path
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import dns.zone
+
+from udpkit.addr import Endpoint
+from udpkit.errors import UsageError
+from udpkit.services.base import Evidence, Reply
+
+__all__ = ["DnsProbe", "DnsResponder", "load_zone"]
+
+_MAX_UDP = 1232  # the DNS flag day 2020 size: no fragmentation on common paths
+_HEADER = struct.Struct("!HH")
+
+
+def load_zone(path: str | Path, origin: str | None = None) -> dns.zone.Zone:
+    """An RFC 1035 master file, or a hosts-style file (``ADDRESS NAME [ALIAS...]``) made into a zone
+    under ``origin`` (default: the first name's parent... or ``local.``) with a generated SOA and NS."""
+    text = Path(path).read_text(encoding="utf-8")
+    if _looks_like_hosts(text):
+        return _hosts_zone(text, origin)
+    try:
+        return dns.zone.from_text(text, origin=origin, relativize=False, check_origin=True)
+    except (dns.exception.DNSException, ValueError) as exc:
+        raise UsageError(f"{path}: not a zone file: {exc}") from None
+
+
+def _looks_like_hosts(text: str) -> bool:
+    import ipaddress
+
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        try:
+            ipaddress.ip_address(fields[0])
+        except ValueError:
+            return False
+        return len(fields) >= 2
+    return False
+
+
+def _hosts_zone(text: str, origin: str | None) -> dns.zone.Zone:
+    entries: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        entries.extend((fields[0], name) for name in fields[1:])
+    if not entries:
+        raise UsageError("the hosts file names no host")
+    if origin is None:
+        first = dns.name.from_text(entries[0][1])
+        origin = str(first.parent()) if len(first.labels) > 2 else "local."
+    zone = dns.zone.Zone(dns.name.from_text(origin), relativize=False)
+    apex = zone.origin
+    assert apex is not None
+    soa = f"ns.{apex} hostmaster.{apex} 1 3600 600 86400 60"
+    zone.replace_rdataset(apex, dns.rrset.from_text(apex, 3600, "IN", "SOA", soa).to_rdataset())
+    zone.replace_rdataset(apex, dns.rrset.from_text(apex, 3600, "IN", "NS", f"ns.{apex}").to_rdataset())
+    for address, name in entries:
+        owner = dns.name.from_text(name, dns.name.root if "." in name.rstrip(".") else apex)
+        if not owner.is_subdomain(apex):
+            continue
+        kind = "AAAA" if ":" in address else "A"
+        node = zone.find_node(owner, create=True)
+        rdataset = node.find_rdataset(dns.rdataclass.IN, dns.rdatatype.from_text(kind), create=True)
+        rdataset.update_ttl(300)
+        rdataset.add(dns.rrset.from_text(owner, 300, "IN", kind, address)[0])
+    return zone
+
+
+class DnsResponder:
+    """An authoritative DNS server for ``zones``: ``--respond dns --zone FILE``.
+
+    ``rate_limit``: responses a second per client address (burst of twice that); beyond it the
+    responder stays silent, as response-rate-limiting servers do. ``stats`` counts the outcomes.
+    """
+
+    name = "dns"
+    uses_time = True
+
+    def __init__(self, zones: Iterable[dns.zone.Zone], *, rate_limit: float | None = None) -> None:
+        self.zones = sorted(zones, key=lambda z: -len(z.origin.labels) if z.origin else 0)
+        for kind in ("A", "AAAA", "TXT", "CNAME", "MX", "SRV", "PTR", "NS", "SOA", "OPT", "ANY"):
+            # dnspython imports each type's module on first use; do it now, before a server drops
+            # its privileges and can no longer read the library's files
+            dns.rdata.get_rdata_class(dns.rdataclass.IN, dns.rdatatype.from_text(kind))  # type: ignore[no-untyped-call]
+        self.rate_limit = rate_limit
+        self._buckets: OrderedDict[str, list[float]] = OrderedDict()
+        self.stats = {"answered": 0, "nxdomain": 0, "refused": 0, "formerr": 0, "silent": 0, "truncated": 0,
+                      "rate_limited": 0}
+
+    def handle(self, datagram: bytes, peer: Endpoint, now: float) -> Reply:
+        if len(datagram) < 12:
+            self.stats["silent"] += 1
+            return None
+        ident, flags = _HEADER.unpack_from(datagram)
+        if flags & 0x8000:  # a response: never answer one (reflection loops)
+            self.stats["silent"] += 1
+            return None
+        if not self._admit(peer.ip, now):
+            self.stats["rate_limited"] += 1
+            return None
+        try:
+            query = dns.message.from_wire(datagram)
+        except Exception:  # noqa: BLE001 - dnspython raises many kinds for garbage; all mean FORMERR
+            self.stats["formerr"] += 1
+            return _formerr(ident, flags)
+        if len(query.question) != 1:
+            self.stats["formerr"] += 1
+            return _formerr(ident, flags)
+        response = dns.message.make_response(query, recursion_available=False)
+        response.flags &= ~dns.flags.RA
+        limit = 512
+        if query.edns >= 0:
+            limit = max(512, min(query.payload, _MAX_UDP))
+            response.use_edns(0, payload=_MAX_UDP)
+        if query.opcode() != dns.opcode.QUERY:
+            response.set_rcode(dns.rcode.NOTIMP)
+        else:
+            self._answer(query.question[0], response)
+        try:
+            return response.to_wire(max_size=limit)
+        except dns.exception.TooBig:
+            self.stats["truncated"] += 1
+            response.answer.clear()
+            response.authority.clear()
+            response.additional.clear()
+            response.flags |= dns.flags.TC
+            return response.to_wire(max_size=limit)
+
+    def _answer(self, question: dns.rrset.RRset, response: dns.message.Message) -> None:
+        qname, qtype = question.name, question.rdtype
+        zone = next((z for z in self.zones if z.origin is not None and qname.is_subdomain(z.origin)), None)
+        if zone is None or question.rdclass != dns.rdataclass.IN:
+            self.stats["refused"] += 1
+            response.set_rcode(dns.rcode.REFUSED)
+            return
+        response.flags |= dns.flags.AA
+        name = qname
+        for _ in range(8):  # follow CNAMEs inside the zone, a bounded number of times
+            node = zone.get_node(name)
+            if node is None:
+                if name == qname:
+                    response.set_rcode(dns.rcode.NXDOMAIN)
+                    self.stats["nxdomain"] += 1
+                self._soa(zone, response)
+                return
+            rdataset = node.get_rdataset(dns.rdataclass.IN, qtype)
+            if rdataset is not None or qtype == dns.rdatatype.ANY:
+                found = [rdataset] if rdataset is not None else list(node.rdatasets)
+                for data in found:
+                    response.answer.append(dns.rrset.from_rdata_list(name, data.ttl, list(data)))
+                self.stats["answered"] += 1
+                return
+            cname = node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.CNAME)
+            if cname is None:
+                self._soa(zone, response)  # NODATA
+                self.stats["answered"] += 1
+                return
+            response.answer.append(dns.rrset.from_rdata_list(name, cname.ttl, list(cname)))
+            name = cname[0].target
+            if not name.is_subdomain(zone.origin):
+                self.stats["answered"] += 1
+                return
+        self.stats["answered"] += 1
+
+    @staticmethod
+    def _soa(zone: dns.zone.Zone, response: dns.message.Message) -> None:
+        assert zone.origin is not None
+        soa = zone.get_rdataset(zone.origin, dns.rdatatype.SOA)
+        if soa is not None:
+            response.authority.append(dns.rrset.from_rdata_list(zone.origin, soa.ttl, list(soa)))
+
+    def _admit(self, ip: str, now: float) -> bool:
+        if self.rate_limit is None:
+            return True
+        burst = max(1.0, 2 * self.rate_limit)
+        bucket = self._buckets.get(ip)
+        if bucket is None:
+            bucket = self._buckets[ip] = [burst, now]
+            if len(self._buckets) > 65536:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(ip)
+        bucket[0] = min(burst, bucket[0] + max(0.0, now - bucket[1]) * self.rate_limit)
+        bucket[1] = now
+        if bucket[0] >= 1:
+            bucket[0] -= 1
+            return True
+        return False
+
+
+def _formerr(ident: int, flags: int) -> bytes:
+    """A header-only FORMERR answering ``ident`` (opcode and RD copied, QR set)."""
+    return struct.pack("!HHHHHH", ident, 0x8000 | (flags & 0x7900) | dns.rcode.FORMERR, 0, 0, 0, 0)
+
+
+class DnsProbe:
+    """A query (default ``. SOA``, or ``query="NAME/TYPE"``) with a random ID; only a response with
+    that ID and the same question is accepted. Reports rcode, flags and the answers."""
+
+    name = "dns"
+
+    def __init__(self, query: str = "./SOA") -> None:
+        name, _, kind = query.partition("/")
+        try:
+            self.qname = dns.name.from_text(name or ".")
+            self.qtype = dns.rdatatype.from_text(kind or "A")
+        except (dns.exception.DNSException, ValueError) as exc:
+            raise UsageError(f"bad --query {query!r}: {exc}") from None
+        self._ids: OrderedDict[int, float] = OrderedDict()
+
+    def build(self, now: float) -> bytes:
+        query = dns.message.make_query(self.qname, self.qtype, use_edns=0, payload=_MAX_UDP)
+        query.id = int.from_bytes(os.urandom(2), "big")
+        self._ids[query.id] = now
+        if len(self._ids) > 4096:
+            self._ids.popitem(last=False)
+        return query.to_wire()
+
+    def classify(self, reply: bytes, now: float) -> Evidence | None:
+        try:
+            response = dns.message.from_wire(reply)
+        except Exception:  # noqa: BLE001 - not DNS
+            return None
+        if not response.flags & dns.flags.QR or response.id not in self._ids or len(response.question) != 1:
+            return None
+        question = response.question[0]
+        if question.name != self.qname or question.rdtype != self.qtype:
+            return None
+        sent = self._ids[response.id]
+        return Evidence("dns", {
+            "rcode": dns.rcode.to_text(response.rcode()),
+            "flags": dns.flags.to_text(response.flags).lower(),
+            "answers": [str(rr) for rrset in response.answer for rr in rrset.to_text().splitlines()],
+            "rtt_ms": round((now - sent) * 1000, 3),
+        })

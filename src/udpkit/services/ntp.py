@@ -1,0 +1,209 @@
+"""NTP (RFC 5905) without sockets or clocks: a server responder and a client probe.
+
+The responder answers client (mode 3) and symmetric-active (mode 1) requests with a server (mode 4)
+reply: the client's version echoed, origin = the client's transmit timestamp, receive = the kernel's
+receive time given as ``now``, and the transmit timestamp written by ``finish`` just before the
+datagram leaves. It never answers control (6) or private (7) requests — the monlist amplifier — never
+sends more than it received, and per client it can answer a flood with kiss-o'-death ``RATE``.
+
+Timestamps are 32-bit seconds since 1900 plus a 32-bit fraction; the seconds wrap in 2036 (era 1).
+Encoding takes the UNIX time modulo 2**32; decoding picks the era nearest a reference time, which is
+what every client does and is right across the wrap.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+from collections import OrderedDict
+from typing import NamedTuple
+
+from udpkit.addr import Endpoint
+from udpkit.services.base import Evidence, Reply
+
+__all__ = ["NTP_EPOCH_OFFSET", "NtpPacket", "NtpProbe", "NtpResponder", "decode_packet", "from_ntp", "to_ntp"]
+
+#: Seconds from 1900-01-01 (NTP era 0) to 1970-01-01.
+NTP_EPOCH_OFFSET = 2_208_988_800
+_ERA = 2**32
+# RFC 5905 §7.3: LI/VN/Mode, stratum, poll, precision, root delay, root dispersion, refid, 4 timestamps.
+PACKET = struct.Struct("!BBbbII4sQQQQ")
+MODE_SYMMETRIC_ACTIVE, MODE_CLIENT, MODE_SERVER, MODE_CONTROL, MODE_PRIVATE = 1, 3, 4, 6, 7
+LEAP_UNSYNCHRONIZED = 3
+
+
+class NtpPacket(NamedTuple):
+    leap: int
+    version: int
+    mode: int
+    stratum: int
+    poll: int
+    precision: int
+    root_delay: float  # seconds
+    root_dispersion: float  # seconds
+    refid: bytes
+    reference: int  # raw 64-bit timestamps
+    origin: int
+    receive: int
+    transmit: int
+
+
+def to_ntp(unix: float) -> int:
+    """UNIX seconds -> a 64-bit NTP timestamp (era wrapped): ``0.0`` -> ``0x83AA7E8000000000``."""
+    seconds = math.floor(unix)
+    fraction = int((unix - seconds) * _ERA)
+    return (((seconds + NTP_EPOCH_OFFSET) % _ERA) << 32) | min(fraction, _ERA - 1)
+
+
+def from_ntp(stamp: int, near: float) -> float:
+    """A 64-bit NTP timestamp -> UNIX seconds, in the era nearest ``near`` (UNIX seconds)."""
+    seconds, fraction = stamp >> 32, stamp & (_ERA - 1)
+    base = (math.floor(near) + NTP_EPOCH_OFFSET) % _ERA
+    delta = (seconds - base + _ERA // 2) % _ERA - _ERA // 2
+    return math.floor(near) + delta + fraction / _ERA
+
+
+def _short(value: int) -> float:
+    return value / 65536.0
+
+
+def _to_short(seconds: float) -> int:
+    return max(0, min(0xFFFFFFFF, int(seconds * 65536)))
+
+
+def decode_packet(data: bytes) -> NtpPacket | None:
+    """The 48-byte header of an NTP packet (extension fields and MACs ignored); ``None`` if shorter."""
+    if len(data) < PACKET.size:
+        return None
+    first, stratum, poll, precision, delay, dispersion, refid, ref, org, rec, xmt = PACKET.unpack_from(data)
+    return NtpPacket(first >> 6, (first >> 3) & 7, first & 7, stratum, poll, precision, _short(delay),
+                     _short(dispersion), refid, ref, org, rec, xmt)
+
+
+def encode_packet(p: NtpPacket) -> bytes:
+    return PACKET.pack((p.leap << 6) | (p.version << 3) | p.mode, p.stratum, p.poll, p.precision,
+                       _to_short(p.root_delay), _to_short(p.root_dispersion), p.refid, p.reference, p.origin,
+                       p.receive, p.transmit)
+
+
+class NtpResponder:
+    """An NTP server: ``--respond ntp``.
+
+    ``stratum``/``refid`` default to chrony's ``local stratum 10`` (refid ``LOCL``); ``leap``,
+    ``root_delay``, ``root_dispersion`` and ``precision`` (log2 seconds, measured by the caller) are
+    what it reports; ``rate_limit``: requests a second allowed per client address (burst of twice
+    that), beyond which it answers one kiss-o'-death ``RATE`` a second and drops the rest.
+    ``stats`` counts what was answered and what was dropped, and why.
+    """
+
+    name = "ntp"
+
+    def __init__(self, *, stratum: int = 10, refid: bytes = b"LOCL", leap: int = 0, root_delay: float = 0.0,
+                 root_dispersion: float = 0.001, precision: int = -20, rate_limit: float | None = None) -> None:
+        if not 1 <= stratum <= 15 and not (stratum == 16 and leap == LEAP_UNSYNCHRONIZED):
+            raise ValueError("stratum must be 1..15 (16 only when unsynchronized)")
+        self.stratum, self.refid, self.leap = stratum, refid.ljust(4, b"\0")[:4], leap
+        self.root_delay, self.root_dispersion, self.precision = root_delay, root_dispersion, precision
+        self.rate_limit = rate_limit
+        self._buckets: OrderedDict[str, list[float]] = OrderedDict()  # ip -> [tokens, last, last kiss]
+        self.stats = {"answered": 0, "kiss_rate": 0, "short": 0, "mode": 0, "version": 0, "rate_limited": 0}
+
+    def handle(self, datagram: bytes, peer: Endpoint, now: float) -> Reply:
+        request = decode_packet(datagram)
+        if request is None:
+            self.stats["short"] += 1
+            return None
+        if request.mode not in (MODE_CLIENT, MODE_SYMMETRIC_ACTIVE):
+            self.stats["mode"] += 1  # servers, broadcasts, and above all control (6) and private (7)
+            return None
+        if not 1 <= request.version <= 4:
+            self.stats["version"] += 1
+            return None
+        allowed, kiss = self._admit(peer.ip, now)
+        if not allowed:
+            if not kiss:
+                self.stats["rate_limited"] += 1
+                return None
+            self.stats["kiss_rate"] += 1
+            return encode_packet(NtpPacket(LEAP_UNSYNCHRONIZED, request.version, MODE_SERVER, 0, request.poll,
+                                           self.precision, 0.0, 0.0, b"RATE", 0, request.transmit, 0, 0))
+        self.stats["answered"] += 1
+        stamp = to_ntp(now)
+        reply = NtpPacket(self.leap, request.version, MODE_SERVER, self.stratum, max(request.poll, 4) if
+                          request.poll else 4, self.precision, self.root_delay, self.root_dispersion, self.refid,
+                          to_ntp(math.floor(now)), request.transmit, stamp, stamp)
+        return encode_packet(reply)
+
+    def finish(self, reply: bytes, now: float) -> bytes:
+        """Write the transmit timestamp, read as late as possible: just before the datagram is sent."""
+        if len(reply) < PACKET.size or reply[1] == 0:  # a kiss-o'-death keeps its zero timestamps
+            return reply
+        return reply[:40] + struct.pack("!Q", to_ntp(now)) + reply[48:]
+
+    def _admit(self, ip: str, now: float) -> tuple[bool, bool]:
+        """(answer?, if not: send a kiss?) under a per-client token bucket."""
+        if self.rate_limit is None:
+            return True, False
+        burst = max(1.0, 2 * self.rate_limit)
+        bucket = self._buckets.get(ip)
+        if bucket is None:
+            bucket = self._buckets[ip] = [burst, now, -math.inf]
+            if len(self._buckets) > 65536:
+                self._buckets.popitem(last=False)  # forget the longest-unseen client
+        else:
+            self._buckets.move_to_end(ip)
+        bucket[0] = min(burst, bucket[0] + max(0.0, now - bucket[1]) * self.rate_limit)
+        bucket[1] = now
+        if bucket[0] >= 1:
+            bucket[0] -= 1
+            return True, False
+        if now - bucket[2] >= 1.0:
+            bucket[2] = now
+            return False, True
+        return False, False
+
+
+class NtpProbe:
+    """An SNTP client request (RFC 4330, version 4) whose transmit timestamp is the send time with
+    random low bits; only a server reply whose origin echoes one of ours is accepted. Offset and
+    delay follow RFC 5905 §8 from the four timestamps."""
+
+    name = "ntp"
+
+    def __init__(self) -> None:
+        self._sent: OrderedDict[int, float] = OrderedDict()  # transmit timestamp -> UNIX send time
+
+    def build(self, now: float) -> bytes:
+        stamp = (to_ntp(now) & ~0xFF) | os.urandom(1)[0]  # 256 ns of noise, no longer guessable
+        self._sent[stamp] = now
+        if len(self._sent) > 4096:
+            self._sent.popitem(last=False)
+        return encode_packet(NtpPacket(0, 4, MODE_CLIENT, 0, 0, 0, 0.0, 0.0, b"\0\0\0\0", 0, 0, 0, stamp))
+
+    def classify(self, reply: bytes, now: float) -> Evidence | None:
+        packet = decode_packet(reply)
+        if packet is None or packet.mode != MODE_SERVER or packet.origin not in self._sent:
+            return None
+        t1 = self._sent[packet.origin]
+        if packet.stratum == 0:
+            code = packet.refid.rstrip(b"\0").decode("ascii", "replace")
+            return Evidence("ntp", {"kiss": code, "version": packet.version})
+        t2, t3 = from_ntp(packet.receive, t1), from_ntp(packet.transmit, t1)
+        offset = ((t2 - t1) + (t3 - now)) / 2
+        delay = (now - t1) - (t3 - t2)
+        return Evidence("ntp", {
+            "offset_ms": round(offset * 1000, 3), "delay_ms": round(delay * 1000, 3), "stratum": packet.stratum,
+            "refid": refid_text(packet.refid, packet.stratum), "leap": packet.leap, "version": packet.version,
+            "root_delay_ms": round(packet.root_delay * 1000, 3),
+            "root_dispersion_ms": round(packet.root_dispersion * 1000, 3), "precision": packet.precision,
+        })
+
+
+def refid_text(refid: bytes, stratum: int) -> str:
+    """Stratum 1 (and kiss codes): four ASCII letters; higher strata: the upstream's IPv4 address
+    (or an IPv6 hash), shown dotted like ntpq; printable ASCII is shown as text as chrony does."""
+    text = refid.rstrip(b"\0")
+    if stratum <= 1 or (text and all(65 <= b <= 90 or 48 <= b <= 57 for b in text)):
+        return text.decode("ascii", "replace")
+    return ".".join(str(b) for b in refid)

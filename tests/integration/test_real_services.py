@@ -1,0 +1,125 @@
+"""Our NTP and DNS responders with the clients people really use (ntpdig, chronyd, dig, nmap -sV),
+and our probes against a real chronyd. Port 123 because ntpdig has no port option: root, in a
+namespace of the test's own."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import Netns, free_port, stop
+
+ZONE = Path(__file__).parent.parent / "data" / "example.zone"
+pytestmark = pytest.mark.root
+
+
+def serve(ns: Netns, *args: str) -> subprocess.Popen[str]:
+    proc = ns.start([sys.executable, "-m", "udpkit", "listen", *args])
+    assert proc.stderr is not None and "udpkit listen:" in proc.stderr.readline()
+    return proc
+
+
+@pytest.fixture
+def ntp_server(ns: Netns) -> Iterator[None]:
+    proc = serve(ns, "123", "--respond", "ntp")
+    try:
+        yield
+    finally:
+        stop(proc)
+
+
+@pytest.mark.peer("ntpdig")
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_ntpdig_accepts_our_server(ns: Netns, ntp_server: None, host: str) -> None:
+    result = ns.run(["ntpdig", "-j", "-t", "2", host])
+    doc = json.loads(result.stdout)
+    assert doc["stratum"] == 10 and doc["leap"] == "no-leap"
+    assert abs(doc["offset"]) < 0.001
+
+
+@pytest.mark.peer("chronyd")
+def test_chronyd_accepts_our_server_without_touching_the_clock(ns: Netns, ntp_server: None) -> None:
+    result = ns.run(["chronyd", "-Q", "-f", "/dev/null", "server 127.0.0.1 iburst maxsamples 4"], timeout=60)
+    assert result.returncode == 0
+    assert "System clock wrong by" in result.stderr, result.stderr
+    wrong = float(result.stderr.split("System clock wrong by ")[1].split()[0])
+    assert abs(wrong) < 0.001
+
+
+@pytest.mark.peer("chronyd", "ntpdig")
+def test_our_probe_agrees_with_ntpdig_about_a_real_chronyd(ns: Netns, tmp_path: Path) -> None:
+    conf = tmp_path / "chrony.conf"
+    conf.write_text(f"port 123\ncmdport 0\nlocal stratum 10\nallow\npidfile {tmp_path}/pid\n")
+    chronyd = ns.start(["chronyd", "-d", "-x", "-f", str(conf)])
+    try:
+        time.sleep(1.0)
+        ours = json.loads(ns.udpkit("probe", "127.0.0.1", "-p", "123", "--service", "auto", "--json").stdout)[0]
+        theirs = json.loads(ns.run(["ntpdig", "-j", "-t", "2", "127.0.0.1"]).stdout)
+    finally:
+        stop(chronyd)
+    assert (ours["state"], ours["reason"], ours["reply"]["protocol"]) == ("open", "ntp", "ntp")
+    detail = ours["reply"]["detail"]
+    assert detail["stratum"] == theirs["stratum"] == 10
+    assert abs(detail["offset_ms"] / 1000 - theirs["offset"]) < 0.001
+
+
+@pytest.fixture
+def dns_server(ns: Netns) -> Iterator[int]:
+    port = free_port()
+    proc = serve(ns, f"127.0.0.1:{port}", f"[::1]:{port}", "--respond", "dns", "--zone", str(ZONE))
+    try:
+        yield port
+    finally:
+        stop(proc)
+
+
+def dig(ns: Netns, port: int, *args: str) -> str:
+    return ns.run(["dig", "-p", str(port), "+norec", "+tries=1", "+time=2", "+ignore", *args]).stdout
+
+
+@pytest.mark.peer("dig")
+@pytest.mark.parametrize("server", ["@127.0.0.1", "@::1"])
+def test_dig_gets_answers_nxdomain_and_refused(ns: Netns, dns_server: int, server: str) -> None:
+    answer = dig(ns, dns_server, server, "www.example.test", "A")
+    assert "status: NOERROR" in answer and "flags: qr aa;" in answer and "192.0.2.80" in answer
+    assert "status: NXDOMAIN" in dig(ns, dns_server, server, "nope.example.test", "A")
+    assert "status: REFUSED" in dig(ns, dns_server, server, "example.org", "A")
+    mx = dig(ns, dns_server, server, "example.test", "MX")
+    assert "10 mail.example.test." in mx
+
+
+@pytest.mark.peer("dig")
+def test_a_big_answer_is_truncated_for_a_512_byte_client(ns: Netns, dns_server: int) -> None:
+    small = dig(ns, dns_server, "@127.0.0.1", "+bufsize=512", "big.example.test", "TXT")
+    assert "flags: qr aa tc" in small
+    size = int(small.split("MSG SIZE  rcvd: ")[1].split()[0])
+    assert size <= 512
+    large = dig(ns, dns_server, "@127.0.0.1", "+bufsize=1232", "txt.example.test", "TXT")
+    assert "hello from udpkit" in large and " tc" not in large.split("flags:")[1].split(";")[0]
+
+
+@pytest.mark.peer("dig")
+def test_our_dns_probe_reads_the_answer(ns: Netns, dns_server: int) -> None:
+    doc = json.loads(ns.udpkit("probe", "::1", "-p", str(dns_server), "--service", "dns", "--query",
+                               "www.example.test/AAAA", "--json").stdout)[0]
+    assert (doc["state"], doc["reason"]) == ("open", "dns")
+    assert doc["reply"]["detail"]["rcode"] == "NOERROR"
+    assert any("2001:db8::80" in a for a in doc["reply"]["detail"]["answers"])
+
+
+@pytest.mark.peer("nmap")
+def test_nmap_version_detection_names_our_services(ns: Netns, ntp_server: None) -> None:
+    proc = serve(ns, "53", "--respond", "dns", "--zone", str(ZONE))
+    try:
+        out = ns.run(["nmap", "-n", "-sU", "-sV", "-p", "53,123", "127.0.0.1"], timeout=300).stdout
+    finally:
+        stop(proc)
+    lines = {line.split()[0]: line.split() for line in out.splitlines() if "/udp" in line}
+    assert lines["53/udp"][1:3] == ["open", "domain"]
+    assert lines["123/udp"][1:3] == ["open", "ntp"]
