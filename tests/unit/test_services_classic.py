@@ -39,7 +39,7 @@ def test_unknown_services_name_the_known_ones() -> None:
 
     with pytest.raises(UsageError, match="daytime, discard, echo, ntp, time"):
         responder("chargen")
-    assert set(RESPONDERS) == {"daytime", "discard", "echo", "time"}
+    assert set(RESPONDERS) == {"daytime", "discard", "echo", "ntp", "time"}
 
 
 def test_the_classic_probes_recognise_their_own_answers_only() -> None:
