@@ -15,9 +15,11 @@ from typing import TextIO
 __all__ = ["console", "main"]
 
 COMMANDS = {
+    "tour": ("udpkit.cli.tour", "the datagram-socket walkthrough, live: create, examine, test, clean up"),
     "ss": ("udpkit.cli.ss", "examine UDP sockets, like iproute2's ss -u"),
     "listen": ("udpkit.cli.listen", "create UDP services on IPv4 and IPv6 (discard, echo, daytime, time, ntp, dns)"),
     "nc": ("udpkit.cli.nc", "OpenBSD netcat's UDP mode (nc -u -vz HOST PORT), message for message"),
+    "completion": ("udpkit.cli.completion", "shell completion: udpkit completion bash|zsh"),
     "socat": ("udpkit.cli.socat", "socat's UDP addresses (UDP4-LISTEN:123,fork /dev/null ...) on the listener"),
     "probe": ("udpkit.cli.probe", "test UDP ports: open only when something answered, with the evidence"),
 }
@@ -34,11 +36,13 @@ commands:
 Run 'udpkit COMMAND --help' for a command's options.
 
 examples:
-  udpkit ss -uln                               unconnected (listening) UDP sockets, as 'ss -uln'
+  udpkit tour                                  the walkthrough, live: create, examine, test, clean up
   udpkit ss -ulnp 'sport = :123'               who listens on port 123
-  udpkit ss -ua --json                         every UDP socket as JSON
   udpkit listen 7007 --respond echo            an echo service on 0.0.0.0:7007 and [::]:7007
+  udpkit probe 127.0.0.1 -p 123 --service ntp  is NTP answering there, with the proof
+  udpkit nc -4 -u -vz 127.0.0.1 123            what nc would say
   udpkit socat UDP4-LISTEN:123,fork /dev/null  the tutorial's socat command, as written
+  source <(udpkit completion bash)             tab completion for bash (or: zsh)
 """
 
 

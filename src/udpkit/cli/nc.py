@@ -20,8 +20,27 @@ from udpkit.net import HostNotFound, accept_first, bind_passive, connect_udp, pu
 __all__ = ["run"]
 
 
+HELP = """\
+usage: udpkit nc [-46dlnuvz] [-p source_port] [-q seconds] [-s sourceaddr] [-w timeout]
+                 [destination] [port[-port]...]
+
+OpenBSD netcat's UDP mode (-u is required), message for message and exit status for exit status.
+With -v, a port "succeeded" when no ICMP port unreachable came back within 3 seconds (-w): silence
+passes, as in nc. 'udpkit probe' asks for a reply instead.
+
+examples:
+  udpkit nc -4 -u -vz 127.0.0.1 123          the tutorial's test
+  udpkit nc -u -vz -w 1 ::1 120-125          a range, one second each
+  echo hello | udpkit nc -u -w 1 127.0.0.1 7  send a datagram, print the answer
+  udpkit nc -u -l 9999                       print what the first sender sends
+"""
+
+
 def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     options, operands = getopt(argv, NC_OPTIONS, {})
+    if any(name == "-h" for name, _value in options):
+        out.write(HELP)
+        return 0
     plan = parse_nc(options, operands)
     if plan.listen:
         return _listen(plan, out, err)
