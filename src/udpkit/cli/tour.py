@@ -87,7 +87,7 @@ def _free_port() -> int:
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as v4:
             v4.bind(("0.0.0.0", 0))
-            port = v4.getsockname()[1]
+            port = int(v4.getsockname()[1])
             try:
                 with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as v6:
                     v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
