@@ -21,6 +21,7 @@ import ipaddress
 import os
 import select
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -45,6 +46,9 @@ from udpkit.services import Responder, responder
 __all__ = ["Listener", "ListenerStats"]
 
 BATCH = 64
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC = struct.Struct("=qq")  # struct timespec on 64-bit Linux
+_TIMESTAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 _GONE = ("gone", None)
 _IN, _BYTES_IN, _OUT, _BYTES_OUT, _REPLY_DROPS, _TRUNCATED, _REFUSED = range(7)
 
@@ -156,6 +160,7 @@ class Listener:
         self.clock = clock
         self._sockets: list[socket.socket] = []
         self._plain: list[bool] = []  # per listening socket: may it take the recvfrom/sendto path?
+        self._timed: list[bool] = []  # ... or the same with the kernel's receive time (NTP)
         self._strays: list[tuple[int, Datagram]] = []
         self._bound: list[Endpoint] = []
         self._wake_r, self._wake_w = -1, -1
@@ -184,9 +189,10 @@ class Listener:
                 if ep.port == 0 and not shared_port:
                     shared_port = sock.getsockname()[1]
                 self._sockets.append(sock)
-                self._plain.append(not (options.pktinfo or options.timestamps or self.sessions_on or self.single_peer
-                                        or self.sink is not None or self.allow is not None
-                                        or self.input_fd is not None))
+                simple = not (options.pktinfo or self.sessions_on or self.single_peer or self.sink is not None
+                              or self.allow is not None or self.input_fd is not None)
+                self._plain.append(simple and not options.timestamps)
+                self._timed.append(simple and options.timestamps)
                 host, port = sock.getsockname()[:2]
                 self._bound.append(Endpoint(host, port, ep.family, self.bind_options.device or ep.interface))
         except BaseException:
@@ -226,6 +232,7 @@ class Listener:
             sock.close()
         self._sockets.clear()
         self._plain.clear()
+        self._timed.clear()
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
                 os.close(fd)
@@ -432,6 +439,8 @@ class Listener:
             return self._drain_fast(sock)
         if self._plain[index]:
             return self._drain_plain(index, sock)
+        if self._timed[index]:
+            return self._drain_timed(index, sock)
         if self._recording_only:
             return self._drain_recording(index, sock)
         for dgram in receive(sock, BATCH, ancillary=self._timestamps or self._pktinfo_needed or self.sessions_on):
@@ -505,7 +514,28 @@ class Listener:
                 return True
         return False
 
-    def _plain_answerer(self, index: int, sock: socket.socket) -> Callable[[bytes, Any], bool]:
+    def _drain_timed(self, index: int, sock: socket.socket) -> bool:
+        """The plain path with each datagram's kernel receive time (``SO_TIMESTAMPNS``), for a time
+        service on a socket bound to one address: ``recvmsg``, the responder, ``sendto``."""
+        recvmsg, answer = sock.recvmsg, self._plain_answerer(index, sock, timed=True)
+        space = _TIMESTAMP_SPACE
+        for _ in range(BATCH):
+            try:
+                data, ancillary, _flags, peer = recvmsg(MAX_DATAGRAM, space)
+            except (BlockingIOError, InterruptedError):
+                break
+            except ConnectionRefusedError:
+                continue
+            now = None
+            for _level, kind, value in ancillary:
+                if kind == SO_TIMESTAMPNS and len(value) >= 16:
+                    sec, nsec = _TIMESPEC.unpack_from(value)
+                    now = sec + nsec / 1e9
+            if answer(data, peer, now):
+                return True
+        return False
+
+    def _plain_answerer(self, index: int, sock: socket.socket, *, timed: bool = False) -> Callable[..., bool]:
         """The per-datagram work of the plain paths: count, answer with ``sendto``; the function
         returns ``True`` once ``count`` datagrams have been handled."""
         sendto, handle = sock.sendto, self.responder.handle
@@ -513,11 +543,11 @@ class Listener:
         counts, add, clock, count = self._counts, self._peers.add, self.clock, self.count
         finish = getattr(self.responder, "finish", None)
 
-        def answer(data: bytes, peer: Any) -> bool:
+        def answer(data: bytes, peer: Any, now: float | None = None) -> bool:
             counts[_IN] += 1
             counts[_BYTES_IN] += len(data)
             add(peer[:2])
-            reply = handle(data, Endpoint(peer[0], peer[1], family), clock())
+            reply = handle(data, Endpoint(peer[0], peer[1], family), clock() if now is None else now)
             for payload in () if reply is None else [reply] if isinstance(reply, bytes) else reply:
                 if finish is not None:
                     payload = finish(payload, clock())

@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Benchmark: NTP requests per second answered by ``udpkit listen --respond ntp`` and by ``chronyd -x``,
+side by side in one run, each server pinned to CPU 0 and the load generator to CPU 1.
+
+Not a test: it prints, per offered rate, the replies a second, the fraction answered and the median
+and 99th-percentile round trip (the generator stamps each request's transmit time and reads it back
+from the reply's origin field). Needs root for its own network namespace and for chronyd.
+
+    sudo .venv/bin/python bench/ntp_bench.py [--rates 20000,50000,100000,200000,0] [--seconds 2]
+
+Rate 0 means "as fast as the generator can send".
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import shutil
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+OFFSET = 2_208_988_800
+UDPKIT_PORT, CHRONY_PORT = 11123, 11124
+REQUEST = struct.Struct("!B39xQ")
+
+
+def generate(port: int, rate: int, seconds: float) -> tuple[int, int, list[float]]:
+    """Offer ``rate`` requests a second for ``seconds``; return (sent, answered, round trips)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    sent = answered = 0
+    rtts: list[float] = []
+    start = time.perf_counter()
+    end = start + seconds
+    batch = 32
+    while True:
+        now = time.perf_counter()
+        if now >= end:
+            break
+        due = batch if rate == 0 else min(batch, int((now - start) * rate) - sent)
+        for _ in range(max(0, due)):
+            stamp = int(time.perf_counter() * 2**32)
+            try:
+                sock.send(REQUEST.pack(0x23, stamp))
+                sent += 1
+            except (BlockingIOError, ConnectionRefusedError):
+                break
+        while True:
+            try:
+                reply = sock.recv(128)
+            except (BlockingIOError, ConnectionRefusedError):
+                break
+            answered += 1
+            if len(reply) >= 48 and answered % 16 == 0:
+                origin = struct.unpack_from("!Q", reply, 24)[0]
+                rtts.append(time.perf_counter() - origin / 2**32)
+    deadline = time.perf_counter() + 0.2
+    while time.perf_counter() < deadline:
+        if select.select([sock], [], [], 0.05)[0]:
+            try:
+                while sock.recv(128):
+                    answered += 1
+            except (BlockingIOError, ConnectionRefusedError):
+                pass
+    sock.close()
+    return sent, answered, rtts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rates", default="20000,50000,100000,200000,0")
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--in-netns", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if not args.in_netns:
+        if os.geteuid() != 0 or shutil.which("chronyd") is None:
+            print("ntp_bench: needs root and chronyd", file=sys.stderr)
+            return 2
+        name = f"udpkit-ntpbench-{os.getpid()}"
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        try:
+            subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+            return subprocess.run(["ip", "netns", "exec", name, "taskset", "-c", "1", sys.executable, __file__,
+                                   "--in-netns", "--rates", args.rates, "--seconds", str(args.seconds)]).returncode
+        finally:
+            subprocess.run(["ip", "netns", "delete", name], check=False)
+    udpkit = str(Path(sys.executable).with_name("udpkit"))
+    with tempfile.TemporaryDirectory() as work:
+        conf = Path(work) / "chrony.conf"
+        conf.write_text(f"port {CHRONY_PORT}\ncmdport 0\nlocal stratum 10\nallow\npidfile {work}/pid\n")
+        servers = {
+            "udpkit": subprocess.Popen(["taskset", "-c", "0", udpkit, "listen", f"127.0.0.1:{UDPKIT_PORT}",
+                                        "--respond", "ntp"], stderr=subprocess.DEVNULL),
+            "chronyd": subprocess.Popen(["taskset", "-c", "0", "chronyd", "-d", "-x", "-f", str(conf)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        }
+        time.sleep(1.0)
+        try:
+            print(f"{'offered/s':>10} {'server':>8} {'replies/s':>10} {'answered':>9} {'p50 ms':>8} {'p99 ms':>8}")
+            best = {"udpkit": 0.0, "chronyd": 0.0}
+            for rate in (int(r) for r in args.rates.split(",")):
+                for name, port in (("chronyd", CHRONY_PORT), ("udpkit", UDPKIT_PORT)):
+                    sent, answered, rtts = generate(port, rate, args.seconds)
+                    per_second = answered / args.seconds
+                    best[name] = max(best[name], per_second)
+                    rtts.sort()
+                    p50 = statistics.median(rtts) * 1000 if rtts else float("nan")
+                    p99 = rtts[int(len(rtts) * 0.99)] * 1000 if rtts else float("nan")
+                    print(f"{rate or 'max':>10} {name:>8} {per_second:>10.0f} {answered / max(1, sent):>8.1%} "
+                          f"{p50:>8.3f} {p99:>8.3f}")
+            print(f"best reply rate: udpkit {best['udpkit']:.0f}/s, chronyd {best['chronyd']:.0f}/s, "
+                  f"ratio {best['udpkit'] / max(1.0, best['chronyd']):.2f}")
+        finally:
+            for proc in servers.values():
+                proc.terminate()
+                proc.wait(timeout=5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
