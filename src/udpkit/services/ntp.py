@@ -52,9 +52,11 @@ class NtpPacket(NamedTuple):
 
 def to_ntp(unix: float) -> int:
     """UNIX seconds -> a 64-bit NTP timestamp (era wrapped): ``0.0`` -> ``0x83AA7E8000000000``."""
-    seconds = math.floor(unix)
-    fraction = int((unix - seconds) * _ERA)
-    return (((seconds + NTP_EPOCH_OFFSET) % _ERA) << 32) | min(fraction, _ERA - 1)
+    seconds = int(unix) if unix >= 0 else math.floor(unix)
+    fraction = int((unix - seconds) * 4294967296.0)
+    if fraction > 0xFFFFFFFF:  # rounding just below the next second
+        fraction = 0xFFFFFFFF
+    return (((seconds + NTP_EPOCH_OFFSET) & 0xFFFFFFFF) << 32) | fraction
 
 
 def from_ntp(stamp: int, near: float) -> float:
@@ -154,9 +156,9 @@ class NtpResponder:
 
     def finish(self, reply: bytes, now: float) -> bytes:
         """Write the transmit timestamp, read as late as possible: just before the datagram is sent."""
-        if len(reply) < PACKET.size or reply[1] == 0:  # a kiss-o'-death keeps its zero timestamps
+        if len(reply) != PACKET.size or reply[1] == 0:  # a kiss-o'-death keeps its zero timestamps
             return reply
-        return reply[:40] + _STAMP.pack(to_ntp(now)) + reply[48:]
+        return reply[:40] + _STAMP.pack(to_ntp(now))
 
     def _admit(self, ip: str, now: float) -> tuple[bool, bool]:
         """(answer?, if not: send a kiss?) under a per-client token bucket."""
