@@ -126,3 +126,20 @@ def test_nmap_version_detection_names_our_services(ns: Netns) -> None:
     lines = {line.split()[0]: line.split() for line in out.splitlines() if "/udp" in line}
     assert lines["53/udp"][1:3] == ["open", "domain"]
     assert lines["123/udp"][1:3] == ["open", "ntp"]
+
+
+def test_service_identification_finds_ntp_and_dns_on_unusual_ports(ns: Netns) -> None:
+    ntp_port, dns_port, silent_port = free_port(), free_port(), free_port()
+    procs = [serve(ns, f"127.0.0.1:{ntp_port}", "--respond", "ntp"),
+             serve(ns, f"127.0.0.1:{dns_port}", "--respond", "dns", "--zone", str(ZONE)),
+             serve(ns, f"127.0.0.1:{silent_port}")]
+    try:
+        result = ns.udpkit("probe", "127.0.0.1", "-p", f"{ntp_port},{dns_port},{silent_port}", "--service", "all",
+                           "--json")
+    finally:
+        for proc in procs:
+            stop(proc)
+    docs = {doc["port"]: doc for doc in json.loads(result.stdout)}
+    assert (docs[ntp_port]["state"], docs[ntp_port]["reason"]) == ("open", "ntp")
+    assert (docs[dns_port]["state"], docs[dns_port]["reason"]) == ("open", "dns")
+    assert docs[silent_port]["state"] == "open|filtered"

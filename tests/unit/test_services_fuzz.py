@@ -13,6 +13,7 @@ from udpkit.addr import Endpoint
 from udpkit.services.classic import DaytimeProbe, EchoProbe, TimeProbe
 from udpkit.services.dns import DnsProbe, DnsResponder, load_zone
 from udpkit.services.ntp import NtpProbe, NtpResponder
+from udpkit.services.registry import PROBES, probe_for
 
 PEER = Endpoint("192.0.2.9", 40000, 2)
 DNS = DnsResponder([load_zone(Path(__file__).parent.parent / "data" / "example.zone")])
@@ -30,6 +31,12 @@ def mutated() -> st.SearchStrategy[bytes]:
 
     return st.builds(flip, st.sampled_from(SEEDS), st.lists(st.integers(0, 600), max_size=4), st.integers(0, 255))
 
+
+CATALOGUE = [probe_for(name, 1) for name in PROBES]  # type: ignore[misc]
+for _probe in CATALOGUE:
+    if _probe is not None and _probe.build(0.0):
+        SEEDS.append(_probe.build(0.0))  # their requests, mutated, exercise the recognisers' paths
+CATALOGUE = [p for p in CATALOGUE if p is not None]
 
 datagrams = st.one_of(st.binary(max_size=700), mutated())
 
@@ -58,5 +65,5 @@ def test_the_dns_responder_never_raises_and_stays_within_the_clients_limit(data:
 @settings(max_examples=1500, deadline=None)
 @given(datagrams)
 def test_probe_recognisers_never_raise(data: bytes) -> None:
-    for probe in (NtpProbe(), DnsProbe(), EchoProbe(), DaytimeProbe(), TimeProbe()):
+    for probe in (NtpProbe(), DnsProbe(), EchoProbe(), DaytimeProbe(), TimeProbe(), *CATALOGUE):
         probe.classify(data, 1_795_810_393.0)

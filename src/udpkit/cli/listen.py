@@ -229,6 +229,10 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
             install_signals(listener, err, restore=previous)
         stats = _join_workers(workers, stats)
         err.write(f"udpkit listen: {stats.summary()}{f' ({args.workers} workers)' if workers else ''}\n")
+        counted = getattr(listener.responder, "stats", None)  # NTP and DNS: what was answered, what dropped, why
+        if isinstance(counted, dict) and any(counted.values()):
+            details = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in counted.items() if value)
+            err.write(f"udpkit listen: {listener.responder.name}: {details}\n")
         return 0
     finally:
         listener.close()

@@ -42,7 +42,8 @@ def build_parser() -> Parser:
     p.add_argument("--retries", type=int, default=2, metavar="N", help="tries after the first (default 2)")
     p.add_argument("--rate", type=float, metavar="PPS", help="at most PPS datagrams a second")
     p.add_argument("--service", default="none", metavar="NAME",
-                   help="application probe: auto (by port), none (default), or a name (ntp, dns, echo, daytime, time)")
+                   help="application probe: auto (by port), all (identify silent ports: every probe), none "
+                        "(default), or one of ntp dns snmp ssdp stun memcached netbios-ns mdns quic echo daytime time")
     p.add_argument("--query", metavar="NAME[/TYPE]", help="the DNS probe's question (default: . SOA)")
     payload = p.add_mutually_exclusive_group()
     payload.add_argument("--payload", metavar="TEXT", help="send TEXT (default: an empty datagram)")

@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterable, Sequence
 
 from udpkit.addr import parse_ports
 from udpkit.errors import UsageError
-from udpkit.probe.machine import PortResult, Target
+from udpkit.probe.machine import OPEN, OPEN_FILTERED, PortResult, Target
 from udpkit.probe.scanner import scan
 from udpkit.services.base import Evidence, ServiceProbe
-from udpkit.services.registry import probe_for
+from udpkit.services.registry import LIKELY, PORTS, probe_for
 
 __all__ = ["DEFAULT_PORTS", "probe", "resolve"]
 
@@ -53,11 +53,16 @@ def probe(
 ) -> list[PortResult]:
     """Probe ``ports`` (``"53,123,1000-2000"`` or numbers) on every address of ``hosts``.
 
-    ``service``: ``"none"`` sends ``payload``; ``"auto"`` sends each well-known port's application
+    ``service``: ``"all"`` is service identification (``nmap -sV``): after an ``auto`` pass, every
+    catalogue probe is tried, most likely first, on the ports that stayed silent, and the verdicts
+    are reported when that ends. ``"none"`` sends ``payload``; ``"auto"`` sends each well-known port's application
     probe (and ``payload`` elsewhere); a name sends that probe everywhere. A reply the probe
     recognises carries its ``Evidence``. ``udpkit.probe("127.0.0.1", "123")`` works as well as
     ``udpkit.probe.probe(...)``.
     """
+    if service == "all":
+        return _identify(hosts, ports, family=family, payload=payload, query=query, timeout=timeout,
+                         retries=retries, rate=rate, on_result=on_result)
     names = [hosts] if isinstance(hosts, str) else list(hosts)
     numbers = parse_ports(ports) if isinstance(ports, str) else sorted(set(ports))
     if any(not 1 <= p <= 65535 for p in numbers):
@@ -85,3 +90,40 @@ def probe(
 
     return scan(targets, datagram, retries=retries, timeout=timeout, rate=rate,
                 on_result=on_result, classify=classify if any(probes.values()) else None)
+
+
+def _identify(hosts: str | Sequence[str], ports: str | Iterable[int], *, family: int | None, payload: bytes,
+              query: str | None, timeout: float, retries: int, rate: float | None,
+              on_result: Callable[[PortResult], None] | None) -> list[PortResult]:
+    """``service="all"``: ask the silent ports again with each catalogue probe in ``LIKELY`` order."""
+    results = probe(hosts, ports, family=family, service="auto", payload=payload, query=query, timeout=timeout,
+                    retries=retries, rate=rate)
+    rtts = [r.rtt for r in results if r.rtt is not None]
+    # Strategy: the first pass measured the round trip; each later round waits four medians (at
+    # least 50 ms) instead of the first pass's guess, so a dozen rounds cost about a second on a LAN.
+    wait = max(0.05, min(timeout, 4 * sorted(rtts)[len(rtts) // 2])) if rtts else timeout
+    verdicts = {r.target: r for r in results}
+    for name in LIKELY:
+        silent = [t for t, r in verdicts.items() if r.state == OPEN_FILTERED
+                  and not (probe_for("auto", t.port) is not None and PORTS.get(name) == t.port)]
+        if not silent:
+            break
+        chosen = probe_for(name, 0, query)
+        assert chosen is not None
+
+        def classify(target: Target, reply: bytes, now: float, chosen: ServiceProbe = chosen) -> Evidence | None:
+            try:
+                return chosen.classify(reply, now)
+            except Exception:  # noqa: BLE001 - a recogniser's bug must not turn a reply into a crash
+                return None
+
+        found = scan(silent, lambda target, chosen=chosen: chosen.build(time.time()),  # type: ignore[misc]
+                     retries=1, timeout=wait, min_timeout=wait, rate=rate, classify=classify)
+        for result in found:
+            if result.state == OPEN:
+                verdicts[result.target] = result
+    final = [verdicts[r.target] for r in results]
+    if on_result is not None:
+        for result in final:
+            on_result(result)
+    return final

@@ -222,11 +222,12 @@ def _formerr(ident: int, flags: int) -> bytes:
 
 class DnsProbe:
     """A query (default ``. SOA``, or ``query="NAME/TYPE"``) with a random ID; only a response with
-    that ID and the same question is accepted. Reports rcode, flags and the answers."""
+    that ID and the same question is accepted. Reports rcode, flags and the answers. With
+    ``unicast`` it is the mDNS probe (ID 0, the QU bit set, answers about the name accepted)."""
 
-    name = "dns"
-
-    def __init__(self, query: str = "./SOA") -> None:
+    def __init__(self, query: str = "./SOA", *, protocol: str = "dns", unicast: bool = False) -> None:
+        self.name = self.protocol = protocol
+        self.unicast = unicast  # mDNS: ask for a unicast answer (RFC 6762 §5.4, the QU bit)
         name, _, kind = query.partition("/")
         try:
             self.qname = dns.name.from_text(name or ".")
@@ -236,8 +237,10 @@ class DnsProbe:
         self._ids: OrderedDict[int, float] = OrderedDict()
 
     def build(self, now: float) -> bytes:
-        query = dns.message.make_query(self.qname, self.qtype, use_edns=0, payload=_MAX_UDP)
-        query.id = int.from_bytes(os.urandom(2), "big")
+        query = dns.message.make_query(self.qname, self.qtype, use_edns=None if self.unicast else 0,
+                                       payload=_MAX_UDP,
+                                       rdclass=dns.rdataclass.RdataClass.make(0x8001 if self.unicast else 1))
+        query.id = 0 if self.unicast else int.from_bytes(os.urandom(2), "big")
         self._ids[query.id] = now
         if len(self._ids) > 4096:
             self._ids.popitem(last=False)
@@ -248,13 +251,17 @@ class DnsProbe:
             response = dns.message.from_wire(reply)
         except Exception:  # noqa: BLE001 - not DNS
             return None
-        if not response.flags & dns.flags.QR or response.id not in self._ids or len(response.question) != 1:
+        if not response.flags & dns.flags.QR or response.id not in self._ids:
             return None
-        question = response.question[0]
-        if question.name != self.qname or question.rdtype != self.qtype:
+        if self.unicast:  # mDNS answers may omit the question; an answer about our name will do
+            if not any(rrset.name == self.qname for rrset in response.answer) and not (
+                    response.question and response.question[0].name == self.qname):
+                return None
+        elif len(response.question) != 1 or response.question[0].name != self.qname \
+                or response.question[0].rdtype != self.qtype:
             return None
         sent = self._ids[response.id]
-        return Evidence("dns", {
+        return Evidence(self.protocol, {
             "rcode": dns.rcode.to_text(response.rcode()),
             "flags": dns.flags.to_text(response.flags).lower(),
             "answers": [str(rr) for rrset in response.answer for rr in rrset.to_text().splitlines()],

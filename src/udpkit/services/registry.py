@@ -7,9 +7,15 @@ from collections.abc import Callable
 from udpkit.errors import UsageError
 from udpkit.services.base import Responder, ServiceProbe
 from udpkit.services.classic import Daytime, DaytimeProbe, Discard, Echo, EchoProbe, Time, TimeProbe
+from udpkit.services.memcached import MemcachedProbe
+from udpkit.services.netbios import NetbiosProbe
 from udpkit.services.ntp import NtpProbe, NtpResponder
+from udpkit.services.quic import QuicProbe
+from udpkit.services.snmp import SnmpProbe
+from udpkit.services.ssdp import SsdpProbe
+from udpkit.services.stun import StunProbe
 
-__all__ = ["PORTS", "PROBES", "RESPONDERS", "probe_for", "responder"]
+__all__ = ["LIKELY", "PORTS", "PROBES", "RESPONDERS", "probe_for", "responder"]
 
 RESPONDERS: dict[str, Callable[[], Responder]] = {
     "discard": Discard,
@@ -20,7 +26,8 @@ RESPONDERS: dict[str, Callable[[], Responder]] = {
 }
 
 #: The well-known port of each service (``/etc/services``).
-PORTS = {"echo": 7, "discard": 9, "daytime": 13, "time": 37, "dns": 53, "ntp": 123}
+PORTS = {"echo": 7, "discard": 9, "daytime": 13, "time": 37, "dns": 53, "ntp": 123, "netbios-ns": 137,
+         "snmp": 161, "quic": 443, "ssdp": 1900, "stun": 3478, "mdns": 5353, "memcached": 11211}
 
 
 def responder(name: str) -> Responder:
@@ -37,6 +44,12 @@ def _dns_probe(query: str | None = None) -> ServiceProbe:
     return DnsProbe(query or "./SOA")
 
 
+def _mdns_probe(query: str | None = None) -> ServiceProbe:
+    from udpkit.services.dns import DnsProbe
+
+    return DnsProbe(query or "_services._dns-sd._udp.local./PTR", protocol="mdns", unicast=True)
+
+
 #: Application probes by name (``udpkit probe --service NAME``); discard has none, as it never answers.
 PROBES: dict[str, Callable[[], ServiceProbe]] = {
     "echo": EchoProbe,
@@ -44,7 +57,17 @@ PROBES: dict[str, Callable[[], ServiceProbe]] = {
     "time": TimeProbe,
     "ntp": NtpProbe,
     "dns": _dns_probe,
+    "snmp": SnmpProbe,
+    "netbios-ns": NetbiosProbe,
+    "ssdp": SsdpProbe,
+    "mdns": _mdns_probe,
+    "stun": StunProbe,
+    "memcached": MemcachedProbe,
+    "quic": QuicProbe,
 }
+
+#: ``--service all``: the order in which silent ports are asked, most often met first.
+LIKELY = ["dns", "ntp", "snmp", "ssdp", "stun", "memcached", "netbios-ns", "mdns", "quic", "echo", "daytime", "time"]
 
 
 def probe_for(service: str, port: int, query: str | None = None) -> ServiceProbe | None:
@@ -60,4 +83,6 @@ def probe_for(service: str, port: int, query: str | None = None) -> ServiceProbe
             return None
     if name not in PROBES:
         raise UsageError(f"unknown service {service!r} (known: auto, none, {', '.join(sorted(PROBES))})")
-    return _dns_probe(query) if name == "dns" else PROBES[name]()
+    if name in ("dns", "mdns"):
+        return _dns_probe(query) if name == "dns" else _mdns_probe(query)
+    return PROBES[name]()
