@@ -135,7 +135,7 @@ def test_service_identification_finds_ntp_and_dns_on_unusual_ports(ns: Netns) ->
              serve(ns, f"127.0.0.1:{silent_port}")]
     try:
         result = ns.udpkit("probe", "127.0.0.1", "-p", f"{ntp_port},{dns_port},{silent_port}", "--service", "all",
-                           "--json")
+                           "--timeout", "0.3", "--json")
     finally:
         for proc in procs:
             stop(proc)
@@ -143,3 +143,19 @@ def test_service_identification_finds_ntp_and_dns_on_unusual_ports(ns: Netns) ->
     assert (docs[ntp_port]["state"], docs[ntp_port]["reason"]) == ("open", "ntp")
     assert (docs[dns_port]["state"], docs[dns_port]["reason"]) == ("open", "dns")
     assert docs[silent_port]["state"] == "open|filtered"
+
+
+def test_sync_state_reports_the_host_clocks_real_state(ns: Netns) -> None:
+    from udpkit.net.clock import clock_state
+
+    port = free_port()
+    proc = serve(ns, f"127.0.0.1:{port}", "--respond", "ntp", "--sync-state")
+    try:
+        doc = json.loads(ns.udpkit("probe", "127.0.0.1", "-p", str(port), "--service", "ntp", "--json").stdout)[0]
+    finally:
+        stop(proc)
+    state = clock_state()
+    assert state is not None
+    detail = doc["reply"]["detail"]
+    expected = (0, 10) if state.synchronized else (3, 16)
+    assert (detail["leap"], detail["stratum"]) == expected
