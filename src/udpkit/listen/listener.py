@@ -517,7 +517,7 @@ class Listener:
     def _drain_timed(self, index: int, sock: socket.socket) -> bool:
         """The plain path with each datagram's kernel receive time (``SO_TIMESTAMPNS``), for a time
         service on a socket bound to one address: ``recvmsg``, the responder, ``sendto``."""
-        recvmsg, answer = sock.recvmsg, self._plain_answerer(index, sock, timed=True)
+        recvmsg, answer = sock.recvmsg, self._plain_answerer(index, sock)
         space = _TIMESTAMP_SPACE
         for _ in range(BATCH):
             try:
@@ -535,7 +535,7 @@ class Listener:
                 return True
         return False
 
-    def _plain_answerer(self, index: int, sock: socket.socket, *, timed: bool = False) -> Callable[..., bool]:
+    def _plain_answerer(self, index: int, sock: socket.socket) -> Callable[..., bool]:
         """The per-datagram work of the plain paths: count, answer with ``sendto``; the function
         returns ``True`` once ``count`` datagrams have been handled."""
         sendto, handle = sock.sendto, self.responder.handle

@@ -66,6 +66,8 @@ PROBES: dict[str, Callable[[], ServiceProbe]] = {
     "quic": QuicProbe,
 }
 
+_BY_PORT = {number: name for name, number in PORTS.items() if name in PROBES}
+
 #: ``--service all``: the order in which silent ports are asked, most often met first.
 LIKELY = ["dns", "ntp", "snmp", "ssdp", "stun", "memcached", "netbios-ns", "mdns", "quic", "echo", "daytime", "time"]
 
@@ -78,7 +80,7 @@ def probe_for(service: str, port: int, query: str | None = None) -> ServiceProbe
         return None
     name = service
     if service == "auto":
-        name = next((known for known, number in PORTS.items() if number == port and known in PROBES), "")
+        name = _BY_PORT.get(port, "")
         if not name:
             return None
     if name not in PROBES:
