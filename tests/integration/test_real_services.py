@@ -159,3 +159,16 @@ def test_sync_state_reports_the_host_clocks_real_state(ns: Netns) -> None:
     detail = doc["reply"]["detail"]
     expected = (0, 10) if state.synchronized else (3, 16)
     assert (detail["leap"], detail["stratum"]) == expected
+
+
+def test_what_the_server_reports_is_configurable(ns: Netns) -> None:
+    port = free_port()
+    proc = serve(ns, f"127.0.0.1:{port}", "--respond", "ntp", "--stratum", "3", "--refid", "GPS", "--leap", "1",
+                 "--root-delay", "0.25", "--root-dispersion", "0.5")
+    try:
+        doc = json.loads(ns.udpkit("probe", "127.0.0.1", "-p", str(port), "--service", "ntp", "--json").stdout)[0]
+    finally:
+        stop(proc)
+    detail = doc["reply"]["detail"]
+    assert (detail["stratum"], detail["refid"], detail["leap"]) == (3, "GPS", 1)
+    assert (detail["root_delay_ms"], detail["root_dispersion_ms"]) == (250.0, 500.0)

@@ -13,7 +13,7 @@ FLAGS = {
     "ss": "-4 -6 -u -l -a -n -p -e -m -H -O -f -A -F -o -i --cgroup --json --backend -h --help",
     "listen": "-4 -6 --respond --dual-stack --ipv6only --reuseaddr --reuseport --bind-device --rcvbuf --out "
               "--format --fork --idle-timeout --max-peers --allow --relay --user --workers --count --duration "
-              "--stratum --refid --leap --sync-state --rate-limit --zone --origin -h --help",
+              "--stratum --refid --leap --root-delay --root-dispersion --sync-state --rate-limit --zone --origin -h --help",
     "socat": "-v -T -t -h UDP4-LISTEN: UDP6-LISTEN: UDP-RECVFROM: UDP4: UDP6: STDIO /dev/null",
     "nc": "-4 -6 -u -v -z -n -w -s -p -l -d -q -h",
     "probe": "-p -4 -6 --timeout --retries --rate --service --query --payload --payload-hex --payload-file "

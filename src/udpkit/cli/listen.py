@@ -46,6 +46,9 @@ def build_parser() -> Parser:
     svc.add_argument("--stratum", type=int, default=10, metavar="N", help="NTP stratum to report (default 10, refid LOCL)")
     svc.add_argument("--refid", default="LOCL", metavar="ID", help="NTP reference id, up to four letters")
     svc.add_argument("--leap", type=int, choices=range(4), default=0, help="NTP leap indicator to report")
+    svc.add_argument("--root-delay", type=float, default=0.0, metavar="S", help="NTP root delay to report (seconds)")
+    svc.add_argument("--root-dispersion", type=float, default=0.001, metavar="S",
+                     help="NTP root dispersion to report (seconds; default 0.001)")
     svc.add_argument("--sync-state", action="store_true",
                      help="NTP: report the host clock's real state (adjtimex): unsynchronized -> leap 3, "
                           "its error bound as root dispersion")
@@ -158,7 +161,9 @@ def build_responder(args: Any) -> Responder:
         from udpkit.net.clock import clock_state, measure_precision
         from udpkit.services.ntp import LEAP_UNSYNCHRONIZED, NtpResponder
 
-        leap, dispersion, stratum = args.leap, 0.001, args.stratum
+        if args.root_delay < 0 or args.root_dispersion < 0:
+            raise UsageError("--root-delay and --root-dispersion cannot be negative")
+        leap, dispersion, stratum = args.leap, args.root_dispersion, args.stratum
         if args.sync_state:
             state = clock_state()
             if state is not None:
@@ -167,7 +172,7 @@ def build_responder(args: Any) -> Responder:
                     leap, stratum = LEAP_UNSYNCHRONIZED, 16
         try:
             return NtpResponder(stratum=stratum, refid=args.refid.encode("ascii", "replace")[:4], leap=leap,
-                                root_dispersion=dispersion, precision=measure_precision(),
+                                root_delay=args.root_delay, root_dispersion=dispersion, precision=measure_precision(),
                                 rate_limit=args.rate_limit)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
