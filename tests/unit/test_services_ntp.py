@@ -96,3 +96,12 @@ def test_the_probe_reads_a_kiss_code() -> None:
 def test_the_request_is_a_48_byte_sntp_v4_client_packet() -> None:
     first, stratum = struct.unpack_from("!BB", NtpProbe().build(NOW))
     assert (first >> 3 & 7, first & 7, stratum) == (4, 3, 0)
+
+
+def test_the_client_limiter_refills_at_its_rate() -> None:
+    from udpkit.services.ratelimit import ClientLimiter
+
+    limiter = ClientLimiter(2.0)
+    assert [limiter.admit("a", 0.0) for _ in range(5)] == [True] * 4 + [False]  # a burst of twice the rate
+    assert limiter.admit("a", 0.5) and not limiter.admit("a", 0.5)  # one token back in half a second
+    assert limiter.notice("a", 0.5) and not limiter.notice("a", 1.0) and limiter.notice("a", 1.6)

@@ -7,12 +7,12 @@ passes; that is nc's behaviour and it is kept. ``udpkit probe`` is the command t
 from __future__ import annotations
 
 import socket
-import sys
 import time
 from collections.abc import Sequence
 from typing import BinaryIO, TextIO
 
 from udpkit.cli._getopt import getopt
+from udpkit.cli._stdio import stdin_fd
 from udpkit.compat.nc import NC_OPTIONS, NcPlan, bound_line, parse_nc, received_line, succeeded_line, udptest
 from udpkit.errors import UdpkitError
 from udpkit.net import HostNotFound, accept_first, bind_passive, connect_udp, pump
@@ -84,7 +84,7 @@ def _converse(sock: socket.socket, plan: NcPlan, out: TextIO) -> None:
     sink: BinaryIO | None = getattr(out, "buffer", None)
     if sink is None:
         raise UdpkitError("standard output does not take bytes here")
-    source = None if plan.detach else _stdin_fd()
+    source = None if plan.detach else stdin_fd()
     linger = None if plan.quit_after is None else float(plan.quit_after)
     pump(sock, source, sink, linger=linger, idle=None if plan.timeout is None else float(plan.timeout))
 
@@ -116,10 +116,3 @@ def _listen(plan: NcPlan, out: TextIO, err: TextIO) -> int:
             err.flush()
         _converse(sock, plan, out)
     return 0
-
-
-def _stdin_fd() -> int | None:
-    try:
-        return sys.stdin.fileno() if sys.stdin is not None else None
-    except (OSError, ValueError):
-        return None

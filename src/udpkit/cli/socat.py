@@ -8,10 +8,10 @@ The tutorial's ``socat UDP4-LISTEN:123,fork /dev/null`` and ``socat UDP6-LISTEN:
 from __future__ import annotations
 
 import socket
-import sys
 from collections.abc import Sequence
 from typing import BinaryIO, TextIO
 
+from udpkit.cli._stdio import stdin_fd as _stdin_fd
 from udpkit.cli.listen import drop_privileges, install_signals
 from udpkit.compat.socat import ClientPlan, SocatPlan, parse_socat
 from udpkit.errors import UdpkitError, UsageError
@@ -149,13 +149,6 @@ def run_client(plan: ClientPlan, idle: float | None, linger: float, out: TextIO)
         sock.connect(address)
         pump(sock, stdin_fd, sink, linger=linger, idle=idle)
     return 0
-
-
-def _stdin_fd() -> int | None:
-    try:
-        return sys.stdin.fileno() if sys.stdin is not None else None
-    except (OSError, ValueError):
-        return None
 
 
 def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:

@@ -21,7 +21,6 @@ import ipaddress
 import os
 import select
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,10 +32,12 @@ from udpkit.listen.sessions import Session, SessionKey, SessionTable
 from udpkit.listen.sinks import Sink
 from udpkit.net import (
     MAX_DATAGRAM,
+    TIMESTAMP_SPACE,
     BindOptions,
     Datagram,
     bind_udp,
     count_and_forget,
+    kernel_time,
     receive,
     send_reply,
     socket_drops,
@@ -46,9 +47,6 @@ from udpkit.services import Responder, responder
 __all__ = ["Listener", "ListenerStats"]
 
 BATCH = 64
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-_TIMESPEC = struct.Struct("=qq")  # struct timespec on 64-bit Linux
-_TIMESTAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 _GONE = ("gone", None)
 _IN, _BYTES_IN, _OUT, _BYTES_OUT, _REPLY_DROPS, _TRUNCATED, _REFUSED = range(7)
 
@@ -518,7 +516,7 @@ class Listener:
         """The plain path with each datagram's kernel receive time (``SO_TIMESTAMPNS``), for a time
         service on a socket bound to one address: ``recvmsg``, the responder, ``sendto``."""
         recvmsg, answer = sock.recvmsg, self._plain_answerer(index, sock)
-        space = _TIMESTAMP_SPACE
+        space = TIMESTAMP_SPACE
         for _ in range(BATCH):
             try:
                 data, ancillary, _flags, peer = recvmsg(MAX_DATAGRAM, space)
@@ -526,12 +524,7 @@ class Listener:
                 break
             except ConnectionRefusedError:
                 continue
-            now = None
-            for _level, kind, value in ancillary:
-                if kind == SO_TIMESTAMPNS and len(value) >= 16:
-                    sec, nsec = _TIMESPEC.unpack_from(value)
-                    now = sec + nsec / 1e9
-            if answer(data, peer, now):
+            if answer(data, peer, kernel_time(ancillary)):
                 return True
         return False
 

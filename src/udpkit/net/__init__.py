@@ -7,7 +7,16 @@ from udpkit.net.connect import HostNotFound, accept_first, bind_passive, connect
 from udpkit.net.errqueue import IcmpError, enable_errors, icmp_reason, read_errors
 from udpkit.net.probing import ProbeSocket, is_local
 from udpkit.net.pump import pump
-from udpkit.net.rx import MAX_DATAGRAM, Datagram, count_and_forget, receive, send_reply, socket_drops
+from udpkit.net.rx import (
+    MAX_DATAGRAM,
+    TIMESTAMP_SPACE,
+    Datagram,
+    count_and_forget,
+    kernel_time,
+    receive,
+    send_reply,
+    socket_drops,
+)
 
 __all__ = [
     "BindOptions",
@@ -16,6 +25,7 @@ __all__ = [
     "IcmpError",
     "MAX_DATAGRAM",
     "ProbeSocket",
+    "TIMESTAMP_SPACE",
     "accept_first",
     "bind_passive",
     "bind_udp",
@@ -24,6 +34,7 @@ __all__ = [
     "enable_errors",
     "icmp_reason",
     "is_local",
+    "kernel_time",
     "pump",
     "read_errors",
     "receive",

@@ -15,10 +15,12 @@ from typing import Any, NamedTuple
 
 from udpkit.net.bind import IP_PKTINFO, SO_RXQ_OVFL, SO_TIMESTAMPNS
 
-__all__ = ["Datagram", "count_and_forget", "receive", "send_reply", "socket_drops"]
+__all__ = ["Datagram", "TIMESTAMP_SPACE", "count_and_forget", "kernel_time", "receive", "send_reply", "socket_drops"]
 
 IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
 _TIMESPEC = struct.Struct("=qq")  # struct timespec on 64-bit Linux
+#: The control buffer ``recvmsg`` needs for ``SO_TIMESTAMPNS`` alone.
+TIMESTAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 _U32 = struct.Struct("=I")
 _IN_PKTINFO = struct.Struct("=i4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr
 _IN6_PKTINFO = struct.Struct("=16si")  # ipi6_addr, ipi6_ifindex
@@ -145,3 +147,12 @@ def send_reply(sock: socket.socket, payload: bytes, peer: tuple[str, int], sourc
             return False
         raise
     return True
+
+
+def kernel_time(control: list[tuple[int, int, bytes]]) -> float | None:
+    """The ``SO_TIMESTAMPNS`` receive time (UNIX seconds) in ``recvmsg``'s ancillary data, if any."""
+    for level, kind, value in control:
+        if level == _SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
+            sec, nsec = _TIMESPEC.unpack_from(value)
+            return float(sec + nsec / 1e9)
+    return None

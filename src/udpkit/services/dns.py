@@ -31,6 +31,7 @@ import dns.zone
 from udpkit.addr import Endpoint
 from udpkit.errors import UsageError
 from udpkit.services.base import Evidence, Reply
+from udpkit.services.ratelimit import ClientLimiter
 
 __all__ = ["DnsProbe", "DnsResponder", "load_zone"]
 
@@ -110,7 +111,7 @@ class DnsResponder:
             # its privileges and can no longer read the library's files
             dns.rdata.get_rdata_class(dns.rdataclass.IN, dns.rdatatype.from_text(kind))  # type: ignore[no-untyped-call]
         self.rate_limit = rate_limit
-        self._buckets: OrderedDict[str, list[float]] = OrderedDict()
+        self._limiter = None if rate_limit is None else ClientLimiter(rate_limit)
         self.stats = {"answered": 0, "nxdomain": 0, "refused": 0, "formerr": 0, "silent": 0, "truncated": 0,
                       "rate_limited": 0}
 
@@ -122,7 +123,7 @@ class DnsResponder:
         if flags & 0x8000:  # a response: never answer one (reflection loops)
             self.stats["silent"] += 1
             return None
-        if not self._admit(peer.ip, now):
+        if self._limiter is not None and not self._limiter.admit(peer.ip, now):
             self.stats["rate_limited"] += 1
             return None
         try:
@@ -195,24 +196,6 @@ class DnsResponder:
         soa = zone.get_rdataset(zone.origin, dns.rdatatype.SOA)
         if soa is not None:
             response.authority.append(dns.rrset.from_rdata_list(zone.origin, soa.ttl, list(soa)))
-
-    def _admit(self, ip: str, now: float) -> bool:
-        if self.rate_limit is None:
-            return True
-        burst = max(1.0, 2 * self.rate_limit)
-        bucket = self._buckets.get(ip)
-        if bucket is None:
-            bucket = self._buckets[ip] = [burst, now]
-            if len(self._buckets) > 65536:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(ip)
-        bucket[0] = min(burst, bucket[0] + max(0.0, now - bucket[1]) * self.rate_limit)
-        bucket[1] = now
-        if bucket[0] >= 1:
-            bucket[0] -= 1
-            return True
-        return False
 
 
 def _formerr(ident: int, flags: int) -> bytes:

@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 from udpkit.addr import Endpoint
 from udpkit.services.base import Evidence, Reply
+from udpkit.services.ratelimit import ClientLimiter
 
 __all__ = ["NTP_EPOCH_OFFSET", "NtpPacket", "NtpProbe", "NtpResponder", "decode_packet", "from_ntp", "to_ntp"]
 
@@ -109,7 +110,7 @@ class NtpResponder:
         self.stratum, self.refid, self.leap = stratum, refid.ljust(4, b"\0")[:4], leap
         self.root_delay, self.root_dispersion, self.precision = root_delay, root_dispersion, precision
         self.rate_limit = rate_limit
-        self._buckets: OrderedDict[str, list[float]] = OrderedDict()  # ip -> [tokens, last, last kiss]
+        self._limiter = None if rate_limit is None else ClientLimiter(rate_limit)
         self.stats = {"answered": 0, "kiss_rate": 0, "short": 0, "mode": 0, "version": 0, "rate_limited": 0}
         self._heads: dict[tuple[int, int], bytes] = {}  # (version, poll) -> the reply's first 16 bytes
         self._ref_second, self._ref = -1, b""
@@ -129,16 +130,14 @@ class NtpResponder:
             self.stats["version"] += 1
             return None
         transmit = datagram[40:48]
-        if self.rate_limit is not None:
-            allowed, kiss = self._admit(peer.ip, now)
-            if not allowed:
-                if not kiss:
-                    self.stats["rate_limited"] += 1
-                    return None
-                self.stats["kiss_rate"] += 1
-                return encode_packet(NtpPacket(LEAP_UNSYNCHRONIZED, version, MODE_SERVER, 0, datagram[2],
-                                               self.precision, 0.0, 0.0, b"RATE", 0,
-                                               int.from_bytes(transmit, "big"), 0, 0))
+        if self._limiter is not None and not self._limiter.admit(peer.ip, now):
+            if not self._limiter.notice(peer.ip, now):
+                self.stats["rate_limited"] += 1
+                return None
+            self.stats["kiss_rate"] += 1
+            return encode_packet(NtpPacket(LEAP_UNSYNCHRONIZED, version, MODE_SERVER, 0, datagram[2],
+                                           self.precision, 0.0, 0.0, b"RATE", 0, int.from_bytes(transmit, "big"),
+                                           0, 0))
         self.stats["answered"] += 1
         poll = datagram[2]
         key = (version, poll)
@@ -159,28 +158,6 @@ class NtpResponder:
         if len(reply) != PACKET.size or reply[1] == 0:  # a kiss-o'-death keeps its zero timestamps
             return reply
         return reply[:40] + _STAMP.pack(to_ntp(now))
-
-    def _admit(self, ip: str, now: float) -> tuple[bool, bool]:
-        """(answer?, if not: send a kiss?) under a per-client token bucket."""
-        if self.rate_limit is None:
-            return True, False
-        burst = max(1.0, 2 * self.rate_limit)
-        bucket = self._buckets.get(ip)
-        if bucket is None:
-            bucket = self._buckets[ip] = [burst, now, -math.inf]
-            if len(self._buckets) > 65536:
-                self._buckets.popitem(last=False)  # forget the longest-unseen client
-        else:
-            self._buckets.move_to_end(ip)
-        bucket[0] = min(burst, bucket[0] + max(0.0, now - bucket[1]) * self.rate_limit)
-        bucket[1] = now
-        if bucket[0] >= 1:
-            bucket[0] -= 1
-            return True, False
-        if now - bucket[2] >= 1.0:
-            bucket[2] = now
-            return False, True
-        return False, False
 
 
 class NtpProbe:
