@@ -15,12 +15,13 @@ STDLIB = set(sys.stdlib_module_names)
 ALLOWED = {
     "errors": set(),
     "addr": {"errors"},
-    "services": {"errors", "addr"},
+    "files": {"errors"},
+    "services": {"errors", "addr", "files"},
     "net": {"errors", "addr"},
     "inventory": {"errors", "addr"},
-    "listen": {"services", "net", "errors", "addr"},
+    "listen": {"services", "net", "errors", "addr", "files"},
     "probe": {"services", "net", "errors", "addr"},
-    "compat": {"listen", "probe", "errors", "addr"},
+    "compat": {"listen", "probe", "net", "errors", "addr", "files"},
 }
 
 
@@ -55,7 +56,7 @@ def test_layers_import_only_what_design_md_allows(path: Path) -> None:
                 continue
             assert target != "cli", f"{path.name} imports the CLI"
             assert target == mine or target in ALLOWED.get(mine, set()), f"{mine} may not import udpkit.{target}"
-        elif mine in ("errors", "addr", "inventory", "net"):
+        elif mine in ("errors", "addr", "files", "inventory", "net"):
             assert top in STDLIB, f"{path.name} imports the third-party {top}: the core stays dependency-free"
 
 
@@ -74,3 +75,29 @@ def test_the_library_never_prints_or_exits() -> None:
             continue
         text = path.read_text()
         assert "print(" not in text and "sys.exit" not in text, path.name
+
+
+def _calls(tree: ast.AST) -> list[ast.Call]:
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(SRC)))
+def test_only_net_makes_sockets(path: Path) -> None:
+    """Every socket goes through ``net/`` (and the inventory's netlink backend, which is its own I/O)."""
+    if part(path) in ("net", "inventory"):
+        return
+    for call in _calls(ast.parse(path.read_text())):
+        func = call.func
+        made = isinstance(func, ast.Attribute) and func.attr == "socket" and getattr(func.value, "id", None) == "socket"
+        assert not made, f"{path.relative_to(SRC)}:{call.lineno} makes a socket outside net/"
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(SRC)))
+def test_no_package_reaches_into_another_packages_private_modules(path: Path) -> None:
+    mine = part(path)
+    for name in imported(path):
+        parts = name.split(".")
+        if parts[0] != "udpkit" or len(parts) < 3:
+            continue
+        private = any(piece.startswith("_") for piece in parts[2:])
+        assert not (private and parts[1] != mine), f"{path.relative_to(SRC)} imports the private {name}"

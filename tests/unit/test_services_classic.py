@@ -50,7 +50,7 @@ def test_the_classic_probes_recognise_their_own_answers_only() -> None:
     assert daytime.classify(b"Friday, November 27, 2026 20:13:03-UTC\r\n", 0.0).detail["text"].startswith("Friday")
     assert daytime.classify(b"\x00\x01", 0.0) is None
     now = 1_795_810_393.0
-    answer = Time().handle(b"", None, now + 5)  # type: ignore[arg-type]
+    answer = Time().handle(b"", PEER, now + 5)
     assert time_probe.classify(answer, now).detail["offset_s"] == 5
     assert time_probe.classify(b"123", now) is None
 
@@ -59,7 +59,7 @@ def test_the_time_probe_unwraps_across_the_2036_era() -> None:
     from udpkit.services.classic import TimeProbe
 
     after_wrap = 2**32 - RFC868_EPOCH_OFFSET + 10  # UNIX time just after RFC 868's counter wraps
-    answer = Time().handle(b"", None, after_wrap)  # type: ignore[arg-type]
+    answer = Time().handle(b"", PEER, after_wrap)
     assert TimeProbe().classify(answer, after_wrap - 20).detail["offset_s"] == 20
 
 

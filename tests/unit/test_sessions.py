@@ -16,7 +16,7 @@ def session(port: int) -> Session:
 
 
 def test_activity_reorders_and_idle_sessions_expire_from_the_front() -> None:
-    table = SessionTable(idle_timeout=10, max_peers=3)
+    table = SessionTable(idle_timeout=10, max_sessions=3)
     for port, now in ((1, 0.0), (2, 1.0), (3, 2.0)):
         table.add(session(port), now)
     assert table.full() and table.total == 3

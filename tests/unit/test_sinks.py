@@ -35,7 +35,9 @@ def test_jsonl_is_one_object_per_line() -> None:
 def test_raw_is_the_payload_and_pcap_starts_with_a_file_header() -> None:
     assert format_record("raw", 0, PEER, LOCAL, b"abc") == b"abc"
     buf = io.BytesIO()
-    Sink(buf, "pcap").write(0, PEER, LOCAL, b"abc")
+    sink = Sink(buf, "pcap")
+    sink.write(0, PEER, LOCAL, b"abc")
+    sink.flush()
     assert buf.getvalue()[:4] == bytes.fromhex("4d3cb2a1") and buf.getvalue().endswith(b"abc")
     with pytest.raises(UsageError):
         Sink(io.BytesIO(), "xml")

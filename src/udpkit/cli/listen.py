@@ -3,25 +3,32 @@
 from __future__ import annotations
 
 import ipaddress
-import json
-import os
+import math
 import pwd
-import signal
 import socket
-from collections.abc import Callable, Sequence
-from types import FrameType
+from collections.abc import Sequence
 from typing import Any, BinaryIO, TextIO
 
 from udpkit.addr import Endpoint, parse_address
 from udpkit.cli._argparse import Parser
-from udpkit.errors import PermissionDenied, UdpkitError, UsageError
-from udpkit.listen import FORMATS, Listener, ListenerStats, Sink
+from udpkit.errors import UdpkitError, UsageError
+from udpkit.files import open_output
+from udpkit.listen import (
+    DEFAULT_IDLE_TIMEOUT,
+    FORMATS,
+    Listener,
+    ListenerStats,
+    Sink,
+    Workers,
+    drop_privileges,
+    install_signals,
+    resolve_user,
+)
 from udpkit.net import BindOptions
-from udpkit.services import RESPONDERS, Responder, responder
+from udpkit.net.bind import unprivileged_port_start
+from udpkit.services import RESPONDERS, Responder
 
-__all__ = ["drop_privileges", "endpoints_for", "install_signals", "run"]
-
-_Handler = Callable[[int, FrameType | None], Any] | int | None
+__all__ = ["endpoints_for", "report_to", "run", "serve_until_stopped", "switch_user"]
 
 EPILOG = """\
 examples:
@@ -43,17 +50,25 @@ def build_parser() -> Parser:
     p.add_argument("--respond", default="discard", choices=sorted([*RESPONDERS, "dns"]),
                    help="the service to run (default: discard)")
     svc = p.add_argument_group("ntp and dns")
-    svc.add_argument("--stratum", type=int, default=10, metavar="N", help="NTP stratum to report (default 10, refid LOCL)")
+    svc.add_argument("--stratum", type=_positive_int, default=10, metavar="N",
+                     help="NTP stratum to report, 1..15 (default 10, refid LOCL)")
     svc.add_argument("--refid", default="LOCL", metavar="ID", help="NTP reference id, up to four letters")
     svc.add_argument("--leap", type=int, choices=range(4), default=0, help="NTP leap indicator to report")
-    svc.add_argument("--root-delay", type=float, default=0.0, metavar="S", help="NTP root delay to report (seconds)")
-    svc.add_argument("--root-dispersion", type=float, default=0.001, metavar="S",
+    svc.add_argument("--root-delay", type=_seconds, default=0.0, metavar="S", help="NTP root delay to report (seconds)")
+    svc.add_argument("--root-dispersion", type=_seconds, default=0.001, metavar="S",
                      help="NTP root dispersion to report (seconds; default 0.001)")
     svc.add_argument("--sync-state", action="store_true",
                      help="NTP: report the host clock's real state (adjtimex): unsynchronized -> leap 3, "
                           "its error bound as root dispersion")
-    svc.add_argument("--rate-limit", type=_positive_float, metavar="PER_S",
-                     help="answers a second per client (NTP: then kiss-o'-death RATE; DNS: then silence)")
+    svc.add_argument("--rate-limit", type=_rate, metavar="PER_S",
+                     help="answers a second per client address; 0 turns it off. Default: echo, daytime and time"
+                          " 100 (a burst of 200: a reflection loop between two services dies within"
+                          " milliseconds), dns 20 (BIND-style RRL: then silence, every 2nd time a truncated"
+                          " answer), ntp none (it never answers a server, nor more bytes than it got; with a"
+                          " limit, kiss-o'-death RATE)")
+    svc.add_argument("--low-ports", action="store_true",
+                     help="echo, daytime, time: also answer peers whose source port is below 1024 (refused"
+                          " by default: another service's port, the start of a reflection loop)")
     svc.add_argument("--zone", action="append", metavar="FILE",
                      help="DNS: a zone (RFC 1035 master file, or a hosts file) to answer for; repeatable")
     svc.add_argument("--origin", metavar="NAME", help="DNS: the zone's origin, for files without $ORIGIN")
@@ -72,24 +87,49 @@ def build_parser() -> Parser:
     p.add_argument("--format", choices=FORMATS, default=None, help="how --out records datagrams (default: text)")
     p.add_argument("--fork", action="store_true",
                    help="a session per peer: its own socket, connected to it (socat's fork, in one process)")
-    p.add_argument("--idle-timeout", type=_positive_float, metavar="S", help="end a session after S quiet seconds")
-    p.add_argument("--max-peers", type=_positive_int, metavar="N", help="at most N sessions; the least recently active goes first")
+    p.add_argument("--idle-timeout", type=_seconds, metavar="S",
+                   help=f"end a session after S quiet seconds (default {DEFAULT_IDLE_TIMEOUT:.0f}; 0: never)")
+    p.add_argument("--max-peers", type=_positive_int, metavar="N",
+                   help="at most N sessions; the least recently active goes first (default: what the open-files"
+                        " limit allows, less a margin: 896 sessions under ulimit -n 1024)")
     p.add_argument("--allow", action="append", type=_network, metavar="CIDR",
                    help="accept datagrams only from these networks (repeatable; socat's range=)")
     p.add_argument("--relay", metavar="HOST:PORT",
                    help="forward each peer's datagrams to HOST:PORT through its own socket and send the answers back")
     p.add_argument("--count", type=_positive_int, metavar="N", help="stop after N datagrams")
     p.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
-    p.add_argument("--user", metavar="USER", help="after binding, drop root privileges to USER")
+    p.add_argument("--user", metavar="USER",
+                   help="after binding, drop root privileges to USER (keeping only CAP_NET_BIND_SERVICE when"
+                        " --fork sessions need a port below 1024); --out is then opened as USER")
     p.add_argument("--workers", type=_positive_int, default=1, metavar="N",
                    help="N processes sharing each port with SO_REUSEPORT (for machines with more cores)")
     return p
 
 
 def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise UsageError(f"expected a positive whole number, got {text!r}")
+    if not text.isdigit() or not 1 <= int(text) <= 1 << 31:
+        raise UsageError(f"expected a whole number from 1 to {1 << 31}, got {text!r}")
     return int(text)
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or value > 1e9:
+        raise UsageError(f"expected a number from 0 to 1e9, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A finite number of seconds, 0 or more (``nan``, ``inf`` and ``1e400`` refused)."""
+    return _number(text)
+
+
+def _rate(text: str) -> float:
+    """Answers a second: 0 (off) or more, finite."""
+    return _number(text)
 
 
 def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -116,10 +156,7 @@ def resolve_relay(text: str) -> tuple[socket.AddressFamily, tuple[str, int]]:
 
 
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
+    value = _number(text)
     if not value > 0:
         raise UsageError(f"expected a positive number of seconds, got {text!r}")
     return value
@@ -140,29 +177,12 @@ def endpoints_for(addresses: Sequence[str], only: int | None, dual_stack: bool) 
     return chosen
 
 
-def drop_privileges(user: str) -> None:
-    """Become ``user`` (after binding). Everything the command still needs is imported already: a
-    Python installed where ``user`` may not read (e.g. under /root) could not import it later."""
-
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        raise UsageError(f"--user {user}: no such user") from None
-    if os.geteuid() != 0:
-        raise PermissionDenied(f"--user {user}: only root can change user")
-    os.setgroups([])
-    os.setgid(entry.pw_gid)
-    os.setuid(entry.pw_uid)
-
-
 def build_responder(args: Any) -> Responder:
     """The responder ``--respond`` names, with the options of NTP and DNS."""
     if args.respond == "ntp":
         from udpkit.net.clock import clock_state, measure_precision
         from udpkit.services.ntp import LEAP_UNSYNCHRONIZED, NtpResponder
 
-        if args.root_delay < 0 or args.root_dispersion < 0:
-            raise UsageError("--root-delay and --root-dispersion cannot be negative")
         leap, dispersion, stratum = args.leap, args.root_dispersion, args.stratum
         if args.sync_state:
             state = clock_state()
@@ -179,16 +199,52 @@ def build_responder(args: Any) -> Responder:
     if args.respond == "dns":
         if not args.zone:
             raise UsageError("--respond dns needs --zone FILE")
-        from udpkit.services.dns import DnsResponder, load_zone
+        from udpkit.services.dns import DEFAULT_RATE_LIMIT, DnsResponder, load_zone
 
-        try:
-            zones = [load_zone(path, args.origin) for path in args.zone]
-        except OSError as exc:
-            raise UsageError(f"--zone: {exc.strerror}: {exc.filename}") from None
-        return DnsResponder(zones, rate_limit=args.rate_limit)
+        zones = [load_zone(path, args.origin) for path in args.zone]
+        return DnsResponder(zones, rate_limit=DEFAULT_RATE_LIMIT if args.rate_limit is None else args.rate_limit)
     if args.zone:
         raise UsageError("--zone goes with --respond dns")
-    return responder(args.respond)
+    from udpkit.services import classic
+
+    if args.respond == "discard":
+        if args.rate_limit is not None:
+            raise UsageError("--rate-limit limits answers, and discard never answers")
+        return classic.Discard()
+    factory = {"echo": classic.Echo, "daytime": classic.Daytime, "time": classic.Time}[args.respond]
+    return factory(rate_limit=classic.DEFAULT_RATE_LIMIT if args.rate_limit is None else args.rate_limit,
+                   low_ports=args.low_ports)
+
+
+def switch_user(user: pwd.struct_passwd | None, listener: Listener, bound: Sequence[Endpoint]) -> None:
+    """Drop root for ``user`` after binding, keeping ``CAP_NET_BIND_SERVICE`` only if sessions will
+    bind the listening port again and it is a privileged one."""
+    if user is None:
+        return
+    keep = listener.config.sessions and any(0 < ep.port < unprivileged_port_start() for ep in bound)
+    drop_privileges(user, keep_bind=keep)
+
+
+def report_to(err: TextIO, name: str) -> Any:
+    """SIGUSR1's report: the statistics so far, one line on ``err``."""
+    def report(stats: ListenerStats) -> None:
+        err.write(f"{name}: {stats.summary()}\n")
+        err.flush()
+    return report
+
+
+def serve_until_stopped(listener: Listener, err: TextIO, name: str) -> ListenerStats:
+    """Serve with SIGINT/SIGTERM stopping and SIGUSR1 reporting; then say whether recording failed."""
+    previous = install_signals(listener, report_to(err, name))
+    try:
+        stats = listener.serve()
+    finally:
+        install_signals(listener, report_to(err, name), restore=previous)
+    sink = listener.sink
+    if sink is not None and sink.failure is not None:
+        err.write(f"{name}: recording stopped ({sink.failure}): {sink.recorded} datagrams recorded,"
+                  f" {sink.not_recorded} not\n")
+    return stats
 
 
 def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
@@ -198,128 +254,57 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     endpoints = endpoints_for(args.addresses, args.only, args.dual_stack)
     options = BindOptions(v6only=not args.dual_stack, reuseaddr=args.reuseaddr, reuseport=args.reuseport,
                           device=args.bind_device, rcvbuf=args.rcvbuf)
-    stream: BinaryIO | None = None
     if args.workers > 1:
         if args.out is not None:
             raise UsageError("--out records with one worker: drop --workers or --out")
+        if args.workers > 64:
+            raise UsageError("--workers: at most 64")
         options = options._replace(reuseport=True)
     relay = resolve_relay(args.relay) if args.relay else None
     if relay is not None and args.respond != "discard":
         raise UsageError("--relay forwards datagrams; it cannot be combined with --respond")
-    if (args.idle_timeout or args.max_peers) and not (args.fork or relay):
+    if (args.idle_timeout is not None or args.max_peers) and not (args.fork or relay):
         raise UsageError("--idle-timeout and --max-peers need --fork (or --relay)")
+    user = resolve_user(args.user) if args.user is not None else None
+    stdout = None
     sink = None
     if args.out is not None:
-        stream = getattr(out, "buffer", None) if args.out == "-" else _open_out(args.out, args.format or "text")
-        if stream is None:
-            raise UdpkitError("standard output does not take bytes here")
-        sink = Sink(stream, args.format or "text")
+        if args.out == "-":
+            stdout = getattr(out, "buffer", None)
+            if stdout is None:
+                raise UdpkitError("standard output does not take bytes here")
+        sink = Sink(stdout, args.format or "text")
     listener = Listener(endpoints, respond=build_responder(args), bind=options, count=args.count, duration=args.duration,
                         fork=args.fork, idle_timeout=args.idle_timeout, max_peers=args.max_peers,
                         allow=args.allow, relay=relay, sink=sink)
+    stream: BinaryIO | None = None
     try:
         bound = listener.open()
-        if args.user:
-            drop_privileges(args.user)
+        switch_user(user, listener, bound)
+        if sink is not None and stdout is None:
+            # opened after the drop, as the user the server runs as; a pcap file starts afresh
+            stream = open_output(args.out, truncate=(args.format == "pcap"))
+            sink.attach(stream)
         where = ", ".join(f"udp {ep}{' (v6only)' if ep.family == socket.AF_INET6 and not args.dual_stack else ''}"
                           for ep in bound)
         what = f"relay to {args.relay}" if relay else args.respond
-        err.write(f"udpkit listen: {what} on {where}{' (a session per peer)' if args.fork or relay else ''}\n")
+        sessions = ""
+        if listener.config.sessions:
+            idle = listener.config.idle_timeout
+            sessions = (f" (a session per peer, at most {listener.config.max_sessions},"
+                        f" ending after {'never' if idle is None else f'{idle:g} s'} idle)")
+        err.write(f"udpkit listen: {what} on {where}{sessions}\n")
         err.flush()
-        workers = _start_workers(args.workers - 1, listener, bound)
-        previous = install_signals(listener, err)
-        try:
-            stats = listener.serve()
-        finally:
-            install_signals(listener, err, restore=previous)
-        stats = _join_workers(workers, stats)
-        err.write(f"udpkit listen: {stats.summary()}{f' ({args.workers} workers)' if workers else ''}\n")
-        counted = getattr(listener.responder, "stats", None)  # NTP and DNS: what was answered, what dropped, why
-        if isinstance(counted, dict) and any(counted.values()):
+        workers = Workers(listener, args.workers - 1, bound)
+        stats = serve_until_stopped(listener, err, "udpkit listen")
+        stats = workers.join(stats)
+        err.write(f"udpkit listen: {stats.summary()}{f' ({args.workers} workers)' if args.workers > 1 else ''}\n")
+        counted = listener.capabilities.stats  # what the responder answered, what it refused, and why
+        if any(counted.values()):
             details = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in counted.items() if value)
             err.write(f"udpkit listen: {listener.responder.name}: {details}\n")
         return 0
     finally:
         listener.close()
-        if stream is not None and args.out != "-":
+        if stream is not None:
             stream.close()
-
-
-def _open_out(path: str, fmt: str) -> BinaryIO:
-    """Text records are appended to an existing file; a pcap file starts afresh (one file header)."""
-    try:
-        return open(path, "wb" if fmt == "pcap" else "ab")
-    except OSError as exc:
-        raise UdpkitError(f"cannot open {path}: {exc.strerror}") from None
-
-
-def _start_workers(count: int, listener: Listener, bound: list[Endpoint]) -> list[tuple[int, int]]:
-    """Fork ``count`` more processes, each with sockets of its own on the same ports (SO_REUSEPORT,
-    so the kernel spreads peers over them); each reports its statistics through a pipe at exit."""
-    workers = []
-    for _ in range(count):
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the worker: its own listener on the resolved ports, then report and leave
-            status = 1
-            try:
-                os.close(read_fd)
-                for sock in listener.sockets:
-                    sock.close()
-                mine = Listener(bound, respond=listener.responder, bind=listener.bind_options,
-                                count=listener.count, duration=listener.duration, fork=listener.sessions_on,
-                                idle_timeout=listener.idle_timeout, max_peers=listener.max_peers,
-                                allow=listener.allow, relay=listener.relay)
-                mine.open()
-                signal.signal(signal.SIGTERM, lambda signum, frame: mine.stop())
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                os.write(write_fd, json.dumps(mine.serve()._asdict()).encode())
-                mine.close()
-                status = 0
-            finally:
-                os._exit(status)
-        os.close(write_fd)
-        workers.append((pid, read_fd))
-    return workers
-
-
-def _join_workers(workers: list[tuple[int, int]], stats: ListenerStats) -> ListenerStats:
-    """Stop the workers (by the PIDs we forked) and add their statistics to ours."""
-    totals = stats._asdict()
-    for pid, read_fd in workers:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        chunks = []
-        while chunk := os.read(read_fd, 65536):
-            chunks.append(chunk)
-        os.close(read_fd)
-        os.waitpid(pid, 0)
-        if chunks:
-            for name, value in json.loads(b"".join(chunks)).items():
-                totals[name] += value
-    return ListenerStats(**totals)
-
-
-def install_signals(
-    listener: Listener, err: TextIO, name: str = "udpkit listen", restore: dict[int, _Handler] | None = None
-) -> dict[int, _Handler]:
-    """SIGINT/SIGTERM stop cleanly (the workers are stopped once ``serve`` returns); SIGUSR1 prints
-    the statistics so far. ``restore``: put back the handlers a previous call returned."""
-    if restore is not None:
-        for signum, handler in restore.items():
-            signal.signal(signum, handler)
-        return {}
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        listener.stop()
-
-    def report(signum: int, frame: FrameType | None) -> None:
-        err.write(f"{name}: {listener.stats.summary()}\n")
-        err.flush()
-
-    previous: dict[int, _Handler] = {}
-    for signum, handler in ((signal.SIGINT, stop), (signal.SIGTERM, stop), (signal.SIGUSR1, report)):
-        previous[signum] = signal.signal(signum, handler)
-    return previous

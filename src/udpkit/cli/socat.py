@@ -7,16 +7,17 @@ The tutorial's ``socat UDP4-LISTEN:123,fork /dev/null`` and ``socat UDP6-LISTEN:
 
 from __future__ import annotations
 
+import math
 import socket
 from collections.abc import Sequence
 from typing import BinaryIO, TextIO
 
 from udpkit.cli._stdio import stdin_fd as _stdin_fd
-from udpkit.cli.listen import drop_privileges, install_signals
-from udpkit.compat.socat import ClientPlan, SocatPlan, parse_socat
+from udpkit.cli.listen import serve_until_stopped, switch_user
+from udpkit.compat.socat import ClientPlan, parse_socat
+from udpkit.compat.socat_listen import listener_for, open_target
 from udpkit.errors import UdpkitError, UsageError
-from udpkit.listen import Listener, Sink
-from udpkit.net import BindOptions
+from udpkit.listen import resolve_user
 
 __all__ = ["run"]
 
@@ -68,7 +69,7 @@ def parse_argv(argv: Sequence[str]) -> tuple[bool, float | None, float, str, str
                 seconds = float(value)
             except ValueError:
                 raise UsageError(f"option {arg}: bad number {value!r}") from None
-            if seconds < 0 or (arg == "-T" and seconds == 0):
+            if not math.isfinite(seconds) or seconds < 0 or seconds > 1e9 or (arg == "-T" and seconds == 0):
                 raise UsageError(f"option {arg}: expected a positive number of seconds")
             if arg == "-T":
                 idle = seconds
@@ -85,52 +86,9 @@ def parse_argv(argv: Sequence[str]) -> tuple[bool, float | None, float, str, str
     return verbose, idle, linger, addresses[0], addresses[1]
 
 
-def build_listener(plan: SocatPlan, idle: float | None, stdout: BinaryIO | None,
-                   stdin_fd: int | None = None) -> tuple[Listener, BinaryIO | None]:
-    """The Listener a plan describes, and the file it writes to (the caller closes it)."""
-    target = plan.target
-    respond = "echo" if target.kind == "echo" else "discard"
-    if plan.mode == "recv" and target.kind in ("echo", "relay"):
-        raise UsageError("UDP-RECV only receives; use UDP-RECVFROM or UDP-LISTEN to answer")
-    relay = None
-    if target.kind == "relay":
-        assert target.host is not None and target.port is not None
-        try:
-            info = socket.getaddrinfo(target.host, target.port, target.family or 0, socket.SOCK_DGRAM)[0]
-        except (OSError, UnicodeError) as exc:
-            raise UsageError(f"cannot resolve {target.host}: {exc}") from None
-        relay = (info[0], (str(info[4][0]), int(info[4][1])))
-    stream: BinaryIO | None = None
-    sink = None
-    if target.kind in ("stdout", "stdio"):
-        if stdout is None:
-            raise UdpkitError("standard output does not take bytes here")
-        sink = Sink(stdout, "raw")
-    elif target.kind == "file":
-        assert target.path is not None
-        try:
-            stream = open(target.path, "wb" if target.truncate else ("r+b" if target.must_exist else "ab"))
-            stream.seek(0, 2)
-        except OSError as exc:
-            raise UdpkitError(f"cannot open {target.path}: {exc.strerror}") from None
-        sink = Sink(stream, "raw")
-    bind = BindOptions(v6only=plan.v6only, reuseaddr=plan.reuseaddr, reuseport=plan.reuseport,
-                       device=plan.device, rcvbuf=plan.rcvbuf)
-    sessions = plan.mode == "listen" and plan.fork
-    listener = Listener(
-        [plan.endpoint], respond=respond, bind=bind, sink=sink,
-        count=1 if plan.mode == "recvfrom" and not plan.fork else None,
-        fork=sessions, idle_timeout=idle if (sessions or relay) else None,
-        max_peers=plan.max_children, allow=plan.allow, relay=relay,
-        single_peer=plan.mode == "listen" and not plan.fork and relay is None,
-        input_fd=stdin_fd if target.kind == "stdio" else None,
-    )
-    return listener, stream
-
-
 def run_client(plan: ClientPlan, idle: float | None, linger: float, out: TextIO) -> int:
     """``socat - UDP4:HOST:PORT``: standard input out as datagrams, replies to standard output."""
-    from udpkit.net import pump
+    from udpkit.net import pump, upstream_socket
 
     target = plan.target
     assert target.host is not None and target.port is not None
@@ -145,8 +103,7 @@ def run_client(plan: ClientPlan, idle: float | None, linger: float, out: TextIO)
     sink = getattr(out, "buffer", None)
     if sink is None:
         raise UdpkitError("standard output does not take bytes here")
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.connect(address)
+    with upstream_socket(family, address) as sock:
         pump(sock, stdin_fd, sink, linger=linger, idle=idle)
     return 0
 
@@ -160,19 +117,19 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     plan = parse_socat(first, second)
     if isinstance(plan, ClientPlan):
         return run_client(plan, idle, linger, out)
-    listener, stream = build_listener(plan, idle, getattr(out, "buffer", None), _stdin_fd())
+    user = resolve_user(plan.user) if plan.user is not None else None
+    listener = listener_for(plan, idle, getattr(out, "buffer", None), _stdin_fd())
+    stream: BinaryIO | None = None
     try:
         bound = listener.open()
-        if plan.user:
-            drop_privileges(plan.user)
+        switch_user(user, listener, bound)
+        stream = open_target(plan)  # after the drop: as the user socat's su= names
+        if stream is not None and listener.sink is not None:
+            listener.sink.attach(stream)
         if verbose:
             err.write(f"udpkit socat: listening on udp {bound[0]}\n")
             err.flush()
-        previous = install_signals(listener, err, "udpkit socat")
-        try:
-            stats = listener.serve()
-        finally:
-            install_signals(listener, err, "udpkit socat", restore=previous)
+        stats = serve_until_stopped(listener, err, "udpkit socat")
         if verbose:
             err.write(f"udpkit socat: {stats.summary()}\n")
         return 0

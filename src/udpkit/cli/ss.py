@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, TextIO
 
 from udpkit.errors import UsageError
 from udpkit.inventory import Backend, SocketState, SocketTable, UdpSocket, scan_udp_sockets
-from udpkit.inventory._system import cgroup_path_for_id, service_name
+from udpkit.inventory import cgroup_path_for_id, service_name
 
 __all__ = ["SsOptions", "parse_args", "render_text", "run"]
 

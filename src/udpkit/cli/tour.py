@@ -20,7 +20,7 @@ from udpkit.addr import Endpoint
 from udpkit.cli._argparse import Parser
 from udpkit.errors import UsageError
 from udpkit.listen import Listener
-from udpkit.net import BindOptions
+from udpkit.net import BindOptions, free_port_pair
 
 __all__ = ["run"]
 
@@ -84,19 +84,10 @@ def _capture(run: Callable[[Sequence[str], TextIO, TextIO], int], argv: Sequence
 
 def _free_port() -> int:
     """A port free on both 0.0.0.0 and [::]."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as v4:
-            v4.bind(("0.0.0.0", 0))
-            port = int(v4.getsockname()[1])
-            try:
-                with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as v6:
-                    v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                    v6.bind(("::", port))
-            except OSError:
-                continue
-        if port >= 1024:
-            return port
-    raise UsageError("no free UDP port on both families")
+    port = free_port_pair()
+    if port is None:
+        raise UsageError("no free UDP port on both families")
+    return port
 
 
 def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:

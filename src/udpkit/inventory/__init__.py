@@ -6,6 +6,7 @@
 """
 
 from udpkit.inventory._listing import Backend, list_udp_sockets, scan_udp_sockets
+from udpkit.inventory._system import cgroup_path_for_id, service_name
 from udpkit.inventory._records import Process, SkMem, SocketState, UdpSocket
 from udpkit.inventory._table import SocketTable
 
@@ -16,6 +17,8 @@ __all__ = [
     "SocketState",
     "SocketTable",
     "UdpSocket",
+    "cgroup_path_for_id",
     "list_udp_sockets",
     "scan_udp_sockets",
+    "service_name",
 ]

@@ -1,35 +1,36 @@
-"""The listener: bound UDP sockets driven by a plain non-blocking loop over ``epoll``.
+"""The listener: bound UDP sockets served by a responder, a relay or a sink — the facade over the
+rooms of ``listen/`` (config, reactor, receive paths, sessions, statistics).
 
-Strategy: one ``epoll`` wait, then up to 64 ``recvmsg`` per ready socket before waiting again —
-no asyncio (nor ``selectors``' per-event objects) on the receive path (DESIGN.md §3 measured asyncio's datagram protocol keeping 16 % of
-a stream that a plain loop keeps 99.8 % of). Each datagram goes to the responder (a pure
-``services`` object), its replies go back from the address the datagram came to, and the sink
-records it. ``stop()`` may be called from any thread or a signal handler: it writes one byte to a
-wake-up pipe the loop also watches.
+Strategy: one ``epoll`` wait (:mod:`~udpkit.listen.reactor`), then up to 64 datagrams per ready
+socket on the path :func:`~udpkit.listen.paths.choose_path` picked for it. Each datagram goes to
+the responder (a pure ``services`` object), its replies go back from the address the datagram came
+to, and the sink records it.
 
-Sessions (socat's ``fork``, done in-process): the first datagram from a new peer opens a socket
-bound to the same local address and port and connected to that peer, so the kernel delivers that
-peer's later datagrams to it (a connected socket is the better match) and ``ss`` shows it ESTAB.
-The listening socket never closes, so there is no moment when the port is unbound; datagrams
-the peer sent before its session existed are still read from the listening socket and handed
-to the right session by the peer's address.
+In the field: nothing a peer sends or provokes ends the loop. Datagrams to multicast or broadcast
+addresses are recorded but never answered, opened a session for or relayed; an ICMP error that
+surfaces on a socket is counted (and ends that session only); a reply the kernel refuses is
+counted; a responder that fails on a datagram is counted; sessions are capped and expire by
+default (:mod:`~udpkit.listen.config`); distinct peers are counted in bounded memory.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
-import select
 import socket
-import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from functools import partial
+from typing import Any
 
 from udpkit.addr import Endpoint
-from udpkit.errors import UdpkitError, UsageError
+from udpkit.errors import UdpkitError
+from udpkit.listen import paths
+from udpkit.listen.config import ListenerConfig, Network
+from udpkit.listen.reactor import Reactor
 from udpkit.listen.sessions import Session, SessionKey, SessionTable
 from udpkit.listen.sinks import Sink
+from udpkit.listen.stats import Counters, ListenerStats, PeerTally
 from udpkit.net import (
     MAX_DATAGRAM,
     TIMESTAMP_SPACE,
@@ -37,63 +38,32 @@ from udpkit.net import (
     Datagram,
     bind_udp,
     count_and_forget,
+    error_name,
     kernel_time,
     receive,
     send_reply,
     socket_drops,
 )
 from udpkit.services import Responder, responder
+from udpkit.services.base import capabilities
 
 __all__ = ["Listener", "ListenerStats"]
 
 BATCH = 64
-_GONE = ("gone", None)
-_IN, _BYTES_IN, _OUT, _BYTES_OUT, _REPLY_DROPS, _TRUNCATED, _REFUSED = range(7)
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class ListenerStats(NamedTuple):
-    """What a listener has seen: datagrams and bytes in and out, distinct peers, sessions open now and
-    in all, datagrams refused by ``allow``, replies the kernel would not take, datagrams cut short,
-    and datagrams the kernel dropped because a receive queue was full (``SO_RXQ_OVFL``)."""
-
-    datagrams_in: int = 0
-    bytes_in: int = 0
-    datagrams_out: int = 0
-    bytes_out: int = 0
-    peers: int = 0
-    sessions_open: int = 0
-    sessions_total: int = 0
-    refused: int = 0
-    replies_dropped: int = 0
-    truncated: int = 0
-    kernel_drops: int = 0
-
-    def summary(self) -> str:
-        text = (
-            f"{self.datagrams_in} datagrams ({self.bytes_in} bytes) in, {self.datagrams_out} ({self.bytes_out} bytes)"
-            f" out, {self.peers} peer{'s' if self.peers != 1 else ''}, {self.kernel_drops} dropped by the kernel"
-        )
-        if self.sessions_total:
-            text += f", {self.sessions_total} sessions ({self.sessions_open} open)"
-        if self.refused:
-            text += f", {self.refused} refused"
-        return text
 
 
 class Listener:
     """Serve UDP on ``endpoints`` with a responder (or relay to an upstream); a context manager,
     runnable in the calling thread (``serve``) or a background one (``start``/``stop``/``join``).
 
-    ``fork``: a session per peer (see the module docstring); ``idle_timeout`` ends quiet sessions,
-    ``max_peers`` bounds them (the least recently active goes first); ``allow``: only these networks
-    may talk to us (socat's ``range=``); ``relay``: forward each peer's datagrams to this upstream
-    through the peer's own socket and send the answers back (sessions are implied);
-    ``single_peer``: socat's UDP-LISTEN without fork — the first peer's address is connected to the
-    listening socket and everyone else is refused by the kernel; ``input_fd``: what can be read
-    from this descriptor (standard input, for socat's STDIO) is sent to the latest peer, once
-    there is one.
+    ``fork``: a session per peer (see :mod:`~udpkit.listen.sessions`); ``idle_timeout`` ends quiet
+    sessions (default 60 s; 0: never), ``max_peers`` bounds them (default: what the open-files limit
+    allows; the least recently active goes first); ``allow``: only these networks may talk to us
+    (socat's ``range=``); ``relay``: forward each peer's datagrams to this upstream through the
+    peer's own socket and send the answers back (sessions are implied); ``single_peer``: socat's
+    UDP-LISTEN without fork — the first peer's address is connected to the listening socket and
+    everyone else is refused by the kernel; ``input_fd``: what can be read from this descriptor
+    (standard input, for socat's STDIO) is sent to the latest peer, once there is one.
     """
 
     def __init__(
@@ -113,97 +83,121 @@ class Listener:
         single_peer: bool = False,
         input_fd: int | None = None,
         clock: Callable[[], float] = time.time,
+        config: ListenerConfig | None = None,
     ) -> None:
-        if not endpoints:
-            raise UsageError("nothing to listen on")
-        if count is not None and count < 1:
-            raise UsageError("--count must be at least 1")
-        if duration is not None and duration <= 0:
-            raise UsageError("--duration must be positive")
-        if idle_timeout is not None and idle_timeout <= 0:
-            raise UsageError("--idle-timeout must be positive")
-        if max_peers is not None and max_peers < 1:
-            raise UsageError("--max-peers must be at least 1")
-        self.endpoints = list(endpoints)
+        if config is None:
+            config = ListenerConfig.checked(
+                tuple(endpoints), bind=bind, count=count, duration=duration, fork=fork, idle_timeout=idle_timeout,
+                max_sessions=max_peers, allow=tuple(allow) if allow else None, relay=relay,
+                single_peer=single_peer, input_fd=input_fd)
+        self.config = config
         self.responder = responder(respond) if isinstance(respond, str) else respond
-        self.sessions_on = fork or relay is not None
-        # Session sockets share the listening port: both sides need SO_REUSEADDR before binding.
-        self.bind_options = bind._replace(reuseaddr=True) if self.sessions_on else bind
-        # Nothing to answer or route, and at most the raw bytes to record: read datagrams without
-        # building an object for each (the listening sockets without sessions; the session sockets).
-        silent = not getattr(self.responder, "replies", True) and relay is None
-        raw_only = sink is None or sink.format == "raw"
-        self.input_fd = input_fd
-        self._fast_sessions = silent and raw_only and input_fd is None
-        self._fast_listening = self._fast_sessions and not self.sessions_on and not single_peer and allow is None
-        self._recording_only = (silent and sink is not None and sink.format != "raw" and not self.sessions_on
-                                and not single_peer and allow is None)
-        # Ask the kernel per datagram only for what is used: receive times for a recording or a
-        # time service, destination addresses to answer a wildcard-bound peer from the right one.
-        needs_time = (sink is not None and sink.format != "raw") or getattr(self.responder, "uses_time", True)
-        needs_local = sink is not None and sink.format != "raw"
-        self._timestamps = needs_time and not self._fast_listening
-        self._pktinfo_needed = needs_local or not silent
-        self.bind_options = self.bind_options._replace(timestamps=self._timestamps, pktinfo=False)
-        self._buffer = bytearray(65536)
+        self.capabilities = capabilities(self.responder)
         self.sink = sink
-        self.count = count
-        self.duration = duration
-        self.idle_timeout = idle_timeout
-        self.max_peers = max_peers
-        self.allow = list(allow) if allow else None
-        self.relay = relay
-        self.single_peer = single_peer
-        self._only_peer: tuple[str, int] | None = None
         self.clock = clock
+        caps = self.capabilities
+        self._silent = not caps.replies and config.relay is None
+        self._routed = config.sessions or config.single_peer or config.allow is not None or config.input_fd is not None
+        sink_format = None if sink is None else sink.format
+        # Ask the kernel per datagram only for what is used: receive times for a recording or a
+        # time service; destinations (per socket, see _options_for) to answer from the right address.
+        self._timestamps = (sink_format not in (None, "raw")) or (caps.uses_time and not self._silent)
+        bind_options = config.bind._replace(timestamps=self._timestamps, pktinfo=False)
+        # Session sockets share the listening port: both sides need SO_REUSEADDR before binding.
+        self.bind_options = bind_options._replace(reuseaddr=True) if config.sessions else bind_options
         self._sockets: list[socket.socket] = []
-        self._plain: list[bool] = []  # per listening socket: may it take the recvfrom/sendto path?
-        self._timed: list[bool] = []  # ... or the same with the kernel's receive time (NTP)
-        self._strays: list[tuple[int, Datagram]] = []
+        self._paths: list[str] = []
         self._bound: list[Endpoint] = []
-        self._wake_r, self._wake_w = -1, -1
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-        self._counts = [0] * 7
-        self._peers: set[tuple[str, int]] = set()
+        self._buffer = bytearray(65536)
+        self._reactor = Reactor()
+        self.counts = Counters()
+        self._peers = PeerTally()
         self._drops: dict[int, int] = {}
-        self._sessions = SessionTable(idle_timeout, max_peers)
-        self._poller: select.epoll | None = None
-        self._handlers: dict[int, tuple[str, Any]] = {}
+        self._sessions = SessionTable(config.idle_timeout, config.max_sessions)
         self._session_drops = 0  # the open sessions' sockets, as of the last look
-        self._single: socket.socket | None = None  # the socket _serve_one is blocked on
-        self._latest: SessionKey | None = None  # the latest peer (and its listening socket), for input_fd
-        self._stopping = False
         self._ended_session_drops = 0
+        self._strays: list[tuple[int, Datagram]] = []
+        self._only_peer: tuple[Any, ...] | None = None
+        self._single: socket.socket | None = None  # the socket _serve_blocking waits on
+        self._latest: SessionKey | None = None  # the latest peer (and its listening socket), for input_fd
+
+    # -- what the facade shows -------------------------------------------------------------------
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return list(self.config.endpoints)
+
+    @property
+    def bound(self) -> list[Endpoint]:
+        return list(self._bound)
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return list(self._sockets)
+
+    @property
+    def paths(self) -> list[str]:
+        """The receive path of each listening socket (``--debug`` shows them)."""
+        return list(self._paths)
+
+    @property
+    def stats(self) -> ListenerStats:
+        self._read_drops()
+        c = self.counts
+        faults = dict(c.faults)
+        if self.sink is not None and self.sink.not_recorded:
+            faults["not_recorded"] = self.sink.not_recorded
+        return ListenerStats(
+            datagrams_in=c.datagrams_in, bytes_in=c.bytes_in, datagrams_out=c.datagrams_out, bytes_out=c.bytes_out,
+            peers=len(self._peers), sessions_open=len(self._sessions), sessions_total=self._sessions.total,
+            refused=c.refused, replies_dropped=sum(v for k, v in faults.items() if k.startswith("reply_failed")),
+            truncated=c.truncated,
+            kernel_drops=sum(self._drops.values()) + self._ended_session_drops + self._session_drops,
+            peers_estimated=self._peers.estimated, faults=faults,
+        )
+
+    def session_peers(self) -> list[Endpoint]:
+        """The peers that have a session open now, least recently active first."""
+        return [s.peer for s in self._sessions]
+
+    def twin(self, endpoints: Sequence[Endpoint]) -> Listener:
+        """A listener like this one on ``endpoints`` (a ``--workers`` process's own), without the sink."""
+        from dataclasses import replace
+
+        return Listener((), respond=self.responder, clock=self.clock,
+                        config=replace(self.config, endpoints=tuple(endpoints)))
 
     # -- lifecycle -------------------------------------------------------------------------------
     def open(self) -> list[Endpoint]:
         """Bind every endpoint (all or none) and return where we really listen (port 0 resolved)."""
         shared_port = 0
+        sink_format = None if self.sink is None else self.sink.format
         try:
-            for ep in self.endpoints:
+            for ep in self.config.endpoints:
                 options = self._options_for(ep)
                 sock = self._bind_same_port(ep, shared_port, options) if ep.port == 0 else bind_udp(ep, options)
                 if ep.port == 0 and not shared_port:
                     shared_port = sock.getsockname()[1]
                 self._sockets.append(sock)
-                simple = not (options.pktinfo or self.sessions_on or self.single_peer or self.sink is not None
-                              or self.allow is not None or self.input_fd is not None)
-                self._plain.append(simple and not options.timestamps)
-                self._timed.append(simple and options.timestamps)
                 host, port = sock.getsockname()[:2]
                 self._bound.append(Endpoint(host, port, ep.family, self.bind_options.device or ep.interface))
+            for ep in self._bound:
+                self._paths.append(paths.choose_path(
+                    replies=not self._silent, uses_time=self.capabilities.uses_time, sink_format=sink_format,
+                    routed=self._routed, bound_ip=ep.ip, sockets=len(self._bound)))
         except BaseException:
             self.close()
             raise
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._reactor.open()
         return list(self._bound)
 
     def _options_for(self, ep: Endpoint) -> BindOptions:
-        """A wildcard-bound socket needs each datagram's destination address (to answer from it,
-        or to record it, or to bind a session to it); a socket bound to one address knows it."""
-        wildcard = ep.ip in ("0.0.0.0", "::")
-        return self.bind_options._replace(pktinfo=wildcard and (self._pktinfo_needed or self.sessions_on))
+        """A socket that receives for many addresses (a wildcard, a group) needs each datagram's
+        destination: to answer from it, to leave multicast and broadcast unanswered, to record it,
+        or to bind a session to it. A socket bound to one unicast address knows it."""
+        if paths.knows_destination(ep.ip):
+            return self.bind_options
+        wanted = not self._silent or self.config.sessions or (self.sink is not None and self.sink.format != "raw")
+        return self.bind_options._replace(pktinfo=wanted)
 
     def _bind_same_port(self, ep: Endpoint, port: int, options: BindOptions) -> socket.socket:
         """Port 0 on both families: give the second socket the port the kernel chose for the first,
@@ -215,26 +209,14 @@ class Listener:
                 pass
         return bind_udp(ep, options)
 
-    @property
-    def bound(self) -> list[Endpoint]:
-        return list(self._bound)
-
-    @property
-    def sockets(self) -> list[socket.socket]:
-        return list(self._sockets)
-
     def close(self) -> None:
         for session in self._sessions:
             self._end_session(session.key)
         for sock in self._sockets:
             sock.close()
         self._sockets.clear()
-        self._plain.clear()
-        self._timed.clear()
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                os.close(fd)
-        self._wake_r = self._wake_w = -1
+        self._paths.clear()
+        self._reactor.close()
         if self.sink is not None:
             self.sink.flush()
 
@@ -250,16 +232,11 @@ class Listener:
 
     def stop(self) -> None:
         """Ask the loop to finish (safe from another thread or a signal handler)."""
-        self._stopping = True
+        self._reactor.stop()
         single = self._single
         if single is not None:
             try:
                 single.shutdown(socket.SHUT_RD)  # wakes a blocked recvfrom; reception goes on
-            except OSError:
-                pass
-        if self._wake_w >= 0:
-            try:
-                os.write(self._wake_w, b"x")
             except OSError:
                 pass
 
@@ -267,181 +244,67 @@ class Listener:
         """Serve in a background thread (for in-process harnesses and tests)."""
         if not self._sockets:
             self.open()
-        self._thread = threading.Thread(target=self._serve_in_thread, name="udpkit-listener", daemon=True)
-        self._thread.start()
+        self._reactor.start(self.serve, "udpkit-listener")
 
     def join(self, timeout: float | None = 10.0) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-
-    def _serve_in_thread(self) -> None:
-        try:
-            self.serve()
-        except BaseException as exc:  # surfaced by join()
-            self._error = exc
-
-    def _read_drops(self) -> None:
-        """Ask the kernel for each listening socket's drop count (``SO_MEMINFO``): exact even for
-        drops after the last datagram, which ``SO_RXQ_OVFL`` only reports with a later datagram."""
-        for index, sock in enumerate(self._sockets):
-            if sock.fileno() < 0:
-                continue
-            drops = socket_drops(sock)
-            if drops is not None:
-                self._drops[index] = max(self._drops.get(index, 0), drops)
-        self._session_drops = sum(socket_drops(s.down) or 0 for s in self._sessions)
-
-    @property
-    def stats(self) -> ListenerStats:
-        self._read_drops()
-        c = self._counts
-        return ListenerStats(
-            datagrams_in=c[_IN], bytes_in=c[_BYTES_IN], datagrams_out=c[_OUT], bytes_out=c[_BYTES_OUT],
-            peers=len(self._peers), sessions_open=len(self._sessions), sessions_total=self._sessions.total,
-            refused=c[_REFUSED], replies_dropped=c[_REPLY_DROPS], truncated=c[_TRUNCATED],
-            kernel_drops=sum(self._drops.values()) + self._ended_session_drops + self._session_drops,
-        )
-
-    def session_peers(self) -> list[Endpoint]:
-        """The peers that have a session open now, least recently active first."""
-        return [s.peer for s in self._sessions]
+        self._reactor.join(timeout)
 
     # -- the loop --------------------------------------------------------------------------------
     def serve(self) -> ListenerStats:
         """Run until ``stop()``, ``count`` datagrams, or ``duration`` seconds; return the statistics."""
         if not self._sockets:
             self.open()
-        deadline = None if self.duration is None else time.monotonic() + self.duration
-        if len(self._sockets) == 1 and self._plain[0] and not self._stopping:
-            return self._serve_one(deadline)
-        # epoll itself rather than ``selectors``: its wrapper costs a few µs per wake-up, a third of
-        # an echo round trip's Python time (``bench/listen_bench.py``).
-        with select.epoll() as poller:
-            self._poller = poller
-            for index, sock in enumerate(self._sockets):
-                self._watch(sock, ("listen", index))
-            poller.register(self._wake_r, select.EPOLLIN)
-            self._handlers[self._wake_r] = ("wake", None)
-            try:
-                while not self._step(poller, deadline):
-                    pass
-            finally:
-                self._poller = None
-                self._handlers.clear()
+        duration = self.config.duration
+        deadline = None if duration is None else time.monotonic() + duration
+        if self._paths == [paths.BLOCKING]:
+            if not self._reactor.stopping:
+                self._serve_blocking(deadline)
+            return self.stats
+        reactor = self._reactor
+        for index, sock in enumerate(self._sockets):
+            reactor.watch(sock.fileno(), partial(self._from_listening, index))
+        try:
+            reactor.run(partial(self._step, deadline))
+        finally:
+            for sock in self._sockets:
+                reactor.unwatch(sock.fileno())
         if self.sink is not None:
             self.sink.flush()
         return self.stats
 
-    def _serve_one(self, deadline: float | None) -> ListenerStats:
-        """One socket answered datagram by datagram (echo, daytime, time on one address): a blocking
-        ``recvfrom`` needs no ``epoll`` wake-up and no failed read per request — an echo round trip
-        costs what a bare Python loop's does. ``stop()`` wakes the call with ``shutdown(SHUT_RD)``,
-        which on an unconnected UDP socket only interrupts the wait (it returns ``(b"", None)``)."""
-        sock = self._sockets[0]
-        recvfrom, answer = sock.recvfrom, self._plain_answerer(0, sock)
-        self._single = sock
-        try:
-            while not self._stopping:
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    sock.settimeout(left)
-                else:
-                    sock.settimeout(None)
-                try:
-                    data, peer = recvfrom(MAX_DATAGRAM)
-                except TimeoutError:
-                    continue
-                except (ConnectionRefusedError, InterruptedError):
-                    continue
-                if peer is None:  # woken by stop()
-                    continue
-                if answer(data, peer):
-                    break
-        finally:
-            self._single = None
-            sock.setblocking(False)
-        return self.stats
-
-    def _watch(self, sock: socket.socket, tag: tuple[str, Any]) -> None:
-        self._watch_fd(sock.fileno(), tag)
-
-    def _watch_fd(self, fd: int, tag: tuple[str, Any]) -> None:
-        if self._poller is not None:
-            self._poller.register(fd, select.EPOLLIN)
-            self._handlers[fd] = tag
-
-    def _from_input(self) -> None:
-        """Send what ``input_fd`` has for us to the latest peer: socat's STDIO, the typing direction."""
-        assert self.input_fd is not None and self._latest is not None
-        data = os.read(self.input_fd, MAX_DATAGRAM - 28)
-        if not data:  # end of input: stop watching it, keep serving
-            if self._poller is not None:
-                self._poller.unregister(self.input_fd)
-            self._handlers.pop(self.input_fd, None)
-            return
-        index, peer = self._latest
-        session = self._sessions.get(self._latest)
-        if session is not None:
-            self._send(session.down, data, None, None)
-        elif self.single_peer:
-            self._send(self._sockets[index], data, None, None)  # connected to the peer
-        else:
-            self._send(self._sockets[index], data, peer, None)
-
-    def _unwatch(self, sock: socket.socket) -> None:
-        if self._poller is not None and self._handlers.pop(sock.fileno(), None) is not None:
-            self._poller.unregister(sock.fileno())
-
-    def _step(self, poller: select.epoll, deadline: float | None) -> bool:
-        """Wait once and handle what is ready; ``True`` when the loop should end."""
-        timeout = -1.0
-        if deadline is not None or self._sessions:
-            now = time.monotonic()
-            if deadline is not None:
-                timeout = max(0.0, deadline - now)
-            expiry = self._sessions.next_expiry()
-            if expiry is not None:
-                timeout = max(0.0, expiry - now) if timeout < 0 else min(timeout, max(0.0, expiry - now))
-        events = poller.poll(timeout)
-        done = False
-        handlers = self._handlers
-        for fd, _mask in events:
-            tag = handlers.get(fd, _GONE)  # gone: a session ended by an earlier event in this batch
-            if tag[0] == "wake":
-                os.read(self._wake_r, 4096)
-                done = True
-            elif tag[0] == "listen":
-                done = self._from_listening(tag[1]) or done
-            elif tag[0] == "down":
-                done = self._from_session(tag[1]) or done
-            elif tag[0] == "up":
-                self._from_upstream(tag[1])
-            elif tag[0] == "input":
-                self._from_input()
-        if events and self.sink is not None:
+    def _step(self, deadline: float | None) -> tuple[bool, float]:
+        """After each wake-up: flush the recording, end idle sessions; whether the deadline passed,
+        and how long the next wait may last."""
+        if self.sink is not None:
             self.sink.flush()  # once per wake-up, not per datagram: a reader sees data promptly, cheaply
-        if self.idle_timeout is not None and self._sessions:
-            for key in self._sessions.expired(time.monotonic()):
+        self._peers.settle()
+        now = time.monotonic()
+        if self._sessions.idle_timeout is not None and self._sessions:
+            for key in self._sessions.expired(now):
                 self._end_session(key)
-        return done or (deadline is not None and time.monotonic() >= deadline)
+        timeout = -1.0
+        if deadline is not None:
+            if now >= deadline:
+                return True, 0.0
+            timeout = deadline - now
+        expiry = self._sessions.next_expiry()
+        if expiry is not None:
+            wait = max(0.0, expiry - now)
+            timeout = wait if timeout < 0 else min(timeout, wait)
+        return False, timeout
 
     def _from_listening(self, index: int) -> bool:
         sock = self._sockets[index]
-        if self._fast_listening:
-            return self._drain_fast(sock)
-        if self._plain[index]:
+        path = self._paths[index]
+        if path == paths.DISCARD:
+            return self._drain_discard(sock)
+        if path == paths.PLAIN:
             return self._drain_plain(index, sock)
-        if self._timed[index]:
+        if path == paths.TIMED:
             return self._drain_timed(index, sock)
-        if self._recording_only:
+        if path == paths.RECORDING:
             return self._drain_recording(index, sock)
-        for dgram in receive(sock, BATCH, ancillary=self._timestamps or self._pktinfo_needed or self.sessions_on):
+        for dgram in receive(sock, BATCH, ancillary=True, on_error=self._count_socket_error):
             if self._route(index, dgram):
                 return True
             while self._strays:  # other peers' datagrams a new session socket caught: route them too
@@ -449,28 +312,45 @@ class Listener:
                     return True
         return False
 
+    def _count_socket_error(self, exc: OSError) -> None:
+        self.counts.faults[f"socket_error:{error_name(exc)}"] += 1
+
     def _route(self, index: int, dgram: Datagram) -> bool:
         """One datagram from a peer, as the listening socket ``index`` would take it: filter, count,
         find or open its session, answer. ``True`` once ``count`` datagrams have been handled."""
         sock = self._sockets[index]
-        if self.allow is not None and not self._allowed(dgram.peer[0]):
-            self._counts[_REFUSED] += 1
+        if self.config.allow is not None and not self._allowed(dgram.peer[0]):
+            self.counts.refused += 1
             return False
-        if self.single_peer:
+        if not dgram.unicast:  # to a group or a broadcast address: recorded, never answered
+            self.counts.faults["not_unicast"] += 1
+            done = self._count_in(index, dgram)
+            if self.sink is not None:
+                local = self._bound[index]
+                self.sink.write(self._when(dgram), self._peer(dgram, local), local._replace(ip=dgram.local_ip or local.ip),
+                                dgram.data)
+            return done
+        if self.config.single_peer:
             if self._only_peer is None:
-                sock.connect(dgram.peer)
+                try:
+                    sock.connect(dgram.peer)
+                except OSError as exc:
+                    self.counts.faults[f"no_session:{error_name(exc)}"] += 1
+                    return False
                 self._only_peer = dgram.peer
             elif dgram.peer != self._only_peer:
-                self._counts[_REFUSED] += 1  # queued before we connected to the first peer
+                self.counts.refused += 1  # queued before we connected to the first peer
                 return False
         done = self._count_in(index, dgram)
-        if self.input_fd is not None:
+        if self.config.input_fd is not None:
             if self._latest is None:
-                self._watch_fd(self.input_fd, ("input", None))
+                self._reactor.watch(self.config.input_fd, self._from_input)
             self._latest = (index, dgram.peer)
         session = None
-        if self.sessions_on:
+        if self.config.sessions:
             session = self._sessions.get((index, dgram.peer)) or self._open_session(index, dgram)
+            if session is None and self.config.relay is not None:
+                return done  # no socket to the upstream could be made: counted in _open_session
         if session is not None:
             self._handle(session.down, session, dgram, session.local)
         else:
@@ -485,15 +365,15 @@ class Listener:
         assert self.sink is not None
         write, clock = self.sink.write_fields, self.clock
         local = self._bound[index]
-        counts, add = self._counts, self._peers.add
-        for dgram in receive(sock, BATCH, ancillary=True):
+        counts, add, count = self.counts, self._peers.add, self.config.count
+        for dgram in receive(sock, BATCH, ancillary=True, on_error=self._count_socket_error):
             data = dgram.data
-            counts[_IN] += 1
-            counts[_BYTES_IN] += len(data)
+            counts.datagrams_in += 1
+            counts.bytes_in += len(data)
             add(dgram.peer)
             when = dgram.timestamp if dgram.timestamp is not None else clock()
             write(when, dgram.peer[0], dgram.peer[1], dgram.local_ip or local.ip, local.port, data)
-            if self.count is not None and counts[_IN] >= self.count:
+            if count is not None and counts.datagrams_in >= count:
                 return True
         return False
 
@@ -506,7 +386,8 @@ class Listener:
                 data, peer = recvfrom(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
                 break
-            except ConnectionRefusedError:
+            except OSError as exc:
+                self._count_socket_error(exc)
                 continue
             if answer(data, peer):
                 return True
@@ -522,7 +403,8 @@ class Listener:
                 data, ancillary, _flags, peer = recvmsg(MAX_DATAGRAM, space)
             except (BlockingIOError, InterruptedError):
                 break
-            except ConnectionRefusedError:
+            except OSError as exc:
+                self._count_socket_error(exc)
                 continue
             if answer(data, peer, kernel_time(ancillary)):
                 return True
@@ -533,54 +415,108 @@ class Listener:
         returns ``True`` once ``count`` datagrams have been handled."""
         sendto, handle = sock.sendto, self.responder.handle
         family = self._bound[index].family
-        counts, add, clock, count = self._counts, self._peers.add, self.clock, self.count
-        finish = getattr(self.responder, "finish", None)
+        counts, faults, tally, clock, count = self.counts, self.counts.faults, self._peers, self.clock, self.config.count
+        finish = self.capabilities.finish
 
         def answer(data: bytes, peer: Any, now: float | None = None) -> bool:
-            counts[_IN] += 1
-            counts[_BYTES_IN] += len(data)
-            add(peer[:2])
-            reply = handle(data, Endpoint(peer[0], peer[1], family), clock() if now is None else now)
-            for payload in () if reply is None else [reply] if isinstance(reply, bytes) else reply:
-                if finish is not None:
-                    payload = finish(payload, clock())
-                try:
-                    sendto(payload, peer)
-                    counts[_OUT] += 1
-                    counts[_BYTES_OUT] += len(payload)
-                except OSError:
-                    counts[_REPLY_DROPS] += 1
-            return count is not None and counts[_IN] >= count
+            counts.datagrams_in += 1
+            counts.bytes_in += len(data)
+            tally.add(peer)
+            try:
+                reply = handle(data, Endpoint(peer[0], peer[1], family), clock() if now is None else now)
+            except Exception as exc:  # noqa: BLE001 - a datagram may not end the service
+                faults[f"responder_error:{type(exc).__name__}"] += 1
+                reply = None
+            if reply is not None:
+                for payload in [reply] if isinstance(reply, bytes) else reply:
+                    if finish is not None:
+                        payload = finish(payload, clock())
+                    try:
+                        sendto(payload, peer)
+                        counts.datagrams_out += 1
+                        counts.bytes_out += len(payload)
+                    except OSError as exc:
+                        faults[f"reply_failed:{error_name(exc)}"] += 1
+            return count is not None and counts.datagrams_in >= count
 
         return answer
 
-    def _drain_fast(self, sock: socket.socket, session: Session | None = None) -> bool:
-        """Read without a per-datagram object (see ``_fast_listening``); ``True`` once ``count`` is reached.
+    def _serve_blocking(self, deadline: float | None) -> None:
+        """One socket answered datagram by datagram (echo on one address): a blocking ``recvfrom``
+        needs no ``epoll`` wake-up and no failed read per request — an echo round trip costs what a
+        bare Python loop's does. ``stop()`` wakes the call with ``shutdown(SHUT_RD)``, which on an
+        unconnected UDP socket only interrupts the wait (it returns ``(b"", None)``)."""
+        sock = self._sockets[0]
+        recvfrom, answer = sock.recvfrom, self._plain_answerer(0, sock)
+        settle = self._peers.settle
+        self._single = sock
+        try:
+            handled = 0
+            while not self._reactor.stopping:
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    sock.settimeout(left)
+                else:
+                    sock.settimeout(None)
+                try:
+                    data, peer = recvfrom(MAX_DATAGRAM)
+                except TimeoutError:
+                    continue
+                except InterruptedError:
+                    continue
+                except OSError as exc:
+                    self._count_socket_error(exc)
+                    continue
+                if peer is None:  # woken by stop()
+                    continue
+                if answer(data, peer):
+                    break
+                handled += 1
+                if not handled & 1023:
+                    settle()
+        finally:
+            self._single = None
+            sock.setblocking(False)
+
+    def _drain_discard(self, sock: socket.socket, session: Session | None = None) -> bool:
+        """Read without a per-datagram object (see ``paths.DISCARD``); ``True`` once ``count`` is reached.
 
         On a session's socket, datagrams from anyone but its peer (queued before its ``connect()``)
         are routed like the listening socket's, so no session handles another peer's datagram.
         """
-        limit = BATCH * 16 if self.count is None else min(BATCH * 16, self.count - self._counts[_IN])
-        write = None if self.sink is None else self.sink.stream.write
-        strays: list[tuple[bytes, tuple[str, int]]] = []
+        counts, count = self.counts, self.config.count
+        limit = BATCH * 16 if count is None else min(BATCH * 16, count - counts.datagrams_in)
+        sink = self.sink
+        write = None if sink is None else sink.write_raw
+        strays: list[tuple[bytes, tuple[Any, ...]]] = []
         expect = None if session is None else session.key[1]
-        n, nbytes = count_and_forget(sock, limit, self._buffer, self._peers, write, expect, strays)
-        self._counts[_IN] += n
-        self._counts[_BYTES_IN] += nbytes
-        done = self.count is not None and self._counts[_IN] >= self.count
+        errors: list[OSError] = []
+        n, nbytes = count_and_forget(sock, limit, self._buffer, self._peers.add, write, expect, strays,
+                                     errors.append if session is not None else self._count_socket_error)
+        if sink is not None:
+            sink.wrote(n)
+        counts.datagrams_in += n
+        counts.bytes_in += nbytes
+        done = count is not None and counts.datagrams_in >= count
         for data, peer in strays:
             assert session is not None
             done = self._route(session.key[0], Datagram(data, peer, session.local.ip, None, None)) or done
+        if errors and session is not None:
+            self._session_failed(session.key, errors[0])
         return done
 
     def _from_session(self, key: SessionKey) -> bool:
         session = self._sessions.get(key)
         if session is None:
             return False
-        if self._fast_sessions:
+        if self._silent and (self.sink is None or self.sink.format == "raw") and self.config.input_fd is None:
             self._touch(key)
-            return self._drain_fast(session.down, session)
-        for dgram in receive(session.down, BATCH, ancillary=self._timestamps):
+            return self._drain_discard(session.down, session)
+        errors: list[OSError] = []
+        done = False
+        for dgram in receive(session.down, BATCH, ancillary=self._timestamps, on_error=errors.append):
             if dgram.peer != key[1]:  # queued here before connect(): route it by its real sender
                 if self._route(key[0], dgram._replace(local_ip=session.local.ip)):
                     return True
@@ -588,114 +524,152 @@ class Listener:
             done = self._count_in(key[0], dgram)
             self._handle(session.down, session, dgram, session.local)
             if done:
-                return True
-        return False
+                break
+        if errors:
+            self._session_failed(key, errors[0])
+        return done
 
-    def _from_upstream(self, key: SessionKey) -> None:
+    def _from_upstream(self, key: SessionKey) -> bool:
         session = self._sessions.get(key)
         if session is None or session.up is None:
-            return
-        for dgram in receive(session.up, BATCH, ancillary=False):
+            return False
+        errors: list[OSError] = []
+        for dgram in receive(session.up, BATCH, ancillary=False, on_error=errors.append):
             self._touch(key)
-            self._send(session.down, dgram.data, None, None)
+            self._send(session.down, dgram.data, session=session)
+        if errors:
+            self._session_failed(key, errors[0])
+        return False
+
+    def _session_failed(self, key: SessionKey, exc: OSError) -> None:
+        """A session's socket reported an error (an ICMP error for what it sent): that session ends,
+        nothing else does."""
+        self.counts.faults[f"session_error:{error_name(exc)}"] += 1
+        self._end_session(key)
 
     def _count_in(self, index: int, dgram: Datagram) -> bool:
         """Statistics for one datagram from a peer; ``True`` once ``count`` is reached."""
-        counts = self._counts
-        counts[_IN] += 1
-        counts[_BYTES_IN] += len(dgram.data)
+        counts = self.counts
+        counts.datagrams_in += 1
+        counts.bytes_in += len(dgram.data)
         if dgram.truncated:
-            counts[_TRUNCATED] += 1
+            counts.truncated += 1
         if dgram.drops is not None:
             self._drops[index] = max(self._drops.get(index, 0), dgram.drops)
         self._peers.add(dgram.peer)
-        return self.count is not None and counts[_IN] >= self.count
+        count = self.config.count
+        return count is not None and counts.datagrams_in >= count
+
+    def _when(self, dgram: Datagram) -> float:
+        return dgram.timestamp if dgram.timestamp is not None else self.clock()
+
+    @staticmethod
+    def _peer(dgram: Datagram, local: Endpoint) -> Endpoint:
+        return Endpoint(dgram.peer[0], dgram.peer[1], local.family)
 
     def _handle(self, sock: socket.socket, session: Session | None, dgram: Datagram, local: Endpoint) -> None:
-        now = dgram.timestamp if dgram.timestamp is not None else self.clock()
-        peer = Endpoint(dgram.peer[0], dgram.peer[1], local.family)
+        now = self._when(dgram)
+        peer = self._peer(dgram, local)
         if self.sink is not None:
             self.sink.write(now, peer, local, dgram.data)
         if session is not None:
             self._touch(session.key)
             if session.up is not None:
-                self._send(session.up, dgram.data, None, None, count=False)
+                self._send(session.up, dgram.data, session=session, count=False)
                 return
-        reply = self.responder.handle(dgram.data, peer, now)
+        try:
+            reply = self.responder.handle(dgram.data, peer, now)
+        except Exception as exc:  # noqa: BLE001 - a datagram may not end the service
+            self.counts.faults[f"responder_error:{type(exc).__name__}"] += 1
+            return
         if reply is None:
             return
-        finish = getattr(self.responder, "finish", None)  # NTP's transmit timestamp, read at the last moment
+        finish = self.capabilities.finish  # NTP's transmit timestamp, read at the last moment
         for payload in [reply] if isinstance(reply, bytes) else reply:
             if finish is not None:
                 payload = finish(payload, self.clock())
             if session is not None:
-                self._send(sock, payload, None, None)
+                self._send(sock, payload, session=session)
             else:
-                self._send(sock, payload, dgram.peer, dgram.local_ip)
+                self._reply(sock, payload, dgram.peer, dgram.local_ip)
 
-    def _send(self, sock: socket.socket, payload: bytes, peer: tuple[str, int] | None, source: str | None,
-              *, count: bool = True) -> None:
-        if peer is None:
-            try:
-                sock.send(payload)
-                sent = True
-            except (BlockingIOError, InterruptedError, ConnectionRefusedError):
-                sent = False
-            except OSError:
-                sent = False
+    def _reply(self, sock: socket.socket, payload: bytes, peer: tuple[Any, ...], source: str | None) -> None:
+        """Answer from the listening socket, from the address the datagram came to."""
+        failed = send_reply(sock, payload, peer, source)
+        if failed is None:
+            self.counts.datagrams_out += 1
+            self.counts.bytes_out += len(payload)
         else:
-            sent = send_reply(sock, payload, peer, source)
-        if not count:
+            self.counts.faults[f"reply_failed:{failed}"] += 1
+
+    def _send(self, sock: socket.socket, payload: bytes, *, session: Session | None = None,
+              count: bool = True) -> None:
+        """Send on a connected socket (a session's, or socat's single peer's); an error that is not
+        a full buffer ends the session it belongs to."""
+        try:
+            sock.send(payload)
+        except (BlockingIOError, InterruptedError) as exc:
+            self.counts.faults[f"reply_failed:{error_name(exc)}"] += 1
             return
-        if sent:
-            self._counts[_OUT] += 1
-            self._counts[_BYTES_OUT] += len(payload)
-        else:
-            self._counts[_REPLY_DROPS] += 1
+        except OSError as exc:
+            if session is not None and self._sessions.get(session.key) is session:
+                self._session_failed(session.key, exc)
+            else:
+                self.counts.faults[f"reply_failed:{error_name(exc)}"] += 1
+            return
+        if count:
+            self.counts.datagrams_out += 1
+            self.counts.bytes_out += len(payload)
 
     def _allowed(self, ip: str) -> bool:
         try:
-            address = ipaddress.ip_address(ip)
+            address = ipaddress.ip_address(ip.partition("%")[0])
         except ValueError:
             return False
         mapped = getattr(address, "ipv4_mapped", None)
-        return any(address in net or (mapped is not None and mapped in net) for net in self.allow or ())
+        return any(address in net or (mapped is not None and mapped in net) for net in self.config.allow or ())
+
+    def _from_input(self) -> bool:
+        """Send what ``input_fd`` has for us to the latest peer: socat's STDIO, the typing direction."""
+        fd = self.config.input_fd
+        assert fd is not None and self._latest is not None
+        data = os.read(fd, MAX_DATAGRAM - 28)
+        if not data:  # end of input: stop watching it, keep serving
+            self._reactor.unwatch(fd)
+            return False
+        index, peer = self._latest
+        session = self._sessions.get(self._latest)
+        if session is not None:
+            self._send(session.down, data, session=session)
+        elif self.config.single_peer:
+            self._send(self._sockets[index], data)  # connected to the peer
+        else:
+            self._reply(self._sockets[index], data, peer, None)
+        return False
 
     # -- sessions --------------------------------------------------------------------------------
     def _open_session(self, index: int, dgram: Datagram) -> Session | None:
-        """A socket of the peer's own (bound to our address and port, connected to the peer); ``None``
-        if the kernel refuses one, and the datagram is then answered from the listening socket."""
-        oldest = self._sessions.oldest()
-        if self._sessions.full() and oldest is not None:
-            self._end_session(oldest.key)  # the least recently active
+        """A socket of the peer's own; ``None`` if the kernel refuses one (counted), and the datagram
+        is then answered from the listening socket."""
+        if self._sessions.full():
+            oldest = self._sessions.oldest()
+            if oldest is not None:
+                self._end_session(oldest.key)  # the least recently active makes room
         listening = self._bound[index]
         local = listening if dgram.local_ip is None else listening._replace(ip=dgram.local_ip)
-        try:
-            down = bind_udp(local, self.bind_options._replace(reuseaddr=True, pktinfo=False))
-        except UdpkitError:
-            return None
-        up = None
-        try:
-            down.connect(dgram.peer)
-            # Between bind() and connect() the new socket was an unconnected twin of the listening
-            # one and may have caught other peers' datagrams: they go back to routing, by their
-            # real sender, so none is handled by the wrong session.
-            self._strays.extend((index, stray._replace(local_ip=local.ip))
-                                for stray in receive(down, 1 << 16, ancillary=False))
-            if self.relay is not None:
-                up = socket.socket(self.relay[0], socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
-                up.connect(self.relay[1])
-        except OSError:
-            down.close()
-            if up is not None:
-                up.close()
-            return None
         key = (index, dgram.peer)
-        session = Session(key, down, up, local, Endpoint(dgram.peer[0], dgram.peer[1], listening.family))
+        try:
+            session, strays = Session.open(key, local, self._peer(dgram, listening), self.bind_options,
+                                           self.config.relay)
+        except (UdpkitError, OSError) as exc:
+            cause = exc if isinstance(exc, OSError) else exc.__context__  # bind_udp's one-line error hides it
+            self.counts.faults[f"no_session:{error_name(cause) if isinstance(cause, OSError) else 'other'}"] += 1
+            return None
+        self._strays.extend((index, stray) for stray in strays)
         self._sessions.add(session, time.monotonic())
-        self._watch(down, ("down", key))
-        if up is not None:
-            self._watch(up, ("up", key))
+        self._reactor.watch(session.down.fileno(), partial(self._from_session, key))
+        if session.up is not None:
+            self._reactor.watch(session.up.fileno(), partial(self._from_upstream, key))
         return session
 
     def _touch(self, key: SessionKey) -> None:
@@ -705,9 +679,19 @@ class Listener:
         session = self._sessions.pop(key)
         if session is None:
             return
-        self._ended_session_drops += socket_drops(session.down) or 0
-        for sock in (session.down, session.up):
-            if sock is None:
+        self._reactor.unwatch(session.down.fileno())
+        if session.up is not None:
+            self._reactor.unwatch(session.up.fileno())
+        self._ended_session_drops += session.close()
+
+    def _read_drops(self) -> None:
+        """Ask the kernel for each listening socket's drop count (``SO_MEMINFO``): exact even for
+        drops after the last datagram, which ``SO_RXQ_OVFL`` only reports with a later datagram."""
+        for index, sock in enumerate(self._sockets):
+            if sock.fileno() < 0:
                 continue
-            self._unwatch(sock)
-            sock.close()
+            drops = socket_drops(sock)
+            if drops is not None:
+                self._drops[index] = max(self._drops.get(index, 0), drops)
+        self._session_drops = sum(socket_drops(s.down) or 0 for s in self._sessions)
+

@@ -1,9 +1,18 @@
-"""Where received datagrams are recorded (``--out FILE|-`` with ``--format``): text, hex, jsonl, raw or pcap."""
+"""Where received datagrams are recorded (``--out FILE|-`` with ``--format``): text, hex, jsonl, raw or pcap.
+
+Recording never stops the service. Records are gathered in a buffer of the sink's own and written
+at each ``flush()``; when the file refuses them (a full disk, an I/O error, a closed pipe) the sink
+stops recording with one warning (:attr:`Sink.failure`), cuts a regular file back to the end of the
+last flush that was written whole — so a pcap stays readable and a JSON-lines file has whole lines —
+and counts what it recorded and what it could not.
+"""
 
 from __future__ import annotations
 
+import os
+import stat
 import time
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from udpkit.addr import Endpoint
 from udpkit.errors import UsageError
@@ -63,30 +72,123 @@ _PRINTABLE = {b: (chr(b) if 32 <= b < 127 else ".") for b in range(256)}
 
 
 class Sink:
-    """Appends every datagram to a binary stream in one format; the caller owns opening and closing."""
+    """Appends every datagram to a binary stream in one format; the caller owns opening and closing.
 
-    def __init__(self, stream: BinaryIO, fmt: str) -> None:
+    ``recorded`` and ``not_recorded`` count datagrams; ``failure`` is ``None`` or why recording stopped.
+    """
+
+    #: Buffered bytes that make a ``write`` flush at once (the listener also flushes once per wake-up).
+    FLUSH_AT = 1 << 20
+
+    def __init__(self, stream: BinaryIO | None, fmt: str) -> None:
         if fmt not in FORMATS:
             raise UsageError(f"unknown format {fmt!r} (formats: {', '.join(FORMATS)})")
-        self.stream = stream
         self.format = fmt
+        self.recorded = 0
+        self.not_recorded = 0
+        self.failure: str | None = None
+        self._buffer = bytearray()
+        self._pending = 0  # records in the buffer
         self._packets = pcap.PacketBuilder() if fmt == "pcap" else None
+        self.stream: BinaryIO | None = None
+        self._fd: int | None = None
+        self._end: int | None = None
         if fmt == "pcap":
-            stream.write(pcap.file_header())
+            self._buffer += pcap.file_header()
+        if stream is not None:
+            self.attach(stream)
+
+    def attach(self, stream: BinaryIO) -> None:
+        """Write to ``stream`` from now on (a sink may be made before its file is opened: a server
+        that drops root opens its recording afterwards, as the user it runs as)."""
+        self.stream = stream
+        self._fd, self._end = self._descriptor(stream)
+
+    @staticmethod
+    def _descriptor(stream: BinaryIO) -> tuple[int | None, int | None]:
+        """The stream's descriptor (written with ``os.write``) and, for a regular file, where the
+        whole records end (the length to cut back to); ``(None, None)`` for an in-memory stream."""
+        try:
+            fd = stream.fileno()
+        except (OSError, ValueError, AttributeError):
+            return None, None
+        try:
+            stream.flush()
+            end = os.lseek(fd, 0, os.SEEK_CUR) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+        except OSError:
+            end = None
+        return fd, end
+
+    @property
+    def write_raw(self) -> Any:
+        """The raw format's per-datagram call for the listener's fastest loop: the buffer's own
+        ``extend`` (one C call per datagram); count the records with :meth:`wrote`."""
+        return self._buffer.extend
+
+    def wrote(self, records: int) -> None:
+        """``records`` datagrams went through :attr:`write_raw`."""
+        self._pending += records
+        if self.failure is not None:
+            self._drop_buffer()
+        elif len(self._buffer) >= self.FLUSH_AT:
+            self.flush()
 
     def write(self, timestamp: float, peer: Endpoint, local: Endpoint, data: bytes) -> None:
-        if self.format == "pcap":
-            self.write_fields(timestamp, peer.ip, peer.port, local.ip, local.port, data)
-        else:
-            self.stream.write(format_record(self.format, timestamp, peer, local, data))
+        self.write_fields(timestamp, peer.ip, peer.port, local.ip, local.port, data)
 
     def write_fields(self, timestamp: float, peer_ip: str, peer_port: int, local_ip: str, local_port: int,
                      data: bytes) -> None:
         """``write`` without Endpoint objects, for the listener's recording loop."""
+        if self.failure is not None:
+            self.not_recorded += 1
+            return
         if self._packets is not None:
-            self.stream.write(pcap.record(timestamp, self._packets.packet(peer_ip, peer_port, local_ip, local_port, data)))
+            self._buffer += pcap.record(timestamp, self._packets.packet(_bare(peer_ip), peer_port, _bare(local_ip),
+                                                                       local_port, data))
         else:
-            self.stream.write(format_fields(self.format, timestamp, peer_ip, peer_port, local_ip, local_port, data))
+            self._buffer += format_fields(self.format, timestamp, peer_ip, peer_port, local_ip, local_port, data)
+        self._pending += 1
+        if len(self._buffer) >= self.FLUSH_AT:
+            self.flush()
 
     def flush(self) -> None:
-        self.stream.flush()
+        """Write what is buffered; on failure stop recording (see the module docstring)."""
+        if self.failure is not None or not self._buffer or self.stream is None:
+            return
+        view = memoryview(self._buffer)
+        try:
+            if self._fd is None:
+                self.stream.write(view)
+                self.stream.flush()
+            else:
+                while view:
+                    view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            view.release()
+            self._fail(exc)
+            return
+        view.release()
+        if self._end is not None:
+            self._end += len(self._buffer)
+        self.recorded += self._pending
+        self._pending = 0
+        self._buffer.clear()
+
+    def _fail(self, exc: OSError) -> None:
+        self.failure = exc.strerror or str(exc)
+        self._drop_buffer()
+        if self._fd is not None and self._end is not None:
+            try:
+                os.ftruncate(self._fd, self._end)  # back to the last whole record
+            except OSError:
+                pass
+
+    def _drop_buffer(self) -> None:
+        self.not_recorded += self._pending
+        self._pending = 0
+        self._buffer.clear()
+
+
+def _bare(ip: str) -> str:
+    """``fe80::1%eth0`` -> ``fe80::1``: a packet header has no room for the scope."""
+    return ip.partition("%")[0]

@@ -2,7 +2,7 @@
 receiving datagrams together with what the kernel says about them (arrival time, destination
 address, receive-queue drops)."""
 
-from udpkit.net.bind import BindOptions, bind_udp
+from udpkit.net.bind import BindOptions, bind_udp, free_port_pair, upstream_socket
 from udpkit.net.connect import HostNotFound, accept_first, bind_passive, connect_udp
 from udpkit.net.errqueue import IcmpError, enable_errors, icmp_reason, read_errors
 from udpkit.net.probing import ProbeSocket, is_local
@@ -11,7 +11,9 @@ from udpkit.net.rx import (
     MAX_DATAGRAM,
     TIMESTAMP_SPACE,
     Datagram,
+    OnError,
     count_and_forget,
+    error_name,
     kernel_time,
     receive,
     send_reply,
@@ -24,6 +26,7 @@ __all__ = [
     "HostNotFound",
     "IcmpError",
     "MAX_DATAGRAM",
+    "OnError",
     "ProbeSocket",
     "TIMESTAMP_SPACE",
     "accept_first",
@@ -32,6 +35,8 @@ __all__ = [
     "connect_udp",
     "count_and_forget",
     "enable_errors",
+    "error_name",
+    "free_port_pair",
     "icmp_reason",
     "is_local",
     "kernel_time",
@@ -40,4 +45,5 @@ __all__ = [
     "receive",
     "send_reply",
     "socket_drops",
+    "upstream_socket",
 ]

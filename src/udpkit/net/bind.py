@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from udpkit.addr import Endpoint
 from udpkit.errors import PermissionDenied, UdpkitError, UsageError
 
-__all__ = ["BindOptions", "bind_udp", "unprivileged_port_start"]
+__all__ = ["BindOptions", "bind_udp", "free_port_pair", "unprivileged_port_start", "upstream_socket"]
 
 # Constants Python's socket module lacks on some versions (linux/socket.h, linux/in.h, linux/in6.h).
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
@@ -54,7 +54,9 @@ def bind_udp(endpoint: Endpoint, options: BindOptions = BindOptions()) -> socket
         if options.pktinfo:
             if endpoint.family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
-            else:
+            if endpoint.family == socket.AF_INET or not options.v6only:
+                # on a dual-stack socket too: IPv4 datagrams then also carry in_pktinfo, whose
+                # ipi_spec_dst tells a broadcast destination from a unicast one
                 sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         if options.timestamps:
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -84,6 +86,35 @@ def bind_udp(endpoint: Endpoint, options: BindOptions = BindOptions()) -> socket
         sock.close()
         raise
     return sock
+
+
+def upstream_socket(family: int, address: tuple[Any, ...]) -> socket.socket:
+    """A non-blocking UDP socket connected to ``address`` (a relay's way to its upstream); ``OSError``
+    (no route, no file descriptor left) is the caller's to count."""
+    sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def free_port_pair(tries: int = 50, lowest: int = 1024) -> int | None:
+    """A port (at least ``lowest``) free on both 0.0.0.0 and [::] at this moment, or ``None``."""
+    for _ in range(tries):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as v4:
+            v4.bind(("0.0.0.0", 0))
+            port = int(v4.getsockname()[1])
+            try:
+                with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as v6:
+                    v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    v6.bind(("::", port))
+            except OSError:
+                continue
+        if port >= lowest:
+            return port
+    return None
 
 
 def _bind_error(endpoint: Endpoint, exc: OSError) -> UdpkitError:

@@ -1,4 +1,5 @@
-"""The responder interface every service implements."""
+"""The responder interface every service implements, with the optional capabilities a listener may
+use declared here (and their defaults), so nothing is asked for by name elsewhere."""
 
 from __future__ import annotations
 
@@ -6,18 +7,63 @@ from typing import Any, NamedTuple, Protocol
 
 from udpkit.addr import Endpoint
 
-__all__ = ["Evidence", "Reply", "Responder", "ServiceProbe"]
+__all__ = ["BaseResponder", "Capabilities", "Evidence", "Reply", "Responder", "ServiceProbe", "capabilities"]
 
 #: What a responder answers: one datagram, several, or ``None`` (stay silent).
 Reply = bytes | list[bytes] | None
 
 
 class Responder(Protocol):
-    """Turns one received datagram into replies; ``now`` is the receive time (UNIX seconds)."""
+    """Turns one received datagram into replies; ``now`` is the receive time (UNIX seconds).
+
+    ``handle`` is the whole contract; a responder may also declare (see :class:`BaseResponder` for
+    the defaults, and :func:`capabilities` for how a listener reads them):
+
+    - ``replies`` (``True``): ``False`` if it never answers — the listener then reads datagrams
+      without building an object for each;
+    - ``uses_time`` (``True``): ``False`` if ``now`` does not matter — the kernel is then not asked
+      for a receive timestamp per datagram;
+    - ``finish(payload, now) -> bytes``: called just before each reply is sent, with the time then
+      (NTP writes its transmit timestamp there);
+    - ``stats`` (``{}``): named counts of what it answered and refused, for the listener's summary.
+    """
 
     name: str
 
     def handle(self, datagram: bytes, peer: Endpoint, now: float) -> Reply: ...
+
+
+class BaseResponder:
+    """The defaults of :class:`Responder`'s optional capabilities, for responders to inherit."""
+
+    name = "responder"
+    replies = True
+    uses_time = True
+
+    def __init__(self) -> None:
+        self.stats: dict[str, int] = {}
+
+    def finish(self, payload: bytes, now: float) -> bytes:
+        return payload
+
+
+class Capabilities(NamedTuple):
+    """A responder's optional capabilities, read once (``finish`` is ``None`` when it has none)."""
+
+    replies: bool
+    uses_time: bool
+    finish: Any
+    stats: dict[str, int]
+
+
+def capabilities(responder: Responder) -> Capabilities:
+    """What ``responder`` declares beyond ``handle``, with :class:`Responder`'s defaults for the rest."""
+    finish = getattr(responder, "finish", None)
+    if finish is not None and getattr(type(responder), "finish", None) is BaseResponder.finish:
+        finish = None  # the default does nothing: skip the call per reply
+    stats = getattr(responder, "stats", None)
+    return Capabilities(bool(getattr(responder, "replies", True)), bool(getattr(responder, "uses_time", True)),
+                        finish, stats if isinstance(stats, dict) else {})
 
 
 class Evidence(NamedTuple):

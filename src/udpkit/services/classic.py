@@ -2,6 +2,15 @@
 
 Over UDP each is one datagram in, at most one out; daytime and time ignore what they receive and
 answer with the receive time they are given.
+
+Strategy against reflection: two such services answer each other forever once one forged datagram
+sets them off (A:7 -> B:7 -> A:7 ...). As inetd's internal services do, a peer whose source port is
+below 1024 (echo 7, discard 9, daytime 13, chargen 19, time 37, dns 53, ntp 123 among them) is not
+answered unless ``low_ports`` is set; and since two services on ordinary high ports loop just as
+well, every answer spends one token of the peer's reply budget (``rate_limit`` answers a second, a
+burst of twice that, :data:`DEFAULT_RATE_LIMIT` unless told; ``0`` or ``None`` turns it off): a
+ping-pong empties it within milliseconds and dies at the first unanswered datagram. None of them
+amplifies by much: on the wire, echo answers 1:1, time 32 bytes for 28, daytime at most 68 for 28.
 """
 
 from __future__ import annotations
@@ -10,16 +19,22 @@ import struct
 import time as _time
 
 from udpkit.addr import Endpoint
-from udpkit.services.base import Evidence, Reply
+from udpkit.services.base import BaseResponder, Evidence, Reply
+from udpkit.services.ratelimit import ClientLimiter
 
-__all__ = ["Daytime", "DaytimeProbe", "Discard", "Echo", "EchoProbe", "RFC868_EPOCH_OFFSET", "Time", "TimeProbe"]
+__all__ = ["DEFAULT_RATE_LIMIT", "Daytime", "DaytimeProbe", "Discard", "Echo", "EchoProbe", "RFC868_EPOCH_OFFSET",
+           "Time", "TimeProbe"]
 
 #: Seconds from 1900-01-01 (RFC 868's epoch) to 1970-01-01.
 RFC868_EPOCH_OFFSET = 2_208_988_800
 _TIME = struct.Struct("!I")  # RFC 868: a 32-bit count of seconds since 1900, modulo 2**32
+#: Answers a second per peer address by default (a burst of twice that).
+DEFAULT_RATE_LIMIT = 100.0
+#: Source ports below this are other services' ports: not answered unless ``low_ports``.
+FIRST_CLIENT_PORT = 1024
 
 
-class Discard:
+class Discard(BaseResponder):
     """RFC 863: "Any received datagram is thrown away." — the tutorial's ``/dev/null``."""
 
     name = "discard"
@@ -30,7 +45,32 @@ class Discard:
         return None
 
 
-class Echo:
+class _Guarded(BaseResponder):
+    """A classic service behind the two reflection guards of the module docstring."""
+
+    def handle(self, datagram: bytes, peer: Endpoint, now: float) -> Reply:
+        raise NotImplementedError
+
+    def __init__(self, *, rate_limit: float | None = DEFAULT_RATE_LIMIT, low_ports: bool = False) -> None:
+        super().__init__()
+        self.rate_limit = rate_limit or None
+        self.low_ports = low_ports
+        self._limiter = None if not rate_limit else ClientLimiter(rate_limit)
+        self.stats = {"answered": 0, "service_port": 0, "rate_limited": 0}
+
+    def admit(self, peer: Endpoint, now: float) -> bool:
+        """May ``peer`` be answered now? Each refusal is counted by its reason."""
+        if peer.port < FIRST_CLIENT_PORT and not self.low_ports:
+            self.stats["service_port"] += 1
+            return False
+        if self._limiter is not None and not self._limiter.admit(peer.ip, now):
+            self.stats["rate_limited"] += 1
+            return False
+        self.stats["answered"] += 1
+        return True
+
+
+class Echo(_Guarded):
     """RFC 862: "When a datagram is received, the data from it is sent back in an answering datagram."
 
     Empty datagrams are echoed too (an empty reply), as the RFC's rule covers every datagram.
@@ -40,19 +80,21 @@ class Echo:
     uses_time = False  # the listener need not ask the kernel for receive timestamps
 
     def handle(self, datagram: bytes, peer: Endpoint, now: float) -> Reply:
-        return datagram
+        return datagram if self.admit(peer, now) else None
 
 
-class Daytime:
+class Daytime(_Guarded):
     """RFC 867: the date and time as ASCII text; the RFC suggests ``Weekday, Month Day, Year HH:MM:SS-Zone``."""
 
     name = "daytime"
 
     def handle(self, datagram: bytes, peer: Endpoint, now: float) -> Reply:
+        if not self.admit(peer, now):
+            return None
         return _time.strftime("%A, %B %d, %Y %H:%M:%S-UTC\r\n", _time.gmtime(now)).encode("ascii")
 
 
-class Time:
+class Time(_Guarded):
     """RFC 868: the time as a 32-bit big-endian count of seconds since 1900-01-01 00:00 UTC.
 
     The count wraps in 2036; we send it modulo 2**32, which is what RFC 868 clients decode.
@@ -61,6 +103,8 @@ class Time:
     name = "time"
 
     def handle(self, datagram: bytes, peer: Endpoint, now: float) -> Reply:
+        if not self.admit(peer, now):
+            return None
         return _TIME.pack((int(now) + RFC868_EPOCH_OFFSET) % 2**32)
 
 

@@ -4,8 +4,16 @@ The responder answers from its zones only: authoritative answers (AA) with CNAME
 inside the zone, NODATA and NXDOMAIN with the SOA, REFUSED outside its zones, NOTIMP for other
 opcodes, no recursion (RA clear). Garbage with a readable header gets FORMERR; garbage without one
 gets silence. Every answer fits what the client allows — 512 bytes without EDNS, the client's
-EDNS size (at most 1232) with it — else it is cut to the question with TC set, so it can never
-amplify beyond the client's own limit; a per-client rate limit keeps it from being aimed at anyone.
+EDNS size (at most 1232) with it — else it is cut to the question with TC set.
+
+Strategy against what the network sends: dnspython would parse anything, and a 64 KB message of
+65,535 compressed questions costs it half a second. So nothing reaches it that a real query would
+not be: :func:`screen` walks the header, the one question and the one OPT record at most by hand
+(a few microseconds, bounded by :data:`MAX_QUERY` bytes and :data:`MAX_OPTIONS` options) and turns
+anything else away with a header-only FORMERR or NOTIMP, never larger than what came in. And since
+an answer can be 25 times its question, a response rate limit in the manner of BIND's RRL is on by
+default (:data:`DEFAULT_RATE_LIMIT` answers a second per client; beyond it silence, and every second
+time a truncated answer no larger than the query).
 """
 
 from __future__ import annotations
@@ -30,21 +38,101 @@ import dns.zone
 
 from udpkit.addr import Endpoint
 from udpkit.errors import UsageError
-from udpkit.services.base import Evidence, Reply
-from udpkit.services.ratelimit import ClientLimiter
+from udpkit.files import read_text
+from udpkit.services.base import BaseResponder, Evidence, Reply
+from udpkit.services.ratelimit import ResponseRateLimiter
 
-__all__ = ["DnsProbe", "DnsResponder", "load_zone"]
+__all__ = ["DEFAULT_RATE_LIMIT", "DnsProbe", "DnsResponder", "MAX_OPTIONS", "MAX_QUERY", "load_zone", "screen"]
 
 _MAX_UDP = 1232  # the DNS flag day 2020 size: no fragmentation on common paths
 _HEADER = struct.Struct("!HH")
+_COUNTS = struct.Struct("!HHHH")
+_OPT_FIXED = struct.Struct("!HHIH")  # type, class (the payload size), ttl, rdlength: RFC 6891 §6.1.2
+_OPTION = struct.Struct("!HH")
+#: The largest query looked at: one question of at most 255 bytes and an OPT record fit many times over.
+MAX_QUERY = 1232
+#: The most EDNS options a query may carry (cookie, padding, client subnet, ... — a handful in practice).
+MAX_OPTIONS = 16
+#: Answers a second per client address by default (``--rate-limit``; 0 turns it off).
+DEFAULT_RATE_LIMIT = 20.0
+_QUERY, _TYPE_OPT = 0, 41
+
+
+def screen(datagram: bytes) -> tuple[str, int] | None:
+    """Is ``datagram`` a query worth parsing? ``None`` if so (its question ends at the offset dnspython
+    will find); else ``(why, rcode)``: the counter to charge and the header-only answer to give
+    (FORMERR 1 or NOTIMP 4; 0: stay silent). Pure and cheap: a walk of at most ``MAX_QUERY`` bytes.
+
+    ``b"\x12\x34\x01\x00" + b"\x00\x01" + 6 * b"\x00" + b"\x00\x00\x06\x00\x01"`` (one question for
+    ``. SOA``) -> ``None``; the same with qdcount 2 -> ``("formerr", 1)``.
+    """
+    size = len(datagram)
+    if size < 12:
+        return ("silent", 0)
+    flags = datagram[2] << 8 | datagram[3]
+    if flags & 0x8000:
+        return ("silent", 0)  # a response: never answered (a loop with another server)
+    if (flags >> 11) & 0xF != _QUERY:
+        return ("notimp", 4)
+    if size > MAX_QUERY:
+        return ("formerr", 1)
+    qdcount, ancount, nscount, arcount = _COUNTS.unpack_from(datagram, 4)
+    if qdcount != 1 or ancount or nscount or arcount > 1:
+        return ("formerr", 1)
+    at = _skip_name(datagram, 12)
+    if at < 0 or at + 4 > size:
+        return ("formerr", 1)
+    at += 4
+    if arcount:
+        if at + 1 + _OPT_FIXED.size > size or datagram[at] != 0:
+            return ("formerr", 1)
+        rtype, _payload, _ttl, rdlength = _OPT_FIXED.unpack_from(datagram, at + 1)
+        at += 1 + _OPT_FIXED.size
+        if rtype != _TYPE_OPT or at + rdlength != size:
+            return ("formerr", 1)
+        options = 0
+        while at < size:
+            if at + 4 > size or options == MAX_OPTIONS:
+                return ("formerr", 1)
+            at += 4 + _OPTION.unpack_from(datagram, at)[1]
+            options += 1
+        if at != size:
+            return ("formerr", 1)
+    elif at != size:
+        return ("formerr", 1)
+    return None
+
+
+def _skip_name(data: bytes, at: int) -> int:
+    """The offset after the uncompressed name at ``at`` (the question's; a pointer there can only
+    point into the header), or -1 if it is not a well-formed name of at most 255 bytes."""
+    start = at
+    while at < len(data):
+        length = data[at]
+        if length == 0:
+            return at + 1 if at + 1 - start <= 255 else -1
+        if length > 63:
+            return -1
+        at += 1 + length
+    return -1
 
 
 def load_zone(path: str | Path, origin: str | None = None) -> dns.zone.Zone:
     """An RFC 1035 master file, or a hosts-style file (``ADDRESS NAME [ALIAS...]``) made into a zone
-    under ``origin`` (default: the first name's parent... or ``local.``) with a generated SOA and NS."""
-    text = Path(path).read_text(encoding="utf-8")
+    under ``origin`` (default: the first name's parent... or ``local.``) with a generated SOA and NS.
+    The file is read as a server must (:func:`udpkit.files.read_text`: a regular file, no symbolic
+    link, at most 16 MiB, UTF-8); every problem is one ``UsageError``."""
+    if origin is not None:
+        try:
+            dns.name.from_text(origin)
+        except (dns.exception.DNSException, ValueError) as exc:
+            raise UsageError(f"--origin {origin!r}: not a domain name ({exc})") from None
+    text = read_text(str(path), "--zone")
     if _looks_like_hosts(text):
-        return _hosts_zone(text, origin)
+        try:
+            return _hosts_zone(text, origin)
+        except (dns.exception.DNSException, ValueError) as exc:
+            raise UsageError(f"{path}: not a hosts file: {exc}") from None
     try:
         return dns.zone.from_text(text, origin=origin, relativize=False, check_origin=True)
     except (dns.exception.DNSException, ValueError) as exc:
@@ -94,56 +182,60 @@ def _hosts_zone(text: str, origin: str | None) -> dns.zone.Zone:
     return zone
 
 
-class DnsResponder:
+class DnsResponder(BaseResponder):
     """An authoritative DNS server for ``zones``: ``--respond dns --zone FILE``.
 
-    ``rate_limit``: responses a second per client address (burst of twice that); beyond it the
-    responder stays silent, as response-rate-limiting servers do. ``stats`` counts the outcomes.
+    ``rate_limit``: answers a second per client address (:class:`ResponseRateLimiter`, BIND's RRL:
+    beyond it silence, and every ``slip``-th time a truncated answer); ``0`` or ``None`` turns it off.
+    ``stats`` counts the outcomes.
     """
 
     name = "dns"
     uses_time = True
 
-    def __init__(self, zones: Iterable[dns.zone.Zone], *, rate_limit: float | None = None) -> None:
+    def __init__(self, zones: Iterable[dns.zone.Zone], *, rate_limit: float | None = DEFAULT_RATE_LIMIT,
+                 slip: int = 2) -> None:
+        super().__init__()
         self.zones = sorted(zones, key=lambda z: -len(z.origin.labels) if z.origin else 0)
         for kind in ("A", "AAAA", "TXT", "CNAME", "MX", "SRV", "PTR", "NS", "SOA", "OPT", "ANY"):
             # dnspython imports each type's module on first use; do it now, before a server drops
             # its privileges and can no longer read the library's files
             dns.rdata.get_rdata_class(dns.rdataclass.IN, dns.rdatatype.from_text(kind))  # type: ignore[no-untyped-call]
-        self.rate_limit = rate_limit
-        self._limiter = None if rate_limit is None else ClientLimiter(rate_limit)
-        self.stats = {"answered": 0, "nxdomain": 0, "refused": 0, "formerr": 0, "silent": 0, "truncated": 0,
-                      "rate_limited": 0}
+        self.rate_limit = rate_limit or None
+        self._limiter = ResponseRateLimiter(rate_limit, slip=slip) if rate_limit else None
+        self.stats = {"answered": 0, "nxdomain": 0, "refused": 0, "formerr": 0, "notimp": 0, "silent": 0,
+                      "truncated": 0, "rate_limited": 0, "slipped": 0}
 
     def handle(self, datagram: bytes, peer: Endpoint, now: float) -> Reply:
-        if len(datagram) < 12:
-            self.stats["silent"] += 1
-            return None
-        ident, flags = _HEADER.unpack_from(datagram)
-        if flags & 0x8000:  # a response: never answer one (reflection loops)
-            self.stats["silent"] += 1
-            return None
-        if self._limiter is not None and not self._limiter.admit(peer.ip, now):
-            self.stats["rate_limited"] += 1
-            return None
+        turned_away = screen(datagram)
+        if turned_away is not None:
+            why, rcode = turned_away
+            self.stats[why] += 1
+            if not rcode:
+                return None
+            ident, flags = _HEADER.unpack_from(datagram)
+            return _header_only(ident, flags, rcode)
+        if self._limiter is not None:
+            verdict = self._limiter.decide(peer.ip, now)
+            if verdict != "answer":
+                if verdict == "drop":
+                    self.stats["rate_limited"] += 1
+                    return None
+                self.stats["slipped"] += 1
+                return _slip(datagram)
         try:
             query = dns.message.from_wire(datagram)
         except Exception:  # noqa: BLE001 - dnspython raises many kinds for garbage; all mean FORMERR
             self.stats["formerr"] += 1
-            return _formerr(ident, flags)
-        if len(query.question) != 1:
-            self.stats["formerr"] += 1
-            return _formerr(ident, flags)
+            ident, flags = _HEADER.unpack_from(datagram)
+            return _header_only(ident, flags, dns.rcode.FORMERR)
         response = dns.message.make_response(query, recursion_available=False)
         response.flags &= ~dns.flags.RA
         limit = 512
         if query.edns >= 0:
             limit = max(512, min(query.payload, _MAX_UDP))
             response.use_edns(0, payload=_MAX_UDP)
-        if query.opcode() != dns.opcode.QUERY:
-            response.set_rcode(dns.rcode.NOTIMP)
-        else:
-            self._answer(query.question[0], response)
+        self._answer(query.question[0], response)
         try:
             return response.to_wire(max_size=limit)
         except dns.exception.TooBig:
@@ -198,9 +290,17 @@ class DnsResponder:
             response.authority.append(dns.rrset.from_rdata_list(zone.origin, soa.ttl, list(soa)))
 
 
-def _formerr(ident: int, flags: int) -> bytes:
-    """A header-only FORMERR answering ``ident`` (opcode and RD copied, QR set)."""
-    return struct.pack("!HHHHHH", ident, 0x8000 | (flags & 0x7900) | dns.rcode.FORMERR, 0, 0, 0, 0)
+def _header_only(ident: int, flags: int, rcode: int) -> bytes:
+    """A header-only answer to ``ident`` with ``rcode`` (opcode and RD copied, QR set): 12 bytes."""
+    return struct.pack("!HHHHHH", ident, 0x8000 | (flags & 0x7900) | rcode, 0, 0, 0, 0)
+
+
+def _slip(query: bytes) -> bytes:
+    """RRL's "slip": the question back with TC set and nothing else — no larger than the query, and
+    a real client retries over TCP (for a spoofed victim, a few bytes it did not ask for)."""
+    end = _skip_name(query, 12) + 4
+    flags = 0x8000 | (query[2] << 8 & 0x7900) | 0x0400 | 0x0200  # QR, opcode and RD, AA, TC
+    return query[:2] + struct.pack("!HHHHH", flags, 1, 0, 0, 0) + query[12:end]
 
 
 class DnsProbe:

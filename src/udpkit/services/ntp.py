@@ -20,7 +20,7 @@ from collections import OrderedDict
 from typing import NamedTuple
 
 from udpkit.addr import Endpoint
-from udpkit.services.base import Evidence, Reply
+from udpkit.services.base import BaseResponder, Evidence, Reply
 from udpkit.services.ratelimit import ClientLimiter
 
 __all__ = ["NTP_EPOCH_OFFSET", "NtpPacket", "NtpProbe", "NtpResponder", "decode_packet", "from_ntp", "to_ntp"]
@@ -91,7 +91,7 @@ def encode_packet(p: NtpPacket) -> bytes:
                        p.receive, p.transmit)
 
 
-class NtpResponder:
+class NtpResponder(BaseResponder):
     """An NTP server: ``--respond ntp``.
 
     ``stratum``/``refid`` default to chrony's ``local stratum 10`` (refid ``LOCL``); ``leap``,
@@ -105,12 +105,20 @@ class NtpResponder:
 
     def __init__(self, *, stratum: int = 10, refid: bytes = b"LOCL", leap: int = 0, root_delay: float = 0.0,
                  root_dispersion: float = 0.001, precision: int = -20, rate_limit: float | None = None) -> None:
+        super().__init__()
         if not 1 <= stratum <= 15 and not (stratum == 16 and leap == LEAP_UNSYNCHRONIZED):
             raise ValueError("stratum must be 1..15 (16 only when unsynchronized)")
+        if not 0 <= leap <= 3:
+            raise ValueError("leap must be 0..3")
+        for what, seconds in (("root delay", root_delay), ("root dispersion", root_dispersion)):
+            if not 0 <= seconds < 65536:  # NTP short format, 16.16 bits (RFC 5905 §6); NaN fails too
+                raise ValueError(f"{what} must be a number of seconds from 0 to 65535")
+        if rate_limit is not None and not (rate_limit >= 0 and math.isfinite(rate_limit)):
+            raise ValueError("rate limit must be a finite number >= 0")
         self.stratum, self.refid, self.leap = stratum, refid.ljust(4, b"\0")[:4], leap
         self.root_delay, self.root_dispersion, self.precision = root_delay, root_dispersion, precision
-        self.rate_limit = rate_limit
-        self._limiter = None if rate_limit is None else ClientLimiter(rate_limit)
+        self.rate_limit = rate_limit or None
+        self._limiter = None if not rate_limit else ClientLimiter(rate_limit)
         self.stats = {"answered": 0, "kiss_rate": 0, "short": 0, "mode": 0, "version": 0, "rate_limited": 0}
         self._heads: dict[tuple[int, int], bytes] = {}  # (version, poll) -> the reply's first 16 bytes
         self._ref_second, self._ref = -1, b""

@@ -1,0 +1,64 @@
+"""A socat listener plan (:func:`~udpkit.compat.socat.parse_socat`) made into a :class:`Listener`.
+
+The file a plan writes to is opened separately (:func:`open_target`), after the caller has dropped
+privileges if the plan says ``su=``, and without following symbolic links.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import BinaryIO
+
+from udpkit.compat.socat import SocatPlan
+from udpkit.errors import UdpkitError, UsageError
+from udpkit.files import open_output
+from udpkit.listen import Listener, Sink
+from udpkit.net import BindOptions
+
+__all__ = ["listener_for", "open_target"]
+
+
+def listener_for(plan: SocatPlan, idle: float | None, stdout: BinaryIO | None,
+                 stdin_fd: int | None = None) -> Listener:
+    """The Listener a plan describes; a file target's sink is attached by the caller (``open_target``)."""
+    target = plan.target
+    respond = "echo" if target.kind == "echo" else "discard"
+    if plan.mode == "recv" and target.kind in ("echo", "relay"):
+        raise UsageError("UDP-RECV only receives; use UDP-RECVFROM or UDP-LISTEN to answer")
+    relay = None
+    if target.kind == "relay":
+        assert target.host is not None and target.port is not None
+        try:
+            info = socket.getaddrinfo(target.host, target.port, target.family or 0, socket.SOCK_DGRAM)[0]
+        except (OSError, UnicodeError) as exc:
+            raise UsageError(f"cannot resolve {target.host}: {exc}") from None
+        relay = (info[0], (str(info[4][0]), int(info[4][1])))
+    sink = None
+    if target.kind in ("stdout", "stdio"):
+        if stdout is None:
+            raise UdpkitError("standard output does not take bytes here")
+        sink = Sink(stdout, "raw")
+    elif target.kind == "file":
+        sink = Sink(None, "raw")
+    bind = BindOptions(v6only=plan.v6only, reuseaddr=plan.reuseaddr, reuseport=plan.reuseport,
+                       device=plan.device, rcvbuf=plan.rcvbuf)
+    sessions = plan.mode == "listen" and plan.fork
+    # PIPE is socat's echo: udpkit's echo responder, with its guards against reflection loops
+    return Listener(
+        [plan.endpoint], respond=respond, bind=bind, sink=sink,
+        count=1 if plan.mode == "recvfrom" and not plan.fork else None,
+        fork=sessions, idle_timeout=idle if (sessions or relay) else None,
+        max_peers=plan.max_children, allow=plan.allow, relay=relay,
+        single_peer=plan.mode == "listen" and not plan.fork and relay is None,
+        input_fd=stdin_fd if target.kind == "stdio" else None,
+    )
+
+
+def open_target(plan: SocatPlan) -> BinaryIO | None:
+    """The file a plan's second address names, opened for appending (``CREATE:`` empties it first,
+    ``OPEN:`` must exist); ``None`` when the target is not a file."""
+    target = plan.target
+    if target.kind != "file":
+        return None
+    assert target.path is not None
+    return open_output(target.path, truncate=target.truncate, must_exist=target.must_exist)

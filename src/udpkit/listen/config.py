@@ -1,0 +1,105 @@
+"""A listener's configuration, checked once and frozen, and the defaults that bound its resources.
+
+Sessions (socat's ``fork``) cost a file descriptor each (two when relaying), so without a cap a flood
+of distinct source ports takes the process to its open-files limit and ends it. The default cap
+leaves room for the rest of the process (:func:`session_cap`), and quiet sessions end after
+:data:`DEFAULT_IDLE_TIMEOUT` seconds; when the cap is reached the least recently active session
+makes room for the new peer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import resource
+import socket
+from dataclasses import dataclass
+
+from udpkit.addr import Endpoint
+from udpkit.errors import UsageError
+from udpkit.net import BindOptions
+
+__all__ = ["DEFAULT_IDLE_TIMEOUT", "ListenerConfig", "Network", "session_cap"]
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: Seconds without traffic after which a session ends, unless told otherwise (0: never).
+DEFAULT_IDLE_TIMEOUT = 60.0
+#: Descriptors kept for everything but sessions: listening sockets, epoll, pipes, files, imports.
+_RESERVED_FDS = 64
+#: The largest finite number of seconds an option takes (about 31 years): beyond, it is a typo.
+MAX_SECONDS = 1e9
+
+
+def session_cap(fds_per_session: int = 1) -> int:
+    """The most sessions the open-files limit allows: ``RLIMIT_NOFILE`` less a margin (64, and a
+    sixteenth of the limit), shared by sessions of ``fds_per_session`` descriptors each.
+    With ``ulimit -n 1024``: 896 sessions; 2048: 1856; 20000: 18686."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft > 1 << 20:
+        soft = 1 << 20
+    return max(1, (soft - _RESERVED_FDS - soft // 16) // fds_per_session)
+
+
+def _seconds(name: str, value: float | None, *, zero: bool = False) -> float | None:
+    if value is None:
+        return None
+    if not (math.isfinite(value) and (value >= 0 if zero else value > 0) and value <= MAX_SECONDS):
+        raise UsageError(f"{name} must be a {'non-negative' if zero else 'positive'} number of seconds"
+                         f" up to {MAX_SECONDS:.0f}, got {value}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    """Everything a :class:`~udpkit.listen.Listener` is told, checked (see ``Listener`` for the meaning).
+
+    ``idle_timeout`` and ``max_sessions`` are resolved: with sessions on, ``None`` becomes the
+    default, ``idle_timeout=0`` means never; ``max_sessions`` may not exceed :func:`session_cap`.
+    """
+
+    endpoints: tuple[Endpoint, ...]
+    bind: BindOptions = BindOptions()
+    count: int | None = None
+    duration: float | None = None
+    fork: bool = False
+    idle_timeout: float | None = None
+    max_sessions: int | None = None
+    allow: tuple[Network, ...] | None = None
+    relay: tuple[socket.AddressFamily, tuple[str, int]] | None = None
+    single_peer: bool = False
+    input_fd: int | None = None
+
+    @property
+    def sessions(self) -> bool:
+        return self.fork or self.relay is not None
+
+    @classmethod
+    def checked(cls, endpoints: tuple[Endpoint, ...], *, bind: BindOptions = BindOptions(), count: int | None = None,
+                duration: float | None = None, fork: bool = False, idle_timeout: float | None = None,
+                max_sessions: int | None = None, allow: tuple[Network, ...] | None = None,
+                relay: tuple[socket.AddressFamily, tuple[str, int]] | None = None, single_peer: bool = False,
+                input_fd: int | None = None) -> ListenerConfig:
+        if not endpoints:
+            raise UsageError("nothing to listen on")
+        if count is not None and count < 1:
+            raise UsageError("--count must be at least 1")
+        duration = _seconds("--duration", duration)
+        idle_timeout = _seconds("--idle-timeout", idle_timeout, zero=True)
+        if max_sessions is not None and max_sessions < 1:
+            raise UsageError("--max-peers must be at least 1")
+        if bind.rcvbuf is not None and not 0 < bind.rcvbuf <= 1 << 31:
+            raise UsageError("--rcvbuf must be from 1 to 2147483648 bytes")
+        sessions = fork or relay is not None
+        if sessions:
+            cap = session_cap(2 if relay is not None else 1)
+            if max_sessions is None:
+                max_sessions = cap
+            elif max_sessions > cap:
+                raise UsageError(f"--max-peers {max_sessions} is more sessions than the open-files limit allows"
+                                 f" ({cap}); raise it (ulimit -n) or ask for fewer")
+            if idle_timeout is None:
+                idle_timeout = DEFAULT_IDLE_TIMEOUT
+        if idle_timeout == 0:
+            idle_timeout = None
+        return cls(tuple(endpoints), bind, count, duration, fork, idle_timeout, max_sessions,
+                   tuple(allow) if allow else None, relay, single_peer, input_fd)

@@ -1,0 +1,136 @@
+"""What a listener counts: datagrams and bytes by name, distinct peers in bounded memory, and the
+faults — everything a peer sent or provoked that did not go as asked — each under its own name.
+
+Strategy for peers: an exact set while it is small (:data:`EXACT_PEERS`), then a HyperLogLog
+estimate in 4 KiB (2**12 registers, about 1.6 % standard error), so a flood of spoofed distinct
+peers costs a fixed amount of memory instead of ~200 bytes each for ever.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+__all__ = ["Counters", "EXACT_PEERS", "ListenerStats", "PeerTally"]
+
+#: Distinct peers counted exactly; beyond this, estimated.
+EXACT_PEERS = 4096
+_P = 12  # HyperLogLog precision: 2**12 one-byte registers
+_M = 1 << _P
+_ALPHA = 0.7213 / (1 + 1.079 / _M)
+_MASK = (1 << 64) - 1
+
+
+class PeerTally:
+    """How many distinct peers: ``add(peer)`` per datagram (the set's own ``add`` while exact, so the
+    hot loops pay a C call), ``settle()`` once per batch to switch to the estimate when it grows."""
+
+    __slots__ = ("_exact", "_registers", "add")
+
+    def __init__(self) -> None:
+        self._exact: set[Any] | None = set()
+        self._registers = bytearray(_M)
+        self.add: Callable[[Any], None] = self._exact.add
+
+    @property
+    def estimated(self) -> bool:
+        return self._exact is None
+
+    def settle(self) -> None:
+        """Move to the estimate once the exact set has outgrown :data:`EXACT_PEERS`."""
+        exact = self._exact
+        if exact is not None and len(exact) > EXACT_PEERS:
+            self._exact = None
+            for peer in exact:
+                self._add_estimate(peer)
+            self.add = self._add_estimate
+
+    def _add_estimate(self, peer: Any) -> None:
+        h = hash(peer) & _MASK
+        h = (h * 0x9E3779B97F4A7C15) & _MASK  # spread small hashes (ints hash to themselves) over 64 bits
+        index, rest = h >> (64 - _P), h & ((1 << (64 - _P)) - 1)
+        rank = (64 - _P) - rest.bit_length() + 1
+        if rank > self._registers[index]:
+            self._registers[index] = rank
+
+    def __len__(self) -> int:
+        if self._exact is not None:
+            return len(self._exact)
+        zeros = self._registers.count(0)
+        estimate = _ALPHA * _M * _M / sum(2.0 ** -r for r in self._registers)
+        if estimate <= 2.5 * _M and zeros:
+            estimate = _M * math.log(_M / zeros)  # small-range correction (linear counting)
+        return int(round(estimate))
+
+
+class Counters:
+    """The running totals of one listener, by name (mutable; :class:`ListenerStats` is the snapshot)."""
+
+    __slots__ = ("bytes_in", "bytes_out", "datagrams_in", "datagrams_out", "faults", "refused", "truncated")
+
+    def __init__(self) -> None:
+        self.datagrams_in = self.bytes_in = self.datagrams_out = self.bytes_out = 0
+        self.refused = self.truncated = 0
+        #: what a peer sent or provoked that was not served as asked, by name (see ListenerStats)
+        self.faults: Counter[str] = Counter()
+
+
+class ListenerStats(NamedTuple):
+    """What a listener has seen: datagrams and bytes in and out, distinct peers (estimated past
+    :data:`EXACT_PEERS`), sessions open now and in all, datagrams refused by ``allow``, replies the
+    kernel would not take, datagrams cut short, datagrams the kernel dropped because a receive
+    queue was full (``SO_RXQ_OVFL``), and the named faults:
+
+    - ``not_unicast``: sent to a multicast or broadcast address, so not answered;
+    - ``socket_error:ERRNO``: an ICMP error (for an earlier reply) reported in place of a datagram;
+    - ``reply_failed:ERRNO``: a reply the kernel refused (a source address gone, no route, ...);
+    - ``session_error:ERRNO``: a session ended by its socket's error;
+    - ``no_session:ERRNO``: no socket could be made for a new peer's session (served from the
+      listening socket instead; relays drop the datagram);
+    - ``responder_error:NAME``: the responder failed on a datagram;
+    - ``not_recorded``: datagrams the recording could not take after it failed.
+    """
+
+    datagrams_in: int = 0
+    bytes_in: int = 0
+    datagrams_out: int = 0
+    bytes_out: int = 0
+    peers: int = 0
+    sessions_open: int = 0
+    sessions_total: int = 0
+    refused: int = 0
+    replies_dropped: int = 0
+    truncated: int = 0
+    kernel_drops: int = 0
+    peers_estimated: bool = False
+    faults: Mapping[str, int] = {}
+
+    def summary(self) -> str:
+        peers = f"{'about ' if self.peers_estimated else ''}{self.peers} peer{'s' if self.peers != 1 else ''}"
+        text = (
+            f"{self.datagrams_in} datagrams ({self.bytes_in} bytes) in, {self.datagrams_out} ({self.bytes_out} bytes)"
+            f" out, {peers}, {self.kernel_drops} dropped by the kernel"
+        )
+        if self.sessions_total:
+            text += f", {self.sessions_total} sessions ({self.sessions_open} open)"
+        if self.refused:
+            text += f", {self.refused} refused"
+        if self.faults:
+            text += "; " + ", ".join(f"{name} {count}" for name, count in sorted(self.faults.items()))
+        return text
+
+    def merged(self, other: Mapping[str, Any]) -> ListenerStats:
+        """These statistics plus another worker's (as ``_asdict()`` gave them, through JSON)."""
+        totals = self._asdict()
+        for name, value in other.items():
+            if name == "faults":
+                faults: Counter[str] = Counter(totals["faults"])
+                faults.update(value)
+                totals["faults"] = dict(faults)
+            elif name == "peers_estimated":
+                totals[name] = totals[name] or bool(value)
+            elif name in totals:
+                totals[name] += value
+        return ListenerStats(**totals)
