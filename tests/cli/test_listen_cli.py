@@ -34,3 +34,48 @@ def test_listen_help_ends_with_examples() -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["listen", "--help"], stdout=out)
     assert exit_info.value.code == 0
+
+
+ZONE = "tests/data/example.zone"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["listen", "9", "--rcvbuf", "99999999999999999999"], "positive whole number up to"),
+        (["listen", "9", "--duration", "1e400"], "expected a number"),
+        (["listen", "9", "--duration", "nan"], "expected a number"),
+        (["listen", "9", "--respond", "ntp", "--root-delay", "nan"], "expected a number"),
+        (["listen", "9", "--respond", "ntp", "--root-dispersion", "inf"], "expected a number"),
+        (["listen", "9", "--respond", "ntp", "--root-delay", "70000"], "root delay"),
+        (["listen", "9", "--respond", "ntp", "--stratum", "99"], "stratum"),
+        (["listen", "9", "--respond", "dns", "--zone", ZONE, "--origin", "a..b"], "not a domain name"),
+        (["listen", "9", "--respond", "dns", "--zone", "/bin/ls"], "not UTF-8"),
+        (["listen", "9", "--respond", "dns", "--zone", "/dev/zero"], "not a regular file"),
+        (["listen", "9", "--respond", "dns", "--zone", "/nonexistent.zone"], "No such file"),
+        (["listen", "9", "--respond", "echo", "--rate-limit=-1"], "expected a number"),
+        (["listen", "9", "--rate-limit", "5"], "discard never answers"),
+        (["listen", "9", "--user", ""], "empty one would stay root"),
+        (["listen", "9", "--user", "no-such-user-udpkit"], "no such user"),
+        (["listen", "9", "--fork", "--max-peers", "2147483648"], "open-files limit"),
+        (["listen", "9", "--workers", "65"], "at most 64"),
+        (["socat", "-T", "nan", "UDP4-LISTEN:9", "/dev/null"], "positive number"),
+        (["socat", "UDP4-LISTEN:9,rcvbuf=99999999999", "/dev/null"], "--rcvbuf"),
+    ],
+)
+def test_bad_option_values_are_one_line_and_exit_2(argv: list[str], message: str) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert main(argv, stdout=out, stderr=err) == 2, err.getvalue()
+    assert err.getvalue().count("\n") == 1 and message in err.getvalue(), err.getvalue()
+    assert "Traceback" not in err.getvalue()
+
+
+def test_a_fifo_as_a_zone_is_refused_at_once(tmp_path: object) -> None:
+    import os
+    from pathlib import Path
+
+    fifo = Path(str(tmp_path)) / "zone.fifo"
+    os.mkfifo(fifo)
+    err = io.StringIO()
+    assert main(["listen", "9", "--respond", "dns", "--zone", str(fifo)], stdout=io.StringIO(), stderr=err) == 2
+    assert "not a regular file" in err.getvalue()

@@ -108,7 +108,7 @@ def build_parser() -> Parser:
 
 def _positive_int(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 1 << 31:
-        raise UsageError(f"expected a whole number from 1 to {1 << 31}, got {text!r}")
+        raise UsageError(f"expected a positive whole number up to {1 << 31}, got {text!r}")
     return int(text)
 
 
