@@ -50,4 +50,4 @@ def test_the_limiter_tables_stay_bounded_under_a_spoofed_flood() -> None:
         ip = f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}"
         limiter.admit(ip, 0.0)
         rrl.decide(ip, 0.0)
-    assert len(limiter._table) == len(rrl._table) == 65536
+    assert len(limiter._table) == len(rrl._table) == 16384

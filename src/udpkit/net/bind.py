@@ -76,7 +76,10 @@ def bind_udp(endpoint: Endpoint, options: BindOptions = BindOptions()) -> socket
         if options.rcvbuf:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, options.rcvbuf)
         address: tuple[str, int] | tuple[str, int, int, int] = (endpoint.ip, endpoint.port)
-        if endpoint.family == socket.AF_INET6 and endpoint.interface:
+        ip, _, scope = endpoint.ip.partition("%")  # fe80::1%3 (a session's link-local address): the scope
+        if endpoint.family == socket.AF_INET6 and scope:  # must go in the tuple, Python ignores it in the text
+            address = (ip, endpoint.port, 0, int(scope) if scope.isdigit() else socket.if_nametoindex(scope))
+        elif endpoint.family == socket.AF_INET6 and endpoint.interface:
             address = (endpoint.ip, endpoint.port, 0, socket.if_nametoindex(endpoint.interface))
         sock.bind(address)
     except OSError as exc:

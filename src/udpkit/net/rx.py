@@ -106,10 +106,12 @@ def receive(sock: socket.socket, limit: int = 64, *, ancillary: bool = True,
                 if local is None:
                     local = socket.inet_ntop(socket.AF_INET, header_dst)
             elif level == _IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(value) >= _IN6_PKTINFO.size:
-                address = _IN6_PKTINFO.unpack_from(value)[0]
+                address, index = _IN6_PKTINFO.unpack_from(value)
                 if address[0] == 0xFF or (address[:12] == _MAPPED and 224 <= address[12] < 240):
                     unicast = False
                 local = socket.inet_ntop(socket.AF_INET6, address)
+                if address[0] == 0xFE and address[1] & 0xC0 == 0x80:  # link-local: only with its scope
+                    local = f"{local}%{index}"
         out.append(Datagram(data, peer, local, timestamp, drops, bool(flags & _MSG_TRUNC), unicast))
     return out
 
@@ -179,8 +181,10 @@ def send_reply(sock: socket.socket, payload: bytes, peer: tuple[Any, ...], sourc
     if source is not None:
         try:
             if sock.family == socket.AF_INET6:
+                ip, _, scope = source.partition("%")  # fe80::1%3: a link-local source names its interface
+                index = int(scope) if scope.isdigit() else socket.if_nametoindex(scope) if scope else 0
                 ancillary.append((socket.IPPROTO_IPV6, IPV6_PKTINFO,
-                                  _IN6_PKTINFO.pack(socket.inet_pton(socket.AF_INET6, source), 0)))
+                                  _IN6_PKTINFO.pack(socket.inet_pton(socket.AF_INET6, ip), index)))
             else:
                 packed = socket.inet_pton(socket.AF_INET, source)
                 ancillary.append((socket.IPPROTO_IP, IP_PKTINFO, _IN_PKTINFO.pack(0, packed, b"\0" * 4)))

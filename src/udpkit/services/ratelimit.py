@@ -1,6 +1,6 @@
 """Per-client response rate limiting for the responders, without clocks: ``now`` is passed in.
 
-Two accounts per client address, each table remembering at most 65,536 clients (the least recently
+Two accounts per client address, each table remembering at most 16,384 clients (the least recently
 seen is forgotten first) so a spoofed flood cannot grow it without bound:
 
 - :class:`ClientLimiter`, a token bucket (``rate`` answers a second, a burst of twice that): the
@@ -19,7 +19,7 @@ from collections import OrderedDict
 
 __all__ = ["ClientLimiter", "ResponseRateLimiter", "Verdict"]
 
-_MAX_CLIENTS = 65536
+_MAX_CLIENTS = 16384  # at ~250 bytes each, about 4 MiB at most
 
 
 class _Table:
