@@ -191,7 +191,9 @@ def main() -> int:
         results = {}
         for label, argv in (
             ("sockperf server", ["sockperf", "server", "-i", "127.0.0.1", "-p", "{port}"]),
-            ("udpkit listen --respond echo", [*udpkit, "127.0.0.1:{port}", "--respond", "echo"]),
+            # no reply budget: one client at full speed is the point here (by default echo answers a peer
+            # address at most 100 times a second, which would measure the budget, not the server)
+            ("udpkit listen --respond echo", [*udpkit, "127.0.0.1:{port}", "--respond", "echo", "--rate-limit", "0"]),
         ):
             port += 1
             server = start_server([a.replace("{port}", str(port)) for a in argv])

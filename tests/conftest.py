@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+from typing import Any
 
 import pytest
 
@@ -38,3 +41,57 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     marker = item.get_closest_marker("peer")
     if marker is not None:
         need_tool(*marker.args)
+
+
+#: Process groups the tests started (helpers in their own sessions): checked when the run ends.
+STARTED_GROUPS: list[int] = []
+
+
+def start_group(argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
+    """Start a helper in its own process group (a ``socat ...,fork`` parent and its children), so
+    that :func:`end_group` ends them all, and the run can tell if any outlived its test."""
+    proc: subprocess.Popen[Any] = subprocess.Popen(argv, start_new_session=True, **kwargs)
+    STARTED_GROUPS.append(proc.pid)
+    return proc
+
+
+def end_group(proc: subprocess.Popen[Any], timeout: float = 5) -> None:
+    """SIGTERM to the helper's whole group, SIGKILL if it lingers, then reap the leader."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=timeout)
+            if not _group_alive(proc.pid):
+                break
+        except subprocess.TimeoutExpired:
+            continue
+    if proc.poll() is None:
+        proc.wait(timeout=timeout)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A helper still alive when the run ends is a leak: end it and fail the run."""
+    left = [pgid for pgid in STARTED_GROUPS if _group_alive(pgid)]
+    for pgid in left:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if left:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"process groups still alive after the run (ended now): {left}", red=True)

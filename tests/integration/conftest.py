@@ -16,12 +16,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import need_tool
+from tests.conftest import end_group, need_tool, start_group
 
 HERE = Path(__file__).parent
 _counter = itertools.count()
@@ -42,7 +42,8 @@ class Netns:
                               env=env, check=check)
 
     def start(self, argv: Sequence[str]) -> subprocess.Popen[str]:
-        return subprocess.Popen(self.argv(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        """A helper in its own process group (see ``stop``)."""
+        return start_group(self.argv(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def udpkit(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return self.run([sys.executable, "-m", "udpkit", *args], env=env)
@@ -66,14 +67,8 @@ def ns() -> Iterator[Netns]:
 
 
 def stop(proc: subprocess.Popen[str]) -> None:
-    """End a process we started, by its PID, and reap it."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+    """End a process we started and its children (its process group, by its PID), and reap it."""
+    end_group(proc)
     for stream in (proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()
@@ -108,6 +103,16 @@ def wait_for(ns: Netns, args: Sequence[str], needle: str, timeout: float = 5.0) 
             return out
         time.sleep(0.05)
     raise AssertionError(f"{needle!r} never appeared in ss {' '.join(args)}:\n{out}")
+
+
+def eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """``check()`` until it holds (a listener thread has counted what it sent), at most ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def free_port(family: int = socket.AF_INET6, host: str = "::") -> int:

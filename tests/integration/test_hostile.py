@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import need_root, need_tool
+from tests.conftest import end_group, need_root, need_tool, start_group
 
 HERE = Path(__file__).parent
 PEER = str(HERE / "hostile_peer.py")
@@ -50,8 +50,7 @@ class Server:
         command = [sys.executable, "-m", "udpkit", *argv]
         if shell_prefix:
             command = ["sh", "-c", f"{shell_prefix} exec \"$@\"", "sh", *command]
-        self.proc = subprocess.Popen(host.argv(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, start_new_session=True)
+        self.proc = start_group(host.argv(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.stderr = ""
 
     def alive(self) -> bool:
@@ -64,7 +63,7 @@ class Server:
         try:
             _out, self.stderr = self.proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            end_group(self.proc)
             _out, self.stderr = self.proc.communicate(timeout=5)
         return self.stderr
 
@@ -265,9 +264,9 @@ def test_heavy_dns_messages_do_not_slow_a_legitimate_client(lan: tuple[Host, Hos
     heavy += b"\xc0\x0c\x00\x01\x00\x01" * ((65000 - len(heavy)) // 6)
     try:
         wait_bound(server_host, 53)
-        flood = subprocess.Popen(client.argv([sys.executable, PEER, "send", SERVER4, "53",
-                                              "--payload", heavy.hex(), "--count", "300", "--pace", "1"]),
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        flood = start_group(client.argv([sys.executable, PEER, "send", SERVER4, "53", "--payload", heavy.hex(),
+                                         "--count", "300", "--pace", "1"]),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             _www, request = SERVICES["dns"]
             rtts = []
