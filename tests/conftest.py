@@ -56,18 +56,22 @@ def start_group(argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
 
 
 def end_group(proc: subprocess.Popen[Any], timeout: float = 5) -> None:
-    """SIGTERM to the helper's whole group, SIGKILL if it lingers, then reap the leader."""
+    """SIGTERM to the helper's whole group, SIGKILL if it lingers, then reap the leader. A process
+    that is not a group leader (started some other way) gets the signals itself."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
+        if proc.poll() is not None and not _group_alive(proc.pid):
+            break
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
-            break
+            if proc.poll() is None:
+                proc.send_signal(sig)
         try:
             proc.wait(timeout=timeout)
-            if not _group_alive(proc.pid):
-                break
         except subprocess.TimeoutExpired:
             continue
+        if not _group_alive(proc.pid):
+            break
     if proc.poll() is None:
         proc.wait(timeout=timeout)
 

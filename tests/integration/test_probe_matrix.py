@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.conftest import start_group
 from tests.integration.conftest import stop
 
 pytestmark = [pytest.mark.root, pytest.mark.peer("nft", "nc")]
@@ -63,8 +64,8 @@ def hosts() -> Iterator[Hosts]:
                                  capture_output=True, timeout=20)
         assert applied.returncode == 0, applied.stderr
         for respond, port in (("echo", ECHO), ("discard", DISCARD)):
-            proc = subprocess.Popen(["ip", "netns", "exec", server, sys.executable, "-m", "udpkit", "listen",
-                                     str(port), "--respond", respond], stderr=subprocess.PIPE, text=True)
+            proc = start_group(["ip", "netns", "exec", server, sys.executable, "-m", "udpkit", "listen",
+                                str(port), "--respond", respond], stderr=subprocess.PIPE, text=True)
             procs.append(proc)
             assert proc.stderr is not None and "listen" in proc.stderr.readline()
         yield Hosts(server, client)
