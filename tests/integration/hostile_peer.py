@@ -113,10 +113,19 @@ def dns_load(args: argparse.Namespace) -> dict[str, object]:
     import dns.message
 
     query = dns.message.make_query(args.name, "TXT", use_edns=0, payload=1232).to_wire()
-    sent = received = answers = asked = 0
+    sent = asked = 0
+    replies: list[int] = []  # the size of each reply
     with socket.socket(family_of(args.host), socket.SOCK_DGRAM) as sock:
         sock.bind((args.source or "0.0.0.0", 0))
         sock.setblocking(False)
+
+        def drain() -> None:
+            try:
+                while True:
+                    replies.append(len(sock.recv(65535)))
+            except BlockingIOError:
+                pass
+
         start = time.monotonic()
         while time.monotonic() - start < args.seconds:
             due = start + asked / args.rate
@@ -125,21 +134,10 @@ def dns_load(args: argparse.Namespace) -> dict[str, object]:
             sock.sendto(query, (args.host, args.port))
             sent += len(query)
             asked += 1
-            try:
-                while True:
-                    reply = sock.recv(65535)
-                    received += len(reply)
-                    answers += len(reply) > 100
-            except BlockingIOError:
-                pass
+            drain()
         time.sleep(0.3)
-        try:
-            while True:
-                reply = sock.recv(65535)
-                received += len(reply)
-                answers += len(reply) > 100
-        except BlockingIOError:
-            pass
+        drain()
+    received, answers = sum(replies), sum(size > 100 for size in replies)
     return {"asked": asked, "bytes_out": sent, "bytes_in": received, "full_answers": answers}
 
 
