@@ -51,20 +51,23 @@ class Server:
         if shell_prefix:
             command = ["sh", "-c", f"{shell_prefix} exec \"$@\"", "sh", *command]
         self.proc = start_group(host.argv(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.stderr = ""
+        self.stderr = self.stdout = ""
+        self._collected = False
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def stop(self) -> str:
-        """SIGTERM, the summary on standard error, and the exit status checked."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            _out, self.stderr = self.proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            end_group(self.proc)
-            _out, self.stderr = self.proc.communicate(timeout=5)
+        """SIGTERM, then its standard output and error (the summary) kept; safe to call twice."""
+        if not self._collected:
+            self._collected = True
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.stdout, self.stderr = self.proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                end_group(self.proc)
+                self.stdout, self.stderr = self.proc.communicate(timeout=5)
         return self.stderr
 
     def pid(self) -> int:
@@ -153,6 +156,19 @@ def test_datagrams_to_groups_and_broadcasts_are_not_answered_and_stop_nothing(la
     assert "not_unicast 12" in summary, summary
 
 
+def test_answering_groups_is_a_choice(lan: tuple[Host, Host]) -> None:
+    server_host, client = lan
+    server = Server(server_host, "listen", str(PORT), "--respond", "echo", "--answer-groups")
+    try:
+        wait_bound(server_host, PORT, 2)
+        assert client.peer("group", "224.0.0.1", str(PORT), "--iface", client.iface, "--count", "1")["replies"] == 1
+        assert client.peer("group", "ff02::1", str(PORT), "--iface", client.iface, "--count", "1")["replies"] == 1
+        assert server.alive()
+    finally:
+        summary = server.stop()
+    assert "not_unicast 2" in summary and "2 (" in summary, summary
+
+
 @pytest.mark.parametrize("argv", [
     ["listen", f"[::]:{PORT}", "--respond", "echo"],
     ["listen", f"[::]:{PORT}", "--respond", "echo", "--fork"],
@@ -172,10 +188,29 @@ def test_a_link_local_peer_is_answered(lan: tuple[Host, Host], argv: list[str]) 
         server.stop()
 
 
-def test_a_relay_carries_a_link_local_peer(lan: tuple[Host, Host]) -> None:
+def test_a_single_peer_listener_takes_a_link_local_peer(lan: tuple[Host, Host]) -> None:
+    """socat's UDP6-LISTEN without fork connects to its first peer: with the whole address."""
+    server_host, client = lan
+    server = Server(server_host, "socat", f"UDP6-LISTEN:{PORT}", "STDOUT")
+    try:
+        wait_bound(server_host, PORT)
+        client.peer("ask", f"{SERVER_LL}%{client.iface}", str(PORT), "--source", f"{CLIENT_LL}%{client.iface}",
+                    "--port", "40002", "--timeout", "0.3")
+        listing = server_host.run("ss", "-uanH", f"sport = :{PORT}").stdout
+        assert server.alive() and "ESTAB" in listing and CLIENT_LL in listing, listing
+    finally:
+        server.stop()
+    assert server.stdout == "udpkit legit", server.stdout
+
+
+@pytest.mark.parametrize("argv", [
+    ["listen", f"[::]:{PORT}", "--relay", "127.0.0.1:7301"],
+    ["socat", f"UDP6-RECVFROM:{PORT},fork", "UDP4-SENDTO:127.0.0.1:7301"],
+], ids=["listen-relay", "socat-recvfrom-sendto"])
+def test_a_relay_carries_a_link_local_peer(lan: tuple[Host, Host], argv: list[str]) -> None:
     server_host, client = lan
     upstream = Server(server_host, "listen", "127.0.0.1:7301", "--respond", "echo")
-    relay = Server(server_host, "listen", f"[::]:{PORT}", "--relay", "127.0.0.1:7301")
+    relay = Server(server_host, *argv)
     try:
         wait_bound(server_host, 7301)
         wait_bound(server_host, PORT)
@@ -213,11 +248,19 @@ def test_an_icmp_error_for_a_reply_ends_that_session_only(lan: tuple[Host, Host]
     assert "session_error:" in summary, summary
 
 
-def test_thousands_of_source_ports_under_a_low_fd_limit_leave_the_service_up(lan: tuple[Host, Host]) -> None:
-    """The tutorial's own command, no flags, ``ulimit -n 2048``, 5,000 client ports."""
+@pytest.mark.parametrize("argv", [
+    ["socat", f"UDP4-LISTEN:{PORT},fork", "PIPE"],
+    ["listen", str(PORT), "--fork", "--respond", "echo"],
+    ["listen", f"0.0.0.0:{PORT}", "--relay", "127.0.0.1:7301"],
+], ids=["socat-fork", "listen-fork", "relay"])
+def test_thousands_of_source_ports_under_a_low_fd_limit_leave_the_service_up(lan: tuple[Host, Host],
+                                                                             argv: list[str]) -> None:
+    """The tutorial's own command (and its kin), no limiting flags, ``ulimit -n 2048``, 5,000 client ports."""
     server_host, client = lan
-    server = Server(server_host, "socat", f"UDP4-LISTEN:{PORT},fork", "PIPE", shell_prefix="ulimit -n 2048;")
+    upstream = Server(server_host, "listen", "127.0.0.1:7301", "--respond", "echo", "--rate-limit", "0")
+    server = Server(server_host, *argv, shell_prefix="ulimit -n 2048;")
     try:
+        wait_bound(server_host, 7301)
         wait_bound(server_host, PORT)
         client.peer("ports", SERVER4, str(PORT), "5000", timeout=120)
         time.sleep(0.5)
@@ -227,6 +270,7 @@ def test_thousands_of_source_ports_under_a_low_fd_limit_leave_the_service_up(lan
         assert legit(client) == b"udpkit legit"
     finally:
         server.stop()
+        upstream.stop()
 
 
 def _rss_kb(pid: int) -> int:

@@ -327,3 +327,14 @@ def test_user_drops_root_after_binding_a_privileged_port() -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=10)
+
+
+def test_a_reply_from_an_address_that_is_gone_is_an_error_name_not_an_exception() -> None:
+    """Between receive and reply an IPv6 address can be removed: the reply fails, the server goes on."""
+    from udpkit.net import send_reply
+
+    with bind_udp(Endpoint("::1", 0, socket.AF_INET6)) as sock, bind_udp(Endpoint("::1", 0, socket.AF_INET6)) as peer:
+        where = peer.getsockname()
+        assert send_reply(sock, b"x", where, "2001:db8::99") in ("EINVAL", "EADDRNOTAVAIL")
+        assert send_reply(sock, b"x", where, "::1") is None
+        assert send_reply(sock, b"x", where, "not an address") == "EINVAL"

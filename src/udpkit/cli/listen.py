@@ -54,13 +54,13 @@ def build_parser() -> Parser:
                      help="NTP stratum to report, 1..15 (default 10, refid LOCL)")
     svc.add_argument("--refid", default="LOCL", metavar="ID", help="NTP reference id, up to four letters")
     svc.add_argument("--leap", type=int, choices=range(4), default=0, help="NTP leap indicator to report")
-    svc.add_argument("--root-delay", type=_seconds, default=0.0, metavar="S", help="NTP root delay to report (seconds)")
-    svc.add_argument("--root-dispersion", type=_seconds, default=0.001, metavar="S",
+    svc.add_argument("--root-delay", type=_number, default=0.0, metavar="S", help="NTP root delay to report (seconds)")
+    svc.add_argument("--root-dispersion", type=_number, default=0.001, metavar="S",
                      help="NTP root dispersion to report (seconds; default 0.001)")
     svc.add_argument("--sync-state", action="store_true",
                      help="NTP: report the host clock's real state (adjtimex): unsynchronized -> leap 3, "
                           "its error bound as root dispersion")
-    svc.add_argument("--rate-limit", type=_rate, metavar="PER_S",
+    svc.add_argument("--rate-limit", type=_number, metavar="PER_S",
                      help="answers a second per client address; 0 turns it off. Default: echo, daytime and time"
                           " 100 (a burst of 200: a reflection loop between two services dies within"
                           " milliseconds), dns 20 (BIND-style RRL: then silence, every 2nd time a truncated"
@@ -87,11 +87,14 @@ def build_parser() -> Parser:
     p.add_argument("--format", choices=FORMATS, default=None, help="how --out records datagrams (default: text)")
     p.add_argument("--fork", action="store_true",
                    help="a session per peer: its own socket, connected to it (socat's fork, in one process)")
-    p.add_argument("--idle-timeout", type=_seconds, metavar="S",
+    p.add_argument("--idle-timeout", type=_number, metavar="S",
                    help=f"end a session after S quiet seconds (default {DEFAULT_IDLE_TIMEOUT:.0f}; 0: never)")
     p.add_argument("--max-peers", type=_positive_int, metavar="N",
                    help="at most N sessions; the least recently active goes first (default: what the open-files"
                         " limit allows, less a margin: 896 sessions under ulimit -n 1024)")
+    p.add_argument("--answer-groups", action="store_true",
+                   help="also answer datagrams sent to a multicast or broadcast address (not answered by default:"
+                        " one datagram would draw an answer from every host of the link)")
     p.add_argument("--allow", action="append", type=_network, metavar="CIDR",
                    help="accept datagrams only from these networks (repeatable; socat's range=)")
     p.add_argument("--relay", metavar="HOST:PORT",
@@ -113,6 +116,7 @@ def _positive_int(text: str) -> int:
 
 
 def _number(text: str) -> float:
+    """A finite number from 0 to 1e9 (seconds, answers a second): ``nan``, ``inf``, ``1e400`` refused."""
     try:
         value = float(text)
     except ValueError:
@@ -120,16 +124,6 @@ def _number(text: str) -> float:
     if not math.isfinite(value) or value < 0 or value > 1e9:
         raise UsageError(f"expected a number from 0 to 1e9, got {text!r}")
     return value
-
-
-def _seconds(text: str) -> float:
-    """A finite number of seconds, 0 or more (``nan``, ``inf`` and ``1e400`` refused)."""
-    return _number(text)
-
-
-def _rate(text: str) -> float:
-    """Answers a second: 0 (off) or more, finite."""
-    return _number(text)
 
 
 def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -276,7 +270,7 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         sink = Sink(stdout, args.format or "text")
     listener = Listener(endpoints, respond=build_responder(args), bind=options, count=args.count, duration=args.duration,
                         fork=args.fork, idle_timeout=args.idle_timeout, max_peers=args.max_peers,
-                        allow=args.allow, relay=relay, sink=sink)
+                        allow=args.allow, relay=relay, sink=sink, answer_groups=args.answer_groups)
     stream: BinaryIO | None = None
     try:
         bound = listener.open()

@@ -68,6 +68,7 @@ class ListenerConfig:
     relay: tuple[socket.AddressFamily, tuple[str, int]] | None = None
     single_peer: bool = False
     input_fd: int | None = None
+    answer_groups: bool = False
 
     @property
     def sessions(self) -> bool:
@@ -78,7 +79,7 @@ class ListenerConfig:
                 duration: float | None = None, fork: bool = False, idle_timeout: float | None = None,
                 max_sessions: int | None = None, allow: tuple[Network, ...] | None = None,
                 relay: tuple[socket.AddressFamily, tuple[str, int]] | None = None, single_peer: bool = False,
-                input_fd: int | None = None) -> ListenerConfig:
+                input_fd: int | None = None, answer_groups: bool = False) -> ListenerConfig:
         if not endpoints:
             raise UsageError("nothing to listen on")
         if count is not None and count < 1:
@@ -102,4 +103,4 @@ class ListenerConfig:
         if idle_timeout == 0:
             idle_timeout = None
         return cls(tuple(endpoints), bind, count, duration, fork, idle_timeout, max_sessions,
-                   tuple(allow) if allow else None, relay, single_peer, input_fd)
+                   tuple(allow) if allow else None, relay, single_peer, input_fd, answer_groups)

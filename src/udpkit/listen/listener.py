@@ -63,7 +63,9 @@ class Listener:
     peer's own socket and send the answers back (sessions are implied); ``single_peer``: socat's
     UDP-LISTEN without fork — the first peer's address is connected to the listening socket and
     everyone else is refused by the kernel; ``input_fd``: what can be read from this descriptor
-    (standard input, for socat's STDIO) is sent to the latest peer, once there is one.
+    (standard input, for socat's STDIO) is sent to the latest peer, once there is one;
+    ``answer_groups``: the responder also answers datagrams sent to a multicast or broadcast address
+    (from a unicast address of ours, never through a session or a relay) — off by default.
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class Listener:
         relay: tuple[socket.AddressFamily, tuple[str, int]] | None = None,
         single_peer: bool = False,
         input_fd: int | None = None,
+        answer_groups: bool = False,
         clock: Callable[[], float] = time.time,
         config: ListenerConfig | None = None,
     ) -> None:
@@ -89,7 +92,7 @@ class Listener:
             config = ListenerConfig.checked(
                 tuple(endpoints), bind=bind, count=count, duration=duration, fork=fork, idle_timeout=idle_timeout,
                 max_sessions=max_peers, allow=tuple(allow) if allow else None, relay=relay,
-                single_peer=single_peer, input_fd=input_fd)
+                single_peer=single_peer, input_fd=input_fd, answer_groups=answer_groups)
         self.config = config
         self.responder = responder(respond) if isinstance(respond, str) else respond
         self.capabilities = capabilities(self.responder)
@@ -322,13 +325,15 @@ class Listener:
         if self.config.allow is not None and not self._allowed(dgram.peer[0]):
             self.counts.refused += 1
             return False
-        if not dgram.unicast:  # to a group or a broadcast address: recorded, never answered
+        if not dgram.unicast:  # to a group or a broadcast address: recorded, answered only if asked
             self.counts.faults["not_unicast"] += 1
             done = self._count_in(index, dgram)
-            if self.sink is not None:
-                local = self._bound[index]
-                self.sink.write(self._when(dgram), self._peer(dgram, local), local._replace(ip=dgram.local_ip or local.ip),
-                                dgram.data)
+            local = self._bound[index]
+            to = local._replace(ip=dgram.local_ip or local.ip)
+            if self.config.answer_groups and self.config.relay is None:
+                self._handle(sock, None, dgram._replace(local_ip=None), to)  # the kernel picks a unicast source
+            elif self.sink is not None:
+                self.sink.write(self._when(dgram), self._peer(dgram, local), to, dgram.data)
             return done
         if self.config.single_peer:
             if self._only_peer is None:

@@ -83,7 +83,8 @@ class ListenerStats(NamedTuple):
     kernel would not take, datagrams cut short, datagrams the kernel dropped because a receive
     queue was full (``SO_RXQ_OVFL``), and the named faults:
 
-    - ``not_unicast``: sent to a multicast or broadcast address, so not answered;
+    - ``not_unicast``: sent to a multicast or broadcast address, so not answered (unless
+      ``answer_groups``);
     - ``socket_error:ERRNO``: an ICMP error (for an earlier reply) reported in place of a datagram;
     - ``reply_failed:ERRNO``: a reply the kernel refused (a source address gone, no route, ...);
     - ``session_error:ERRNO``: a session ended by its socket's error;

@@ -25,14 +25,15 @@ _MAX_CLIENTS = 16384  # at ~250 bytes each, about 4 MiB at most
 class _Table:
     """The per-client accounts, least recently seen first, at most ``_MAX_CLIENTS`` of them."""
 
-    def __init__(self, fresh: float) -> None:
-        self._fresh = fresh
-        self._clients: OrderedDict[str, list[float]] = OrderedDict()  # ip -> [balance, last, last notice]
+    def __init__(self, fresh: float, extra: float) -> None:
+        self._fresh, self._extra = fresh, extra
+        # ip -> [balance, last time, one more number: the limiter's own (last notice, or limited count)]
+        self._clients: OrderedDict[str, list[float]] = OrderedDict()
 
     def account(self, ip: str, now: float) -> list[float]:
         account = self._clients.get(ip)
         if account is None:
-            account = self._clients[ip] = [self._fresh, now, float("-inf")]
+            account = self._clients[ip] = [self._fresh, now, self._extra]
             if len(self._clients) > _MAX_CLIENTS:
                 self._clients.popitem(last=False)
         else:
@@ -50,7 +51,7 @@ class ClientLimiter:
     def __init__(self, rate: float) -> None:
         self.rate = rate
         self.burst = max(1.0, 2 * rate)
-        self._table = _Table(self.burst)
+        self._table = _Table(self.burst, float("-inf"))  # the third number: when the client was last told
 
     def admit(self, ip: str, now: float) -> bool:
         bucket = self._table.account(ip, now)
@@ -83,8 +84,7 @@ class ResponseRateLimiter:
         self.rate, self.slip = rate, slip
         self.burst = max(2.0, rate / 4)
         self.floor = -window * rate
-        self._table = _Table(self.burst)
-        self._limited = 0
+        self._table = _Table(self.burst, 0.0)  # the third number: the client's limited requests
 
     def decide(self, ip: str, now: float) -> Verdict:
         account = self._table.account(ip, now)
@@ -92,5 +92,5 @@ class ResponseRateLimiter:
         account[0], account[1] = max(self.floor, balance), now
         if balance >= 0:
             return "answer"
-        self._limited += 1
-        return "slip" if self.slip and self._limited % self.slip == 0 else "drop"
+        account[2] += 1
+        return "slip" if self.slip and account[2] % self.slip == 0 else "drop"
