@@ -35,7 +35,8 @@ ADDRESS2: /dev/null | STDOUT | STDIO | - | FILE | OPEN:FILE | CREATE:FILE | PIPE
 STDOUT prints what arrives; STDIO and - also send what is read from standard input to the latest peer.
 
   -d           print where it listens and, at the end, what it saw (on standard error)
-  -T SECONDS   end a session after SECONDS without traffic
+  -T SECONDS   end a session after SECONDS without traffic (default 60; sessions are also capped by the
+               open-files limit, the least recently active making room: a flood of ports cannot end it)
   -t SECONDS   client: after standard input ends, wait this long for replies (default 0.5)
 
 client:   udpkit socat - UDP4:HOST:PORT   standard input out as datagrams, replies on standard output
