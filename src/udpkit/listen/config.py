@@ -74,6 +74,16 @@ class ListenerConfig:
     def sessions(self) -> bool:
         return self.fork or self.relay is not None
 
+    def allows(self, ip: str) -> bool:
+        """May a peer at ``ip`` talk to us (socat's ``range=``)? An IPv4-mapped IPv6 peer (dual-stack)
+        counts as its IPv4 address; a scoped one (``fe80::1%eth0``) as its address."""
+        try:
+            address = ipaddress.ip_address(ip.partition("%")[0])
+        except ValueError:
+            return False
+        mapped = getattr(address, "ipv4_mapped", None)
+        return any(address in net or (mapped is not None and mapped in net) for net in self.allow or ())
+
     @classmethod
     def checked(cls, endpoints: tuple[Endpoint, ...], *, bind: BindOptions = BindOptions(), count: int | None = None,
                 duration: float | None = None, fork: bool = False, idle_timeout: float | None = None,

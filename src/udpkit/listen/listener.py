@@ -15,7 +15,6 @@ default (:mod:`~udpkit.listen.config`); distinct peers are counted in bounded me
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 import time
@@ -33,17 +32,16 @@ from udpkit.listen.sinks import Sink
 from udpkit.listen.stats import Counters, ListenerStats, PeerTally
 from udpkit.net import (
     MAX_DATAGRAM,
-    TIMESTAMP_SPACE,
     BindOptions,
     Datagram,
     bind_udp,
     count_and_forget,
     error_name,
-    kernel_time,
     receive,
     send_reply,
     socket_drops,
 )
+from udpkit.net.loops import drain_plain, drain_timed, serve_blocking
 from udpkit.services import Responder, responder
 from udpkit.services.base import capabilities
 
@@ -302,9 +300,9 @@ class Listener:
         if path == paths.DISCARD:
             return self._drain_discard(sock)
         if path == paths.PLAIN:
-            return self._drain_plain(index, sock)
+            return drain_plain(sock, self._plain_answerer(index, sock), BATCH, self._count_socket_error)
         if path == paths.TIMED:
-            return self._drain_timed(index, sock)
+            return drain_timed(sock, self._plain_answerer(index, sock), BATCH, self._count_socket_error)
         if path == paths.RECORDING:
             return self._drain_recording(index, sock)
         for dgram in receive(sock, BATCH, ancillary=True, on_error=self._count_socket_error):
@@ -322,7 +320,7 @@ class Listener:
         """One datagram from a peer, as the listening socket ``index`` would take it: filter, count,
         find or open its session, answer. ``True`` once ``count`` datagrams have been handled."""
         sock = self._sockets[index]
-        if self.config.allow is not None and not self._allowed(dgram.peer[0]):
+        if self.config.allow is not None and not self.config.allows(dgram.peer[0]):
             self.counts.refused += 1
             return False
         if not dgram.unicast:  # to a group or a broadcast address: recorded, answered only if asked
@@ -382,39 +380,6 @@ class Listener:
                 return True
         return False
 
-    def _drain_plain(self, index: int, sock: socket.socket) -> bool:
-        """Answer each datagram with ``recvfrom``/``sendto`` and nothing else: the path of a responder
-        that needs neither receive times nor destination addresses (echo on a bound address)."""
-        recvfrom, answer = sock.recvfrom, self._plain_answerer(index, sock)
-        for _ in range(BATCH):
-            try:
-                data, peer = recvfrom(MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:
-                self._count_socket_error(exc)
-                continue
-            if answer(data, peer):
-                return True
-        return False
-
-    def _drain_timed(self, index: int, sock: socket.socket) -> bool:
-        """The plain path with each datagram's kernel receive time (``SO_TIMESTAMPNS``), for a time
-        service on a socket bound to one address: ``recvmsg``, the responder, ``sendto``."""
-        recvmsg, answer = sock.recvmsg, self._plain_answerer(index, sock)
-        space = TIMESTAMP_SPACE
-        for _ in range(BATCH):
-            try:
-                data, ancillary, _flags, peer = recvmsg(MAX_DATAGRAM, space)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:
-                self._count_socket_error(exc)
-                continue
-            if answer(data, peer, kernel_time(ancillary)):
-                return True
-        return False
-
     def _plain_answerer(self, index: int, sock: socket.socket) -> Callable[..., bool]:
         """The per-datagram work of the plain paths: count, answer with ``sendto``; the function
         returns ``True`` once ``count`` datagrams have been handled."""
@@ -447,43 +412,16 @@ class Listener:
         return answer
 
     def _serve_blocking(self, deadline: float | None) -> None:
-        """One socket answered datagram by datagram (echo on one address): a blocking ``recvfrom``
-        needs no ``epoll`` wake-up and no failed read per request — an echo round trip costs what a
-        bare Python loop's does. ``stop()`` wakes the call with ``shutdown(SHUT_RD)``, which on an
-        unconnected UDP socket only interrupts the wait (it returns ``(b"", None)``)."""
+        """The one socket answered datagram by datagram (:func:`~udpkit.net.loops.serve_blocking`);
+        ``stop()`` interrupts the wait with ``shutdown(SHUT_RD)`` on ``_single``."""
         sock = self._sockets[0]
-        recvfrom, answer = sock.recvfrom, self._plain_answerer(0, sock)
-        settle = self._peers.settle
         self._single = sock
         try:
-            handled = 0
-            while not self._reactor.stopping:
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    sock.settimeout(left)
-                else:
-                    sock.settimeout(None)
-                try:
-                    data, peer = recvfrom(MAX_DATAGRAM)
-                except TimeoutError:
-                    continue
-                except InterruptedError:
-                    continue
-                except OSError as exc:
-                    self._count_socket_error(exc)
-                    continue
-                if peer is None:  # woken by stop()
-                    continue
-                if answer(data, peer):
-                    break
-                handled += 1
-                if not handled & 1023:
-                    settle()
+            serve_blocking(sock, self._plain_answerer(0, sock), deadline=deadline,
+                           stopping=lambda: self._reactor.stopping, on_error=self._count_socket_error,
+                           every_1024=self._peers.settle)
         finally:
             self._single = None
-            sock.setblocking(False)
 
     def _drain_discard(self, sock: socket.socket, session: Session | None = None) -> bool:
         """Read without a per-datagram object (see ``paths.DISCARD``); ``True`` once ``count`` is reached.
@@ -625,14 +563,6 @@ class Listener:
         if count:
             self.counts.datagrams_out += 1
             self.counts.bytes_out += len(payload)
-
-    def _allowed(self, ip: str) -> bool:
-        try:
-            address = ipaddress.ip_address(ip.partition("%")[0])
-        except ValueError:
-            return False
-        mapped = getattr(address, "ipv4_mapped", None)
-        return any(address in net or (mapped is not None and mapped in net) for net in self.config.allow or ())
 
     def _from_input(self) -> bool:
         """Send what ``input_fd`` has for us to the latest peer: socat's STDIO, the typing direction."""
