@@ -1,8 +1,8 @@
 """Opening files the way a server run as root must: never through a symbolic link, never a FIFO or
 a device where a file is meant, never more read into memory than a cap.
 
-``read_text`` is for configuration (zone and hosts files): a regular file, at most ``limit`` bytes,
-UTF-8, each refusal one clear :class:`UsageError`. ``open_output`` is for recordings: the last path
+``read_text`` and ``read_bytes`` are for what a command is given to read (zone and hosts files, a
+probe's payload): a regular file, at most ``limit`` bytes, each refusal one clear :class:`UsageError`. ``open_output`` is for recordings: the last path
 component may not be a symbolic link (``O_NOFOLLOW``), a new file is created with ``O_EXCL`` (no race
 can turn it into a link) and mode 0640 less the umask, and an existing regular file with other hard
 links is refused, since writing it would write a file somebody else named.
@@ -17,14 +17,15 @@ from typing import BinaryIO
 
 from udpkit.errors import UdpkitError, UsageError
 
-__all__ = ["MAX_CONFIG_BYTES", "open_output", "read_text"]
+__all__ = ["MAX_CONFIG_BYTES", "open_output", "read_bytes", "read_text"]
 
 #: The most a configuration file may hold (a zone of a few hundred thousand records).
 MAX_CONFIG_BYTES = 16 << 20
 
 
-def read_text(path: str, what: str, limit: int = MAX_CONFIG_BYTES) -> str:
-    """The UTF-8 text of the regular file ``path``; ``what`` names it in errors (``--zone``)."""
+def read_bytes(path: str, what: str, limit: int = MAX_CONFIG_BYTES) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them; ``what`` names it in errors
+    (``--payload-file``). A symbolic link, a FIFO, a device or a larger file is one ``UsageError``."""
     try:
         # O_NONBLOCK: opening a FIFO returns at once (and is then refused) instead of waiting for a writer
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -36,15 +37,23 @@ def read_text(path: str, what: str, limit: int = MAX_CONFIG_BYTES) -> str:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise UsageError(f"{what} {path}: not a regular file")
-        if info.st_size > limit:
-            raise UsageError(f"{what} {path}: larger than {limit >> 20} MiB")
         data = fh.read(limit + 1)
     if len(data) > limit:
-        raise UsageError(f"{what} {path}: larger than {limit >> 20} MiB")
+        raise UsageError(f"{what} {path}: larger than {_size(limit)}")
+    return data
+
+
+def read_text(path: str, what: str, limit: int = MAX_CONFIG_BYTES) -> str:
+    """The UTF-8 text of the regular file ``path`` (see :func:`read_bytes`); ``what`` names it in errors."""
+    data = read_bytes(path, what, limit)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UsageError(f"{what} {path}: not UTF-8 text (byte {exc.start})") from None
+
+
+def _size(limit: int) -> str:
+    return f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit} bytes"
 
 
 def open_output(path: str, *, truncate: bool, must_exist: bool = False, mode: int = 0o640) -> BinaryIO:

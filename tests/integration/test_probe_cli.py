@@ -90,7 +90,12 @@ def test_firewall_verdicts_through_nftables(ns: Netns, services: dict[str, int])
 @pytest.mark.parametrize(
     "args, message",
     [(["127.0.0.1", "-p", "0"], "out of range"), (["127.0.0.1", "-p", "70000"], "out of range"),
-     (["127.0.0.1", "--payload-hex", "zz"], "bad --payload-hex"), (["127.0.0.1", "--timeout", "0"], "must be positive"),
+     (["127.0.0.1", "--payload-hex", "zz"], "bad --payload-hex"), (["127.0.0.1", "--timeout", "0"], "--timeout must"),
+     (["127.0.0.1", "--timeout", "nan"], "--timeout must"), (["127.0.0.1", "--rate", "inf"], "--rate must"),
+     (["127.0.0.1", "--retries", "1000"], "--retries must"),
+     (["255.255.255.255"], "broadcast address"), (["224.0.0.1"], "multicast address"), (["ff02::1"], "multicast"),
+     (["127.0.0.1", "--payload-hex", "00" * 65508], "does not fit"),
+     (["127.0.0.1", "--payload-file", "/dev/zero"], "not a regular file"),
      (["127.0.0.1", "--bogus"], "unrecognized arguments"), ([], "required")],
 )
 def test_bad_probe_input_is_one_line_and_exit_2(ns: Netns, args: list[str], message: str) -> None:

@@ -9,12 +9,12 @@ import sys
 import types
 from typing import Any
 
-from udpkit.probe.api import DEFAULT_PORTS, probe, resolve
+from udpkit.probe.api import DEFAULT_PORTS, check_options, check_targets, probe, resolve
 from udpkit.probe.machine import CLOSED, FILTERED, OPEN, OPEN_FILTERED, PortResult, ProbeMachine, Target
 from udpkit.probe.scanner import scan
 
 __all__ = ["CLOSED", "DEFAULT_PORTS", "FILTERED", "OPEN", "OPEN_FILTERED", "PortResult", "ProbeMachine", "Target",
-           "probe", "resolve", "scan"]
+           "check_options", "check_targets", "probe", "resolve", "scan"]
 
 
 class _CallablePackage(types.ModuleType):

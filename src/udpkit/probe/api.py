@@ -3,6 +3,8 @@ port, and the verdicts returned with their evidence."""
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -15,11 +17,40 @@ from udpkit.probe.scanner import scan
 from udpkit.services.base import Evidence, ServiceProbe
 from udpkit.services.registry import LIKELY, PORTS, probe_for
 
-__all__ = ["DEFAULT_PORTS", "probe", "resolve"]
+__all__ = ["DEFAULT_PORTS", "MAX_PAYLOAD", "check_options", "check_targets", "probe", "resolve"]
 
 #: Probed when no ports are given: the UDP services most often met (DNS, DHCP, TFTP, NTP, NetBIOS,
 #: SNMP, IKE, syslog, RIP, SSDP, IPsec NAT-T, mDNS).
 DEFAULT_PORTS = "53,67,68,69,123,137,138,161,162,500,514,520,1900,4500,5353"
+
+
+#: The largest UDP payload each family can carry in one datagram (65,535 less the IP and UDP headers).
+MAX_PAYLOAD: dict[int, int] = {socket.AF_INET: 65507, socket.AF_INET6: 65527}
+
+
+def check_options(*, timeout: float, retries: int, rate: float | None) -> None:
+    """Finite, positive and in range, or one ``UsageError`` (``nan`` compares false with everything)."""
+    if not (math.isfinite(timeout) and 0 < timeout <= 3600):
+        raise UsageError(f"--timeout must be a number of seconds above 0 and at most 3600, got {timeout}")
+    if not 0 <= retries <= 100:
+        raise UsageError(f"--retries must be from 0 to 100, got {retries}")
+    if rate is not None and not (math.isfinite(rate) and 0 < rate <= 10_000_000):
+        raise UsageError(f"--rate must be a number of datagrams a second above 0, got {rate}")
+
+
+def check_targets(addresses: Sequence[tuple[str, int]], payload: bytes) -> None:
+    """A probe's verdict is about one host: a multicast or broadcast target is refused (finding the
+    services of a link is another job), and so is a payload no datagram of the family can carry."""
+    for ip, family in addresses:
+        address = ipaddress.ip_address(ip.partition("%")[0])
+        mapped = getattr(address, "ipv4_mapped", None)
+        if address.is_multicast or (mapped is not None and mapped.is_multicast):
+            raise UsageError(f"{ip} is a multicast address: a probe asks one host (try a unicast address)")
+        if str(mapped or address) == "255.255.255.255":
+            raise UsageError(f"{ip} is the broadcast address: a probe asks one host (try a unicast address)")
+        if len(payload) > MAX_PAYLOAD[family]:
+            raise UsageError(f"a {len(payload)}-byte payload does not fit in one {'IPv6' if family == socket.AF_INET6 else 'IPv4'}"
+                             f" datagram (at most {MAX_PAYLOAD[family]} bytes)")
 
 
 def resolve(names: Sequence[str], family: int | None = None) -> list[tuple[str, int]]:
@@ -68,7 +99,9 @@ def probe(
     numbers = parse_ports(ports) if isinstance(ports, str) else sorted(set(ports))
     if any(not 1 <= p <= 65535 for p in numbers):
         raise UsageError("ports must be within 1..65535")
+    check_options(timeout=timeout, retries=retries, rate=rate)
     addresses = resolve(names, family)
+    check_targets(addresses, payload)
     probes: dict[int, ServiceProbe | None] = {}
     if service != "none":
         probes = {port: probe_for(service, port, query) for port in numbers}
