@@ -53,15 +53,24 @@ def start_listeners(name: str, udpkit: str, workdir: Path) -> tuple[list[subproc
     return procs, truth
 
 
-def run_udpkit(name: str, udpkit: str, host: str) -> tuple[float, list[dict[str, object]]]:
-    """The timed run prints the table (what a user reads, as nmap does); a second, untimed run with
-    ``--jsonl`` gives every verdict for the check."""
-    started = time.perf_counter()
-    subprocess.run(netns(name, [udpkit, "probe", host, "-p", "1-65535"]), capture_output=True, timeout=600)
-    took = time.perf_counter() - started
-    out = subprocess.run(netns(name, [udpkit, "probe", host, "-p", "1-65535", "--jsonl"]), capture_output=True,
-                         text=True, timeout=600).stdout
-    return took, [json.loads(line) for line in out.splitlines()]
+FORMS = {"table": [], "--json": ["--json"], "--jsonl": ["--jsonl"]}
+
+
+def run_udpkit(name: str, udpkit: str, host: str) -> tuple[dict[str, float], list[dict[str, object]]]:
+    """One timed full-range scan per output form (the table, as a user reads it; ``--json``; ``--jsonl``),
+    output to a pipe as a script would take it; the ``--jsonl`` run's verdicts are checked."""
+    times: dict[str, float] = {}
+    docs: list[dict[str, object]] = []
+    for form, extra in FORMS.items():
+        started = time.perf_counter()
+        out = subprocess.run(netns(name, [udpkit, "probe", host, "-p", "1-65535", *extra]), capture_output=True,
+                             text=True, timeout=600).stdout
+        times[form] = time.perf_counter() - started
+        if form == "--jsonl":
+            docs = [json.loads(line) for line in out.splitlines()]
+        elif form == "--json":
+            assert len(json.loads(out)) == 65535
+    return times, docs
 
 
 def run_nmap(name: str, host: str) -> tuple[float, str]:
@@ -109,17 +118,26 @@ def main() -> int:
             procs, truth = start_listeners(name, udpkit, Path(workdir))
             print(f"listeners: echo {ECHO}, silent {SILENT}, ntp {NTP if NTP in truth['::1'] else '-'}, "
                   f"127.0.0.1 only {ONE_ADDRESS}; {args.runs} runs, medians")
-            print(f"{'target':<10} {'udpkit':>9} {'nmap':>9} {'nmap/udpkit':>12}  verdicts")
+            print(f"{'target':<10} {'form':<8} {'udpkit':>16} {'nmap':>16} {'nmap/udpkit':>12} {'form/table':>11}")
             for host in ("127.0.0.1", "::1"):
-                ours, theirs, problems = [], [], []
+                ours: dict[str, list[float]] = {form: [] for form in FORMS}
+                theirs: list[float] = []
+                problems: list[str] = []
                 for _ in range(args.runs):
                     took, docs = run_udpkit(name, udpkit, host)
-                    ours.append(took)
+                    for form, seconds in took.items():
+                        ours[form].append(seconds)
                     problems = wrong_verdicts(docs, truth[host]) or problems
                     theirs.append(run_nmap(name, host)[0])
-                mine, nmap = statistics.median(ours), statistics.median(theirs)
+                nmap = statistics.median(theirs)
+                table = statistics.median(ours["table"])
+                for form, values in ours.items():
+                    mine = statistics.median(values)
+                    print(f"{host:<10} {form:<8} {mine:>6.3f}s ({min(values):.2f}-{max(values):.2f}) "
+                          f"{nmap:>6.3f}s ({min(theirs):.1f}-{max(theirs):.1f}) {nmap / mine:>11.2f}x"
+                          f" {mine / table:>10.2f}x")
                 verdict = "all right" if not problems else f"{len(problems)} wrong: " + "; ".join(problems[:5])
-                print(f"{host:<10} {mine:>8.3f}s {nmap:>8.3f}s {nmap / mine:>11.2f}x  {verdict}")
+                print(f"{host:<10} verdicts: {verdict}")
     finally:
         for proc in procs:
             proc.terminate()
