@@ -172,3 +172,22 @@ def test_what_the_server_reports_is_configurable(ns: Netns) -> None:
     detail = doc["reply"]["detail"]
     assert (detail["stratum"], detail["refid"], detail["leap"]) == (3, "GPS", 1)
     assert (detail["root_delay_ms"], detail["root_dispersion_ms"]) == (250.0, 500.0)
+
+
+@pytest.mark.root
+def test_default_flags_find_dns_on_53_and_ntp_on_123_open(ns: Netns) -> None:
+    """Without --service, the ports the catalogue knows get a real request (nmap's habit), so a DNS
+    and an NTP server are `open` with their protocol, not `open|filtered` for an empty datagram."""
+    zone = str(Path(__file__).parent.parent / "data" / "example.zone")
+    dns_proc = serve(ns, "127.0.0.1:53", "--respond", "dns", "--zone", zone)
+    ntp_proc = serve(ns, "127.0.0.1:123", "--respond", "ntp")
+    try:
+        docs = json.loads(ns.udpkit("probe", "127.0.0.1", "-p", "53,123", "--json").stdout)
+        assert [(d["port"], d["state"], d["reply"]["protocol"]) for d in docs] == [(53, "open", "dns"),
+                                                                                  (123, "open", "ntp")]
+        silent = json.loads(ns.udpkit("probe", "127.0.0.1", "-p", "53", "--payload", "x", "--json",
+                                      "--timeout", "0.3", "--retries", "0").stdout)
+        assert silent[0]["reply"] is None or silent[0]["reply"]["protocol"] is None  # --payload means none
+    finally:
+        stop(dns_proc)
+        stop(ntp_proc)

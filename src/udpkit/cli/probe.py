@@ -43,12 +43,14 @@ def build_parser() -> Parser:
     p.add_argument("--timeout", type=float, default=1.0, metavar="S", help="wait for the first try (default 1)")
     p.add_argument("--retries", type=int, default=2, metavar="N", help="tries after the first (default 2)")
     p.add_argument("--rate", type=float, metavar="PPS", help="at most PPS datagrams a second")
-    p.add_argument("--service", default="none", metavar="NAME",
-                   help="application probe: auto (by port), all (identify silent ports: every probe), none "
-                        "(default), or one of ntp dns snmp ssdp stun memcached netbios-ns mdns quic echo daytime time")
+    p.add_argument("--service", default=None, metavar="NAME",
+                   help="application probe: auto (the default without --payload: a real request to the ports whose"
+                        " service the catalogue knows, e.g. DNS on 53, NTP on 123), all (identify silent ports: every"
+                        " probe), none (the default with --payload: it goes everywhere; else an empty datagram), or one of ntp dns snmp"
+                        " ssdp stun memcached netbios-ns mdns quic echo daytime time")
     p.add_argument("--query", metavar="NAME[/TYPE]", help="the DNS probe's question (default: . SOA)")
     payload = p.add_mutually_exclusive_group()
-    payload.add_argument("--payload", metavar="TEXT", help="send TEXT (default: an empty datagram)")
+    payload.add_argument("--payload", metavar="TEXT", help="send TEXT to every port (implies --service none unless given)")
     payload.add_argument("--payload-hex", metavar="HEX", help="send these bytes")
     payload.add_argument("--payload-file", metavar="FILE", help="send the contents of FILE")
     out = p.add_mutually_exclusive_group()
@@ -153,7 +155,9 @@ def _scan(args: Any, out: TextIO, err: TextIO) -> int:
             pending.clear()
 
     try:
-        results = probe([ip for ip, _fam in hosts], ports, service=args.service, payload=data, query=args.query,
+        given = args.payload is not None or args.payload_hex is not None or args.payload_file is not None
+        service = args.service or ("none" if given else "auto")
+        results = probe([ip for ip, _fam in hosts], ports, service=service, payload=data, query=args.query,
                         retries=args.retries, timeout=args.timeout, rate=args.rate, on_result=stream)
     except OSError as exc:
         raise UdpkitError(f"cannot probe: {exc.strerror or exc}") from None

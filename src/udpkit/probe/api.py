@@ -75,7 +75,7 @@ def probe(
     ports: str | Iterable[int] = DEFAULT_PORTS,
     *,
     family: int | None = None,
-    service: str = "none",
+    service: str = "auto",
     payload: bytes = b"",
     query: str | None = None,
     timeout: float = 1.0,
@@ -87,8 +87,8 @@ def probe(
 
     ``service``: ``"all"`` is service identification (``nmap -sV``): after an ``auto`` pass, every
     catalogue probe is tried, most likely first, on the ports that stayed silent, and the verdicts
-    are reported when that ends. ``"none"`` sends ``payload``; ``"auto"`` sends each well-known port's application
-    probe (and ``payload`` elsewhere); a name sends that probe everywhere. A reply the probe
+    are reported when that ends. ``"auto"`` (the default) sends each well-known port's application
+    probe (and ``payload`` elsewhere); ``"none"`` sends ``payload`` everywhere; a name sends that probe everywhere. A reply the probe
     recognises carries its ``Evidence``. ``udpkit.probe("127.0.0.1", "123")`` works as well as
     ``udpkit.probe.probe(...)``.
     """
