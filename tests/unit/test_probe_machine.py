@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from udpkit.net.errqueue import icmp_reason
-from udpkit.probe import CLOSED, FILTERED, OPEN, OPEN_FILTERED, ProbeMachine, Target
+from udpkit.probe import CLOSED, CONFLICT, FILTERED, OPEN, OPEN_FILTERED, ProbeMachine, Target
 
 V4 = socket.AF_INET
 V6 = socket.AF_INET6
@@ -45,8 +45,33 @@ def test_icmp_destination_unreachable_is_closed_or_filtered_with_its_sender(
     t = Target(ip, 53, family)
     m = machine(t)
     m.sends(0.0)
-    result = m.on_icmp(family, ip, 53, icmp[0], icmp[1], "192.0.2.1", 0.01)
-    assert result is not None and (result.state, result.reason, result.icmp) == (state, reason, (*icmp, "192.0.2.1"))
+    sender = ip if state == CLOSED else "192.0.2.1"  # a port unreachable comes from the target itself
+    result = m.on_icmp(family, ip, 53, icmp[0], icmp[1], sender, 0.01)
+    assert result is not None and (result.state, result.reason, result.icmp) == (state, reason, (*icmp, sender))
+
+
+@pytest.mark.parametrize("sender", ["10.9.0.3", None])
+def test_a_port_unreachable_from_another_host_is_filtered_never_closed(sender: str | None) -> None:
+    """A router rejecting for the target, or a third host forging the error: only the target can
+    say its port is closed."""
+    t = Target("10.9.0.1", 9999, V4)
+    m = machine(t)
+    m.sends(0.0)
+    result = m.on_icmp(V4, "10.9.0.1", 9999, 3, 3, sender, 0.01)
+    assert result is not None and (result.state, result.reason) == (FILTERED, "port-unreachable-from-another-host")
+    assert result.icmp == (3, 3, sender)
+
+
+def test_a_reply_after_the_targets_port_unreachable_is_a_conflict_not_an_overwrite() -> None:
+    t = Target("10.9.0.1", 9998, V4)
+    m = machine(t)
+    m.sends(0.0)
+    closed = m.on_icmp(V4, "10.9.0.1", 9998, 3, 3, "10.9.0.1", 0.01)
+    assert closed is not None and closed.state == CLOSED
+    late = m.on_reply(V4, "10.9.0.1", 9998, b"forged?", 0.02)
+    assert late is not None and (late.state, late.reason) == (CONFLICT, "udp-response-after-port-unreachable")
+    assert late.icmp == (3, 3, "10.9.0.1") and late.reply == b"forged?"
+    assert m.on_reply(V4, "10.9.0.1", 9998, b"again", 0.03) is None  # reported once
 
 
 def test_other_icmp_messages_prove_nothing() -> None:

@@ -10,10 +10,10 @@ import types
 from typing import Any
 
 from udpkit.probe.api import DEFAULT_PORTS, check_options, check_targets, probe, resolve
-from udpkit.probe.machine import CLOSED, FILTERED, OPEN, OPEN_FILTERED, PortResult, ProbeMachine, Target
+from udpkit.probe.machine import CLOSED, CONFLICT, FILTERED, OPEN, OPEN_FILTERED, PortResult, ProbeMachine, Target
 from udpkit.probe.scanner import scan
 
-__all__ = ["CLOSED", "DEFAULT_PORTS", "FILTERED", "OPEN", "OPEN_FILTERED", "PortResult", "ProbeMachine", "Target",
+__all__ = ["CLOSED", "CONFLICT", "DEFAULT_PORTS", "FILTERED", "OPEN", "OPEN_FILTERED", "PortResult", "ProbeMachine", "Target",
            "check_options", "check_targets", "probe", "resolve", "scan"]
 
 

@@ -3,8 +3,11 @@
 ``ProbeMachine`` follows aioquic's shape: the driver asks ``sends(now)`` for the datagrams due, feeds
 back ``on_reply``/``on_icmp`` as they arrive and sleeps until ``next_wakeup()``. The verdicts are the
 honest ones: ``open`` only for an application reply from the probed port; ``closed`` for an ICMP
-port unreachable (IPv4 3/3, IPv6 1/4); ``filtered`` for any other ICMP destination unreachable;
-``open|filtered`` for silence after every try.
+port unreachable (IPv4 3/3, IPv6 1/4) sent by the target itself — a port unreachable from any other
+host (a router's reject, or a forgery) is ``filtered``, with that sender; ``filtered`` for any other
+ICMP destination unreachable; ``open|filtered`` for silence after every try; and ``conflict`` when
+the evidence disagrees (the target's port unreachable, then a reply from that port): reported with
+both, never silently overwritten.
 
 Timing follows the evidence. Until a host has answered, a try waits ``timeout * backoff**n``; once it
 has, tries wait a retransmission timeout computed from the measured round trips (RFC 6298's
@@ -24,9 +27,11 @@ from typing import NamedTuple
 
 from udpkit.services.base import Evidence
 
-__all__ = ["CLOSED", "FILTERED", "OPEN", "OPEN_FILTERED", "PortResult", "ProbeMachine", "Target"]
+__all__ = ["CLOSED", "CONFLICT", "FILTERED", "OPEN", "OPEN_FILTERED", "PortResult", "ProbeMachine", "Target"]
 
-OPEN, CLOSED, FILTERED, OPEN_FILTERED = "open", "closed", "filtered", "open|filtered"
+OPEN, CLOSED, FILTERED, OPEN_FILTERED, CONFLICT = "open", "closed", "filtered", "open|filtered", "conflict"
+#: The reason of a port unreachable that the target did not send.
+NOT_FROM_TARGET = "port-unreachable-from-another-host"
 _PORT_UNREACHABLE: dict[int, tuple[int, int]] = {socket.AF_INET: (3, 3), socket.AF_INET6: (1, 4)}
 _DEST_UNREACHABLE: dict[int, int] = {socket.AF_INET: 3, socket.AF_INET6: 1}
 
@@ -334,11 +339,17 @@ class ProbeMachine:
         probe = self._probes.get((ip, port, family))  # type: ignore[call-overload]
         if probe is None or probe.tries == 0:
             return None  # not a port we probed (or not yet): no evidence about anything
-        if probe.result is not None and probe.result.state == OPEN:
+        earlier = probe.result
+        if earlier is not None and earlier.state in (OPEN, CONFLICT):
             return None
         rtt = self._answered(probe, now)
         evidence = None if self.classify is None else self.classify(probe.target, data)
         reason = "udp-response" if evidence is None else evidence.protocol
+        if earlier is not None and earlier.state in (CLOSED, FILTERED):
+            # Strategy: two pieces of evidence that cannot both be true (one of them forged, or the
+            # path changing under us): say so, with both, rather than keep whichever came last.
+            return self._decide(probe, PortResult(probe.target, CONFLICT, f"{reason}-after-{earlier.reason}",
+                                                  probe.tries, rtt, data, earlier.icmp, evidence), force=True)
         return self._decide(probe, PortResult(probe.target, OPEN, reason, probe.tries, rtt, data, None, evidence),
                             force=True)
 
@@ -357,6 +368,8 @@ class ProbeMachine:
         if verdict is None:
             state = CLOSED if (icmp_type, code) == _PORT_UNREACHABLE.get(family) else FILTERED
             verdict = self._reasons[key] = (state, self.reason_for(family, icmp_type, code))
+        if verdict[0] == CLOSED and sender != ip.partition("%")[0]:
+            verdict = (FILTERED, NOT_FROM_TARGET)  # only the target can say its port is closed
         result = PortResult(probe.target, verdict[0], verdict[1], probe.tries, rtt, None, (icmp_type, code, sender))
         probe.result = result
         self._open -= 1
