@@ -39,3 +39,19 @@ def test_an_empty_queue_is_an_empty_list() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         enable_errors(sock)
         assert read_errors(sock) == []
+
+
+@pytest.mark.parametrize("family, host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+def test_the_probers_socket_reads_the_same_errors_as_it_sends(family: int, host: str) -> None:
+    """The one reader, where the prober uses it: after each datagram to a local address, and in batches."""
+    from udpkit.net import ProbeSocket
+
+    closed = [free_port(family, host) for _ in range(3)]
+    with ProbeSocket(family) as sock:
+        first = sock.send_take(b"probe", (host, closed[0]))
+        assert first is not None and first.destination == (host, closed[0]) and first.offender == host
+        for port in closed[1:]:
+            sock.send(b"probe", (host, port))
+        later = sock.errors()
+        assert sorted(e.destination for e in later if e.destination) == sorted((host, p) for p in closed[1:])
+        assert sock.errors() == [] and sock.send_take(b"x", (host, sock.port)) is None  # own port: no error

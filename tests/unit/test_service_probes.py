@@ -112,3 +112,16 @@ def test_auto_picks_each_well_known_ports_probe(name: str) -> None:
 
 def test_every_probe_is_in_the_likely_order() -> None:
     assert sorted(LIKELY) == sorted(PROBES)
+
+
+def test_every_probe_remembers_a_bounded_number_of_requests() -> None:
+    """A long scan sends a request per port: what each probe remembers stays capped."""
+    from udpkit.services.outstanding import MAX_OUTSTANDING, Outstanding
+    from udpkit.services.registry import PROBES
+
+    for name, factory in PROBES.items():
+        probe = factory()
+        for i in range(MAX_OUTSTANDING + 500):
+            probe.build(1_700_000_000.0 + i)
+        tables = [v for v in vars(probe).values() if isinstance(v, Outstanding)]
+        assert all(len(t) <= MAX_OUTSTANDING for t in tables), name

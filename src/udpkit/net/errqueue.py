@@ -12,11 +12,12 @@ from __future__ import annotations
 import errno as _errno
 import socket
 import struct
+from enum import Enum
 from typing import NamedTuple
 
 from udpkit.errors import ParseError
 
-__all__ = ["IcmpError", "enable_errors", "icmp_reason", "parse_extended_err", "read_errors", "sockaddr_ip"]
+__all__ = ["IcmpError", "enable_errors", "icmp_reason", "parse_extended_err", "read_error", "read_errors", "sockaddr_ip"]
 
 # Python < 3.14 lacks these (linux/in.h, linux/in6.h, linux/socket.h).
 IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
@@ -98,20 +99,56 @@ def enable_errors(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
 
 
-def read_errors(sock: socket.socket, limit: int = 64) -> list[IcmpError]:
-    """The queued errors (none: an empty list); never blocks."""
+def read_errors(sock: socket.socket, limit: int = 64,
+                senders: dict[bytes, str | None] | None = None) -> list[IcmpError]:
+    """Up to ``limit`` queued errors (none: an empty list); never blocks. With :func:`read_error`,
+    the one reader of the error queue. ``senders``: a cache of offender addresses already turned
+    into text, for a scan that reads thousands of errors from one host."""
     found: list[IcmpError] = []
     for _ in range(limit):
-        try:
-            _data, ancillary, _flags, name = sock.recvmsg(0, _ANCILLARY, MSG_ERRQUEUE | socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
+        entry = _read(sock, senders)
+        if entry is _Queue.EMPTY:
             break
-        for level, kind, value in ancillary:
-            if (level, kind) in ((socket.IPPROTO_IP, IP_RECVERR), (socket.IPPROTO_IPV6, IPV6_RECVERR)):
-                try:
-                    err, origin, icmp_type, code, info, offender = parse_extended_err(value)
-                except ParseError:
-                    continue
-                destination = (str(name[0]), int(name[1])) if name else None
-                found.append(IcmpError(err or _errno.EIO, origin, icmp_type, code, info, offender, destination))
+        if entry is not None:
+            found.append(entry)
     return found
+
+
+def read_error(sock: socket.socket, senders: dict[bytes, str | None] | None = None) -> IcmpError | None:
+    """One queued error, or ``None`` (none queued, or the entry was not an ICMP error): the prober's
+    read after each datagram to a local address, whose error is queued before ``sendto`` returns."""
+    entry = _read(sock, senders)
+    return None if entry is _Queue.EMPTY else entry
+
+
+class _Queue(Enum):
+    EMPTY = 0
+
+
+def _read(sock: socket.socket, senders: dict[bytes, str | None] | None) -> IcmpError | None | _Queue:
+    """One entry of the error queue: an ``IcmpError``, ``None`` (not one), ``_Queue.EMPTY``."""
+    try:
+        _data, ancillary, _flags, name = sock.recvmsg(0, _ANCILLARY, _DONTWAIT_ERRQUEUE)
+    except (BlockingIOError, InterruptedError):
+        return _Queue.EMPTY
+    for level, kind, value in ancillary:
+        if kind not in _RECVERR or level not in _LEVELS or len(value) < EXTENDED_ERR.size:
+            continue
+        err, origin, icmp_type, code, _pad, info, _data = EXTENDED_ERR.unpack_from(value)
+        raw = value[EXTENDED_ERR.size :]
+        if senders is None:
+            offender = sockaddr_ip(raw)
+        else:
+            offender = senders.get(raw, "")
+            if offender == "":
+                offender = senders[raw] = sockaddr_ip(raw)
+        # tuple.__new__: a NamedTuple's own __new__ is Python code, a cost per closed port of a scan
+        return _new(IcmpError, (err or _errno.EIO, origin, icmp_type, code, info, offender,
+                                name[:2] if name else None))
+    return None
+
+
+_DONTWAIT_ERRQUEUE = MSG_ERRQUEUE | socket.MSG_DONTWAIT
+_RECVERR = (IP_RECVERR, IPV6_RECVERR)
+_LEVELS = (socket.IPPROTO_IP, socket.IPPROTO_IPV6)
+_new = tuple.__new__

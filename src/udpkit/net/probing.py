@@ -4,7 +4,7 @@ family, with ``IP_RECVERR``/``IPV6_RECVERR`` so that ICMP errors come back as ev
 Two kernel details shape it. Every ICMP error both joins the error queue and sets the socket's
 pending error, which the next ``sendto`` or ``recvfrom`` reports (``ECONNREFUSED``,
 ``EHOSTUNREACH``, ``EACCES``...) instead of doing its work: reading
-the error queue clears it, so a caller that drains after each send (``take_error``) never meets
+the error queue clears it, so a caller that drains after each send (``send_take``) never meets
 it, and ``send`` retries once when it does. And the error queue shares the receive buffer: a
 burst of thousands of errors that nobody reads is silently cut short, so the buffer is enlarged
 and callers should drain as they go.
@@ -13,15 +13,11 @@ and callers should drain as they go.
 from __future__ import annotations
 
 import socket
-import struct
 
-from udpkit.net.errqueue import IP_RECVERR, IPV6_RECVERR, MSG_ERRQUEUE, enable_errors, sockaddr_ip
+from udpkit.net.errqueue import IcmpError, enable_errors, read_error, read_errors
 
 __all__ = ["ProbeSocket", "is_local"]
 
-_EE = struct.Struct("=IBBBBII")  # struct sock_extended_err
-_ANCILLARY = socket.CMSG_SPACE(_EE.size + 28)
-_ERRQUEUE = MSG_ERRQUEUE | socket.MSG_DONTWAIT
 _RCVBUF = 8 << 20  # the kernel caps it at net.core.rmem_max for unprivileged users
 
 
@@ -47,8 +43,6 @@ class ProbeSocket:
         self.family = family
         self.sock = sock
         self.port: int = sock.getsockname()[1]
-        self._level = socket.IPPROTO_IPV6 if family == socket.AF_INET6 else socket.IPPROTO_IP
-        self._kind = IPV6_RECVERR if family == socket.AF_INET6 else IP_RECVERR
         self._senders: dict[bytes, str | None] = {}  # raw SO_EE_OFFENDER -> address text
 
     def fileno(self) -> int:
@@ -75,57 +69,19 @@ class ProbeSocket:
                 continue  # most likely an earlier datagram's ICMP error reported here (it is queued too)
         return False
 
-    def send_take(self, data: bytes, address: tuple[str, int]) -> tuple[str, int, int, int, str | None] | None:
-        """``send``, then ``take_error``: the fast path for this host's own addresses, whose ICMP
+    def send_take(self, data: bytes, address: tuple[str, int]) -> IcmpError | None:
+        """``send``, then the error it drew: the fast path for this host's own addresses, whose ICMP
         errors are queued before ``sendto`` returns."""
         try:
             self.sock.sendto(data, address)
         except OSError:
             if not self.send(data, address):
                 return None
-        try:
-            _data, ancillary, _flags, name = self.sock.recvmsg(0, _ANCILLARY, _ERRQUEUE)
-        except (BlockingIOError, InterruptedError):
-            return None
-        for level, kind, value in ancillary:
-            if name and level == self._level and kind == self._kind and len(value) >= _EE.size:
-                return self._parse(value, name)
-        return None
+        return read_error(self.sock, self._senders)
 
-    def take_error(self) -> tuple[str, int, int, int, str | None] | None:
-        """One queued ICMP error as ``(destination ip, port, type, code, sender)``; ``None`` if none is
-        queued (or the entry was not an ICMP error)."""
-        try:
-            _data, ancillary, _flags, name = self.sock.recvmsg(0, _ANCILLARY, _ERRQUEUE)
-        except (BlockingIOError, InterruptedError):
-            return None
-        if not name:
-            return None
-        for level, kind, value in ancillary:
-            if level == self._level and kind == self._kind and len(value) >= _EE.size:
-                return self._parse(value, name)
-        return None
-
-    def _parse(self, value: bytes, name: tuple[str, int]) -> tuple[str, int, int, int, str | None]:
-        _errno, _origin, icmp_type, code, _pad, _info, _d = _EE.unpack_from(value)
-        raw = value[_EE.size :]
-        sender = self._senders.get(raw, "")
-        if sender == "":
-            sender = self._senders[raw] = sockaddr_ip(raw)
-        return name[0], name[1], icmp_type, code, sender
-
-    def errors(self, limit: int = 256) -> list[tuple[str, int, int, int, str | None]]:
-        """Up to ``limit`` queued ICMP errors (see ``take_error``); never blocks."""
-        found = []
-        for _ in range(limit):
-            try:
-                _data, ancillary, _flags, name = self.sock.recvmsg(0, _ANCILLARY, _ERRQUEUE)
-            except (BlockingIOError, InterruptedError):
-                break
-            for level, kind, value in ancillary:
-                if name and level == self._level and kind == self._kind and len(value) >= _EE.size:
-                    found.append(self._parse(value, name))
-        return found
+    def errors(self, limit: int = 256) -> list[IcmpError]:
+        """Up to ``limit`` queued ICMP errors (:func:`~udpkit.net.errqueue.read_errors`); never blocks."""
+        return read_errors(self.sock, limit, self._senders)
 
     def replies(self, limit: int = 256) -> list[tuple[bytes, str, int]]:
         """Up to ``limit`` datagrams that arrived, as ``(data, source ip, source port)``; never blocks."""

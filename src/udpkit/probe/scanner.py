@@ -174,8 +174,9 @@ def _run(machine: ProbeMachine, socks: dict[int, ProbeSocket], local: dict[str, 
                     sock = socks[family]
                     if local[ip]:
                         error = sock.send_take(data, (ip, port))
-                        if error is not None:
-                            verdict = machine.on_icmp(family, *error[:4], error[4], clock())
+                        if error is not None and error.destination is not None:
+                            verdict = machine.on_icmp(family, *error.destination, error.type, error.code,
+                                                      error.offender, clock())
                             if verdict is not None:
                                 report(verdict)
                     else:
@@ -230,7 +231,9 @@ def _drain(sock: ProbeSocket, machine: ProbeMachine, local: dict[str, bool], rep
         result = machine.on_reply(family, ip, port, data, clock())
         if result is not None:
             report(result)
-    for ip, port, icmp_type, code, sender in sock.errors(_BATCH):
-        result = machine.on_icmp(family, ip, port, icmp_type, code, sender, clock())
+    for error in sock.errors(_BATCH):
+        if error.destination is None:
+            continue
+        result = machine.on_icmp(family, *error.destination, error.type, error.code, error.offender, clock())
         if result is not None:
             report(result)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import struct
-from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from udpkit.addr import Endpoint
 from udpkit.errors import UsageError
 from udpkit.files import read_text
 from udpkit.services.base import BaseResponder, Evidence, Reply
+from udpkit.services.outstanding import Outstanding
 from udpkit.services.ratelimit import ResponseRateLimiter
 
 __all__ = ["DEFAULT_RATE_LIMIT", "DnsProbe", "DnsResponder", "MAX_OPTIONS", "MAX_QUERY", "load_zone", "screen"]
@@ -317,16 +317,14 @@ class DnsProbe:
             self.qtype = dns.rdatatype.from_text(kind or "A")
         except (dns.exception.DNSException, ValueError) as exc:
             raise UsageError(f"bad --query {query!r}: {exc}") from None
-        self._ids: OrderedDict[int, float] = OrderedDict()
+        self._ids: Outstanding[int, float] = Outstanding()
 
     def build(self, now: float) -> bytes:
         query = dns.message.make_query(self.qname, self.qtype, use_edns=None if self.unicast else 0,
                                        payload=_MAX_UDP,
                                        rdclass=dns.rdataclass.RdataClass.make(0x8001 if self.unicast else 1))
         query.id = 0 if self.unicast else int.from_bytes(os.urandom(2), "big")
-        self._ids[query.id] = now
-        if len(self._ids) > 4096:
-            self._ids.popitem(last=False)
+        self._ids.remember(query.id, now)
         return query.to_wire()
 
     def classify(self, reply: bytes, now: float) -> Evidence | None:
@@ -343,7 +341,9 @@ class DnsProbe:
         elif len(response.question) != 1 or response.question[0].name != self.qname \
                 or response.question[0].rdtype != self.qtype:
             return None
-        sent = self._ids[response.id]
+        sent = self._ids.get(response.id)
+        if sent is None:
+            return None
         return Evidence(self.protocol, {
             "rcode": dns.rcode.to_text(response.rcode()),
             "flags": dns.flags.to_text(response.flags).lower(),

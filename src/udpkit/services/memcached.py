@@ -7,6 +7,7 @@ import os
 import struct
 
 from udpkit.services.base import Evidence
+from udpkit.services.outstanding import Outstanding
 
 __all__ = ["MemcachedProbe"]
 
@@ -17,11 +18,11 @@ class MemcachedProbe:
     name = "memcached"
 
     def __init__(self) -> None:
-        self._ids: set[int] = set()
+        self._ids: Outstanding[int, None] = Outstanding()
 
     def build(self, now: float) -> bytes:
         request = int.from_bytes(os.urandom(2), "big")
-        self._ids.add(request)
+        self._ids.remember(request)
         return _FRAME.pack(request, 0, 1, 0) + b"stats\r\n"
 
     def classify(self, reply: bytes, now: float) -> Evidence | None:

@@ -7,6 +7,7 @@ import os
 import struct
 
 from udpkit.services.base import Evidence
+from udpkit.services.outstanding import Outstanding
 
 __all__ = ["NetbiosProbe"]
 
@@ -17,11 +18,11 @@ class NetbiosProbe:
     name = "netbios-ns"
 
     def __init__(self) -> None:
-        self._ids: set[int] = set()
+        self._ids: Outstanding[int, None] = Outstanding()
 
     def build(self, now: float) -> bytes:
         ident = int.from_bytes(os.urandom(2), "big")
-        self._ids.add(ident)
+        self._ids.remember(ident)
         return struct.pack("!HHHHHH", ident, 0, 1, 0, 0, 0) + _STAR + struct.pack("!HH", 0x21, 1)
 
     def classify(self, reply: bytes, now: float) -> Evidence | None:

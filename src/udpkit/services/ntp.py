@@ -16,11 +16,11 @@ from __future__ import annotations
 import math
 import os
 import struct
-from collections import OrderedDict
 from typing import NamedTuple
 
 from udpkit.addr import Endpoint
 from udpkit.services.base import BaseResponder, Evidence, Reply
+from udpkit.services.outstanding import Outstanding
 from udpkit.services.ratelimit import ClientLimiter
 
 __all__ = ["NTP_EPOCH_OFFSET", "NtpPacket", "NtpProbe", "NtpResponder", "decode_packet", "from_ntp", "to_ntp"]
@@ -176,20 +176,20 @@ class NtpProbe:
     name = "ntp"
 
     def __init__(self) -> None:
-        self._sent: OrderedDict[int, float] = OrderedDict()  # transmit timestamp -> UNIX send time
+        self._sent: Outstanding[int, float] = Outstanding()  # transmit timestamp -> UNIX send time
 
     def build(self, now: float) -> bytes:
         stamp = (to_ntp(now) & ~0xFF) | os.urandom(1)[0]  # 256 ns of noise, no longer guessable
-        self._sent[stamp] = now
-        if len(self._sent) > 4096:
-            self._sent.popitem(last=False)
+        self._sent.remember(stamp, now)
         return encode_packet(NtpPacket(0, 4, MODE_CLIENT, 0, 0, 0, 0.0, 0.0, b"\0\0\0\0", 0, 0, 0, stamp))
 
     def classify(self, reply: bytes, now: float) -> Evidence | None:
         packet = decode_packet(reply)
         if packet is None or packet.mode != MODE_SERVER or packet.origin not in self._sent:
             return None
-        t1 = self._sent[packet.origin]
+        t1 = self._sent.get(packet.origin)
+        if t1 is None:
+            return None
         if packet.stratum == 0:
             code = packet.refid.rstrip(b"\0").decode("ascii", "replace")
             return Evidence("ntp", {"kiss": code, "version": packet.version})

@@ -8,6 +8,7 @@ import os
 import struct
 
 from udpkit.services.base import Evidence
+from udpkit.services.outstanding import Outstanding
 
 __all__ = ["QuicProbe"]
 
@@ -19,11 +20,11 @@ class QuicProbe:
     name = "quic"
 
     def __init__(self) -> None:
-        self._dcids: set[bytes] = set()
+        self._dcids: Outstanding[bytes, None] = Outstanding()
 
     def build(self, now: float) -> bytes:
         dcid = os.urandom(8)
-        self._dcids.add(dcid)
+        self._dcids.remember(dcid)
         head = bytes([0xC0]) + struct.pack("!I", _GREASE) + bytes([len(dcid)]) + dcid + b"\x00"
         return head + b"\x00" * (1200 - len(head))  # servers ignore Initials under 1200 bytes
 

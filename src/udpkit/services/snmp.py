@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from udpkit.services.base import Evidence
+from udpkit.services.outstanding import Outstanding
 
 __all__ = ["SnmpProbe", "ber_items"]
 
@@ -46,11 +47,11 @@ class SnmpProbe:
 
     def __init__(self, community: bytes = b"public") -> None:
         self.community = community
-        self._ids: set[int] = set()
+        self._ids: Outstanding[int, None] = Outstanding()
 
     def build(self, now: float) -> bytes:
         request_id = int.from_bytes(os.urandom(3), "big")
-        self._ids.add(request_id)
+        self._ids.remember(request_id)
         varbind = _tlv(0x30, _tlv(0x06, SYS_DESCR) + b"\x05\x00")
         pdu = _tlv(0xA0, _tlv(0x02, request_id.to_bytes(4, "big")) + b"\x02\x01\x00\x02\x01\x00" + _tlv(0x30, varbind))
         return _tlv(0x30, b"\x02\x01\x01" + _tlv(0x04, self.community) + pdu)

@@ -8,6 +8,7 @@ import os
 import struct
 
 from udpkit.services.base import Evidence
+from udpkit.services.outstanding import Outstanding
 
 __all__ = ["StunProbe"]
 
@@ -18,11 +19,11 @@ class StunProbe:
     name = "stun"
 
     def __init__(self) -> None:
-        self._ids: set[bytes] = set()
+        self._ids: Outstanding[bytes, None] = Outstanding()
 
     def build(self, now: float) -> bytes:
         transaction = os.urandom(12)
-        self._ids.add(transaction)
+        self._ids.remember(transaction)
         return struct.pack("!HHI", 0x0001, 0, COOKIE) + transaction
 
     def classify(self, reply: bytes, now: float) -> Evidence | None:
