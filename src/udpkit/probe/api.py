@@ -108,13 +108,7 @@ def probe(
     probed = {port: p for port, p in probes.items() if p is not None}
 
     def classify(target: Target, reply: bytes, now: float) -> Evidence | None:
-        chosen = probes.get(target.port)
-        if chosen is None:
-            return None
-        try:
-            return chosen.classify(reply, now)
-        except Exception:  # noqa: BLE001 - a recogniser's bug must not turn a reply into a crash
-            return None
+        return _recognise(probes.get(target.port), reply, now)
 
     targets = [Target(ip, port, fam) for ip, fam in addresses for port in numbers]
 
@@ -124,6 +118,16 @@ def probe(
 
     return scan(targets, datagram, retries=retries, timeout=timeout, rate=rate,
                 on_result=on_result, classify=classify if any(probes.values()) else None)
+
+
+def _recognise(chosen: ServiceProbe | None, reply: bytes, now: float) -> Evidence | None:
+    """What ``chosen`` reads in ``reply``; a recogniser's bug is no evidence, never a crash."""
+    if chosen is None:
+        return None
+    try:
+        return chosen.classify(reply, now)
+    except Exception:  # noqa: BLE001 - hostile bytes may hit any bug; the reply then proves only "open"
+        return None
 
 
 def _identify(hosts: str | Sequence[str], ports: str | Iterable[int], *, family: int | None, payload: bytes,
@@ -149,10 +153,7 @@ def _identify(hosts: str | Sequence[str], ports: str | Iterable[int], *, family:
         assert chosen is not None
 
         def classify(target: Target, reply: bytes, now: float, chosen: ServiceProbe = chosen) -> Evidence | None:
-            try:
-                return chosen.classify(reply, now)
-            except Exception:  # noqa: BLE001 - a recogniser's bug must not turn a reply into a crash
-                return None
+            return _recognise(chosen, reply, now)
 
         found = scan(silent, lambda target, chosen=chosen: chosen.build(time.time()),  # type: ignore[misc]
                      retries=0 if local else 1, timeout=wait, min_timeout=wait, rate=rate, classify=classify)
