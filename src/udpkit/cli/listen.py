@@ -293,10 +293,6 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         stats = serve_until_stopped(listener, err, "udpkit listen")
         stats = workers.join(stats)
         err.write(f"udpkit listen: {stats.summary()}{f' ({args.workers} workers)' if args.workers > 1 else ''}\n")
-        counted = listener.capabilities.stats  # what the responder answered, what it refused, and why
-        if any(counted.values()):
-            details = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in counted.items() if value)
-            err.write(f"udpkit listen: {listener.responder.name}: {details}\n")
         return 0
     finally:
         listener.close()

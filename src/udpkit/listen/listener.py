@@ -154,6 +154,7 @@ class Listener:
             truncated=c.truncated,
             kernel_drops=sum(self._drops.values()) + self._ended_session_drops + self._session_drops,
             peers_estimated=self._peers.estimated, faults=faults,
+            responder=dict(self.capabilities.stats), responder_name=getattr(self.responder, "name", ""),
         )
 
     def session_peers(self) -> list[Endpoint]:

@@ -107,6 +107,9 @@ class ListenerStats(NamedTuple):
     kernel_drops: int = 0
     peers_estimated: bool = False
     faults: Mapping[str, int] = {}
+    #: the responder's own counts (what it answered and refused, and why), under its name
+    responder: Mapping[str, int] = {}
+    responder_name: str = ""
 
     def summary(self) -> str:
         peers = f"{'about ' if self.peers_estimated else ''}{self.peers} peer{'s' if self.peers != 1 else ''}"
@@ -120,16 +123,21 @@ class ListenerStats(NamedTuple):
             text += f", {self.refused} refused"
         if self.faults:
             text += "; " + ", ".join(f"{name} {count}" for name, count in sorted(self.faults.items()))
+        counted = [f"{name.replace('_', ' ')} {count}" for name, count in self.responder.items() if count]
+        if counted:
+            text += f"; {self.responder_name or 'responder'}: " + ", ".join(counted)
         return text
 
     def merged(self, other: Mapping[str, Any]) -> ListenerStats:
         """These statistics plus another worker's (as ``_asdict()`` gave them, through JSON)."""
         totals = self._asdict()
         for name, value in other.items():
-            if name == "faults":
-                faults: Counter[str] = Counter(totals["faults"])
-                faults.update(value)
-                totals["faults"] = dict(faults)
+            if name in ("faults", "responder"):
+                merged: Counter[str] = Counter(totals[name])
+                merged.update(value)
+                totals[name] = dict(merged)
+            elif name == "responder_name":
+                totals[name] = totals[name] or value
             elif name == "peers_estimated":
                 totals[name] = totals[name] or bool(value)
             elif name in totals:
