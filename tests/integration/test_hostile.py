@@ -295,7 +295,8 @@ def test_a_flood_of_distinct_spoofed_peers_leaves_memory_bounded(lan: tuple[Host
         time.sleep(0.5)
         grown = _rss_kb(server.pid()) - before
         assert server.alive() and grown < 8 * 1024, f"RSS grew {grown} KiB"  # 150,000 peers at ~200 B: 29 MiB
-        assert legit(client, payload=b"after") in (b"after", None if flags[1] == "discard" else b"after")
+        if flags[1] == "echo":  # discard answers nobody: alive is all it can show
+            assert legit(client, payload=b"after") == b"after"
     finally:
         summary = server.stop()
     assert "about " in summary, summary  # the peer count became an estimate

@@ -163,8 +163,8 @@ def _tour(guide: _Guide, args: Any, listeners: list[Listener]) -> None:
     output, status = _capture(probe.run, argv)
     guide.command(["udpkit", "probe", *argv], output, status)
     closed = _free_port()
-    guide.say(f"A closed port: the kernel answers with ICMP port unreachable (IPv4 type 3 code 3, IPv6\n"
-              f"type 1 code 4), and udpkit shows it and who sent it:")
+    guide.say("A closed port: the kernel answers with ICMP port unreachable (IPv4 type 3 code 3, IPv6\n"
+              "type 1 code 4), and udpkit shows it and who sent it:")
     argv = ["127.0.0.1", "::1", "-p", str(closed), "--json", "--timeout", "0.5", "--retries", "1"]
     output, status = _capture(probe.run, argv)
     icmp = [(doc["host"], doc["icmp"]) for doc in json.loads(output)]

@@ -44,16 +44,24 @@ class IcmpError(NamedTuple):
     destination: tuple[str, int] | None
 
 
-def parse_extended_err(data: bytes) -> tuple[int, int, int, int, int, str | None]:
+def parse_extended_err(data: bytes, senders: dict[bytes, str | None] | None = None
+                       ) -> tuple[int, int, int, int, int, str | None]:
     """``sock_extended_err`` plus the offender -> (errno, origin, type, code, info, offender address).
 
     ``bytes.fromhex("6f000000 02 03 03 00 00000000 00000000 0200 0000 7f000001 0000000000000000")``
     -> ``(111, 2, 3, 3, 0, "127.0.0.1")``: ECONNREFUSED from an ICMP port unreachable sent by 127.0.0.1.
+    ``senders``: a cache of offender addresses already turned into text (a scan reads thousands of
+    errors from one host).
     """
     if len(data) < EXTENDED_ERR.size:
         raise ParseError(f"sock_extended_err needs {EXTENDED_ERR.size} bytes, got {len(data)}")
     err, origin, icmp_type, code, _pad, info, _data = EXTENDED_ERR.unpack_from(data)
-    offender = sockaddr_ip(data[EXTENDED_ERR.size :])
+    raw = data[EXTENDED_ERR.size :]
+    if senders is None:
+        return err, origin, icmp_type, code, info, sockaddr_ip(raw)
+    offender = senders.get(raw, "")
+    if offender == "":
+        offender = senders[raw] = sockaddr_ip(raw)
     return err, origin, icmp_type, code, info, offender
 
 
@@ -134,14 +142,7 @@ def _read(sock: socket.socket, senders: dict[bytes, str | None] | None) -> IcmpE
     for level, kind, value in ancillary:
         if kind not in _RECVERR or level not in _LEVELS or len(value) < EXTENDED_ERR.size:
             continue
-        err, origin, icmp_type, code, _pad, info, _data = EXTENDED_ERR.unpack_from(value)
-        raw = value[EXTENDED_ERR.size :]
-        if senders is None:
-            offender = sockaddr_ip(raw)
-        else:
-            offender = senders.get(raw, "")
-            if offender == "":
-                offender = senders[raw] = sockaddr_ip(raw)
+        err, origin, icmp_type, code, info, offender = parse_extended_err(value, senders)
         # tuple.__new__: a NamedTuple's own __new__ is Python code, a cost per closed port of a scan
         return _new(IcmpError, (err or _errno.EIO, origin, icmp_type, code, info, offender,
                                 name[:2] if name else None))
