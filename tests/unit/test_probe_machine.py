@@ -213,3 +213,80 @@ def test_every_verdict_follows_from_its_evidence(events: list[tuple[str, int, in
             assert result.icmp is not None and result.icmp[:2] == icmp_first[port]
         else:
             assert result.state == OPEN_FILTERED and port not in replied and port not in icmp_first
+
+
+# -- forgery: what a host off the path can send, and what it cannot move ----------------------------
+
+REMOTE = "192.0.2.50"
+
+
+def nonce_machine(*ports: int, **kwargs: object) -> ProbeMachine:
+    payloads = iter(range(1, 1_000_000))
+    return ProbeMachine([Target(REMOTE, p, V4) for p in ports], lambda t: next(payloads).to_bytes(8, "big"),
+                        reason_for=icmp_reason, **kwargs)  # type: ignore[arg-type]
+
+
+def test_an_error_quoting_what_we_never_sent_moves_nothing() -> None:
+    m = nonce_machine(9999)
+    (target, sent), = m.sends(0.0)
+    assert m.on_icmp(V4, REMOTE, 9999, 3, 3, REMOTE, 0.01, quote=b"\0" * 8) is None  # forged 3/3
+    assert m.on_icmp(V4, REMOTE, 9999, 3, 13, "10.9.0.3", 0.01, quote=b"") is None  # forged 3/13
+    assert m.forgeries() == {REMOTE: 2} and not m.done
+    result = m.on_icmp(V4, REMOTE, 9999, 3, 3, REMOTE, 0.02, quote=sent)  # the real one
+    assert result is not None and result.state == CLOSED
+
+
+def test_a_quote_cut_short_still_counts_if_it_keeps_our_nonce() -> None:
+    m = ProbeMachine([Target(REMOTE, 53, V4)], lambda t: b"N" * 8 + b"rest of a long query", reason_for=icmp_reason)
+    m.sends(0.0)
+    result = m.on_icmp(V4, REMOTE, 53, 3, 3, REMOTE, 0.01, quote=b"N" * 8 + b"rest")
+    assert result is not None and result.state == CLOSED
+
+
+def test_a_datagram_from_a_port_we_never_probed_marks_the_host_forged() -> None:
+    """The sweep arrives "from" target:9998 while we probed 9999 only: from then on a reply that
+    does not carry our nonce proves nothing there, and ends as conflicting evidence, never open."""
+    m = nonce_machine(9999, retries=0, timeout=0.5)
+    m.sends(0.0)
+    assert m.on_reply(V4, REMOTE, 9998, b"forged", 0.01) is None
+    assert m.on_reply(V4, REMOTE, 9999, b"forged", 0.02) is None
+    m.sends(1.0)
+    (result,) = m.results()
+    assert (result.state, result.reason, result.reply) == (CONFLICT, "udp-response-unverified-during-forgery", b"forged")
+
+
+def test_a_reply_echoing_our_nonce_is_open_even_under_forgery() -> None:
+    m = nonce_machine(7)
+    (_t, sent), = m.sends(0.0)
+    m.on_forgery(REMOTE, V4)
+    result = m.on_reply(V4, REMOTE, 7, sent, 0.01)  # an echo service sends our bytes back
+    assert result is not None and result.state == OPEN
+
+
+def test_forgery_noticed_later_turns_earlier_bare_verdicts_into_conflicts() -> None:
+    m = nonce_machine(1, 2, 3)
+    sent = dict(m.sends(0.0))
+    m.on_reply(V4, REMOTE, 1, b"bare", 0.01)  # proves nothing of ours
+    m.on_reply(V4, REMOTE, 2, b"xx" + sent[Target(REMOTE, 2, V4)], 0.01)  # echoes our nonce
+    m.on_icmp(V4, REMOTE, 3, 3, 3, REMOTE, 0.01, quote=sent[Target(REMOTE, 3, V4)])
+    assert m.take_decided() == []
+    m.on_forgery(REMOTE, V4)  # e.g. a canary port caught a sweep
+    (changed,) = m.take_decided()
+    assert (changed.target.port, changed.state, changed.reason) == (1, CONFLICT, "udp-response-unverified-during-forgery")
+    assert [r.state for r in m.results()] == [CONFLICT, OPEN, CLOSED]
+
+
+def test_with_a_service_probe_only_a_recognised_reply_is_open() -> None:
+    from udpkit.probe import Reading
+    from udpkit.services.base import Evidence
+
+    def read(target: Target, reply: bytes) -> Reading:
+        return Reading(Evidence("ntp", {}), True) if reply == b"ours" else Reading(None, False)
+
+    m = ProbeMachine([Target(REMOTE, 123, V4), Target(REMOTE, 124, V4)], retries=0, timeout=0.5, classify=read)
+    m.sends(0.0)
+    assert m.on_reply(V4, REMOTE, 123, b"not an answer to us", 0.01) is None
+    result = m.on_reply(V4, REMOTE, 124, b"ours", 0.01)
+    assert result is not None and (result.state, result.reason) == (OPEN, "ntp")
+    m.sends(1.0)
+    assert [(r.state, r.reason) for r in m.results()] == [(CONFLICT, "unmatched-reply"), (OPEN, "ntp")]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import socket
 import struct
 
 import dns.message
@@ -125,3 +126,30 @@ def test_every_probe_remembers_a_bounded_number_of_requests() -> None:
             probe.build(1_700_000_000.0 + i)
         tables = [v for v in vars(probe).values() if isinstance(v, Outstanding)]
         assert all(len(t) <= MAX_OUTSTANDING for t in tables), name
+
+
+def test_every_probe_says_whether_its_answers_carry_our_request() -> None:
+    """The prober trusts, under forgery, only answers that echo something we chose: each probe says
+    whether its recogniser checks an id, nonce or stamp of ours (daytime, time, SSDP and mDNS
+    cannot: their answers carry nothing of the request)."""
+    verifying = {name for name, factory in PROBES.items() if factory().verifies}
+    assert verifying == set(PROBES) - {"daytime", "time", "ssdp", "mdns"}
+
+
+@pytest.mark.parametrize("name", ["echo", "ntp", "dns", "snmp", "stun", "memcached", "netbios-ns", "quic"])
+def test_a_verifying_probe_refuses_an_answer_to_another_probers_request(name: str) -> None:
+    """The answer is built from the *request* another instance sent (as a forger who guesses the
+    protocol but not our id would): ours must refuse it."""
+    from udpkit.services.registry import RESPONDERS
+
+    theirs, ours = PROBES[name](), PROBES[name]()
+    ours.build(0.0)
+    request = theirs.build(1_700_000_000.0)
+    if name in RESPONDERS:
+        from udpkit.addr import Endpoint
+
+        answer = RESPONDERS[name]().handle(request, Endpoint("192.0.2.9", 4000, socket.AF_INET), 1_700_000_000.0)
+        assert isinstance(answer, bytes) and theirs.classify(answer, 1_700_000_000.0) is not None
+        assert ours.classify(answer, 1_700_000_000.0) is None
+    else:
+        assert ours.classify(request, 0.0) is None  # at least: our recogniser is not fooled by a reflection

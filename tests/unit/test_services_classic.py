@@ -47,6 +47,8 @@ def test_the_classic_probes_recognise_their_own_answers_only() -> None:
 
     echo, daytime, time_probe = EchoProbe(), DaytimeProbe(), TimeProbe()
     assert echo.classify(echo.build(0.0), 0.0) is not None and echo.classify(b"other", 0.0) is None
+    assert echo.build(0.0) != echo.build(0.0)  # a fresh nonce per try
+    assert EchoProbe().classify(echo.build(0.0), 0.0) is None  # another prober's line is not our echo
     assert daytime.classify(b"Friday, November 27, 2026 20:13:03-UTC\r\n", 0.0).detail["text"].startswith("Friday")
     assert daytime.classify(b"\x00\x01", 0.0) is None
     now = 1_795_810_393.0

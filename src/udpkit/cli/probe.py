@@ -20,10 +20,15 @@ from udpkit.probe import DEFAULT_PORTS, OPEN, PortResult, check_options, check_t
 __all__ = ["run"]
 
 EPILOG = """\
-verdicts: open (a UDP reply came back), closed (ICMP port unreachable), filtered (another ICMP
-destination unreachable, e.g. admin-prohibited), open|filtered (silence after every try).
-Remote Linux hosts send about one ICMP error a second: a host that falls silent after a burst of
-errors is paced until its errors keep up. Loopback is not limited: every port in about a second.
+verdicts: open (a reply from the port, accepted by the service probe when one was sent), closed
+(ICMP port unreachable from the target itself, quoting our datagram), filtered (another ICMP
+destination unreachable, e.g. admin-prohibited, or a port unreachable from a router),
+open|filtered (silence after every try), conflict (evidence that cannot all be true: a reply after
+the port unreachable, a reply the service probe refused, or a bare reply from a host whose answers
+are being forged; the reason says which).
+Remote Linux hosts send few ICMP errors (a burst of 6, then one a second for IPv4 by default): the
+prober measures that rate and keeps to it, and counts a silence only when a known-closed port
+answered right after it. Loopback is not limited: every port in about a second.
 
 examples:
   udpkit probe 127.0.0.1 -p 123                  is the NTP port answering, and how do we know
@@ -157,8 +162,9 @@ def _scan(args: Any, out: TextIO, err: TextIO) -> int:
     try:
         given = args.payload is not None or args.payload_hex is not None or args.payload_file is not None
         service = args.service or ("none" if given else "auto")
-        results = probe([ip for ip, _fam in hosts], ports, service=service, payload=data, query=args.query,
-                        retries=args.retries, timeout=args.timeout, rate=args.rate, on_result=stream)
+        forged: dict[str, int] = {}
+        results = probe(hosts, ports, service=service, payload=data, query=args.query, retries=args.retries,
+                        timeout=args.timeout, rate=args.rate, on_result=stream, forged=forged)
     except OSError as exc:
         raise UdpkitError(f"cannot probe: {exc.strerror or exc}") from None
     finally:
@@ -172,6 +178,9 @@ def _scan(args: Any, out: TextIO, err: TextIO) -> int:
         out.write("[\n  " + ",\n  ".join(lines) + "\n]\n" if lines else "[]\n")
     else:
         out.write(render_table(results, hosts, only_open=args.open))
+    for ip, count in forged.items():
+        err.write(f"udpkit probe: warning: {ip}: {count} datagram(s) or ICMP error(s) we never asked for — someone"
+                  " may be forging its answers; only answers carrying our nonce count there\n")
     return 0 if results and all(r.state == OPEN for r in results) else 1
 
 
@@ -206,7 +215,7 @@ class _Progress:
             self.bar.start()
 
     def advance(self) -> None:
-        self.done += 1
+        self.done = min(self.total, self.done + 1)  # a verdict that evidence changed is reported twice
         if self.bar is not None:
             self.bar.update(self.task, completed=self.done)
 

@@ -33,7 +33,9 @@ _ANCILLARY = socket.CMSG_SPACE(EXTENDED_ERR.size + 28)
 
 class IcmpError(NamedTuple):
     """One queued error: the ICMP ``type``/``code`` (``origin`` says ICMP or ICMPv6, or a local error),
-    the errno the kernel maps it to, who sent it (``offender``), and the datagram's destination."""
+    the errno the kernel maps it to, who sent it (``offender``), the datagram's destination, and the
+    start of our payload as the error quotes it (``quote``: as many bytes as the reader asked for,
+    no more than the message carried) — what proves the error answers a datagram we sent."""
 
     errno: int
     origin: int
@@ -42,6 +44,7 @@ class IcmpError(NamedTuple):
     info: int
     offender: str | None
     destination: tuple[str, int] | None
+    quote: bytes = b""
 
 
 def parse_extended_err(data: bytes, senders: dict[bytes, str | None] | None = None
@@ -108,13 +111,15 @@ def enable_errors(sock: socket.socket) -> None:
 
 
 def read_errors(sock: socket.socket, limit: int = 64,
-                senders: dict[bytes, str | None] | None = None) -> list[IcmpError]:
+                senders: dict[bytes, str | None] | None = None, quote: int = 0) -> list[IcmpError]:
     """Up to ``limit`` queued errors (none: an empty list); never blocks. With :func:`read_error`,
     the one reader of the error queue. ``senders``: a cache of offender addresses already turned
-    into text, for a scan that reads thousands of errors from one host."""
+    into text, for a scan that reads thousands of errors from one host. ``quote``: how many bytes of
+    the quoted payload to read (Linux quotes the whole datagram, within 576 bytes for IPv4 and
+    1280 for IPv6)."""
     found: list[IcmpError] = []
     for _ in range(limit):
-        entry = _read(sock, senders)
+        entry = _read(sock, senders, quote)
         if entry is _Queue.EMPTY:
             break
         if entry is not None:
@@ -122,10 +127,11 @@ def read_errors(sock: socket.socket, limit: int = 64,
     return found
 
 
-def read_error(sock: socket.socket, senders: dict[bytes, str | None] | None = None) -> IcmpError | None:
+def read_error(sock: socket.socket, senders: dict[bytes, str | None] | None = None,
+               quote: int = 0) -> IcmpError | None:
     """One queued error, or ``None`` (none queued, or the entry was not an ICMP error): the prober's
     read after each datagram to a local address, whose error is queued before ``sendto`` returns."""
-    entry = _read(sock, senders)
+    entry = _read(sock, senders, quote)
     return None if entry is _Queue.EMPTY else entry
 
 
@@ -133,10 +139,11 @@ class _Queue(Enum):
     EMPTY = 0
 
 
-def _read(sock: socket.socket, senders: dict[bytes, str | None] | None) -> IcmpError | None | _Queue:
+def _read(sock: socket.socket, senders: dict[bytes, str | None] | None,
+          quote: int = 0) -> IcmpError | None | _Queue:
     """One entry of the error queue: an ``IcmpError``, ``None`` (not one), ``_Queue.EMPTY``."""
     try:
-        _data, ancillary, _flags, name = sock.recvmsg(0, _ANCILLARY, _DONTWAIT_ERRQUEUE)
+        data, ancillary, _flags, name = sock.recvmsg(quote, _ANCILLARY, _DONTWAIT_ERRQUEUE)
     except (BlockingIOError, InterruptedError):
         return _Queue.EMPTY
     for level, kind, value in ancillary:
@@ -145,7 +152,7 @@ def _read(sock: socket.socket, senders: dict[bytes, str | None] | None) -> IcmpE
         err, origin, icmp_type, code, info, offender = parse_extended_err(value, senders)
         # tuple.__new__: a NamedTuple's own __new__ is Python code, a cost per closed port of a scan
         return _new(IcmpError, (err or _errno.EIO, origin, icmp_type, code, info, offender,
-                                name[:2] if name else None))
+                                name[:2] if name else None, data))
     return None
 
 

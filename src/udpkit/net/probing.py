@@ -44,6 +44,9 @@ class ProbeSocket:
         self.sock = sock
         self.port: int = sock.getsockname()[1]
         self._senders: dict[bytes, str | None] = {}  # raw SO_EE_OFFENDER -> address text
+        # Quoted payload to read with each error: one byte more than the longest datagram sent, so
+        # that a quote longer than anything we sent shows as one.
+        self.quote = 1
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -59,6 +62,8 @@ class ProbeSocket:
 
     def send(self, data: bytes, address: tuple[str, int]) -> bool:
         """Send one datagram; ``False`` when it could not leave (full buffer, no route)."""
+        if len(data) >= self.quote:
+            self.quote = len(data) + 1
         for _ in range(2):
             try:
                 self.sock.sendto(data, address)
@@ -72,16 +77,18 @@ class ProbeSocket:
     def send_take(self, data: bytes, address: tuple[str, int]) -> IcmpError | None:
         """``send``, then the error it drew: the fast path for this host's own addresses, whose ICMP
         errors are queued before ``sendto`` returns."""
+        if len(data) >= self.quote:
+            self.quote = len(data) + 1
         try:
             self.sock.sendto(data, address)
         except OSError:
             if not self.send(data, address):
                 return None
-        return read_error(self.sock, self._senders)
+        return read_error(self.sock, self._senders, self.quote)
 
     def errors(self, limit: int = 256) -> list[IcmpError]:
         """Up to ``limit`` queued ICMP errors (:func:`~udpkit.net.errqueue.read_errors`); never blocks."""
-        return read_errors(self.sock, limit, self._senders)
+        return read_errors(self.sock, limit, self._senders, self.quote)
 
     def replies(self, limit: int = 256) -> list[tuple[bytes, str, int]]:
         """Up to ``limit`` datagrams that arrived, as ``(data, source ip, source port)``; never blocks."""

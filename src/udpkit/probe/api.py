@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
+import random
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -12,9 +14,9 @@ from collections.abc import Callable, Iterable, Sequence
 from udpkit.addr import parse_ports
 from udpkit.errors import UsageError
 from udpkit.net import is_local
-from udpkit.probe.machine import OPEN, OPEN_FILTERED, PortResult, Target
+from udpkit.probe.machine import OPEN, OPEN_FILTERED, PortResult, Reading, Target
 from udpkit.probe.scanner import scan
-from udpkit.services.base import Evidence, ServiceProbe
+from udpkit.services.base import ServiceProbe
 from udpkit.services.registry import LIKELY, PORTS, probe_for
 
 __all__ = ["DEFAULT_PORTS", "MAX_PAYLOAD", "check_options", "check_targets", "probe", "resolve"]
@@ -53,10 +55,15 @@ def check_targets(addresses: Sequence[tuple[str, int]], payload: bytes) -> None:
                              f" datagram (at most {MAX_PAYLOAD[family]} bytes)")
 
 
-def resolve(names: Sequence[str], family: int | None = None) -> list[tuple[str, int]]:
-    """Host names and literals -> (address, family), each address once, in the order given."""
+def resolve(names: Sequence[str | tuple[str, int]], family: int | None = None) -> list[tuple[str, int]]:
+    """Host names and literals -> (address, family), each address once, in the order given; an
+    ``(address, family)`` pair is already resolved and kept as it is."""
     found: dict[tuple[str, int], None] = {}
     for name in names:
+        if isinstance(name, tuple):
+            if family is None or name[1] == family:
+                found[name] = None
+            continue
         host = name[1:-1] if name.startswith("[") and name.endswith("]") else name
         try:
             infos = socket.getaddrinfo(host, None, family or 0, socket.SOCK_DGRAM)
@@ -71,7 +78,7 @@ def resolve(names: Sequence[str], family: int | None = None) -> list[tuple[str, 
 
 
 def probe(
-    hosts: str | Sequence[str],
+    hosts: str | Sequence[str | tuple[str, int]],
     ports: str | Iterable[int] = DEFAULT_PORTS,
     *,
     family: int | None = None,
@@ -82,19 +89,26 @@ def probe(
     retries: int = 2,
     rate: float | None = None,
     on_result: Callable[[PortResult], None] | None = None,
+    forged: dict[str, int] | None = None,
 ) -> list[PortResult]:
-    """Probe ``ports`` (``"53,123,1000-2000"`` or numbers) on every address of ``hosts``.
+    """Probe ``ports`` (``"53,123,1000-2000"`` or numbers) on every address of ``hosts`` (names,
+    literals, or ``(address, family)`` pairs that :func:`resolve` returned).
 
     ``service``: ``"all"`` is service identification (``nmap -sV``): after an ``auto`` pass, every
     catalogue probe is tried, most likely first, on the ports that stayed silent, and the verdicts
     are reported when that ends. ``"auto"`` (the default) sends each well-known port's application
-    probe (and ``payload`` elsewhere); ``"none"`` sends ``payload`` everywhere; a name sends that probe everywhere. A reply the probe
-    recognises carries its ``Evidence``. ``udpkit.probe("127.0.0.1", "123")`` works as well as
-    ``udpkit.probe.probe(...)``.
+    probe (and ``payload`` elsewhere); ``"none"`` sends ``payload`` everywhere; a name sends that
+    probe everywhere. A reply the probe recognises carries its ``Evidence``; when a service probe
+    went to a port, only a reply its recogniser accepts makes it ``open``. With ``auto`` and no
+    ``payload``, the ports without a catalogue probe are sent an 8-byte random nonce rather than
+    nothing: an ICMP error quoting it, or a reply echoing it, is then evidence nobody off the path
+    could forge. ``forged``: filled with the count of datagrams and errors per target that we never
+    asked for (see ``ProbeMachine.on_forgery``). ``udpkit.probe("127.0.0.1", "123")`` works as well
+    as ``udpkit.probe.probe(...)``.
     """
     if service == "all":
         return _identify(hosts, ports, family=family, payload=payload, query=query, timeout=timeout,
-                         retries=retries, rate=rate, on_result=on_result)
+                         retries=retries, rate=rate, on_result=on_result, forged=forged)
     names = [hosts] if isinstance(hosts, str) else list(hosts)
     numbers = parse_ports(ports) if isinstance(ports, str) else sorted(set(ports))
     if any(not 1 <= p <= 65535 for p in numbers):
@@ -107,40 +121,46 @@ def probe(
         probes = {port: probe_for(service, port, query) for port in numbers}
     probed = {port: p for port, p in probes.items() if p is not None}
 
-    def classify(target: Target, reply: bytes, now: float) -> Evidence | None:
-        return _recognise(probes.get(target.port), reply, now)
+    def classify(target: Target, reply: bytes, now: float) -> Reading | None:
+        return _recognise(probed.get(target.port), reply, now)
 
     targets = [Target(ip, port, fam) for ip, fam in addresses for port in numbers]
+    nonce = random.Random(os.urandom(16)).getrandbits if service == "auto" and not payload else None
 
     def datagram(target: Target) -> bytes:
         chosen = probed.get(target.port)
-        return payload if chosen is None else chosen.build(time.time())  # each try its own query
+        if chosen is not None:
+            return chosen.build(time.time())  # each try its own query
+        return payload if nonce is None else nonce(64).to_bytes(8, "little")
 
-    return scan(targets, datagram, retries=retries, timeout=timeout, rate=rate,
-                on_result=on_result, classify=classify if any(probes.values()) else None)
+    return scan(targets, datagram, retries=retries, timeout=timeout, rate=rate, on_result=on_result,
+                classify=classify if probed else None, forged=forged)
 
 
-def _recognise(chosen: ServiceProbe | None, reply: bytes, now: float) -> Evidence | None:
-    """What ``chosen`` reads in ``reply``; a recogniser's bug is no evidence, never a crash."""
+def _recognise(chosen: ServiceProbe | None, reply: bytes, now: float) -> Reading | None:
+    """What ``chosen`` reads in ``reply`` (``None``: no service probe went there); a recogniser's bug
+    is no evidence, never a crash."""
     if chosen is None:
         return None
     try:
-        return chosen.classify(reply, now)
-    except Exception:  # noqa: BLE001 - hostile bytes may hit any bug; the reply then proves only "open"
-        return None
+        evidence = chosen.classify(reply, now)
+    except Exception:  # noqa: BLE001 - hostile bytes may hit any bug; the reply then proves nothing
+        evidence = None
+    return Reading(evidence, evidence is not None and bool(getattr(chosen, "verifies", False)))
 
 
-def _identify(hosts: str | Sequence[str], ports: str | Iterable[int], *, family: int | None, payload: bytes,
-              query: str | None, timeout: float, retries: int, rate: float | None,
-              on_result: Callable[[PortResult], None] | None) -> list[PortResult]:
+def _identify(hosts: str | Sequence[str | tuple[str, int]], ports: str | Iterable[int], *, family: int | None,
+              payload: bytes, query: str | None, timeout: float, retries: int, rate: float | None,
+              on_result: Callable[[PortResult], None] | None, forged: dict[str, int] | None) -> list[PortResult]:
     """``service="all"``: ask the silent ports again with each catalogue probe in ``LIKELY`` order."""
     results = probe(hosts, ports, family=family, service="auto", payload=payload, query=query, timeout=timeout,
-                    retries=retries, rate=rate)
+                    retries=retries, rate=rate, forged=forged)
     rtts = [r.rtt for r in results if r.rtt is not None]
     # Strategy: the first pass measured the round trip; each later round waits four medians (at
     # least 50 ms) instead of the first pass's guess, so a dozen rounds cost about a second on a LAN.
     wait = max(0.05, min(timeout, 4 * sorted(rtts)[len(rtts) // 2])) if rtts else timeout
-    local = all(is_local(ip) for ip in {r.target.ip for r in results})
+    mine = {ip: is_local(ip) for ip in {r.target.ip for r in results}}  # once, for every round
+    local = all(mine.values())
     if local:  # loopback loses nothing and answers in microseconds: one try, a tenth of a second at most
         wait = min(max(wait, 0.1), 0.25)
     verdicts = {r.target: r for r in results}
@@ -152,11 +172,12 @@ def _identify(hosts: str | Sequence[str], ports: str | Iterable[int], *, family:
         chosen = probe_for(name, 0, query)
         assert chosen is not None
 
-        def classify(target: Target, reply: bytes, now: float, chosen: ServiceProbe = chosen) -> Evidence | None:
+        def classify(target: Target, reply: bytes, now: float, chosen: ServiceProbe = chosen) -> Reading | None:
             return _recognise(chosen, reply, now)
 
         found = scan(silent, lambda target, chosen=chosen: chosen.build(time.time()),  # type: ignore[misc]
-                     retries=0 if local else 1, timeout=wait, min_timeout=wait, rate=rate, classify=classify)
+                     retries=0 if local else 1, timeout=wait, min_timeout=wait, rate=rate, classify=classify,
+                     local=mine, forged=forged)
         for result in found:
             if result.state == OPEN:
                 verdicts[result.target] = result

@@ -1,19 +1,36 @@
 """The prober's rules, without sockets or clocks: what to send when, and what each answer proves.
 
 ``ProbeMachine`` follows aioquic's shape: the driver asks ``sends(now)`` for the datagrams due, feeds
-back ``on_reply``/``on_icmp`` as they arrive and sleeps until ``next_wakeup()``. The verdicts are the
-honest ones: ``open`` only for an application reply from the probed port; ``closed`` for an ICMP
-port unreachable (IPv4 3/3, IPv6 1/4) sent by the target itself — a port unreachable from any other
-host (a router's reject, or a forgery) is ``filtered``, with that sender; ``filtered`` for any other
-ICMP destination unreachable; ``open|filtered`` for silence after every try; and ``conflict`` when
-the evidence disagrees (the target's port unreachable, then a reply from that port): reported with
-both, never silently overwritten.
+back ``on_reply``/``on_icmp`` as they arrive and sleeps until ``next_wakeup()``.
 
-Timing follows the evidence. Until a host has answered, a try waits ``timeout * backoff**n``; once it
-has, tries wait a retransmission timeout computed from the measured round trips (RFC 6298's
-``srtt + 4 * rttvar``, at least ``min_timeout``), so a scan of loopback is not held up by a
-one-second guess. Remote Linux hosts send about one ICMP error per second per peer, so a host that
-has answered some ports with ICMP and then falls silent is *paced* (see ``_Host``).
+The verdicts count only evidence that a host off the path cannot forge:
+
+- ``open``: a reply from the probed address and port (the driver only passes datagrams that reached
+  the socket that sent the probe) and, when a service probe was sent, one its recogniser accepts:
+  every catalogue probe matches its own request (transaction id, echoed nonce, transmit stamp). A
+  reply the recogniser refuses is kept, and the port ends ``conflict`` (``unmatched-reply``) unless
+  a matching one comes.
+- ``closed``: an ICMP port unreachable (IPv4 3/3, IPv6 1/4) sent by the target itself *and* quoting
+  the datagram we sent (Linux hands back the quoted payload; ours carries a nonce). A port
+  unreachable from another host (a router's reject) is ``filtered`` with that sender; an error
+  quoting something we never sent is a forgery and moves nothing.
+- ``filtered``: any other destination unreachable quoting our datagram.
+- ``open|filtered``: silence after every try that counted (see ``pacing``: silence that a host's
+  ICMP rate limit may explain does not count).
+- ``conflict``: evidence that cannot all be true — the target's port unreachable, then a reply — or
+  a reply that nothing verifies from a host that is being forged (below).
+
+**Forgery.** A host on the path can sweep every port of the prober with datagrams "from" a target
+inside one probe's wait. The prober notices: a datagram from a target port it did not probe (or
+not yet), an error quoting what it never sent, and anything at all on the canary ports the driver
+keeps unused (``on_forgery``) mark that target as forged. From then on a reply that does not carry
+our nonce (a bare reply to an empty datagram, or a daytime line) is never ``open``: such ports, and
+those already reported on that kind of evidence, become ``conflict``.
+
+Timing follows the evidence. Until a host has answered, a try waits ``timeout * backoff**n``; once
+it has, tries wait a retransmission timeout from the measured round trips (RFC 6298's
+``srtt + 4 * rttvar``, at least ``min_timeout``). Remote hosts' ICMP errors are rate-limited: the
+``pacing`` module's ``Pacer`` paces them (one per error source) and proves their silences.
 """
 
 from __future__ import annotations
@@ -25,22 +42,23 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+from udpkit.probe.pacing import UNDER, Pacer, PaceState
 from udpkit.services.base import Evidence
 
-__all__ = ["CLOSED", "CONFLICT", "FILTERED", "OPEN", "OPEN_FILTERED", "PortResult", "ProbeMachine", "Target"]
+__all__ = ["CLOSED", "CONFLICT", "FILTERED", "OPEN", "OPEN_FILTERED", "PortResult", "ProbeMachine", "Reading",
+           "Target"]
 
 OPEN, CLOSED, FILTERED, OPEN_FILTERED, CONFLICT = "open", "closed", "filtered", "open|filtered", "conflict"
 #: The reason of a port unreachable that the target did not send.
 NOT_FROM_TARGET = "port-unreachable-from-another-host"
+#: A reply nothing verifies, from a host whose replies are being forged.
+UNVERIFIED = "unverified-during-forgery"
 _PORT_UNREACHABLE: dict[int, tuple[int, int]] = {socket.AF_INET: (3, 3), socket.AF_INET6: (1, 4)}
 _DEST_UNREACHABLE: dict[int, int] = {socket.AF_INET: 3, socket.AF_INET6: 1}
-
-#: Pacing: probes judged together, the share that must be answered for the pace to count as kept,
-#: the first gap between probes and the slowest pace tried (Linux's default is one error a second).
-_WINDOW, _KEPT, _FIRST_GAP, _MAX_GAP = 8, 0.75, 0.02, 1.0
-#: Linux lets a burst of six errors through before its per-peer limit applies
-#: (``XRLIM_BURST_FACTOR``): a host that has sent fewer has not been limited yet.
-_BURST = 6
+#: A payload at least this long can carry a nonce, and a quote or echo of it proves it is ours.
+NONCE_BYTES = 8
+#: Datagrams per port beyond which silence counts whatever the pacing says (every loop is bounded).
+_SENDS_PER_TRY = 8
 
 
 class Target(NamedTuple):
@@ -51,7 +69,7 @@ class Target(NamedTuple):
 
 class PortResult(NamedTuple):
     """A port's verdict and its evidence: the reply (bytes, and what a service probe read in it) or
-    the ICMP error (type, code, sender)."""
+    the ICMP error (type, code, sender). ``tries``: every datagram sent to the port."""
 
     target: Target
     state: str
@@ -63,46 +81,53 @@ class PortResult(NamedTuple):
     evidence: Evidence | None = None
 
 
+class Reading(NamedTuple):
+    """A service probe's reading of a reply: what it recognised (``None``: not its protocol's
+    answer to us) and whether that answer carried our own id, nonce or stamp."""
+
+    evidence: Evidence | None
+    verified: bool
+
+
 class _Probe:
-    __slots__ = ("host", "paced", "result", "sent_at", "target", "tries")
+    __slots__ = ("batch", "earlier", "host", "judged", "paced", "quiet", "result", "sent", "sent_at", "target",
+                 "tries", "unmatched", "unverified", "verified", "waiting")
 
     def __init__(self, target: Target, host: _Host) -> None:
         self.target = target
         self.host = host
-        self.tries = 0
+        self.tries = 0  # datagrams sent
+        self.judged = 0  # silences that counted
+        self.quiet = 0  # silences at the pace
+        self.sent: bytes | None = None  # the last try's payload, for quotes and echoes
+        self.earlier: bytes | None = None  # the try's before (its answer may come late)
         self.sent_at = 0.0
-        self.paced = False  # the current try was sent at the host's pace
+        self.waiting = False  # the current try's wait is running
+        self.paced = False  # the current try went at its host's pace (its silence does not count)
+        self.batch: object | None = None  # the proof batch of the current try
         self.result: PortResult | None = None
+        self.verified = False  # the verdict's evidence carried our nonce
+        self.unmatched: bytes | None = None  # a reply the service probe did not recognise
+        self.unverified: bytes | None = None  # a bare reply while the host was being forged
 
 
 class _Host:
-    """Round-trip estimate and ICMP pacing for one address.
+    """One address: its round-trip estimate, the pacer of the kernel that sends its errors, and
+    what it has shown of forgery."""
 
-    Strategy: a host that has sent a burst of ICMP errors for some ports but is silent for others
-    may be rate-limiting its errors rather than hiding services. Its silent ports are sent again one at a
-    time, ``gap`` seconds apart, and judged in windows of ``_WINDOW`` probes: while under ``_KEPT`` of
-    a window is answered the gap doubles (up to ``_MAX_GAP``) and silence is not held against the
-    ports; once the host keeps pace, silence counts as a try again. A host still mostly silent at
-    the slowest pace is dropping, not limiting: pacing ends. Loopback is never limited by Linux.
-    """
+    __slots__ = ("errors", "exempt", "forged", "held", "ip", "pacer", "rttvar", "samples", "srtt", "suspect")
 
-    __slots__ = ("answered", "exempt", "gap", "icmp", "kept", "next_send", "paced", "queue", "rttvar",
-                 "samples", "srtt", "tried_pacing", "window")
-
-    def __init__(self, exempt: bool) -> None:
+    def __init__(self, ip: str, family: int, exempt: bool) -> None:
+        self.ip = ip
         self.exempt = exempt
         self.srtt: float | None = None
         self.rttvar = 0.0
         self.samples = 0
-        self.icmp = 0
-        self.paced = False
-        self.tried_pacing = False
-        self.kept = False
-        self.gap = 0.0
-        self.next_send = 0.0
-        self.window = 0
-        self.answered = 0
-        self.queue: deque[_Probe] = deque()
+        self.errors = 0
+        self.pacer: Pacer[_Probe] = Pacer(ip, family)
+        self.held: deque[_Probe] = deque()  # silent while another host of the family is paced
+        self.suspect = False
+        self.forged = 0
 
     def sample(self, rtt: float) -> None:
         self.samples += 1
@@ -112,35 +137,17 @@ class _Host:
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
             self.srtt = 0.875 * self.srtt + 0.125 * rtt
 
-    def judge(self, answered: bool) -> None:
-        """One paced probe resolved; every ``_WINDOW`` of them decide the pace."""
-        self.window += 1
-        self.answered += answered
-        if self.window < _WINDOW:
-            return
-        share = self.answered / self.window
-        self.window = self.answered = 0
-        if share >= _KEPT:
-            self.kept = True
-        elif self.gap < _MAX_GAP:
-            self.gap = min(_MAX_GAP, self.gap * 2)
-            self.kept = False
-        elif share < 0.25:
-            self.paced = False  # silent even at the slowest pace: a firewall, not a limiter
-        else:
-            self.kept = True
-
 
 class ProbeMachine:
-    """Probe ``targets`` with ``payload(target)``; ``retries`` more tries after the first.
+    """Probe ``targets`` with ``payload(target)``; ``retries`` more counted tries after the first.
 
     ``timeout`` is the wait before a host has answered anything (doubling by ``backoff`` per try) and
     the longest wait after; ``min_timeout`` the shortest. ``rate``: at most that many datagrams a
     second in all (``None``: no limit). ``exempt(ip)``: hosts whose ICMP errors are never rate-limited
     (default: loopback addresses), which are therefore never paced. ``own``: the prober's own
     sockets; such a target is not sent to (the datagram would only reach us) but reported ``open``
-    with the reason ``own-socket``. ``classify(target, reply)``: a service probe's reading of a reply; when it recognises the protocol, the reason is the protocol's name instead of
-    ``udp-response``.
+    with the reason ``own-socket``. ``classify(target, reply)``: the service probe's ``Reading`` of a
+    reply, or ``None`` when no service probe went to that target (any reply is then the answer).
     """
 
     def __init__(
@@ -156,7 +163,7 @@ class ProbeMachine:
         reason_for: Callable[[int, int, int], str] | None = None,
         exempt: Callable[[str], bool] | None = None,
         own: Sequence[Target] = (),
-        classify: Callable[[Target, bytes], Evidence | None] | None = None,
+        classify: Callable[[Target, bytes], Reading | None] | None = None,
     ) -> None:
         if retries < 0 or timeout <= 0 or min_timeout <= 0 or backoff < 1 or (rate is not None and rate <= 0):
             raise ValueError("retries >= 0, timeouts > 0, backoff >= 1 and rate > 0 are required")
@@ -169,9 +176,19 @@ class ProbeMachine:
         self.backoff = backoff
         self.rate = rate
         self.reason_for = reason_for or (lambda family, t, c: f"icmp-{t}/{c}")
+        self._max_sends = _SENDS_PER_TRY * (retries + 1) + 8
         is_exempt = exempt or _is_loopback
-        self._hosts = {ip: _Host(is_exempt(ip)) for ip in dict.fromkeys(t.ip for t in self.targets)}
-        self._probes = {t: _Probe(t, self._hosts[t.ip]) for t in self.targets}
+        self._hosts = {(ip, family): _Host(ip, family, is_exempt(ip))
+                       for ip, family in dict.fromkeys((t.ip, t.family) for t in self.targets)}
+        hosts = self._hosts
+        self._probes: dict[Target, _Probe] = {t: _Probe(t, hosts[(t.ip, t.family)]) for t in self.targets}
+        self._pacers: dict[tuple[str, int], Pacer[_Probe]] = {
+            (h.ip, f): h.pacer for (_ip, f), h in self._hosts.items()}
+        self._active: list[Pacer[_Probe]] = []  # pacers out of FREE
+        self._holding: set[_Host] = set()
+        self._family_rto: dict[int, float] = {}  # per family: the slowest host's retransmission timeout
+        # per family: when a remote host of it last drew an ICMP error or was being paced
+        self._active_at: dict[int, float] = {}
         self._fresh: deque[_Probe] = deque(self._probes.values())  # first tries, in order
         self._retry: deque[_Probe] = deque()
         self._timers: list[tuple[float, int, _Probe, int]] = []  # (deadline, seq, probe, its try)
@@ -181,12 +198,12 @@ class ProbeMachine:
         self._tokens = 1.0
         self._refilled: float | None = None
         self._open = len(self.targets)  # probes without a verdict
-        self._decided: list[PortResult] = []  # verdicts the machine reached by itself, not yet taken
+        self._decided: list[PortResult] = []  # verdicts reached without an arrival, not yet taken
         for target in own:
-            probe = self._probes.get(target)
-            if probe is not None:
+            mine = self._probes.get(target)
+            if mine is not None:
+                self._decide(mine, PortResult(target, OPEN, "own-socket", 0))
                 self._decided.append(PortResult(target, OPEN, "own-socket", 0))
-                self._decide(probe, self._decided[-1])
 
     @property
     def done(self) -> bool:
@@ -198,9 +215,21 @@ class ProbeMachine:
 
     def take_decided(self) -> list[PortResult]:
         """The verdicts reached without an arrival (silence after the last try, the prober's own
-        ports) since the last call, so that a driver can report every verdict as it is reached."""
+        ports) and the verdicts changed by evidence of forgery, since the last call, so that a
+        driver can report every verdict as it is reached (a port may then be reported twice: the
+        later report is the verdict)."""
         decided, self._decided = self._decided, []
         return decided
+
+    def forgeries(self) -> dict[str, int]:
+        """Per target address, the datagrams and errors seen that we never asked for."""
+        return {host.ip: host.forged for host in self._hosts.values() if host.forged}
+
+    def pace_states(self) -> dict[str, str]:
+        """Per error source that left ``FREE``: its pacing state and gap (for ``--debug`` and tests)."""
+        return {p.source: f"{p.state.value} gap={p.gap * 1000:.1f}ms" for p in self._active}
+
+    # -- sending -------------------------------------------------------------------------------------
 
     def _budget(self, now: float) -> int:
         if self.rate is None:
@@ -214,9 +243,110 @@ class ProbeMachine:
     def _wait(self, probe: _Probe) -> float:
         host = probe.host
         if host.srtt is None:
-            return self.timeout * self.backoff ** (probe.tries - 1)
-        rto = max(self.min_timeout, min(self.timeout, host.srtt + 4 * host.rttvar))
-        return max(rto, host.gap) if host.paced else rto
+            # Strategy: a host that never answered waits the first-contact timeout, unless other hosts
+            # of the family have answered: then four of their slowest retransmission timeouts (nmap
+            # too times silent hosts by the others), so that a silent host costs what the path costs.
+            known = self._family_rto.get(probe.target.family)
+            first = self.timeout if known is None else max(self.min_timeout, min(self.timeout, 4 * known))
+            return first * self.backoff ** min(probe.judged, 6)
+        return max(self.min_timeout, min(self.timeout, host.srtt + 4 * host.rttvar))
+
+    def sends(self, now: float, limit: int | None = None) -> list[tuple[Target, bytes]]:
+        """The datagrams due at ``now`` (at most ``limit``): paced ones and proof batches, then
+        retries, then first tries."""
+        self._expire(now)
+        budget = self._budget(now)
+        if limit is not None:
+            budget = min(budget, limit)
+        for pacer in self._active:
+            if pacer.busy:
+                self._active_at[pacer.family] = now
+        if self._holding:
+            self._release_held(now)
+        out: list[tuple[Target, bytes]] = []
+        chosen: list[_Probe] = []
+        for pacer in self._active:
+            if len(chosen) + len(out) >= budget:
+                break
+            self._send_paced(pacer, now, budget - len(chosen) - len(out), chosen, out)
+        for queue in (self._retry, self._fresh):
+            while queue and len(chosen) + len(out) < budget:
+                probe = queue.popleft()
+                if probe.result is not None:
+                    continue
+                pacer = probe.host.pacer
+                if pacer.state is PaceState.PACED or pacer.state is PaceState.PROVING:
+                    probe.judged = 0  # silences before the pacing were the limiter's as likely as the port's
+                    pacer.queue.append(probe)
+                    pacer.settle()
+                    continue
+                probe.paced = False
+                chosen.append(probe)
+        unarmed = self._unarmed
+        payload = self.payload
+        deadlines: dict[_Host, float] = {}  # once a host has a round trip, its waits do not depend on the try
+        for probe in chosen:
+            probe.tries += 1
+            probe.sent_at = now
+            probe.waiting = True
+            host = probe.host
+            deadline = deadlines.get(host)
+            if deadline is None:
+                deadline = now + self._wait(probe)
+                if host.srtt is not None:
+                    deadlines[host] = deadline
+            unarmed.append((deadline, probe, probe.tries))
+            data = payload(probe.target)
+            probe.earlier = probe.sent
+            probe.sent = data
+            out.append((probe.target, data))
+        if self.rate is not None:
+            self._tokens -= len(out)
+        return out
+
+    def _send_paced(self, pacer: Pacer[_Probe], now: float, room: int, chosen: list[_Probe],
+                    out: list[tuple[Target, bytes]]) -> None:
+        """A pacer's due datagrams: a proof batch (its members, then the canary), or paced probes."""
+        queue = pacer.queue
+        while queue and queue[0].result is not None:
+            queue.popleft()
+        while pacer.candidates and pacer.candidates[0].result is not None:
+            pacer.candidates.popleft()
+        canary = pacer.canary
+        if canary is not None and room > 1:
+            batch = pacer.take_batch(now, self._wait(canary))
+            if batch is not None:
+                live = [p for p in batch.members[:room - 1] if p.result is None]
+                pacer.candidates.extendleft(reversed([p for p in batch.members[room - 1:] if p.result is None]))
+                batch.members = live
+                for probe in live:
+                    probe.batch = batch
+                    probe.paced = True
+                    self._mark_sent(probe, now, out)
+                data = self.payload(canary.target)
+                canary.earlier, canary.sent = canary.sent, data
+                out.append((canary.target, data))
+                return
+        sent = 0
+        while room > sent and sent < 16:
+            while queue and queue[0].result is not None:
+                queue.popleft()
+            if not pacer.take_paced(now):
+                break
+            probe = queue.popleft()
+            probe.paced = True
+            probe.batch = None
+            self._mark_sent(probe, now, out)
+            self._unarmed.append((now + self._wait(probe), probe, probe.tries))
+            sent += 1
+
+    def _mark_sent(self, probe: _Probe, now: float, out: list[tuple[Target, bytes]]) -> None:
+        data = self.payload(probe.target)
+        probe.earlier, probe.sent = probe.sent, data
+        probe.tries += 1
+        probe.sent_at = now
+        probe.waiting = True
+        out.append((probe.target, data))
 
     def _arm(self) -> None:
         """Start the timers of the probes sent since the last call that are still unanswered.
@@ -231,81 +361,123 @@ class ProbeMachine:
                 heapq.heappush(timers, (deadline, self._seq, probe, tries))
         self._unarmed.clear()
 
-    def _judge(self, host: _Host, answered: bool) -> None:
-        host.judge(answered)
-        if not host.paced and host.queue:
-            self._retry.extend(host.queue)  # pacing ended: its waiting probes go back to the common queue
-            host.queue.clear()
+    def _rearm(self, host: _Host) -> None:
+        """The host's first round trip is known: the tries sent before, which wait the first-contact
+        timeout, now wait what the round trip says (a small remote scan is not held up by the guess)."""
+        self._arm()
+        for probe in self._of(host):
+            if probe.result is None and probe.waiting and probe.batch is None:
+                self._seq += 1
+                heapq.heappush(self._timers, (probe.sent_at + self._wait(probe), self._seq, probe, probe.tries))
 
     def _expire(self, now: float) -> None:
         self._arm()
         timers = self._timers
         while timers and timers[0][0] <= now:
             _deadline, _seq, probe, tries = heapq.heappop(timers)
-            if probe.result is not None or probe.tries != tries:
+            if probe.result is not None or probe.tries != tries or probe.batch is not None or not probe.waiting:
                 continue
-            self._silence(probe)
+            probe.waiting = False
+            self._silence(probe, now)
+        for pacer in self._active:
+            if pacer.batch is not None and pacer.batch.deadline <= now:
+                self._batch_over(pacer, now)
 
-    def _silence(self, probe: _Probe) -> None:
-        """A try went unanswered: retry it, pace its host, or give the verdict."""
+    def _batch_over(self, pacer: Pacer[_Probe], now: float) -> None:
+        """A proof batch's wait ended: an answered canary makes every silence in it a real try."""
+        proved, members = pacer.batch_over()
+        back = []
+        for probe in members:
+            probe.batch = None
+            probe.paced = False
+            probe.waiting = False
+            if probe.result is not None:
+                continue
+            if proved:
+                probe.judged += 1
+                if probe.judged > self.retries:
+                    self._final_silence(probe)
+                    continue
+            back.append(probe)
+        pacer.back_to_proof(back)
+        if pacer.dropping(now):
+            for probe in pacer.give_up():  # dropping, not limiting: silence counts again
+                probe.paced = False
+                self._retry.append(probe)
+
+    def _silence(self, probe: _Probe, now: float) -> None:
+        """A try went unanswered: send it again at the pace, hold it, retry it, or give the verdict."""
         host = probe.host
+        pacer = host.pacer
+        bounded = probe.tries < self._max_sends
         if probe.paced:
-            self._judge(host, False)
-        if not host.paced and not host.tried_pacing and not host.exempt and host.icmp >= _BURST:
-            host.paced = host.tried_pacing = True  # it answers closed ports: silence may be its limiter
-            host.gap = _FIRST_GAP
-        if host.paced and not (probe.paced and host.kept):
-            probe.tries -= 1  # silence the limiter may explain is not held against the port
-        if probe.tries > self.retries:
-            self._decided.append(PortResult(probe.target, OPEN_FILTERED, "no-response", probe.tries))
-            self._decide(probe, self._decided[-1])
-        elif host.paced:
-            host.queue.append(probe)
+            probe.paced = False
+            pacer.resolved(True)
+            if pacer.state is not PaceState.GAVE_UP and bounded:
+                probe.quiet += 1
+                pacer.silent_at_pace(probe, probe.quiet)
+                return
+        elif not host.exempt and bounded and pacer.state is not PaceState.GAVE_UP:
+            if pacer.canary is not None:  # its kernel answers closed ports: the silence may be its limiter
+                if pacer.state is PaceState.FREE:
+                    pacer.start(now)
+                    self._active.append(pacer)
+                probe.judged = 0
+                pacer.queue.append(probe)
+                pacer.settle()
+                return
+            if host.errors == 0 and self._shared_budget_may_explain(probe):
+                host.held.append(probe)  # perhaps an alias whose budget a sibling spent: ask later
+                self._holding.add(host)
+                return
+        probe.judged += 1
+        if probe.judged > self.retries:
+            self._final_silence(probe)
         else:
             self._retry.append(probe)
 
-    def sends(self, now: float, limit: int | None = None) -> list[tuple[Target, bytes]]:
-        """The datagrams due at ``now`` (at most ``limit``): retries first, then first tries."""
-        self._expire(now)
-        budget = self._budget(now)
-        if limit is not None:
-            budget = min(budget, limit)
-        chosen: list[_Probe] = []
-        for host in self._hosts.values():
-            if host.paced and host.queue and now >= host.next_send and len(chosen) < budget:
-                probe = host.queue.popleft()
-                if probe.result is None:
-                    chosen.append(probe)
-                    probe.paced = True
-                    host.next_send = now + host.gap
-        for queue in (self._retry, self._fresh):
-            while queue and len(chosen) < budget:
-                probe = queue.popleft()
-                if probe.result is not None:
-                    continue
-                if probe.host.paced:
-                    probe.host.queue.append(probe)
-                    continue
-                probe.paced = False
-                chosen.append(probe)
-        out: list[tuple[Target, bytes]] = []
-        unarmed = self._unarmed
-        payload = self.payload
-        deadlines: dict[_Host, float] = {}  # once a host has a round trip, its waits do not depend on the try
-        for probe in chosen:
-            probe.tries += 1
-            probe.sent_at = now
-            host = probe.host
-            deadline = deadlines.get(host)
-            if deadline is None:
-                deadline = now + self._wait(probe)
-                if host.srtt is not None:
-                    deadlines[host] = deadline
-            unarmed.append((deadline, probe, probe.tries))
-            out.append((probe.target, payload(probe.target)))
-        if self.rate is not None:
-            self._tokens -= len(out)
-        return out
+    def _final_silence(self, probe: _Probe) -> None:
+        """Every counted try was silent (or answered by something we cannot accept)."""
+        target, tries = probe.target, probe.tries
+        if probe.unverified is not None:
+            result = PortResult(target, CONFLICT, f"udp-response-{UNVERIFIED}", tries, None, probe.unverified)
+        elif probe.unmatched is not None:
+            result = PortResult(target, CONFLICT, "unmatched-reply", tries, None, probe.unmatched)
+        else:
+            result = PortResult(target, OPEN_FILTERED, "no-response", tries)
+        self._decided.append(result)
+        self._decide(probe, result)
+
+    def _limited(self, family: int) -> bool:
+        return any(p.family == family and p.busy for p in self._active)
+
+    def _interval(self, family: int) -> float:
+        """The longest ICMP interval measured for ``family`` (before any: the first-contact timeout)."""
+        return max((p.gap / UNDER for p in self._active if p.family == family), default=self.timeout)
+
+    def _shared_budget_may_explain(self, probe: _Probe) -> bool:
+        """Whether another host of the family drew ICMP errors (or was paced) from an interval
+        before this try until now: if they share one kernel (aliases), that kernel may have had no
+        token left for this one, and its silence proves nothing yet."""
+        family = probe.target.family
+        last = self._active_at.get(family)
+        return last is not None and last >= probe.sent_at - self._interval(family)
+
+    def _release_at(self, family: int) -> float | None:
+        """When the held hosts of ``family`` may be asked again: once no host of the family is being
+        paced *and* an interval has passed without an error, so that a kernel they share with the
+        others has a token again (``None``: still paced)."""
+        if self._limited(family):
+            return None
+        return self._active_at.get(family, 0.0) + self._interval(family)
+
+    def _release_held(self, now: float) -> None:
+        for host in list(self._holding):
+            due = self._release_at(host.pacer.family)
+            if due is not None and now >= due:
+                self._retry.extend(host.held)
+                host.held.clear()
+                self._holding.discard(host)
 
     def next_wakeup(self) -> float | None:
         """When ``sends`` will next have something to do (``None`` when done)."""
@@ -316,53 +488,109 @@ class ProbeMachine:
             if self.rate is None or self._refilled is None:
                 return 0.0
             times.append(self._refilled + max(0.0, 1.0 - self._tokens) / self.rate)
-        times.extend(h.next_send for h in self._hosts.values() if h.paced and h.queue)
+        for pacer in self._active:
+            if pacer.batch is not None:
+                times.append(pacer.batch.deadline)
+            elif pacer.queue or (pacer.candidates and pacer.canary is not None):
+                times.append(pacer.next_send)
+        for host in self._holding:
+            due = self._release_at(host.pacer.family)
+            if due is not None:
+                times.append(due)
         self._arm()
         timers = self._timers
-        while timers and (timers[0][2].result is not None or timers[0][2].tries != timers[0][3]):
+        while timers and (timers[0][2].result is not None or timers[0][2].tries != timers[0][3]
+                          or timers[0][2].batch is not None or not timers[0][2].waiting):
             heapq.heappop(timers)  # stale: answered or sent again since
         if timers:
             times.append(timers[0][0])
         return min(times) if times else None
 
+    # -- arrivals ------------------------------------------------------------------------------------
+
     def _answered(self, probe: _Probe, now: float) -> float:
         rtt = now - probe.sent_at
         host = probe.host
-        if probe.tries == 1 and (host.samples < 64 or not host.samples & 15):
-            host.sample(rtt)  # Karn: a retried probe's round trip is ambiguous
-        if probe.paced and probe.result is None:
-            self._judge(host, True)
+        if (probe.tries == 1 and (host.samples < 64 or not host.samples & 15)) or host.srtt is None:
+            # Karn: a retried probe's round trip is ambiguous, but the shortest reading beats the
+            # first-contact guess (what it sets is how soon silence is noticed, never a verdict)
+            host.sample(rtt)
+            if host.samples == 1 and not host.exempt:
+                self._rearm(host)
+            assert host.srtt is not None
+            rto = host.srtt + 4 * host.rttvar
+            if rto > self._family_rto.get(probe.target.family, 0.0):
+                self._family_rto[probe.target.family] = rto
+        if probe.paced and probe.batch is None:
+            probe.paced = False
+            host.pacer.resolved(False)
         return rtt
 
     def on_reply(self, family: int, ip: str, port: int, data: bytes, now: float) -> PortResult | None:
-        """A datagram from ``ip:port``: proof that a service answered there."""
+        """A datagram from ``ip:port`` on the socket that probes: an answer, if it is one to us."""
         probe = self._probes.get((ip, port, family))  # type: ignore[call-overload]
         if probe is None or probe.tries == 0:
-            return None  # not a port we probed (or not yet): no evidence about anything
+            host = self._hosts.get((ip, family))
+            if host is not None and not host.exempt:
+                self.on_forgery(ip, family)  # a port we never asked (or not yet): somebody forges
+            return None
         earlier = probe.result
         if earlier is not None and earlier.state in (OPEN, CONFLICT):
             return None
+        host = probe.host
+        reading = None if self.classify is None else self.classify(probe.target, data)
+        if reading is None:  # no service probe went there: any reply answers; our echoed nonce proves it
+            evidence, verified = None, any(s is not None and len(s) >= NONCE_BYTES and s in data
+                                           for s in (probe.sent, probe.earlier))
+        else:
+            evidence, verified = reading
+            if evidence is None:
+                probe.unmatched = data  # not an answer to what we asked: kept, but proves nothing
+                return None
+        if host.suspect and not verified:
+            if earlier is None:
+                probe.unverified = data
+            return None  # somebody forges this host's replies: only our nonce counts now
         rtt = self._answered(probe, now)
-        evidence = None if self.classify is None else self.classify(probe.target, data)
         reason = "udp-response" if evidence is None else evidence.protocol
         if earlier is not None and earlier.state in (CLOSED, FILTERED):
             # Strategy: two pieces of evidence that cannot both be true (one of them forged, or the
             # path changing under us): say so, with both, rather than keep whichever came last.
             return self._decide(probe, PortResult(probe.target, CONFLICT, f"{reason}-after-{earlier.reason}",
                                                   probe.tries, rtt, data, earlier.icmp, evidence), force=True)
+        probe.verified = verified
         return self._decide(probe, PortResult(probe.target, OPEN, reason, probe.tries, rtt, data, None, evidence),
                             force=True)
 
     def on_icmp(self, family: int, ip: str, port: int, icmp_type: int, code: int, sender: str | None,
-                now: float) -> PortResult | None:
-        """An ICMP error answering our datagram to ``ip:port`` (from the error queue)."""
+                now: float, quote: bytes | None = None) -> PortResult | None:
+        """An ICMP error answering our datagram to ``ip:port`` (from the error queue); ``quote``: the
+        payload it quotes (``None``: not read, taken as ours)."""
         probe = self._probes.get((ip, port, family))  # type: ignore[call-overload]
-        if probe is None or probe.tries == 0 or probe.result is not None:
+        if probe is None or probe.tries == 0:
+            host = self._hosts.get((ip, family))
+            if host is not None and not host.exempt:
+                self.on_forgery(ip, family)
             return None
         if icmp_type != _DEST_UNREACHABLE.get(family):
             return None  # time exceeded, parameter problem...: says nothing about the port
-        probe.host.icmp += 1
-        rtt = self._answered(probe, now)
+        host = probe.host
+        verified = False
+        if quote is not None:
+            if quote == probe.sent:  # the whole datagram quoted: the usual case, made fast
+                verified = len(quote) >= NONCE_BYTES
+            else:
+                sent = _quoted((probe.sent, probe.earlier), quote)
+                if sent is None:
+                    self.on_forgery(ip, family)  # it quotes a datagram we never sent
+                    return None
+                verified = len(sent) >= NONCE_BYTES
+        if probe.result is not None:
+            pacer = host.pacer
+            if pacer.batch is not None and pacer.batch.canary is probe:
+                pacer.batch.canary_answered = True
+                pacer.error(now, paced=False)
+            return None
         key = (family, icmp_type, code)
         verdict = self._reasons.get(key)
         if verdict is None:
@@ -370,10 +598,56 @@ class ProbeMachine:
             verdict = self._reasons[key] = (state, self.reason_for(family, icmp_type, code))
         if verdict[0] == CLOSED and sender != ip.partition("%")[0]:
             verdict = (FILTERED, NOT_FROM_TARGET)  # only the target can say its port is closed
-        result = PortResult(probe.target, verdict[0], verdict[1], probe.tries, rtt, None, (icmp_type, code, sender))
+        if not host.exempt:
+            self._active_at[family] = now
+            self._paced_error(host, probe, sender or ip, now)
+        rtt = self._answered(probe, now)
+        state, reason = verdict
+        if host.suspect and not verified:
+            state, reason = CONFLICT, f"{reason}-{UNVERIFIED}"
+        result = PortResult(probe.target, state, reason, probe.tries, rtt, None, (icmp_type, code, sender))
         probe.result = result
+        probe.verified = verified
         self._open -= 1
         return result
+
+    def _paced_error(self, host: _Host, probe: _Probe, source: str, now: float) -> None:
+        """An error from ``source`` for one of ``host``'s ports: the pacer of that source learns."""
+        host.errors += 1
+        pacer = host.pacer
+        if host.errors == 1 and source != pacer.source and pacer.state is PaceState.FREE:
+            # a router answering for hosts behind it: one budget for all of them
+            pacer = self._pacers.setdefault((source, pacer.family), Pacer(source, pacer.family))
+            host.pacer = pacer
+        if source != pacer.source:
+            return
+        pacer.canary = probe  # the newest port proved to answer with an error: the next canary
+        batch = pacer.batch
+        if batch is not None and probe.batch is batch:
+            batch.errors += 1
+        pacer.error(now, paced=probe.paced and probe.batch is None)
+
+    def on_forgery(self, ip: str, family: int) -> None:
+        """Something we never asked for, about ``ip``: from now on, only our nonce counts there, and
+        the verdicts that rested on less become ``conflict`` (reported again by ``take_decided``)."""
+        host = self._hosts.get((ip, family))
+        if host is None or host.exempt:
+            return
+        host.forged += 1
+        if host.suspect:
+            return
+        host.suspect = True
+        for probe in self._of(host):
+            result = probe.result
+            if result is None or probe.verified or result.state not in (OPEN, CLOSED, FILTERED) \
+                    or result.reason == "own-socket":
+                continue
+            probe.result = result._replace(state=CONFLICT, reason=f"{result.reason}-{UNVERIFIED}")
+            self._decided.append(probe.result)
+
+    def _of(self, host: _Host) -> list[_Probe]:
+        """The host's ports (seldom asked: once per host at most, so not kept)."""
+        return [probe for probe in self._probes.values() if probe.host is host]
 
     def _decide(self, probe: _Probe, result: PortResult, *, force: bool = False) -> PortResult | None:
         if probe.result is None:
@@ -382,6 +656,15 @@ class ProbeMachine:
             return None
         probe.result = result
         return result
+
+
+def _quoted(sent: tuple[bytes | None, ...], quote: bytes) -> bytes | None:
+    """The payload among ``sent`` that ``quote`` reproduces (a quote may be cut short, but not
+    below our nonce), or ``None``."""
+    for data in sent:
+        if data is not None and data.startswith(quote) and len(quote) >= min(len(data), NONCE_BYTES):
+            return data
+    return None
 
 
 def _is_loopback(ip: str) -> bool:

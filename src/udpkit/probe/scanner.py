@@ -9,6 +9,12 @@ becomes readable. Either way no more than ``_BATCH`` probes go out between two d
 error queue, which shares the receive buffer, never overflows. Half of a local scan's time is the
 kernel building ICMP errors, so a large scan of this host is split between forked workers, one
 per CPU (two at most), each with its own sockets, sending their verdicts back through a pipe.
+
+Each probe socket's port is the kernel's random pick (``bind`` to port 0 draws it at random), new
+for every scan, so a host off the path must sweep all of them to forge an answer. A scan of other
+hosts also keeps ``CANARIES`` sockets per family that never send: whatever reaches them (a
+datagram, an ICMP error) is somebody sweeping our ports, and the machine is told which target it
+claims to come from (``ProbeMachine.on_forgery``).
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ from collections.abc import Callable, Sequence
 
 from udpkit.errors import UdpkitError
 from udpkit.net import ProbeSocket, icmp_reason, is_local
-from udpkit.probe.machine import PortResult, ProbeMachine, Target
+from udpkit.probe.machine import PortResult, ProbeMachine, Reading, Target
 from udpkit.services.base import Evidence
 
 __all__ = ["scan"]
 
 _BATCH = 256
+#: Never-sending sockets per family that catch a sweep of our ports (see the module's docstring).
+CANARIES = 2
 _FRAME = struct.Struct("=I")
 #: Below this many targets a second worker costs more (fork, pipe) than it saves.
 _SPLIT_FROM = 4096
@@ -48,7 +56,9 @@ def scan(
     on_result: Report | None = None,
     clock: Callable[[], float] = time.monotonic,
     workers: int | None = None,
-    classify: Callable[[Target, bytes, float], Evidence | None] | None = None,
+    classify: Callable[[Target, bytes, float], Reading | None] | None = None,
+    local: dict[str, bool] | None = None,
+    forged: dict[str, int] | None = None,
 ) -> list[PortResult]:
     """Probe every target and return the verdicts in target order.
 
@@ -56,10 +66,13 @@ def scan(
     most two, for scans of at least 4,096 ports without ``rate``). The prober's own ports on its own
     host are reported ``open`` with the reason ``own-socket`` and never taken for a service's reply.
     ``classify(target, reply, unix_time)``: a service probe's reading of a reply, given the wall-clock
-    time it was read (for probes that compare clocks).
+    time it was read (for probes that compare clocks). ``local``: which addresses are this host's
+    (computed when not given). ``forged``: filled with the count of unasked-for datagrams and errors
+    per target address.
     """
     targets = list(dict.fromkeys(targets))
-    local = {ip: is_local(ip) for ip in {t.ip for t in targets}}
+    known = local or {}
+    local = {ip: known[ip] if ip in known else is_local(ip) for ip in {t.ip for t in targets}}
     if workers is None:
         splittable = rate is None and len(targets) >= _SPLIT_FROM and all(local.values())
         workers = min(2, os.cpu_count() or 1) if splittable else 1
@@ -83,6 +96,7 @@ def scan(
     report = on_result or (lambda result: None)
 
     def machine_for(part: list[Target]) -> ProbeMachine:
+        assert local is not None
         return ProbeMachine(part, payload, retries=retries, timeout=timeout, min_timeout=min_timeout, rate=rate,
                             reason_for=icmp_reason, exempt=local.__getitem__, own=own,
                             classify=None if classify is None else lambda t, data: classify(t, data, time.time()))
@@ -95,7 +109,15 @@ def scan(
             for sock in group.values():
                 sock.close()
         machine = machine_for(parts[0])
-        collected = _run(machine, socks[0], local, report, clock, [fd for _pid, fd in children])
+        remote = [family for family in families if not all(local[t.ip] for t in targets if t.family == family)]
+        canaries = [ProbeSocket(family) for family in remote for _ in range(CANARIES)]
+        try:
+            collected = _run(machine, socks[0], local, report, clock, [fd for _pid, fd in children], canaries)
+        finally:
+            for canary in canaries:
+                canary.close()
+        if forged is not None:
+            forged.update(machine.forgeries())
     finally:
         for sock in socks[0].values():
             sock.close()
@@ -154,8 +176,9 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _run(machine: ProbeMachine, socks: dict[int, ProbeSocket], local: dict[str, bool], report: Report,
-         clock: Callable[[], float], pipes: list[int]) -> list[PortResult]:
-    """Drive ``machine`` to the end; also read the workers' ``pipes`` (their verdicts are returned)."""
+         clock: Callable[[], float], pipes: list[int], canaries: Sequence[ProbeSocket] = ()) -> list[PortResult]:
+    """Drive ``machine`` to the end; also read the workers' ``pipes`` (their verdicts are returned)
+    and the ``canaries`` (anything on them is a forgery)."""
     collected: list[PortResult] = []
     buffers = {fd: bytearray() for fd in pipes}
     with select.epoll() as poller:
@@ -163,6 +186,10 @@ def _run(machine: ProbeMachine, socks: dict[int, ProbeSocket], local: dict[str, 
         for sock in socks.values():
             poller.register(sock.fileno(), select.EPOLLIN)  # EPOLLERR is always reported
             by_fd[sock.fileno()] = sock
+        watched = {}
+        for canary in canaries:
+            poller.register(canary.fileno(), select.EPOLLIN)
+            watched[canary.fileno()] = canary
         for fd in pipes:
             poller.register(fd, select.EPOLLIN)
         while not machine.done or buffers:
@@ -176,7 +203,7 @@ def _run(machine: ProbeMachine, socks: dict[int, ProbeSocket], local: dict[str, 
                         error = sock.send_take(data, (ip, port))
                         if error is not None and error.destination is not None:
                             verdict = machine.on_icmp(family, *error.destination, error.type, error.code,
-                                                      error.offender, clock())
+                                                      error.offender, clock(), error.quote)
                             if verdict is not None:
                                 report(verdict)
                     else:
@@ -194,11 +221,26 @@ def _run(machine: ProbeMachine, socks: dict[int, ProbeSocket], local: dict[str, 
             for fd, _mask in poller.poll(delay):
                 if fd in by_fd:
                     _drain(by_fd[fd], machine, local, report, clock)
+                elif fd in watched:
+                    _sweep(watched[fd], machine)
+                    for result in machine.take_decided():
+                        report(result)
                 elif not _read_worker(fd, buffers, collected, report):
                     poller.unregister(fd)
     for result in machine.take_decided():
         report(result)
     return collected
+
+
+def _sweep(canary: ProbeSocket, machine: ProbeMachine) -> None:
+    """Whatever reached a canary claims to come from (or, for an error, to answer our datagram to)
+    some address: the machine counts it against that target."""
+    family = canary.family
+    for _data, ip, _port in canary.replies(_BATCH):
+        machine.on_forgery(ip, family)
+    for error in canary.errors(_BATCH):
+        if error.destination is not None:
+            machine.on_forgery(error.destination[0], family)
 
 
 def _read_worker(fd: int, buffers: dict[int, bytearray], collected: list[PortResult], report: Report) -> bool:
@@ -231,9 +273,12 @@ def _drain(sock: ProbeSocket, machine: ProbeMachine, local: dict[str, bool], rep
         result = machine.on_reply(family, ip, port, data, clock())
         if result is not None:
             report(result)
+    for result in machine.take_decided():
+        report(result)  # verdicts that evidence of forgery changed
     for error in sock.errors(_BATCH):
         if error.destination is None:
             continue
-        result = machine.on_icmp(family, *error.destination, error.type, error.code, error.offender, clock())
+        result = machine.on_icmp(family, *error.destination, error.type, error.code, error.offender, clock(),
+                                 error.quote)
         if result is not None:
             report(result)

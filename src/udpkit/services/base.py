@@ -84,6 +84,9 @@ class ServiceProbe(Protocol):
     """
 
     name: str
+    #: Whether ``classify`` accepts only an answer to one of our own requests (an id, nonce or stamp
+    #: we chose): such an answer cannot be forged by a host that never saw the request.
+    verifies: bool
 
     def build(self, now: float) -> bytes: ...
 

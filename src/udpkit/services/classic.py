@@ -15,11 +15,13 @@ amplifies by much: on the wire, echo answers 1:1, time 32 bytes for 28, daytime 
 
 from __future__ import annotations
 
+import os
 import struct
 import time as _time
 
 from udpkit.addr import Endpoint
 from udpkit.services.base import BaseResponder, Evidence, Reply
+from udpkit.services.outstanding import Outstanding
 from udpkit.services.ratelimit import ClientLimiter
 
 __all__ = ["DEFAULT_RATE_LIMIT", "Daytime", "DaytimeProbe", "Discard", "Echo", "EchoProbe", "RFC868_EPOCH_OFFSET",
@@ -113,22 +115,29 @@ class Time(_Guarded):
 
 
 class EchoProbe:
-    """RFC 862: send a recognisable datagram; only the same bytes back are an echo."""
+    """RFC 862: send a recognisable line with a random nonce; only one of our lines back is an echo."""
 
     name = "echo"
-    payload = b"udpkit echo probe\n"
+    verifies = True
+    prefix = b"udpkit echo probe "
+
+    def __init__(self) -> None:
+        self._sent: Outstanding[bytes, None] = Outstanding()
 
     def build(self, now: float) -> bytes:
-        return self.payload
+        line = self.prefix + os.urandom(8).hex().encode() + b"\n"
+        self._sent.remember(line)
+        return line
 
     def classify(self, reply: bytes, now: float) -> Evidence | None:
-        return Evidence("echo", {"bytes": len(reply)}) if reply == self.payload else None
+        return Evidence("echo", {"bytes": len(reply)}) if reply in self._sent else None
 
 
 class DaytimeProbe:
     """RFC 867: any datagram asks; the answer is one line of printable ASCII."""
 
     name = "daytime"
+    verifies = False  # the answer carries nothing of the request
 
     def build(self, now: float) -> bytes:
         return b"\n"
@@ -145,6 +154,7 @@ class TimeProbe:
     The detail is the server's clock minus ours, in whole seconds, unwrapped around ``now``."""
 
     name = "time"
+    verifies = False  # the answer carries nothing of the request
 
     def build(self, now: float) -> bytes:
         return b""

@@ -311,6 +311,7 @@ class DnsProbe:
     def __init__(self, query: str = "./SOA", *, protocol: str = "dns", unicast: bool = False) -> None:
         self.name = self.protocol = protocol
         self.unicast = unicast  # mDNS: ask for a unicast answer (RFC 6762 §5.4, the QU bit)
+        self.verifies = not unicast  # mDNS answers carry ID 0: only the question ties them to us
         name, _, kind = query.partition("/")
         try:
             self.qname = dns.name.from_text(name or ".")

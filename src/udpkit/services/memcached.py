@@ -16,6 +16,7 @@ _FRAME = struct.Struct("!HHHH")  # request id, sequence, datagrams in all, reser
 
 class MemcachedProbe:
     name = "memcached"
+    verifies = True  # only an answer to one of our own requests is accepted
 
     def __init__(self) -> None:
         self._ids: Outstanding[int, None] = Outstanding()

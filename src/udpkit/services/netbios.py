@@ -16,6 +16,7 @@ _STAR = b"\x20" + b"CK" + b"A" * 30 + b"\x00"  # "*" then 15 NULs, first-level e
 
 class NetbiosProbe:
     name = "netbios-ns"
+    verifies = True  # only an answer to one of our own requests is accepted
 
     def __init__(self) -> None:
         self._ids: Outstanding[int, None] = Outstanding()

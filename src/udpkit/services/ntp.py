@@ -174,6 +174,7 @@ class NtpProbe:
     delay follow RFC 5905 §8 from the four timestamps."""
 
     name = "ntp"
+    verifies = True  # only an answer to one of our own requests is accepted
 
     def __init__(self) -> None:
         self._sent: Outstanding[int, float] = Outstanding()  # transmit timestamp -> UNIX send time

@@ -18,6 +18,7 @@ _KNOWN = {0x00000001: "v1", 0x6B3343CF: "v2", 0xFF00001D: "draft-29"}
 
 class QuicProbe:
     name = "quic"
+    verifies = True  # only an answer to one of our own requests is accepted
 
     def __init__(self) -> None:
         self._dcids: Outstanding[bytes, None] = Outstanding()

@@ -44,6 +44,7 @@ def ber_items(data: bytes) -> list[tuple[int, bytes]] | None:
 
 class SnmpProbe:
     name = "snmp"
+    verifies = True  # only an answer to one of our own requests is accepted
 
     def __init__(self, community: bytes = b"public") -> None:
         self.community = community

@@ -13,6 +13,7 @@ _SEARCH = (b"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:di
 
 class SsdpProbe:
     name = "ssdp"
+    verifies = False  # the answer carries nothing of the request
 
     def build(self, now: float) -> bytes:
         return _SEARCH

@@ -17,6 +17,7 @@ COOKIE = 0x2112A442
 
 class StunProbe:
     name = "stun"
+    verifies = True  # only an answer to one of our own requests is accepted
 
     def __init__(self) -> None:
         self._ids: Outstanding[bytes, None] = Outstanding()
