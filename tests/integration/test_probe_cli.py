@@ -96,6 +96,8 @@ def test_firewall_verdicts_through_nftables(ns: Netns, services: dict[str, int])
      (["255.255.255.255"], "broadcast address"), (["224.0.0.1"], "multicast address"), (["ff02::1"], "multicast"),
      (["127.0.0.1", "--payload-hex", "00" * 65508], "does not fit"),
      (["127.0.0.1", "--payload-file", "/dev/zero"], "not a regular file"),
+     (["127.0.0.1", "--source", "example.org"], "bad --source"), (["127.0.0.1", "--source", "10.0.0.0/8"], "at most 256"),
+     (["127.0.0.1", "--source", "224.0.0.1"], "unicast"),
      (["127.0.0.1", "--bogus"], "unrecognized arguments"), ([], "required")],
 )
 def test_bad_probe_input_is_one_line_and_exit_2(ns: Netns, args: list[str], message: str) -> None:
@@ -115,3 +117,9 @@ def test_the_library_call_returns_typed_results(services: dict[str, int], ns: Ne
             "print(json.dumps([(x.state, x.reason, x.evidence.protocol) for x in r]))" % services["echo"])
     result = ns.run([sys.executable, "-c", code])
     assert json.loads(result.stdout) == [["open", "echo", "echo"]], result.stderr
+
+
+def test_a_source_address_this_host_does_not_have_is_one_line_and_exit_1(ns: Netns) -> None:
+    result = ns.udpkit("probe", "127.0.0.1", "-p", "9", "--source", "192.0.2.99")
+    assert result.returncode == 1 and result.stderr == (
+        "udpkit probe: cannot send from 192.0.2.99: Cannot assign requested address\n")

@@ -204,3 +204,30 @@ def test_a_forger_on_the_link_moves_no_verdict(lab: Lab) -> None:
     for port in range(BASE, BASE + 7):
         assert docs[(SERVER, port)]["state"] == "closed"
     assert f"warning: {SERVER}:" in stderr and "forging" in stderr
+
+
+def test_two_source_addresses_halve_the_time_of_a_limited_host(lab: Lab) -> None:
+    """The server's kernel keeps one ICMP budget per source address: ``--source`` with two
+    addresses shares the ports between them, and each is paced on its own."""
+    lab.limit(v4_ms=100)
+    lab.client.run("ip", "addr", "add", "10.97.0.22/24", "dev", lab.client.iface)
+    ports = range(BASE, BASE + 100)
+    spec = f"{ports[0]}-{ports[-1]}"
+    one, took_one, _ = lab.probe(SERVER, "-p", spec)
+    time.sleep(1.0)  # the budget refills
+    two, took_two, _ = lab.probe(SERVER, "-p", spec, "--source", f"{CLIENT},10.97.0.22")
+    for docs in (one, two):
+        check(docs, SERVER, ports, open_={}, dropped=set())
+    assert took_two <= 0.75 * took_one, (took_one, took_two)  # the floors: 9.4 s and 4.4 s
+
+
+def test_an_ipv6_prefix_routed_to_the_prober_gives_it_many_sources(lab: Lab) -> None:
+    """``--source PREFIX``: every address of a prefix routed to this host (AnyIP: ``ip route add
+    local PREFIX dev lo``), bound with IP_FREEBIND without being assigned one by one."""
+    lab.limit(v6_ms=100)
+    lab.client.run("ip", "-6", "route", "add", "local", "fd97:1::/126", "dev", "lo")
+    lab.server.run("ip", "-6", "route", "add", "fd97:1::/126", "via", CLIENT6)
+    ports = range(BASE, BASE + 80)
+    docs, took, _ = lab.probe("-6", SERVER6, "-p", f"{ports[0]}-{ports[-1]}", "--source", "fd97:1::/126")
+    check(docs, SERVER6, ports, open_={}, dropped=set())
+    assert took <= 1.5 * floor(80, 0.1) / 4 + 4  # four budgets

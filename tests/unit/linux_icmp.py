@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import heapq
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from udpkit.probe import ProbeMachine, Target
-from udpkit.probe.machine import PortResult
+from udpkit.probe.machine import PortResult, lane
 
 BURST = 6
 
@@ -24,27 +24,26 @@ class Kernel:
     global_rate: float = 1000.0
     global_burst: float = 50.0
     spent: bool = False  # the per-destination budget was used up just before the scan
-    tokens: float = 0.0
-    last: float = 0.0
     credit: float = 0.0
     credit_last: float = 0.0
     errors: int = 0
+    buckets: dict[int, list[float]] = field(default_factory=dict)  # per prober source: [tokens, last]
 
     def __post_init__(self) -> None:
-        self.tokens = 0.0 if self.spent else BURST * self.interval
         self.credit = self.global_burst
 
-    def allow(self, now: float) -> bool:
+    def allow(self, now: float, source: int = 0) -> bool:
         self.credit = min(self.global_burst, self.credit + (now - self.credit_last) * self.global_rate)
         self.credit_last = now
         if self.credit < 1:
             return False
         if self.interval > 0:
-            self.tokens = min(BURST * self.interval, self.tokens + now - self.last)
-            self.last = now
-            if self.tokens < self.interval - 1e-12:
+            bucket = self.buckets.setdefault(source, [0.0 if self.spent else BURST * self.interval, 0.0])
+            bucket[0] = min(BURST * self.interval, bucket[0] + now - bucket[1])
+            bucket[1] = now
+            if bucket[0] < self.interval - 1e-12:
                 return False
-            self.tokens -= self.interval
+            bucket[0] -= self.interval
         self.credit -= 1
         self.errors += 1
         return True
@@ -57,41 +56,51 @@ class Host:
     open: set[int] = field(default_factory=set)  # answer every datagram
     dropped: set[int] = field(default_factory=set)  # a firewall drops them
     family: int = socket.AF_INET
+    resolve: float = 0.0  # a cold neighbour cache: seconds from the first datagram until it is resolved
+    qlen: int = 3  # the kernel's unres_qlen: datagrams it keeps while resolving (the rest are lost)
+    resolved_at: float | None = None
+    queued: int = 0
 
     def closed(self, ports: Iterable[int]) -> int:
         return sum(1 for p in ports if p not in self.open and p not in self.dropped)
 
 
 def run(machine: ProbeMachine, hosts: Iterable[Host], *, delay: float = 0.0002, limit: float = 600.0,
-        forge: Callable[[float], list[tuple[str, object]]] | None = None) -> tuple[list[PortResult], float]:
+        lanes: dict[int, int] | None = None) -> tuple[list[PortResult], float]:
     """Drive ``machine`` against ``hosts`` until done; returns its results and the simulated time."""
     by_ip = {h.ip: h for h in hosts}
-    events: list[tuple[float, int, str, tuple[object, ...]]] = []
+    events: list[tuple[float, int, str, Target, bytes]] = []
     seq = 0
     now = 0.0
     for _ in range(5_000_000):
         if machine.done or now > limit:
             break
         for target, data in machine.sends(now):
+            host = by_ip[target.ip]
+            when = now
+            if host.resolve:
+                if host.resolved_at is None:
+                    host.resolved_at = now + host.resolve
+                if now < host.resolved_at:
+                    if host.queued >= host.qlen:
+                        continue  # dropped before it left: the prober is never told
+                    host.queued += 1
+                    when = host.resolved_at
             seq += 1
-            heapq.heappush(events, (now + delay, seq, "arrive", (target, data)))
+            heapq.heappush(events, (when + delay, seq, "arrive", target, data))
         while events and events[0][0] <= now:
-            when, _s, kind, args = heapq.heappop(events)
+            when, _s, kind, target, data = heapq.heappop(events)
             if kind == "arrive":
-                target, data = args  # type: ignore[misc]
-                assert isinstance(target, Target) and isinstance(data, bytes)
                 host = by_ip[target.ip]
                 if target.port in host.open:
                     seq += 1
-                    heapq.heappush(events, (when + delay, seq, "reply", (target, data)))
-                elif target.port not in host.dropped and host.kernel.allow(when):
+                    heapq.heappush(events, (when + delay, seq, "reply", target, data))
+                elif target.port not in host.dropped and host.kernel.allow(when, lane(target, lanes or {})):
                     seq += 1
-                    heapq.heappush(events, (when + delay, seq, "error", (target, data)))
+                    heapq.heappush(events, (when + delay, seq, "error", target, data))
             elif kind == "reply":
-                target, data = args  # type: ignore[misc]
                 machine.on_reply(target.family, target.ip, target.port, data, when)
             else:
-                target, data = args  # type: ignore[misc]
                 code = (3, 3) if target.family == socket.AF_INET else (1, 4)
                 machine.on_icmp(target.family, target.ip, target.port, *code, target.ip, when, quote=data)
         wake = machine.next_wakeup()

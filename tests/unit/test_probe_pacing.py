@@ -16,7 +16,7 @@ from udpkit.probe.pacing import MAX_GAP, Pacer, PaceState
 def scan(hosts: list[Host], ports: range, **kwargs: object) -> tuple[dict[Target, str], float, ProbeMachine]:
     targets = [Target(h.ip, p, h.family) for h in hosts for p in ports]
     machine = ProbeMachine(targets, lambda t: os.urandom(12), **kwargs)  # type: ignore[arg-type]
-    results, took = run(machine, hosts)
+    results, took = run(machine, hosts, lanes=kwargs.get("lanes"))  # type: ignore[arg-type]
     return {r.target: r.state for r in results}, took, machine
 
 
@@ -136,3 +136,24 @@ def test_firewalled_hosts_beside_a_limited_one_are_judged_by_the_others_round_tr
     states, took, _ = scan(hosts, range(1, 21))
     assert states == expected(hosts, range(1, 21))
     assert took <= floor(hosts, range(1, 21)) + 1.5  # not three first-contact timeouts (7 s) after it
+
+
+def test_each_source_address_has_its_own_budget_and_its_own_pace() -> None:
+    hosts = [Host("192.0.2.1", Kernel(0.1))]
+    _states, alone, _ = scan(hosts, range(1, 101))
+    hosts = [Host("192.0.2.1", Kernel(0.1))]
+    states, two, machine = scan(hosts, range(1, 101), lanes={socket.AF_INET: 2})
+    assert states == expected(hosts, range(1, 101))
+    assert two <= 0.6 * alone
+    assert set(machine.pace_states()) == {"192.0.2.1", "192.0.2.1#1"}
+
+
+@pytest.mark.parametrize("dropped", [set(), {1}])
+def test_a_cold_neighbour_cache_costs_no_verdict(dropped: set[int]) -> None:
+    """The kernel keeps three datagrams while it resolves the neighbour and drops the rest without a
+    word: the first probe goes alone, the others once the host has answered (or a short wait)."""
+    hosts = [Host("192.0.2.1", Kernel(0.0), dropped=dropped, resolve=0.01)]
+    states, took, machine = scan(hosts, range(1, 301))
+    assert states == expected(hosts, range(1, 301))
+    lost = sum(r.tries for r in machine.results()) - 300
+    assert lost <= 60 and took <= 2.0

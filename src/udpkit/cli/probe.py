@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import ipaddress
 import json
 import os
 import socket
@@ -16,6 +17,7 @@ from udpkit.cli._argparse import Parser
 from udpkit.errors import UdpkitError, UsageError
 from udpkit.files import read_bytes
 from udpkit.probe import DEFAULT_PORTS, OPEN, PortResult, check_options, check_targets, probe, resolve
+from udpkit.probe.api import MAX_SOURCES, check_sources
 
 __all__ = ["run"]
 
@@ -48,6 +50,11 @@ def build_parser() -> Parser:
     p.add_argument("--timeout", type=float, default=1.0, metavar="S", help="wait for the first try (default 1)")
     p.add_argument("--retries", type=int, default=2, metavar="N", help="tries after the first (default 2)")
     p.add_argument("--rate", type=float, metavar="PPS", help="at most PPS datagrams a second")
+    p.add_argument("--source", action="append", default=[], metavar="ADDR",
+                   help="send from these local addresses (comma-separated, repeatable, or a prefix such as"
+                        " 2001:db8::/120 routed to this host); the ports are shared among them. A remote kernel"
+                        " limits its ICMP errors per source address, so N sources scan a limited host N times"
+                        " faster: a way around the target's limit, off by default")
     p.add_argument("--service", default=None, metavar="NAME",
                    help="application probe: auto (the default without --payload: a real request to the ports whose"
                         " service the catalogue knows, e.g. DNS on 53, NTP on 123), all (identify silent ports: every"
@@ -60,7 +67,8 @@ def build_parser() -> Parser:
     payload.add_argument("--payload-file", metavar="FILE", help="send the contents of FILE")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="one JSON document")
-    out.add_argument("--jsonl", action="store_true", help="one JSON object per port, as verdicts arrive")
+    out.add_argument("--jsonl", action="store_true", help="one JSON object per port, as verdicts arrive (a verdict"
+                     " that later evidence of forgery changes is written again: the last line for a port counts)")
     p.add_argument("--open", action="store_true", help="list only open ports")
     return p
 
@@ -76,6 +84,25 @@ def _payload(args: Any) -> bytes:
     if args.payload_file is not None:
         return read_bytes(args.payload_file, "--payload-file", limit=65527)
     return b""
+
+
+def _sources(items: Sequence[str]) -> list[str]:
+    """``--source`` values: addresses, comma-separated, or a prefix that names at most 256 of them."""
+    found: list[str] = []
+    for item in items:
+        for text in filter(None, (part.strip() for part in item.split(","))):
+            if "/" not in text:
+                found.append(text)
+                continue
+            try:
+                network = ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise UsageError(f"bad --source {text!r}: expected an address or a prefix") from None
+            if network.num_addresses > MAX_SOURCES:
+                raise UsageError(f"--source {text} names {network.num_addresses} addresses; at most {MAX_SOURCES}")
+            hosts = list(network.hosts()) if network.version == 4 and network.prefixlen < 31 else list(network)
+            found.extend(str(address) for address in hosts)
+    return found
 
 
 def to_json(result: PortResult) -> dict[str, Any]:
@@ -136,6 +163,8 @@ def _scan(args: Any, out: TextIO, err: TextIO) -> int:
     hosts = resolve(args.targets, args.family)
     data = _payload(args)
     check_targets(hosts, data)
+    sources = _sources(args.source)
+    check_sources(sources)
     progress = _Progress(err, len(ports) * len(hosts))
     pending: list[str] = []
     flushed = [time.monotonic()]
@@ -164,7 +193,8 @@ def _scan(args: Any, out: TextIO, err: TextIO) -> int:
         service = args.service or ("none" if given else "auto")
         forged: dict[str, int] = {}
         results = probe(hosts, ports, service=service, payload=data, query=args.query, retries=args.retries,
-                        timeout=args.timeout, rate=args.rate, on_result=stream, forged=forged)
+                        timeout=args.timeout, rate=args.rate, on_result=stream, forged=forged, sources=sources,
+                        freebind=any("/" in item for item in args.source))
     except OSError as exc:
         raise UdpkitError(f"cannot probe: {exc.strerror or exc}") from None
     finally:

@@ -18,13 +18,15 @@ from udpkit.net.errqueue import IcmpError, enable_errors, read_error, read_error
 
 __all__ = ["ProbeSocket", "is_local"]
 
+_IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # linux/in.h; it applies to IPv6 sockets as well
 _RCVBUF = 8 << 20  # the kernel caps it at net.core.rmem_max for unprivileged users
 
 
 class ProbeSocket:
     """A non-blocking UDP socket of ``family`` bound to ``source`` (default: any address, a free port)."""
 
-    def __init__(self, family: int, source: tuple[str, int] | None = None, *, device: str | None = None) -> None:
+    def __init__(self, family: int, source: tuple[str, int] | None = None, *, device: str | None = None,
+                 freebind: bool = False) -> None:
         sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         try:
             if family == socket.AF_INET6:
@@ -36,6 +38,8 @@ class ProbeSocket:
                 pass
             if device:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
+            if freebind:  # a source from a prefix routed to this host (AnyIP), not assigned address by address
+                sock.setsockopt(socket.SOL_IP, _IP_FREEBIND, 1)
             sock.bind(source or ("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
         except BaseException:
             sock.close()

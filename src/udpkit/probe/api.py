@@ -19,7 +19,8 @@ from udpkit.probe.scanner import scan
 from udpkit.services.base import ServiceProbe
 from udpkit.services.registry import LIKELY, PORTS, probe_for
 
-__all__ = ["DEFAULT_PORTS", "MAX_PAYLOAD", "check_options", "check_targets", "probe", "resolve"]
+__all__ = ["DEFAULT_PORTS", "MAX_PAYLOAD", "MAX_SOURCES", "check_options", "check_sources", "check_targets", "probe",
+           "resolve"]
 
 #: Probed when no ports are given: the UDP services most often met (DNS, DHCP, TFTP, NTP, NetBIOS,
 #: SNMP, IKE, syslog, RIP, SSDP, IPsec NAT-T, mDNS).
@@ -53,6 +54,30 @@ def check_targets(addresses: Sequence[tuple[str, int]], payload: bytes) -> None:
         if len(payload) > MAX_PAYLOAD[family]:
             raise UsageError(f"a {len(payload)}-byte payload does not fit in one {'IPv6' if family == socket.AF_INET6 else 'IPv4'}"
                              f" datagram (at most {MAX_PAYLOAD[family]} bytes)")
+
+
+#: The most source addresses a scan spreads over (a prefix form names them all).
+MAX_SOURCES = 256
+
+
+def check_sources(sources: Sequence[str]) -> dict[int, list[str]]:
+    """Source addresses by family, each a unicast literal (``UsageError`` otherwise): a scan sends
+    from every one of them, so a name or a group would make no sense."""
+    found: dict[int, list[str]] = {}
+    if len(sources) > MAX_SOURCES:
+        raise UsageError(f"at most {MAX_SOURCES} source addresses, got {len(sources)}")
+    for text in sources:
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            raise UsageError(f"bad --source {text!r}: expected an IPv4 or IPv6 address or prefix") from None
+        if address.is_multicast or address.is_unspecified or str(address) == "255.255.255.255":
+            raise UsageError(f"bad --source {text}: a scan sends from unicast addresses of this host")
+        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        found.setdefault(family, [])
+        if str(address) not in found[family]:
+            found[family].append(str(address))
+    return found
 
 
 def resolve(names: Sequence[str | tuple[str, int]], family: int | None = None) -> list[tuple[str, int]]:
@@ -90,6 +115,8 @@ def probe(
     rate: float | None = None,
     on_result: Callable[[PortResult], None] | None = None,
     forged: dict[str, int] | None = None,
+    sources: Sequence[str] = (),
+    freebind: bool = False,
 ) -> list[PortResult]:
     """Probe ``ports`` (``"53,123,1000-2000"`` or numbers) on every address of ``hosts`` (names,
     literals, or ``(address, family)`` pairs that :func:`resolve` returned).
@@ -103,12 +130,16 @@ def probe(
     ``payload``, the ports without a catalogue probe are sent an 8-byte random nonce rather than
     nothing: an ICMP error quoting it, or a reply echoing it, is then evidence nobody off the path
     could forge. ``forged``: filled with the count of datagrams and errors per target that we never
-    asked for (see ``ProbeMachine.on_forgery``). ``udpkit.probe("127.0.0.1", "123")`` works as well
-    as ``udpkit.probe.probe(...)``.
+    asked for (see ``ProbeMachine.on_forgery``). ``sources``: local addresses to send from, the
+    ports shared among them; a remote kernel keeps one ICMP budget per source address, so two
+    sources scan a rate-limited host in half the time (``freebind``: they belong to a prefix routed
+    to this host, see :func:`~udpkit.probe.scanner.scan`). ``udpkit.probe("127.0.0.1", "123")`` works
+    as well as ``udpkit.probe.probe(...)``.
     """
     if service == "all":
         return _identify(hosts, ports, family=family, payload=payload, query=query, timeout=timeout,
-                         retries=retries, rate=rate, on_result=on_result, forged=forged)
+                         retries=retries, rate=rate, on_result=on_result, forged=forged, sources=sources,
+                         freebind=freebind)
     names = [hosts] if isinstance(hosts, str) else list(hosts)
     numbers = parse_ports(ports) if isinstance(ports, str) else sorted(set(ports))
     if any(not 1 <= p <= 65535 for p in numbers):
@@ -134,7 +165,8 @@ def probe(
         return payload if nonce is None else nonce(64).to_bytes(8, "little")
 
     return scan(targets, datagram, retries=retries, timeout=timeout, rate=rate, on_result=on_result,
-                classify=classify if probed else None, forged=forged)
+                classify=classify if probed else None, forged=forged, sources=check_sources(sources),
+                freebind=freebind)
 
 
 def _recognise(chosen: ServiceProbe | None, reply: bytes, now: float) -> Reading | None:
@@ -151,10 +183,11 @@ def _recognise(chosen: ServiceProbe | None, reply: bytes, now: float) -> Reading
 
 def _identify(hosts: str | Sequence[str | tuple[str, int]], ports: str | Iterable[int], *, family: int | None,
               payload: bytes, query: str | None, timeout: float, retries: int, rate: float | None,
-              on_result: Callable[[PortResult], None] | None, forged: dict[str, int] | None) -> list[PortResult]:
+              on_result: Callable[[PortResult], None] | None, forged: dict[str, int] | None,
+              sources: Sequence[str], freebind: bool) -> list[PortResult]:
     """``service="all"``: ask the silent ports again with each catalogue probe in ``LIKELY`` order."""
     results = probe(hosts, ports, family=family, service="auto", payload=payload, query=query, timeout=timeout,
-                    retries=retries, rate=rate, forged=forged)
+                    retries=retries, rate=rate, forged=forged, sources=sources, freebind=freebind)
     rtts = [r.rtt for r in results if r.rtt is not None]
     # Strategy: the first pass measured the round trip; each later round waits four medians (at
     # least 50 ms) instead of the first pass's guess, so a dozen rounds cost about a second on a LAN.
@@ -177,7 +210,7 @@ def _identify(hosts: str | Sequence[str | tuple[str, int]], ports: str | Iterabl
 
         found = scan(silent, lambda target, chosen=chosen: chosen.build(time.time()),  # type: ignore[misc]
                      retries=0 if local else 1, timeout=wait, min_timeout=wait, rate=rate, classify=classify,
-                     local=mine, forged=forged)
+                     local=mine, forged=forged, sources=check_sources(sources), freebind=freebind)
         for result in found:
             if result.state == OPEN:
                 verdicts[result.target] = result

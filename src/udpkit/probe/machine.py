@@ -46,7 +46,7 @@ from udpkit.probe.pacing import UNDER, Pacer, PaceState
 from udpkit.services.base import Evidence
 
 __all__ = ["CLOSED", "CONFLICT", "FILTERED", "OPEN", "OPEN_FILTERED", "PortResult", "ProbeMachine", "Reading",
-           "Target"]
+           "Target", "lane"]
 
 OPEN, CLOSED, FILTERED, OPEN_FILTERED, CONFLICT = "open", "closed", "filtered", "open|filtered", "conflict"
 #: The reason of a port unreachable that the target did not send.
@@ -115,16 +115,17 @@ class _Host:
     """One address: its round-trip estimate, the pacer of the kernel that sends its errors, and
     what it has shown of forgery."""
 
-    __slots__ = ("errors", "exempt", "forged", "held", "ip", "pacer", "rttvar", "samples", "srtt", "suspect")
+    __slots__ = ("errors", "exempt", "forged", "held", "ip", "lane", "pacer", "rttvar", "samples", "srtt", "suspect")
 
-    def __init__(self, ip: str, family: int, exempt: bool) -> None:
+    def __init__(self, ip: str, family: int, exempt: bool, lane: int = 0) -> None:
         self.ip = ip
+        self.lane = lane  # which of the prober's source addresses asks it
         self.exempt = exempt
         self.srtt: float | None = None
         self.rttvar = 0.0
         self.samples = 0
         self.errors = 0
-        self.pacer: Pacer[_Probe] = Pacer(ip, family)
+        self.pacer: Pacer[_Probe] = Pacer(ip, family, lane)
         self.held: deque[_Probe] = deque()  # silent while another host of the family is paced
         self.suspect = False
         self.forged = 0
@@ -148,6 +149,9 @@ class ProbeMachine:
     sockets; such a target is not sent to (the datagram would only reach us) but reported ``open``
     with the reason ``own-socket``. ``classify(target, reply)``: the service probe's ``Reading`` of a
     reply, or ``None`` when no service probe went to that target (any reply is then the answer).
+    ``lanes``: per family, how many source addresses the prober sends from (port ``p`` goes out from
+    lane ``p % lanes``, see :func:`lane`): a kernel keeps one ICMP budget per source address, so
+    each lane of a host is paced on its own.
     """
 
     def __init__(
@@ -164,6 +168,7 @@ class ProbeMachine:
         exempt: Callable[[str], bool] | None = None,
         own: Sequence[Target] = (),
         classify: Callable[[Target, bytes], Reading | None] | None = None,
+        lanes: dict[int, int] | None = None,
     ) -> None:
         if retries < 0 or timeout <= 0 or min_timeout <= 0 or backoff < 1 or (rate is not None and rate <= 0):
             raise ValueError("retries >= 0, timeouts > 0, backoff >= 1 and rate > 0 are required")
@@ -178,12 +183,20 @@ class ProbeMachine:
         self.reason_for = reason_for or (lambda family, t, c: f"icmp-{t}/{c}")
         self._max_sends = _SENDS_PER_TRY * (retries + 1) + 8
         is_exempt = exempt or _is_loopback
-        self._hosts = {(ip, family): _Host(ip, family, is_exempt(ip))
-                       for ip, family in dict.fromkeys((t.ip, t.family) for t in self.targets)}
+        widths = lanes or {}
+        self._lanes = widths
+        exempts = {ip: is_exempt(ip) for ip in dict.fromkeys(t.ip for t in self.targets)}
+        self._hosts = {(ip, family, n): _Host(ip, family, exempts[ip], n)
+                       for ip, family in dict.fromkeys((t.ip, t.family) for t in self.targets)
+                       for n in range(max(1, widths.get(family, 1)))}
         hosts = self._hosts
-        self._probes: dict[Target, _Probe] = {t: _Probe(t, hosts[(t.ip, t.family)]) for t in self.targets}
-        self._pacers: dict[tuple[str, int], Pacer[_Probe]] = {
-            (h.ip, f): h.pacer for (_ip, f), h in self._hosts.items()}
+        if widths:
+            self._probes: dict[Target, _Probe] = {
+                t: _Probe(t, hosts[(t.ip, t.family, lane(t, widths))]) for t in self.targets}
+        else:
+            self._probes = {t: _Probe(t, hosts[(t.ip, t.family, 0)]) for t in self.targets}
+        self._pacers: dict[tuple[str, int, int], Pacer[_Probe]] = {
+            (h.ip, f, n): h.pacer for (_ip, f, n), h in self._hosts.items()}
         self._active: list[Pacer[_Probe]] = []  # pacers out of FREE
         self._holding: set[_Host] = set()
         self._family_rto: dict[int, float] = {}  # per family: the slowest host's retransmission timeout
@@ -223,11 +236,16 @@ class ProbeMachine:
 
     def forgeries(self) -> dict[str, int]:
         """Per target address, the datagrams and errors seen that we never asked for."""
-        return {host.ip: host.forged for host in self._hosts.values() if host.forged}
+        counts: dict[str, int] = {}
+        for host in self._hosts.values():
+            if host.forged:
+                counts[host.ip] = counts.get(host.ip, 0) + host.forged
+        return counts
 
     def pace_states(self) -> dict[str, str]:
         """Per error source that left ``FREE``: its pacing state and gap (for ``--debug`` and tests)."""
-        return {p.source: f"{p.state.value} gap={p.gap * 1000:.1f}ms" for p in self._active}
+        return {p.source + (f"#{p.lane}" if p.lane else ""): f"{p.state.value} gap={p.gap * 1000:.1f}ms"
+                for p in self._active}
 
     # -- sending -------------------------------------------------------------------------------------
 
@@ -530,9 +548,7 @@ class ProbeMachine:
         """A datagram from ``ip:port`` on the socket that probes: an answer, if it is one to us."""
         probe = self._probes.get((ip, port, family))  # type: ignore[call-overload]
         if probe is None or probe.tries == 0:
-            host = self._hosts.get((ip, family))
-            if host is not None and not host.exempt:
-                self.on_forgery(ip, family)  # a port we never asked (or not yet): somebody forges
+            self.on_forgery(ip, family)  # a port we never asked (or not yet): somebody forges
             return None
         earlier = probe.result
         if earlier is not None and earlier.state in (OPEN, CONFLICT):
@@ -568,9 +584,7 @@ class ProbeMachine:
         payload it quotes (``None``: not read, taken as ours)."""
         probe = self._probes.get((ip, port, family))  # type: ignore[call-overload]
         if probe is None or probe.tries == 0:
-            host = self._hosts.get((ip, family))
-            if host is not None and not host.exempt:
-                self.on_forgery(ip, family)
+            self.on_forgery(ip, family)
             return None
         if icmp_type != _DEST_UNREACHABLE.get(family):
             return None  # time exceeded, parameter problem...: says nothing about the port
@@ -617,7 +631,7 @@ class ProbeMachine:
         pacer = host.pacer
         if host.errors == 1 and source != pacer.source and pacer.state is PaceState.FREE:
             # a router answering for hosts behind it: one budget for all of them
-            pacer = self._pacers.setdefault((source, pacer.family), Pacer(source, pacer.family))
+            pacer = self._pacers.setdefault((source, pacer.family, host.lane), Pacer(source, pacer.family, host.lane))
             host.pacer = pacer
         if source != pacer.source:
             return
@@ -630,14 +644,14 @@ class ProbeMachine:
     def on_forgery(self, ip: str, family: int) -> None:
         """Something we never asked for, about ``ip``: from now on, only our nonce counts there, and
         the verdicts that rested on less become ``conflict`` (reported again by ``take_decided``)."""
-        host = self._hosts.get((ip, family))
-        if host is None or host.exempt:
+        hosts = [h for n in range(max(1, self._lanes.get(family, 1))) if (h := self._hosts.get((ip, family, n)))]
+        if not hosts or hosts[0].exempt:
             return
-        host.forged += 1
-        if host.suspect:
-            return
-        host.suspect = True
-        for probe in self._of(host):
+        hosts[0].forged += 1
+        fresh = [h for h in hosts if not h.suspect]
+        for host in fresh:
+            host.suspect = True
+        for probe in (p for h in fresh for p in self._of(h)):
             result = probe.result
             if result is None or probe.verified or result.state not in (OPEN, CLOSED, FILTERED) \
                     or result.reason == "own-socket":
@@ -656,6 +670,11 @@ class ProbeMachine:
             return None
         probe.result = result
         return result
+
+
+def lane(target: Target, lanes: dict[int, int]) -> int:
+    """Which of the prober's source addresses (of ``lanes[family]``) asks ``target``."""
+    return target.port % lanes.get(target.family, 1) if lanes else 0
 
 
 def _quoted(sent: tuple[bytes | None, ...], quote: bytes) -> bytes | None:

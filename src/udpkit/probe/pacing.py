@@ -89,9 +89,10 @@ class Pacer(Generic[P]):
     Holds no clock and sends nothing: ``ProbeMachine`` asks ``due(now)`` and reports what came back.
     """
 
-    def __init__(self, source: str, family: int) -> None:
+    def __init__(self, source: str, family: int, lane: int = 0) -> None:
         self.source = source  # the address its errors come from
         self.family = family
+        self.lane = lane  # the prober's source address it paces (each has its own budget)
         self.state = PaceState.FREE
         self.gap = FIRST_GAP
         self.next_send = 0.0

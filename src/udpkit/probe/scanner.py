@@ -59,6 +59,8 @@ def scan(
     classify: Callable[[Target, bytes, float], Reading | None] | None = None,
     local: dict[str, bool] | None = None,
     forged: dict[str, int] | None = None,
+    sources: dict[int, list[str]] | None = None,
+    freebind: bool = False,
 ) -> list[PortResult]:
     """Probe every target and return the verdicts in target order.
 
@@ -68,27 +70,44 @@ def scan(
     ``classify(target, reply, unix_time)``: a service probe's reading of a reply, given the wall-clock
     time it was read (for probes that compare clocks). ``local``: which addresses are this host's
     (computed when not given). ``forged``: filled with the count of unasked-for datagrams and errors
-    per target address.
+    per target address. ``sources``: per family, the local addresses to send from (default: the
+    kernel's choice); with several, the ports are shared among them (``machine.lane``), and as a
+    kernel keeps one ICMP budget per source address, a rate-limited host is scanned that many times
+    faster. ``freebind``: bind them with ``IP_FREEBIND``, for addresses of a prefix routed to this
+    host (``ip route add local PREFIX dev lo``) rather than assigned one by one.
     """
     targets = list(dict.fromkeys(targets))
     known = local or {}
     local = {ip: known[ip] if ip in known else is_local(ip) for ip in {t.ip for t in targets}}
+    sources = {family: addresses for family, addresses in (sources or {}).items() if addresses}
     if workers is None:
-        splittable = rate is None and len(targets) >= _SPLIT_FROM and all(local.values())
+        splittable = rate is None and len(targets) >= _SPLIT_FROM and all(local.values()) and not sources
         workers = min(2, os.cpu_count() or 1) if splittable else 1
     workers = max(1, min(workers, len(targets) or 1))
     families = sorted({t.family for t in targets})
-    socks: list[dict[int, ProbeSocket]] = []
+    socks: list[dict[int, list[ProbeSocket]]] = []
     try:
         for _ in range(workers):
-            socks.append({family: ProbeSocket(family) for family in families})
-    except OSError:
-        for group in socks:
-            for sock in group.values():
-                sock.close()
+            group: dict[int, list[ProbeSocket]] = {}
+            socks.append(group)
+            for family in families:
+                group[family] = []
+                addresses: list[str | None] = list(sources.get(family, [])) or [None]
+                for address in addresses:
+                    try:
+                        group[family].append(ProbeSocket(family, None if address is None else (address, 0),
+                                                         freebind=freebind and address is not None))
+                    except OSError as exc:
+                        if address is None:
+                            raise
+                        raise UdpkitError(f"cannot send from {address}: {exc.strerror or exc}") from None
+    except (OSError, UdpkitError):
+        _close(socks)
         raise
-    own = [Target(ip, group[t_family].port, t_family)
-           for ip, t_family in {(t.ip, t.family) for t in targets} if local[ip] for group in socks]
+    lanes = {family: len(addresses) for family, addresses in sources.items()}
+    own = [Target(ip, sock.port, t_family)
+           for ip, t_family in {(t.ip, t.family) for t in targets} if local[ip]
+           for group in socks for sock in group[t_family]]
     # The parent also merges the workers' verdicts: it takes a smaller share.
     first = len(targets) if workers == 1 else int(len(targets) * _PARENT_SHARE)
     step = -(-(len(targets) - first) // max(1, workers - 1))
@@ -98,16 +117,14 @@ def scan(
     def machine_for(part: list[Target]) -> ProbeMachine:
         assert local is not None
         return ProbeMachine(part, payload, retries=retries, timeout=timeout, min_timeout=min_timeout, rate=rate,
-                            reason_for=icmp_reason, exempt=local.__getitem__, own=own,
+                            reason_for=icmp_reason, exempt=local.__getitem__, own=own, lanes=lanes,
                             classify=None if classify is None else lambda t, data: classify(t, data, time.time()))
 
     children: list[tuple[int, int]] = []
     try:
         for index in range(1, workers):
             children.append(_fork(machine_for(parts[index]), socks, index, local, clock))
-        for group in socks[1:]:
-            for sock in group.values():
-                sock.close()
+        _close(socks[1:])
         machine = machine_for(parts[0])
         remote = [family for family in families if not all(local[t.ip] for t in targets if t.family == family)]
         canaries = [ProbeSocket(family) for family in remote for _ in range(CANARIES)]
@@ -119,8 +136,7 @@ def scan(
         if forged is not None:
             forged.update(machine.forgeries())
     finally:
-        for sock in socks[0].values():
-            sock.close()
+        _close(socks[:1])
         for pid, fd in children:
             os.close(fd)
             os.waitpid(pid, 0)
@@ -128,7 +144,14 @@ def scan(
     return sorted(machine.results() + collected, key=lambda r: order[r.target])
 
 
-def _fork(machine: ProbeMachine, socks: list[dict[int, ProbeSocket]], index: int, local: dict[str, bool],
+def _close(groups: Sequence[dict[int, list[ProbeSocket]]]) -> None:
+    for group in groups:
+        for family_socks in group.values():
+            for sock in family_socks:
+                sock.close()
+
+
+def _fork(machine: ProbeMachine, socks: list[dict[int, list[ProbeSocket]]], index: int, local: dict[str, bool],
           clock: Callable[[], float]) -> tuple[int, int]:
     """Run ``machine`` in a child over ``socks[index]``; its verdicts come back as marshal frames."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
@@ -143,10 +166,7 @@ def _fork(machine: ProbeMachine, socks: list[dict[int, ProbeSocket]], index: int
     status = 0
     try:  # the child never returns into the caller's code
         os.close(read_end)
-        for i, group in enumerate(socks):
-            if i != index:
-                for sock in group.values():
-                    sock.close()
+        _close([group for i, group in enumerate(socks) if i != index])
         batch: list[tuple[object, ...]] = []
 
         def send(final: bool) -> None:
@@ -175,7 +195,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _run(machine: ProbeMachine, socks: dict[int, ProbeSocket], local: dict[str, bool], report: Report,
+def _run(machine: ProbeMachine, socks: dict[int, list[ProbeSocket]], local: dict[str, bool], report: Report,
          clock: Callable[[], float], pipes: list[int], canaries: Sequence[ProbeSocket] = ()) -> list[PortResult]:
     """Drive ``machine`` to the end; also read the workers' ``pipes`` (their verdicts are returned)
     and the ``canaries`` (anything on them is a forgery)."""
@@ -183,9 +203,11 @@ def _run(machine: ProbeMachine, socks: dict[int, ProbeSocket], local: dict[str, 
     buffers = {fd: bytearray() for fd in pipes}
     with select.epoll() as poller:
         by_fd = {}
-        for sock in socks.values():
-            poller.register(sock.fileno(), select.EPOLLIN)  # EPOLLERR is always reported
-            by_fd[sock.fileno()] = sock
+        for family_socks in socks.values():
+            for sock in family_socks:
+                poller.register(sock.fileno(), select.EPOLLIN)  # EPOLLERR is always reported
+                by_fd[sock.fileno()] = sock
+        single = {family: family_socks[0] for family, family_socks in socks.items() if len(family_socks) == 1}
         watched = {}
         for canary in canaries:
             poller.register(canary.fileno(), select.EPOLLIN)
@@ -198,7 +220,7 @@ def _run(machine: ProbeMachine, socks: dict[int, ProbeSocket], local: dict[str, 
                 for result in machine.take_decided():
                     report(result)
                 for (ip, port, family), data in batch:
-                    sock = socks[family]
+                    sock = single.get(family) or socks[family][port % len(socks[family])]  # machine.lane
                     if local[ip]:
                         error = sock.send_take(data, (ip, port))
                         if error is not None and error.destination is not None:
@@ -209,7 +231,7 @@ def _run(machine: ProbeMachine, socks: dict[int, ProbeSocket], local: dict[str, 
                     else:
                         sock.send(data, (ip, port))
                 if batch:
-                    for sock in socks.values():
+                    for sock in by_fd.values():
                         _drain(sock, machine, local, report, clock)
                 wake = machine.next_wakeup()
                 if wake is None or wake <= clock():
