@@ -60,6 +60,7 @@ class Host:
     qlen: int = 3  # the kernel's unres_qlen: datagrams it keeps while resolving (the rest are lost)
     resolved_at: float | None = None
     queued: int = 0
+    lost: int = 0  # datagrams dropped while the neighbour was unresolved
 
     def closed(self, ports: Iterable[int]) -> int:
         return sum(1 for p in ports if p not in self.open and p not in self.dropped)
@@ -83,6 +84,7 @@ def run(machine: ProbeMachine, hosts: Iterable[Host], *, delay: float = 0.0002, 
                     host.resolved_at = now + host.resolve
                 if now < host.resolved_at:
                     if host.queued >= host.qlen:
+                        host.lost += 1
                         continue  # dropped before it left: the prober is never told
                     host.queued += 1
                     when = host.resolved_at

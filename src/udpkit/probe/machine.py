@@ -27,10 +27,15 @@ keeps unused (``on_forgery``) mark that target as forged. From then on a reply t
 our nonce (a bare reply to an empty datagram, or a daytime line) is never ``open``: such ports, and
 those already reported on that kind of evidence, become ``conflict``.
 
-Timing follows the evidence. Until a host has answered, a try waits ``timeout * backoff**n``; once
-it has, tries wait a retransmission timeout from the measured round trips (RFC 6298's
-``srtt + 4 * rttvar``, at least ``min_timeout``). Remote hosts' ICMP errors are rate-limited: the
-``pacing`` module's ``Pacer`` paces them (one per error source) and proves their silences.
+Timing follows the evidence. Until a host has answered, a try waits ``timeout * backoff**n`` (or,
+once other hosts of the family have answered, four of their retransmission timeouts); once it has,
+tries wait a retransmission timeout from the measured round trips (RFC 6298's ``srtt + 4 * rttvar``,
+at least ``min_timeout``), sampled from first tries and from any error that quotes the last try's
+nonce (which try it answers is then certain). A remote host is first sent ``PRIME_COUNT`` probes
+alone and the rest once it answered (or ``PRIME_WAIT`` passed): a cold neighbour cache holds only a
+few datagrams and drops the others unseen. Remote hosts' ICMP errors are rate-limited: the
+``pacing`` module's ``Pacer`` paces them (one per error source and source address) and proves their
+silences.
 """
 
 from __future__ import annotations
@@ -59,6 +64,10 @@ _DEST_UNREACHABLE: dict[int, int] = {socket.AF_INET: 3, socket.AF_INET6: 1}
 NONCE_BYTES = 8
 #: Datagrams per port beyond which silence counts whatever the pacing says (every loop is bounded).
 _SENDS_PER_TRY = 8
+#: A remote host is first sent this many probes alone, and the rest once it has answered or this many
+#: seconds have passed: with a cold neighbour cache the kernel keeps only a few datagrams while it
+#: resolves the address and drops the others without a word (``unres_qlen``).
+PRIME_COUNT, PRIME_WAIT = 3, 0.25
 
 
 class Target(NamedTuple):
@@ -115,7 +124,8 @@ class _Host:
     """One address: its round-trip estimate, the pacer of the kernel that sends its errors, and
     what it has shown of forgery."""
 
-    __slots__ = ("errors", "exempt", "forged", "held", "ip", "lane", "pacer", "rttvar", "samples", "srtt", "suspect")
+    __slots__ = ("early", "errors", "exempt", "forged", "held", "ip", "lane", "pacer", "primed", "prime_at",
+                 "prime_sent", "rttvar", "samples", "srtt", "suspect")
 
     def __init__(self, ip: str, family: int, exempt: bool, lane: int = 0) -> None:
         self.ip = ip
@@ -127,6 +137,10 @@ class _Host:
         self.errors = 0
         self.pacer: Pacer[_Probe] = Pacer(ip, family, lane)
         self.held: deque[_Probe] = deque()  # silent while another host of the family is paced
+        self.early: deque[_Probe] = deque()  # first tries waiting for the first probes' answer
+        self.primed = exempt  # its first probes were answered, or waited for: the rest may go
+        self.prime_at: float | None = None
+        self.prime_sent = 0
         self.suspect = False
         self.forged = 0
 
@@ -199,6 +213,8 @@ class ProbeMachine:
             (h.ip, f, n): h.pacer for (_ip, f, n), h in self._hosts.items()}
         self._active: list[Pacer[_Probe]] = []  # pacers out of FREE
         self._holding: set[_Host] = set()
+        self._priming: set[_Host] = set()  # hosts whose first probes are out alone
+        self._busy: set[Pacer[_Probe]] = set()  # pacers with work at the last look
         self._family_rto: dict[int, float] = {}  # per family: the slowest host's retransmission timeout
         # per family: when a remote host of it last drew an ICMP error or was being paced
         self._active_at: dict[int, float] = {}
@@ -279,6 +295,12 @@ class ProbeMachine:
         for pacer in self._active:
             if pacer.busy:
                 self._active_at[pacer.family] = now
+                self._busy.add(pacer)
+            elif pacer in self._busy:  # done: the others of its family learn its gap
+                self._busy.discard(pacer)
+                for other in self._busy:
+                    if other.family == pacer.family:
+                        other.learn(pacer)
         if self._holding:
             self._release_held(now)
         out: list[tuple[Target, bytes]] = []
@@ -287,10 +309,14 @@ class ProbeMachine:
             if len(chosen) + len(out) >= budget:
                 break
             self._send_paced(pacer, now, budget - len(chosen) - len(out), chosen, out)
+        if self._priming:
+            self._release_primed(now)
         for queue in (self._retry, self._fresh):
             while queue and len(chosen) + len(out) < budget:
                 probe = queue.popleft()
                 if probe.result is not None:
+                    continue
+                if not probe.host.primed and queue is self._fresh and self._prime(probe, now):
                     continue
                 pacer = probe.host.pacer
                 if pacer.state is PaceState.PACED or pacer.state is PaceState.PROVING:
@@ -357,6 +383,29 @@ class ProbeMachine:
             self._mark_sent(probe, now, out)
             self._unarmed.append((now + self._wait(probe), probe, probe.tries))
             sent += 1
+
+    def _prime(self, probe: _Probe, now: float) -> bool:
+        """Whether ``probe``, a first try to a host not yet primed, must wait (it is kept aside)."""
+        host = probe.host
+        if host.prime_at is None:
+            host.prime_at = now
+        if host.prime_sent < PRIME_COUNT:
+            host.prime_sent += 1
+            return False
+        host.early.append(probe)
+        self._priming.add(host)
+        return True
+
+    def _release_primed(self, now: float) -> None:
+        """Hosts whose first probes were answered (the neighbour is resolved), or waited for long
+        enough: their other first tries go, in order, before anything else."""
+        for host in list(self._priming):
+            assert host.prime_at is not None
+            if host.srtt is not None or host.errors or now >= host.prime_at + PRIME_WAIT:
+                host.primed = True
+                self._fresh.extendleft(reversed(host.early))
+                host.early.clear()
+                self._priming.discard(host)
 
     def _mark_sent(self, probe: _Probe, now: float, out: list[tuple[Target, bytes]]) -> None:
         data = self.payload(probe.target)
@@ -511,6 +560,9 @@ class ProbeMachine:
                 times.append(pacer.batch.deadline)
             elif pacer.queue or (pacer.candidates and pacer.canary is not None):
                 times.append(pacer.next_send)
+        for host in self._priming:
+            assert host.prime_at is not None
+            times.append(host.prime_at if host.srtt is not None or host.errors else host.prime_at + PRIME_WAIT)
         for host in self._holding:
             due = self._release_at(host.pacer.family)
             if due is not None:
@@ -526,12 +578,14 @@ class ProbeMachine:
 
     # -- arrivals ------------------------------------------------------------------------------------
 
-    def _answered(self, probe: _Probe, now: float) -> float:
+    def _answered(self, probe: _Probe, now: float, latest: bool = False) -> float:
+        """``latest``: the answer quotes the last try's own nonce, so its round trip is certain."""
         rtt = now - probe.sent_at
         host = probe.host
-        if (probe.tries == 1 and (host.samples < 64 or not host.samples & 15)) or host.srtt is None:
-            # Karn: a retried probe's round trip is ambiguous, but the shortest reading beats the
-            # first-contact guess (what it sets is how soon silence is noticed, never a verdict)
+        if ((probe.tries == 1 or latest) and (host.samples < 64 or not host.samples & 15)) or host.srtt is None:
+            # Karn: a retried probe's round trip is ambiguous — unless the answer quotes which try
+            # it answers (our nonce, as TCP's timestamps do). Before any sample, the shortest
+            # reading beats the first-contact guess (it sets how soon silence is noticed, never a verdict).
             host.sample(rtt)
             if host.samples == 1 and not host.exempt:
                 self._rearm(host)
@@ -615,7 +669,8 @@ class ProbeMachine:
         if not host.exempt:
             self._active_at[family] = now
             self._paced_error(host, probe, sender or ip, now)
-        rtt = self._answered(probe, now)
+        latest = quote is not None and quote == probe.sent and len(quote) >= NONCE_BYTES
+        rtt = self._answered(probe, now, latest=latest)
         state, reason = verdict
         if host.suspect and not verified:
             state, reason = CONFLICT, f"{reason}-{UNVERIFIED}"

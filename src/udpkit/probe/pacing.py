@@ -11,9 +11,11 @@ sends faster is fine, *if* it never counts a silence that an empty bucket explai
 That is the whole strategy, and it has two halves that this module keeps apart:
 
 - **Speed** follows the evidence: ``Pacer.gap`` starts short and, while errors arrive as fast as
-  probes go out, shrinks; once errors come slower than probes (the bucket is empty: *saturated*), the
-  median spacing between errors is the interval, and the gap is set just under it, so every token
-  is used. Nothing is fixed: a 2 s interval gets a 1.8 s gap, a 1 ms global limit a 0.9 ms one.
+  probes go out, halves; once errors come slower than probes (the bucket is empty: *saturated*), the
+  median spacing between errors is the interval, and the gap grows towards just under it — at most
+  twice as slow per window, since sending faster than the bucket costs only datagrams while sending
+  slower wastes its tokens. Nothing is fixed: a 2 s interval gets a 1.8 s gap, a 1 ms global limit
+  a 0.9 ms one.
 - **Truth** comes from a *canary*: a port of that host already proved closed. A silent probe sent at
   the pace is never held against its port; it is sent again, and after two paced silences it waits
   for a *proof batch*: a few such ports, then the canary, back to back. The kernel takes them in
@@ -52,7 +54,7 @@ P = TypeVar("P")
 FIRST_GAP, MIN_GAP, MAX_GAP = 0.005, 0.0002, 10.0
 #: Paced probes per speed decision; the share of the interval the gap aims for (under it: no token
 #: is wasted, and an empty slot costs nothing but a datagram sent again).
-WINDOW, UNDER = 8, 0.9
+WINDOW, UNDER = 4, 0.9
 #: Silent canaries in a row (no other error either), and seconds without any error, before a host
 #: counts as dropping rather than limiting: longer than any sane ``icmp_ratelimit``.
 MAX_MISSES, GIVE_UP_AFTER = 8, 30.0
@@ -161,11 +163,13 @@ class Pacer(Generic[P]):
         _count, quiet = self._window
         self._window = [0, 0]
         spacing = sorted(self._spacings)[len(self._spacings) // 2] if self._spacings else None
-        if quiet == 0:
-            self.gap = max(MIN_GAP, self.gap * 0.7)
+        if quiet == 0:  # tokens were there every time: halve the gap (over-sending costs only datagrams)
+            self.gap = max(MIN_GAP, self.gap * 0.5)
             self._spacings.clear()
         elif spacing is not None and spacing > self.gap * 1.2:
-            self.gap = min(MAX_GAP, max(MIN_GAP, spacing * UNDER))
+            # at most twice as slow per window: a spacing stretched by the path (a late burst of
+            # errors) must not stall the scan, and sending faster than the bucket costs nothing
+            self.gap = min(MAX_GAP, max(MIN_GAP, spacing * UNDER, self.gap), self.gap * 2)
             self._spacings.clear()
 
     def silent_at_pace(self, probe: P, quiet: int) -> None:
@@ -210,6 +214,14 @@ class Pacer(Generic[P]):
                 self.misses += 1  # not even one token in the slot: a little slower
                 self.gap = min(MAX_GAP, self.gap * 1.1)
         return batch.canary_answered, batch.members
+
+    def learn(self, other: Pacer[P]) -> None:
+        """A pacer of the same family has finished: its gap is a better first guess than a stale
+        one of ours measured while it competed (aliases of one kernel share one budget)."""
+        if other.gap < self.gap:
+            self.gap = other.gap
+            self._spacings.clear()
+            self._last_paced = None  # a spacing across the change would measure the competition
 
     def dropping(self, now: float) -> bool:
         """Silent canaries for so long that no rate limit explains them: -> ``give_up``."""
