@@ -7,6 +7,8 @@ import json
 import socket
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from udpkit.cli.probe import json_line, to_json
 from udpkit.probe.machine import PortResult, Target
@@ -25,3 +27,14 @@ V6 = Target("fe80::1%eth0", 53, socket.AF_INET6)
 ])
 def test_a_line_is_what_json_dumps_would_say(result: PortResult) -> None:
     assert json.loads(json_line(result)) == to_json(result)
+
+
+@settings(max_examples=300, deadline=None)
+@given(port=st.integers(1, 65535), rtt=st.none() | st.floats(0, 100, allow_nan=False),
+       state=st.sampled_from(["closed", "filtered", "open|filtered", "conflict"]), tries=st.integers(0, 100),
+       icmp=st.none() | st.tuples(st.integers(0, 255), st.integers(0, 255), st.none() | st.text(max_size=8)))
+def test_the_cached_pieces_give_the_encoders_exact_text(port: int, rtt: float | None, state: str, tries: int,
+                                                       icmp: tuple[int, int, str | None] | None) -> None:
+    for _ in range(2):  # made, then from the caches
+        result = PortResult(V4._replace(port=port), state, "port-unreachable", tries, rtt, None, icmp)
+        assert json_line(result) == json.dumps(to_json(result))

@@ -110,7 +110,7 @@ def to_json(result: PortResult) -> dict[str, Any]:
     return {
         "host": t.ip, "family": "inet6" if t.family == socket.AF_INET6 else "inet", "port": t.port,
         "state": result.state, "service": _service(t.port), "reason": result.reason,
-        "rtt_ms": None if result.rtt is None else round(result.rtt * 1000, 3), "tries": result.tries,
+        "rtt_ms": None if result.rtt is None else int(result.rtt * 1e6 + 0.5) / 1000, "tries": result.tries,
         "icmp": None if result.icmp is None else {"type": result.icmp[0], "code": result.icmp[1], "from": result.icmp[2]},
         "reply": None if result.reply is None else {
             "bytes": len(result.reply),
@@ -120,24 +120,56 @@ def to_json(result: PortResult) -> dict[str, Any]:
     }
 
 
-_text = json.encoder.encode_basestring  # C-accelerated: '"..."' with escapes
+_text = json.encoder.encode_basestring_ascii  # C-accelerated, and escapes as json.dumps does
 
 
 def json_line(result: PortResult) -> str:
     """``json.dumps(to_json(result))``, written by hand for a port without a reply (all but a few of
-    a full-range scan): the generic encoder costs more than the scan itself."""
+    a full-range scan): the generic encoder costs more than the scan itself. What a line shares with
+    the others of its host and verdict (address, state, reason, the ICMP evidence) is made once."""
     if result.reply is not None:
         return json.dumps(to_json(result))
     t = result.target
-    service = _service(t.port)
-    icmp = result.icmp
+    key = (t.ip, t.family, result.state, result.reason, result.icmp)
+    parts = _parts.get(key)
+    if parts is None:
+        if len(_parts) >= 4096:
+            _parts.clear()  # a long-lived caller (a library user) does not grow it for ever
+        parts = _parts[key] = _line_parts(result)
+    head, middle, after, tail = parts
+    service = _service_texts.get(t.port)
+    if service is None:
+        name = _service(t.port)
+        service = _service_texts[t.port] = "null" if name is None else _text(name)
+    rtt = result.rtt
+    rtt_text = "null"
+    if rtt is not None:  # milliseconds to the microsecond, as to_json has it; a scan meets few values
+        micros = int(rtt * 1e6 + 0.5)
+        known = _rtt_texts.get(micros)
+        if known is None:
+            if len(_rtt_texts) >= 65536:
+                _rtt_texts.clear()
+            known = _rtt_texts[micros] = repr(micros / 1000)
+        rtt_text = known
+    return f"{head}{t.port}{middle}{service}{after}{rtt_text}{_TRIES}{result.tries}{tail}"
+
+
+def _line_parts(result: PortResult) -> tuple[str, str, str, str]:
+    """A line's constant pieces: before the port, between port and service, between service and
+    round trip, and after the tries."""
+    t, icmp = result.target, result.icmp
     icmp_text = "null" if icmp is None else (
         f'{{"type": {icmp[0]}, "code": {icmp[1]}, "from": {"null" if icmp[2] is None else _text(icmp[2])}}}')
-    rtt = "null" if result.rtt is None else repr(round(result.rtt * 1000, 3))
-    return (f'{{"host": {_text(t.ip)}, "family": "{"inet6" if t.family == socket.AF_INET6 else "inet"}", '
-            f'"port": {t.port}, "state": {_text(result.state)}, '
-            f'"service": {"null" if service is None else _text(service)}, "reason": {_text(result.reason)}, '
-            f'"rtt_ms": {rtt}, "tries": {result.tries}, "icmp": {icmp_text}, "reply": null}}')
+    return (f'{{"host": {_text(t.ip)}, "family": "{"inet6" if t.family == socket.AF_INET6 else "inet"}", "port": ',
+            f', "state": {_text(result.state)}, "service": ',
+            f', "reason": {_text(result.reason)}, "rtt_ms": ',
+            f', "icmp": {icmp_text}, "reply": null}}')
+
+
+_TRIES = ', "tries": '
+_parts: dict[tuple[object, ...], tuple[str, str, str, str]] = {}
+_service_texts: dict[int, str] = {}
+_rtt_texts: dict[int, str] = {}
 
 
 def _service(port: int) -> str | None:
