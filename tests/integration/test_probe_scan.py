@@ -30,3 +30,16 @@ def test_open_closed_and_silent_ports_on_both_families() -> None:
     assert results[targets[0]].reply == b"are you there"  # the echo service's answer is the evidence
     assert results[targets[3]].icmp == (3, 3, "127.0.0.1") and results[targets[4]].icmp == (1, 4, "::1")
     assert results[targets[2]].tries == 2 and results[targets[2]].reason == "no-response"
+
+
+def test_the_probers_port_is_drawn_at_random_for_every_scan() -> None:
+    """An off-path forger must guess the port: the kernel draws it at random from the ephemeral
+    range for each new socket (a sequential allocator would make it guessable from one scan)."""
+    from udpkit.net import ProbeSocket
+
+    ports = []
+    for _ in range(12):
+        with ProbeSocket(socket.AF_INET) as sock:
+            ports.append(sock.port)
+    steps = {b - a for a, b in zip(ports, ports[1:])}
+    assert len(set(ports)) == len(ports) and len(steps) > 6, ports
