@@ -116,6 +116,7 @@ REMOTE = {
     "spent": (4, 100, range(1, 102), 1, True, 1),
     "aliases": (4, 50, range(1, 41), 5, False, 1),
     "sources": (4, 100, range(1, 201), 1, False, 2),
+    "default": (4, 1000, range(1, 28), 1, False, 1),  # Linux's own limit, the small scan
 }
 OPEN_PORT, DROPPED = 7, (50, 150)
 
