@@ -7,6 +7,8 @@ import os
 import socket
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.unit.linux_icmp import Host, Kernel, floor, run
 from udpkit.probe import CLOSED, OPEN, OPEN_FILTERED, ProbeMachine, Target
@@ -156,3 +158,23 @@ def test_a_cold_neighbour_cache_costs_no_verdict(dropped: set[int]) -> None:
     states, took, _machine = scan(hosts, range(1, 301))
     assert states == expected(hosts, range(1, 301))
     assert hosts[0].lost == 0 and took <= 2.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(interval=st.sampled_from([0.0, 0.01, 0.05, 0.2]), hosts=st.integers(1, 3), shared=st.booleans(),
+       spent=st.booleans(), ports=st.integers(5, 40), data=st.data())
+def test_every_verdict_is_right_whatever_the_limits(interval: float, hosts: int, shared: bool, spent: bool,
+                                                    ports: int, data: st.DataObject) -> None:
+    """Random kernels (one shared by aliases, or one each), budgets spent or not, ports open,
+    dropped or closed: pacing may cost time, never a verdict."""
+    numbers = range(1, ports + 1)
+    kernel = Kernel(interval, spent=spent)
+    lab = []
+    for i in range(hosts):
+        opened = data.draw(st.sets(st.sampled_from(list(numbers)), max_size=3))
+        dropped = data.draw(st.sets(st.sampled_from(list(numbers)), max_size=5)) - opened
+        lab.append(Host(f"192.0.2.{i + 1}", kernel if shared else Kernel(interval, spent=spent), open=opened,
+                        dropped=dropped))
+    states, took, _ = scan(lab, numbers)
+    assert states == expected(lab, numbers)
+    assert took <= 2 * floor(lab, numbers) + 10  # all silent: 1 + 2 + 4 s of tries, after a first that cannot count

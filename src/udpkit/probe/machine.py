@@ -460,7 +460,7 @@ class ProbeMachine:
             probe.waiting = False
             if probe.result is not None:
                 continue
-            if proved:
+            if proved or probe.tries >= self._max_sends:  # proved silent, or asked as often as we ever ask
                 probe.judged += 1
                 if probe.judged > self.retries:
                     self._final_silence(probe)
@@ -493,7 +493,7 @@ class ProbeMachine:
                 pacer.queue.append(probe)
                 pacer.settle()
                 return
-            if host.errors == 0 and self._shared_budget_may_explain(probe):
+            if host.errors == 0 and self._budget_may_explain(probe):
                 host.held.append(probe)  # perhaps an alias whose budget a sibling spent: ask later
                 self._holding.add(host)
                 return
@@ -519,28 +519,34 @@ class ProbeMachine:
         return any(p.family == family and p.busy for p in self._active)
 
     def _interval(self, family: int) -> float:
-        """The longest ICMP interval measured for ``family`` (before any: the first-contact timeout)."""
-        return max((p.gap / UNDER for p in self._active if p.family == family), default=self.timeout)
+        """The longest ICMP interval measured for ``family``; before any, the first-contact timeout
+        (1 s, Linux's default for IPv4): long enough for any default budget to refill a token."""
+        return max((p.gap / UNDER for p in self._active if p.family == family and p.measured),
+                   default=self.timeout)
 
-    def _shared_budget_may_explain(self, probe: _Probe) -> bool:
-        """Whether another host of the family drew ICMP errors (or was paced) from an interval
-        before this try until now: if they share one kernel (aliases), that kernel may have had no
-        token left for this one, and its silence proves nothing yet."""
-        family = probe.target.family
-        last = self._active_at.get(family)
-        return last is not None and last >= probe.sent_at - self._interval(family)
+    def _quiet_since(self, host: _Host) -> float:
+        """Since when nothing may have spent a budget this host shares: its first probe (a scan
+        just before ours may have spent it) or the family's last ICMP error or pacing."""
+        first = host.prime_at if host.prime_at is not None else 0.0
+        return max(first, self._active_at.get(host.pacer.family, first))
 
-    def _release_at(self, family: int) -> float | None:
-        """When the held hosts of ``family`` may be asked again: once no host of the family is being
-        paced *and* an interval has passed without an error, so that a kernel they share with the
-        others has a token again (``None``: still paced)."""
-        if self._limited(family):
+    def _budget_may_explain(self, probe: _Probe) -> bool:
+        """Whether the silence of a host that never sent an error may be an empty budget rather
+        than the port: its try went out less than an interval after something (another scan, or
+        an alias of its kernel that we are pacing) may have spent that budget."""
+        return probe.sent_at < self._quiet_since(probe.host) + self._interval(probe.target.family)
+
+    def _held_until(self, host: _Host) -> float | None:
+        """When a held host is asked again: once no host of its family is being paced and an
+        interval has passed since anything may have spent a budget it shares, so that its next
+        silence counts (``None``: still paced)."""
+        if self._limited(host.pacer.family):
             return None
-        return self._active_at.get(family, 0.0) + self._interval(family)
+        return self._quiet_since(host) + self._interval(host.pacer.family)
 
     def _release_held(self, now: float) -> None:
         for host in list(self._holding):
-            due = self._release_at(host.pacer.family)
+            due = self._held_until(host)
             if due is not None and now >= due:
                 self._retry.extend(host.held)
                 host.held.clear()
@@ -564,7 +570,7 @@ class ProbeMachine:
             assert host.prime_at is not None
             times.append(host.prime_at if host.srtt is not None or host.errors else host.prime_at + PRIME_WAIT)
         for host in self._holding:
-            due = self._release_at(host.pacer.family)
+            due = self._held_until(host)
             if due is not None:
                 times.append(due)
         self._arm()

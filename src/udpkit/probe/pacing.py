@@ -105,6 +105,7 @@ class Pacer(Generic[P]):
         self.batch_size = FIRST_BATCH
         self.misses = 0
         self.in_flight = 0  # paced probes not yet resolved
+        self.measured = False  # the gap has been set from the spacing of errors at least once
         self._last_error: float | None = None
         self._last_paced: float | None = None
         self._spacings: deque[float] = deque(maxlen=5)
@@ -170,6 +171,7 @@ class Pacer(Generic[P]):
             # at most twice as slow per window: a spacing stretched by the path (a late burst of
             # errors) must not stall the scan, and sending faster than the bucket costs nothing
             self.gap = min(MAX_GAP, max(MIN_GAP, spacing * UNDER, self.gap), self.gap * 2)
+            self.measured = True
             self._spacings.clear()
 
     def silent_at_pace(self, probe: P, quiet: int) -> None:
