@@ -37,6 +37,7 @@ examples:
   udpkit probe ::1 127.0.0.1 -p 1-65535 --open         every port of both loopbacks
   udpkit probe 127.0.0.1 -p 7,13,37 --service auto    echo, daytime, time: which protocol answered
   udpkit probe localhost -p 53,123 --payload-hex 00 --json
+  udpkit probe 192.0.2.7 -p 1-1000 --source 192.0.2.1,192.0.2.2   two ICMP budgets: half the time
 """
 
 
@@ -57,7 +58,8 @@ def build_parser() -> Parser:
                         " faster: a way around the target's limit, off by default")
     p.add_argument("--service", default=None, metavar="NAME",
                    help="application probe: auto (the default without --payload: a real request to the ports whose"
-                        " service the catalogue knows, e.g. DNS on 53, NTP on 123), all (identify silent ports: every"
+                        " service the catalogue knows, e.g. DNS on 53, NTP on 123, and an 8-byte random nonce to the"
+                        " others, which their ICMP errors quote back), all (identify silent ports: every"
                         " probe), none (the default with --payload: it goes everywhere; else an empty datagram), or one of ntp dns snmp"
                         " ssdp stun memcached netbios-ns mdns quic echo daytime time")
     p.add_argument("--query", metavar="NAME[/TYPE]", help="the DNS probe's question (default: . SOA)")
