@@ -6,9 +6,8 @@ import socket
 
 import pytest
 
-from udpkit.cli.probe import _sources
 from udpkit.errors import UsageError
-from udpkit.probe import check_sources, resolve
+from udpkit.probe import check_sources, resolve, source_addresses
 
 
 def test_resolved_pairs_are_kept_without_asking_the_resolver_again(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -30,7 +29,7 @@ def test_sources_are_grouped_by_family_and_must_be_unicast_literals() -> None:
 
 
 def test_a_source_prefix_names_each_of_its_addresses() -> None:
-    assert _sources(["2001:db8::/126"]) == ["2001:db8::", "2001:db8::1", "2001:db8::2", "2001:db8::3"]
-    assert _sources(["10.0.0.0/30,10.0.1.1"]) == ["10.0.0.1", "10.0.0.2", "10.0.1.1"]
+    assert source_addresses(["2001:db8::/126"]) == ["2001:db8::", "2001:db8::1", "2001:db8::2", "2001:db8::3"]
+    assert source_addresses(["10.0.0.0/30,10.0.1.1"]) == ["10.0.0.1", "10.0.0.2", "10.0.1.1"]
     with pytest.raises(UsageError, match="at most 256"):
-        _sources(["10.0.0.0/16"])
+        source_addresses(["10.0.0.0/16"])

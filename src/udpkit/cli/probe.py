@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import ipaddress
 import json
 import os
 import socket
@@ -16,8 +15,8 @@ from udpkit.addr import parse_ports, udp_services
 from udpkit.cli._argparse import Parser
 from udpkit.errors import UdpkitError, UsageError
 from udpkit.files import read_bytes
-from udpkit.probe import DEFAULT_PORTS, OPEN, PortResult, check_options, check_targets, probe, resolve
-from udpkit.probe.api import MAX_SOURCES, check_sources
+from udpkit.probe import (DEFAULT_PORTS, OPEN, PortResult, check_options, check_sources, check_targets, probe, resolve,
+                          source_addresses)
 
 __all__ = ["run"]
 
@@ -86,25 +85,6 @@ def _payload(args: Any) -> bytes:
     if args.payload_file is not None:
         return read_bytes(args.payload_file, "--payload-file", limit=65527)
     return b""
-
-
-def _sources(items: Sequence[str]) -> list[str]:
-    """``--source`` values: addresses, comma-separated, or a prefix that names at most 256 of them."""
-    found: list[str] = []
-    for item in items:
-        for text in filter(None, (part.strip() for part in item.split(","))):
-            if "/" not in text:
-                found.append(text)
-                continue
-            try:
-                network = ipaddress.ip_network(text, strict=False)
-            except ValueError:
-                raise UsageError(f"bad --source {text!r}: expected an address or a prefix") from None
-            if network.num_addresses > MAX_SOURCES:
-                raise UsageError(f"--source {text} names {network.num_addresses} addresses; at most {MAX_SOURCES}")
-            hosts = list(network.hosts()) if network.version == 4 and network.prefixlen < 31 else list(network)
-            found.extend(str(address) for address in hosts)
-    return found
 
 
 def to_json(result: PortResult) -> dict[str, Any]:
@@ -197,7 +177,7 @@ def _scan(args: Any, out: TextIO, err: TextIO) -> int:
     hosts = resolve(args.targets, args.family)
     data = _payload(args)
     check_targets(hosts, data)
-    sources = _sources(args.source)
+    sources = source_addresses(args.source)
     check_sources(sources)
     progress = _Progress(err, len(ports) * len(hosts))
     pending: list[str] = []

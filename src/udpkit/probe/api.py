@@ -20,7 +20,7 @@ from udpkit.services.base import ServiceProbe
 from udpkit.services.registry import LIKELY, PORTS, probe_for
 
 __all__ = ["DEFAULT_PORTS", "MAX_PAYLOAD", "MAX_SOURCES", "check_options", "check_sources", "check_targets", "probe",
-           "resolve"]
+           "resolve", "source_addresses"]
 
 #: Probed when no ports are given: the UDP services most often met (DNS, DHCP, TFTP, NTP, NetBIOS,
 #: SNMP, IKE, syslog, RIP, SSDP, IPsec NAT-T, mDNS).
@@ -77,6 +77,26 @@ def check_sources(sources: Sequence[str]) -> dict[int, list[str]]:
         found.setdefault(family, [])
         if str(address) not in found[family]:
             found[family].append(str(address))
+    return found
+
+
+def source_addresses(items: Sequence[str]) -> list[str]:
+    """``--source`` values -> addresses: each item an address, several comma-separated, or a prefix
+    that names at most ``MAX_SOURCES`` of them (``"2001:db8::/126"`` -> its four addresses)."""
+    found: list[str] = []
+    for item in items:
+        for text in filter(None, (part.strip() for part in item.split(","))):
+            if "/" not in text:
+                found.append(text)
+                continue
+            try:
+                network = ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise UsageError(f"bad --source {text!r}: expected an address or a prefix") from None
+            if network.num_addresses > MAX_SOURCES:
+                raise UsageError(f"--source {text} names {network.num_addresses} addresses; at most {MAX_SOURCES}")
+            hosts = list(network.hosts()) if network.version == 4 and network.prefixlen < 31 else list(network)
+            found.extend(str(address) for address in hosts)
     return found
 
 

@@ -127,14 +127,16 @@ def scan(
         _close(socks[1:])
         machine = machine_for(parts[0])
         remote = [family for family in families if not all(local[t.ip] for t in targets if t.family == family)]
-        canaries = [ProbeSocket(family) for family in remote for _ in range(CANARIES)]
+        canaries: list[ProbeSocket] = []
         try:
+            canaries.extend(ProbeSocket(family) for family in remote for _ in range(CANARIES))
             collected = _run(machine, socks[0], local, report, clock, [fd for _pid, fd in children], canaries)
         finally:
             for canary in canaries:
                 canary.close()
         if forged is not None:
-            forged.update(machine.forgeries())
+            for ip, count in machine.forgeries().items():  # added up over the rounds of --service all
+                forged[ip] = forged.get(ip, 0) + count
     finally:
         _close(socks[:1])
         for pid, fd in children:
