@@ -64,14 +64,28 @@ def parse_port(text: str, *, allow_zero: bool = True) -> int:
 
 
 def parse_ports(text: str) -> list[int]:
-    """``"53,123,1000-1002"`` -> ``[53, 123, 1000, 1001, 1002]`` (sorted, without duplicates; 1..65535)."""
+    """``"53,123,1000-1002"`` -> ``[53, 123, 1000, 1001, 1002]`` (sorted, without duplicates; 1..65535).
+
+    nmap's forms too: ``-`` (every port), open ranges (``-1024``, ``60000-``), and the protocol
+    prefixes of ``-p U:53,161,T:80``: ``U:`` ports are ours, ``T:`` (TCP) and ``S:`` (SCTP) ones are
+    refused with one line, as this is a UDP tool.
+    """
     ports: set[int] = set()
+    protocol = "U"
     for part in text.split(","):
+        head, colon, rest = part.partition(":")
+        if colon:
+            if head.upper() not in ("U", "T", "S"):
+                raise UsageError(f"bad port list {text!r}: unknown protocol prefix {head + ':'!r} (U: is UDP)")
+            protocol, part = head.upper(), rest
+        if protocol != "U":
+            kind = "TCP" if protocol == "T" else "SCTP"
+            raise UsageError(f"bad port list {text!r}: {protocol}: names {kind} ports; udpkit probes UDP (use U: or no prefix)")
         if not part:
             raise UsageError(f"bad port list {text!r}: empty element")
         low, sep, high = part.partition("-")
-        first = parse_port(low, allow_zero=False)
-        last = parse_port(high, allow_zero=False) if sep else first
+        first = parse_port(low, allow_zero=False) if low else 1
+        last = (parse_port(high, allow_zero=False) if high else 65535) if sep else first
         if last < first:
             raise UsageError(f"bad port range {part!r}: {first} is greater than {last}")
         ports.update(range(first, last + 1))

@@ -133,3 +133,27 @@ def test_a_host_that_rate_limits_icmp_errors_is_paced_not_misjudged(hosts: Hosts
     states = [doc["state"] for doc in json.loads(result.stdout)]
     assert states == ["closed"] * 40
     assert took >= 2.0  # paced: (40 - 6) errors at ten a second
+
+
+@pytest.mark.peer("nmap")
+def test_nmaps_habits_beside_nmap(hosts: Hosts) -> None:
+    """``-p U:…`` as nmap takes it, the same verdicts as ``nmap -sU``; ``--open`` lists only what
+    answered and counts the rest in the "Not shown" line — deliberately unlike nmap, which lists
+    open|filtered ports under ``--open`` as if they had answered; and an echo service on a port
+    registered for something else is named ``echo`` by its reply, as ``nmap -sV`` names it."""
+    ports = f"U:{ECHO},{DISCARD},{CLOSED}"
+    theirs = hosts.run(hosts.client, ["nmap", "-n", "-sU", "-p", ports, "10.77.0.1"]).stdout
+    ours = hosts.run(hosts.client, [sys.executable, "-m", "udpkit", "probe", "10.77.0.1", "-p", ports])
+    for port, state in ((ECHO, "open"), (DISCARD, "open|filtered"), (CLOSED, "closed")):
+        assert f"{port}/udp open " in theirs if state == "open" else f"{port}/udp {state}" in theirs
+        assert any(line.startswith(f"{port}/udp") and line.split()[1] == state for line in ours.stdout.splitlines())
+    assert f"{ECHO}/udp  open           echo" in ours.stdout
+    refused = hosts.run(hosts.client, [sys.executable, "-m", "udpkit", "probe", "10.77.0.1", "-p", "U:53,T:80"])
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "T: names TCP" in refused.stderr
+    only_open = hosts.run(hosts.client, [sys.executable, "-m", "udpkit", "probe", "10.77.0.1", "-p", ports, "--open"])
+    assert "Not shown: 1 closed udp port (port-unreachable), 1 open|filtered udp port (no-response)" in only_open.stdout
+    assert f"{DISCARD}/udp" not in only_open.stdout
+    nmap_open = hosts.run(hosts.client, ["nmap", "-n", "-sU", "-p", ports, "--open", "10.77.0.1"]).stdout
+    assert f"{DISCARD}/udp open|filtered" in nmap_open  # what nmap does, and udpkit does not
+    top = hosts.run(hosts.client, [sys.executable, "-m", "udpkit", "probe", "10.77.0.1", "--top-ports", "20", "--jsonl"])
+    assert len(top.stdout.splitlines()) == 20

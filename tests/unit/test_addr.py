@@ -48,7 +48,7 @@ def test_malformed_addresses_are_usage_errors(text: str) -> None:
 def test_ports_and_ranges() -> None:
     assert parse_port("0") == 0
     assert parse_ports("53,123,1000-1002,53") == [53, 123, 1000, 1001, 1002]
-    for bad in ("0", "1-0", "5-", ",", "1,,2", "65536", "+5"):
+    for bad in ("0", "1-0", ",", "1,,2", "65536", "+5"):  # "5-" is nmap's open range: 5-65535
         with pytest.raises(UsageError):
             parse_ports(bad)
 
@@ -81,3 +81,16 @@ def test_formatted_endpoints_parse_back(port: int, ip: object) -> None:
     text = socket.inet_ntop(family, socket.inet_pton(family, str(ip)))  # the kernel's (and ss's) spelling
     ep = Endpoint(text, port, family)
     assert parse_address(str(ep)) == (ep,)
+
+
+def test_port_lists_take_nmaps_forms_and_refuse_other_protocols() -> None:
+    from udpkit.addr import parse_ports
+
+    assert parse_ports("U:53,161") == [53, 161]
+    assert parse_ports("U:53,U:123") == [53, 123]
+    assert len(parse_ports("-")) == 65535
+    assert parse_ports("-3") == [1, 2, 3] and parse_ports("65534-") == [65534, 65535]
+    for bad, message in (("U:53,T:80", "T: names TCP"), ("S:9", "SCTP"), ("X:1", "unknown protocol prefix"),
+                         ("53,,54", "empty element"), ("9-3", "greater than")):
+        with pytest.raises(UsageError, match=message):
+            parse_ports(bad)

@@ -15,8 +15,9 @@ from udpkit.addr import parse_ports, udp_services
 from udpkit.cli._argparse import Parser
 from udpkit.errors import UdpkitError, UsageError
 from udpkit.files import read_bytes
+from udpkit.services.registry import PORTS
 from udpkit.probe import (DEFAULT_PORTS, OPEN, PortResult, check_options, check_sources, check_targets, probe, resolve,
-                          source_addresses)
+                          source_addresses, top_ports)
 
 __all__ = ["run"]
 
@@ -43,7 +44,13 @@ examples:
 def build_parser() -> Parser:
     p = Parser("udpkit probe", "Probe UDP ports: open only when something answered.", EPILOG)
     p.add_argument("targets", nargs="+", metavar="TARGET", help="host names or addresses")
-    p.add_argument("-p", dest="ports", default=DEFAULT_PORTS, metavar="PORTS", help="e.g. 53,123,1000-2000")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("-p", dest="ports", default=None, metavar="PORTS",
+                       help="e.g. 53,123,1000-2000; nmap's forms too: - (every port), -1024, 60000-, U:53,161"
+                            " (T: and S: are refused: UDP only); default: " + DEFAULT_PORTS)
+    which.add_argument("--top-ports", type=int, metavar="N",
+                       help="the N most likely open UDP ports, by udpkit's own ranking (the default ports, the"
+                            " probe catalogue's, other common UDP services, then /etc/services)")
     fam = p.add_mutually_exclusive_group()
     fam.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET, help="IPv4 only")
     fam.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6, help="IPv6 only")
@@ -173,7 +180,7 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
 
 def _scan(args: Any, out: TextIO, err: TextIO) -> int:
     check_options(timeout=args.timeout, retries=args.retries, rate=args.rate)
-    ports = parse_ports(args.ports)
+    ports = top_ports(args.top_ports) if args.top_ports is not None else parse_ports(args.ports or DEFAULT_PORTS)
     hosts = resolve(args.targets, args.family)
     data = _payload(args)
     check_targets(hosts, data)
@@ -289,8 +296,9 @@ def render_table(results: Sequence[PortResult], hosts: Sequence[tuple[str, int]]
         closed = [r for r in mine if r.state == "closed"]
         hide_closed = only_open or len(closed) > 25
         shown = [r for r in mine if (r.state == OPEN or not only_open) and not (hide_closed and r.state == "closed")]
-        if hide_closed and closed:
-            lines.append(f"Not shown: {len(closed)} closed udp ports (port-unreachable)")
+        hidden = [r for r in mine if r.state != OPEN] if only_open else closed if hide_closed else []
+        if hidden:
+            lines.append("Not shown: " + _not_shown(hidden))
         if shown:
             rows = [("PORT", "STATE", "SERVICE", "REASON")]
             for r in shown:
@@ -301,11 +309,36 @@ def render_table(results: Sequence[PortResult], hosts: Sequence[tuple[str, int]]
                     reason += f" ({r.rtt * 1000:.2f} ms)"
                 if r.evidence is not None and r.evidence.detail:
                     reason += " " + _detail_text(r.evidence.detail)
-                rows.append((f"{r.target.port}/udp", r.state, _service(r.target.port) or "unknown", reason))
+                rows.append((f"{r.target.port}/udp", r.state, _service_shown(r), reason))
             widths = [max(len(row[i]) for row in rows) for i in range(3)]
             lines.extend(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows)
         lines.append("")
     return "\n".join(lines)
+
+
+def _service_shown(result: PortResult) -> str:
+    """The SERVICE column: the services database's name, unless the reply proved another protocol
+    than the one registered there (an echo service on 7007 is ``echo``, as ``nmap -sV`` says)."""
+    registered = _service(result.target.port)
+    found = None if result.evidence is None else result.evidence.protocol
+    if found is not None and PORTS.get(found) != result.target.port:
+        return found
+    return registered or found or "unknown"
+
+
+def _not_shown(hidden: Sequence[PortResult]) -> str:
+    """nmap's summary of the ports a table leaves out, by state with the reason when they share one:
+    ``65533 closed udp ports (port-unreachable), 1 open|filtered udp port (no-response)``."""
+    parts = []
+    for state in dict.fromkeys(r.state for r in sorted(hidden, key=lambda r: _HIDDEN_ORDER.get(r.state, 9))):
+        group = [r for r in hidden if r.state == state]
+        reasons = {r.reason for r in group}
+        reason = f" ({reasons.pop()})" if len(reasons) == 1 else ""
+        parts.append(f"{len(group)} {state} udp port{'' if len(group) == 1 else 's'}{reason}")
+    return ", ".join(parts)
+
+
+_HIDDEN_ORDER = {"closed": 0, "open|filtered": 1, "filtered": 2, "conflict": 3}
 
 
 def _detail_text(detail: dict[str, Any]) -> str:

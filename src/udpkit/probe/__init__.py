@@ -9,14 +9,15 @@ import sys
 import types
 from typing import Any
 
-from udpkit.probe.api import DEFAULT_PORTS, check_options, check_sources, check_targets, probe, resolve, source_addresses
+from udpkit.probe.api import (DEFAULT_PORTS, check_options, check_sources, check_targets, probe, resolve, source_addresses,
+                              top_ports)
 from udpkit.probe.machine import (CLOSED, CONFLICT, FILTERED, OPEN, OPEN_FILTERED, PortResult, ProbeMachine, Reading,
                                   Target)
 from udpkit.probe.scanner import scan
 
 __all__ = ["CLOSED", "CONFLICT", "DEFAULT_PORTS", "FILTERED", "OPEN", "OPEN_FILTERED", "PortResult", "ProbeMachine",
            "Reading", "Target", "check_options", "check_sources", "check_targets", "probe", "resolve", "scan",
-           "source_addresses"]
+           "source_addresses", "top_ports"]
 
 
 class _CallablePackage(types.ModuleType):

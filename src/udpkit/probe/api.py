@@ -11,7 +11,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from udpkit.addr import parse_ports
+from udpkit.addr import parse_ports, udp_services
 from udpkit.errors import UsageError
 from udpkit.net import is_local
 from udpkit.probe.machine import OPEN, OPEN_FILTERED, PortResult, Reading, Target
@@ -19,12 +19,38 @@ from udpkit.probe.scanner import scan
 from udpkit.services.base import ServiceProbe
 from udpkit.services.registry import LIKELY, PORTS, probe_for
 
-__all__ = ["DEFAULT_PORTS", "MAX_PAYLOAD", "MAX_SOURCES", "check_options", "check_sources", "check_targets", "probe",
-           "resolve", "source_addresses"]
+__all__ = ["DEFAULT_PORTS", "MAX_PAYLOAD", "MAX_SOURCES", "TOP_PORTS", "check_options", "check_sources", "check_targets",
+           "probe", "resolve", "source_addresses", "top_ports"]
 
 #: Probed when no ports are given: the UDP services most often met (DNS, DHCP, TFTP, NTP, NetBIOS,
 #: SNMP, IKE, syslog, RIP, SSDP, IPsec NAT-T, mDNS).
 DEFAULT_PORTS = "53,67,68,69,123,137,138,161,162,500,514,520,1900,4500,5353"
+
+
+#: udpkit's own ranking for ``--top-ports`` (nmap ranks by the frequencies in its nmap-services
+#: file, which udpkit does not ship): the default ports (the UDP services most often met), then the
+#: probe catalogue's well-known ports, then other UDP services common on real networks (RPC,
+#: NetBIOS session, IPP, MS-SQL browser, L2TP, RADIUS, NFS, XDMCP, SLP, SIP, OpenVPN, WireGuard,
+#: WS-Discovery, CoAP, LLMNR, syslog-TLS…). ``top_ports`` continues with every other UDP port that
+#: /etc/services names, lowest first, then every remaining port.
+TOP_PORTS = (53, 67, 68, 69, 123, 137, 138, 161, 162, 500, 514, 520, 1900, 4500, 5353,
+             7, 9, 13, 37, 443, 3478, 11211,
+             111, 135, 139, 445, 631, 1434, 1701, 1812, 1813, 1645, 1646, 2049, 177, 427, 5060, 1194, 51820,
+             3702, 5683, 5355, 6514, 3283, 5351, 1604, 2302, 10000, 19, 17, 49152, 626, 996, 997, 998, 999,
+             1022, 1023, 1025, 1026, 1027, 1028, 1029, 1030, 2048, 2222, 3456, 4444, 5000, 5632, 9200, 20031,
+             31337, 32768, 33434, 34555)
+
+
+def top_ports(count: int, services: dict[int, str] | None = None) -> list[int]:
+    """The ``count`` most likely open UDP ports by :data:`TOP_PORTS` (then /etc/services, then the
+    rest, ascending), as ``--top-ports`` scans them."""
+    if not 1 <= count <= 65535:
+        raise UsageError(f"--top-ports must be from 1 to 65535, got {count}")
+    ranked = list(dict.fromkeys(TOP_PORTS))
+    if count > len(ranked):
+        named = sorted(udp_services() if services is None else services)
+        ranked = list(dict.fromkeys([*ranked, *named, *range(1, 65536)]))
+    return ranked[:count]
 
 
 #: The largest UDP payload each family can carry in one datagram (65,535 less the IP and UDP headers).

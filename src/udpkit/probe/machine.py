@@ -618,6 +618,8 @@ class ProbeMachine:
         if reading is None:  # no service probe went there: any reply answers; our echoed nonce proves it
             evidence, verified = None, any(s is not None and len(s) >= NONCE_BYTES and s in data
                                            for s in (probe.sent, probe.earlier))
+            if verified and data in (probe.sent, probe.earlier):
+                evidence = Evidence("echo", {"bytes": len(data)})  # our datagram back: RFC 862 echo, on any port
         else:
             evidence, verified = reading
             if evidence is None:
