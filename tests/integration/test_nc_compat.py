@@ -136,3 +136,19 @@ def test_an_unknown_host_is_nc_s_getaddrinfo_line_and_exit_1(ns: Netns) -> None:
     real, ours = both(ns, "-u", "-vz", "nosuchhost.invalid", "53")
     assert real[0].startswith('nc: getaddrinfo for host "nosuchhost.invalid" port 53: ')
     assert ours == ("udpkit " + real[0], 1) and real[1] == 1
+
+
+def test_a_client_whose_peer_is_closed_ends_at_once_like_nc(ns: Netns) -> None:
+    """``nc -u -w1 HOST <closed port>``: nc ends as soon as the port unreachable comes back, silently
+    and with status 0 — not after the second of -w."""
+    port = free_port()
+    started = time.monotonic()
+    real = subprocess.run(ns.argv(["nc", "-u", "-w1", "127.0.0.1", str(port)]), input="hi\n", capture_output=True,
+                          text=True, timeout=30)
+    theirs = time.monotonic() - started
+    started = time.monotonic()
+    ours = subprocess.run(ns.argv([sys.executable, "-m", "udpkit", "nc", "-u", "-w1", "127.0.0.1", str(port)]),
+                          input="hi\n", capture_output=True, text=True, timeout=30)
+    mine = time.monotonic() - started
+    assert (ours.stdout, ours.stderr, ours.returncode) == (real.stdout, real.stderr, real.returncode)
+    assert theirs < 0.9 and mine < 0.9  # both well under the -w second

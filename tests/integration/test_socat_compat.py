@@ -150,3 +150,33 @@ def test_the_client_form_talks_to_a_real_socat_echo_server(ns: Netns) -> None:
         assert result.returncode == 0 and result.stdout == b"round trip\n", result.stderr
     finally:
         stop(server)
+
+
+@pytest.mark.peer("socat")
+def test_a_client_whose_peer_is_closed_says_connection_refused_and_exits_1_like_socat(ns: Netns) -> None:
+    port = free_port()
+    real = subprocess.run(ns.argv(["socat", "-", f"UDP4:127.0.0.1:{port}"]), input="hi\n", capture_output=True,
+                          text=True, timeout=30)
+    ours = subprocess.run(ns.argv([sys.executable, "-m", "udpkit", "socat", "-", f"UDP4:127.0.0.1:{port}"]),
+                          input="hi\n", capture_output=True, text=True, timeout=30)
+    assert real.returncode == ours.returncode == 1
+    assert "Connection refused" in real.stderr and "Connection refused" in ours.stderr
+    assert ours.stderr.count("\n") == 1
+
+
+@pytest.mark.peer("socat")
+def test_ports_by_service_name_and_a_bare_file_name_as_socat_takes_them(ns: Netns) -> None:
+    """``UDP4:HOST:domain`` reaches port 53 in both; a bare file name is refused by both with socat's
+    words (socat exits 1; udpkit, for a usage error, 2 — the deliberate difference)."""
+    real = subprocess.run(ns.argv(["socat", "-u", "UDP-RECV:5000", "out.log"]), capture_output=True, text=True,
+                          timeout=30)
+    ours = subprocess.run(ns.argv([sys.executable, "-m", "udpkit", "socat", "-u", "UDP-RECV:5000", "out.log"]),
+                          capture_output=True, text=True, timeout=30)
+    assert 'unknown device/address "out.log"' in real.stderr and real.returncode == 1
+    assert 'unknown device/address "out.log"' in ours.stderr and ours.returncode == 2
+    real = subprocess.run(ns.argv(["socat", "-", "UDP4:127.0.0.1:domain"]), input="x", capture_output=True, text=True,
+                          timeout=30)
+    ours = subprocess.run(ns.argv([sys.executable, "-m", "udpkit", "socat", "-", "UDP4:127.0.0.1:domain"]),
+                          input="x", capture_output=True, text=True, timeout=30)
+    assert real.returncode == ours.returncode == 1  # nothing on 53 here: refused, so the name meant port 53
+    assert "Connection refused" in ours.stderr

@@ -41,11 +41,12 @@ def test_options() -> None:
     "second, target",
     [
         ("STDOUT", Target("stdout")), ("STDIO", Target("stdio")), ("-", Target("stdio")), ("PIPE", Target("echo")),
-        ("out.bin", Target("file", path="out.bin")), ("/tmp/x:y", Target("file", path="/tmp/x:y")),
+        ("./out.bin", Target("file", path="./out.bin")), ("/tmp/x:y", Target("file", path="/tmp/x:y")),
         ("CREATE:log", Target("file", path="log", truncate=True)),
         ("OPEN:log", Target("file", path="log", must_exist=True)),
         ("UDP6:[::1]:53", Target("relay", family=socket.AF_INET6, host="::1", port=53)),
         ("UDP-SENDTO:localhost:53", Target("relay", family=None, host="localhost", port=53)),
+        ("UDP4:127.0.0.1:domain", Target("relay", family=socket.AF_INET, host="127.0.0.1", port=53)),
     ],
 )
 def test_second_addresses(second: str, target: Target) -> None:
@@ -66,6 +67,8 @@ def test_second_addresses(second: str, target: Target) -> None:
         ("UDP4-LISTEN:5,fork=1", "/dev/null", "takes no value"),
         ("UDP4-LISTEN:5", "UDP4:127.0.0.1", "needs a host and a port"),
         ("UDP4-LISTEN:5", "STDIN", "STDIN"),
+        ("UDP4-LISTEN:5", "out.log", 'unknown device/address "out.log"'),  # socat says so too (exit 1; ours 2)
+        ("UDP4-LISTEN:nosuchsvc", "/dev/null", "no such UDP service"),
     ],
 )
 def test_unsupported_and_malformed_parts_are_named(first: str, second: str, message: str) -> None:
@@ -77,3 +80,8 @@ def test_the_client_form_in_either_order() -> None:
     target = Target("relay", family=socket.AF_INET, host="127.0.0.1", port=53)
     assert parse_socat("-", "UDP4:127.0.0.1:53") == ClientPlan(target)
     assert parse_socat("UDP4-SENDTO:127.0.0.1:53", "STDIO") == ClientPlan(target)
+
+
+def test_ports_may_be_service_names_as_socat_takes_them() -> None:
+    assert parse_socat("UDP4-LISTEN:ntp,fork", "/dev/null").endpoint.port == 123
+    assert parse_socat("UDP6-RECVFROM:domain", "PIPE").endpoint.port == 53

@@ -86,7 +86,11 @@ def _converse(sock: socket.socket, plan: NcPlan, out: TextIO) -> None:
         raise UdpkitError("standard output does not take bytes here")
     source = None if plan.detach else stdin_fd()
     linger = None if plan.quit_after is None else float(plan.quit_after)
-    pump(sock, source, sink, linger=linger, idle=None if plan.timeout is None else float(plan.timeout))
+    try:
+        pump(sock, source, sink, linger=linger, idle=None if plan.timeout is None else float(plan.timeout),
+             until_refused=True)
+    except ConnectionRefusedError:
+        pass  # nc's readwrite ends at the peer's port unreachable, silently and at once (not after -w)
 
 
 def _listen(plan: NcPlan, out: TextIO, err: TextIO) -> int:

@@ -105,7 +105,11 @@ def run_client(plan: ClientPlan, idle: float | None, linger: float, out: TextIO)
     if sink is None:
         raise UdpkitError("standard output does not take bytes here")
     with upstream_socket(family, address) as sock:
-        pump(sock, stdin_fd, sink, linger=linger, idle=idle)
+        try:
+            pump(sock, stdin_fd, sink, linger=linger, idle=idle, until_refused=True)
+        except ConnectionRefusedError:
+            # socat: "E read(5, …): Connection refused" and exit 1 — the peer's ICMP port unreachable
+            raise UdpkitError(f"Connection refused (ICMP port unreachable for {target.host}:{target.port})") from None
     return 0
 
 

@@ -123,7 +123,7 @@ def parse_socat(first: str, second: str) -> SocatPlan | ClientPlan:
     mode, family = listen
     if len(params) != 1:
         raise UsageError(f"{kind} takes one parameter, the port: {kind}:PORT")
-    port = parse_port(params[0])
+    port = _port(params[0])
     opts = _options(options)
     pf = opts.get("pf") or opts.get("protocol-family")
     if pf is not None:
@@ -223,7 +223,18 @@ def _target(address: str) -> Target:
             if len(params) != 2 or not params[0]:
                 raise UsageError(f"{kind} needs a host and a port: {kind}:HOST:PORT")
             host = params[0][1:-1] if params[0].startswith("[") else params[0]
-            return Target("relay", family=family, host=host, port=parse_port(params[1], allow_zero=False))
+            return Target("relay", family=family, host=host, port=_port(params[1], allow_zero=False))
     if ":" in address or address.isupper():
         raise UsageError(f"unsupported socat address type {kind!r} as the second address")
-    return Target("file", path=address)
+    # socat takes a file only as a path (with a slash) or with OPEN:/CREATE:/GOPEN:, as here
+    raise UsageError(f'unknown device/address "{address}" (a file is OPEN:{address}, CREATE:{address} or ./{address})')
+
+
+def _port(text: str, *, allow_zero: bool = True) -> int:
+    """A port as socat takes it: a number or a UDP service name (``ntp``, ``domain``)."""
+    if text.isdigit() or not text:
+        return parse_port(text, allow_zero=allow_zero)
+    try:
+        return socket.getservbyname(text, "udp")
+    except OSError:
+        raise UsageError(f"bad port {text!r}: no such UDP service (Servname not supported for ai_socktype)") from None

@@ -15,11 +15,13 @@ __all__ = ["pump"]
 
 
 def pump(sock: socket.socket, source_fd: int | None, sink: BinaryIO, *, linger: float | None = 0.5,
-         idle: float | None = None) -> tuple[int, int]:
+         idle: float | None = None, until_refused: bool = False) -> tuple[int, int]:
     """Send each read from ``source_fd`` as one datagram on the connected ``sock`` and write every
     reply to ``sink``, until ``source_fd`` ends and ``linger`` seconds pass without a reply (socat's
     ``-t``; ``None``: keep receiving, like nc), or nothing moves for ``idle`` seconds (``-T``, nc's ``-w``).
-    ``source_fd`` ``None``: nothing to send (nc's ``-d``). Returns (datagrams sent, received)."""
+    ``source_fd`` ``None``: nothing to send (nc's ``-d``). Returns (datagrams sent, received).
+    ``until_refused``: an ICMP port unreachable for our datagrams ends it (``ConnectionRefusedError``
+    is raised), as socat and nc end a client whose peer is closed; otherwise it is passed over."""
     sent = received = 0
     source_open = source_fd is not None
     sock.setblocking(False)
@@ -51,8 +53,11 @@ def pump(sock: socket.socket, source_fd: int | None, sink: BinaryIO, *, linger: 
                     try:
                         sock.send(data)
                         sent += 1
-                    except (BlockingIOError, ConnectionRefusedError):
+                    except BlockingIOError:
                         pass
+                    except ConnectionRefusedError:
+                        if until_refused:
+                            raise
                 else:
                     while True:
                         try:
@@ -60,6 +65,8 @@ def pump(sock: socket.socket, source_fd: int | None, sink: BinaryIO, *, linger: 
                         except (BlockingIOError, InterruptedError):
                             break
                         except ConnectionRefusedError:
+                            if until_refused:
+                                raise
                             continue  # ICMP port unreachable for an earlier datagram
                         received += 1
                         sink.write(reply)
