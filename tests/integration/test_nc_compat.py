@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import end_group
 from tests.integration.conftest import Netns, free_port, stop
 
 pytestmark = pytest.mark.peer("nc", "socat")
@@ -152,3 +153,53 @@ def test_a_client_whose_peer_is_closed_ends_at_once_like_nc(ns: Netns) -> None:
     mine = time.monotonic() - started
     assert (ours.stdout, ours.stderr, ours.returncode) == (real.stdout, real.stderr, real.returncode)
     assert theirs < 0.9 and mine < 0.9  # both well under the -w second
+
+
+def test_keep_listening_takes_every_senders_datagrams_like_nc(ns: Netns) -> None:
+    """``nc -ulk``: every sender's datagrams, not only the first's (replies go nowhere: nc never
+    connects to one peer)."""
+    outputs = []
+    for cmd in (["nc"], [sys.executable, "-m", "udpkit", "nc"]):
+        port = free_port()
+        listener = ns.start([*cmd, "-u", "-l", "-k", "-n", "127.0.0.1", str(port)])
+        try:
+            time.sleep(0.5)
+            for n in range(3):  # three senders, each from its own port
+                subprocess.run(ns.argv([sys.executable, "-c", "import socket,sys; socket.socket(socket.AF_INET,"
+                                        f" socket.SOCK_DGRAM).sendto(b'from {n}\\n', ('127.0.0.1', {port}))"]),
+                               check=True, timeout=30)
+                time.sleep(0.1)
+            time.sleep(0.3)
+        finally:
+            end_group(listener)  # -k listens until stopped, as nc does
+            assert listener.stdout is not None
+            out = listener.stdout.read()
+            stop(listener)
+        outputs.append(out)
+    assert outputs[0] == outputs[1] == "from 0\nfrom 1\nfrom 2\n"
+
+
+def test_listening_waits_for_its_first_sender_whatever_w_says_like_nc(ns: Netns) -> None:
+    for cmd in (["nc"], [sys.executable, "-m", "udpkit", "nc"]):
+        listener = ns.start([*cmd, "-u", "-l", "-n", "-w", "1", "127.0.0.1", str(free_port())])
+        try:
+            time.sleep(1.8)
+            assert listener.poll() is None, cmd  # still waiting after -w's second
+        finally:
+            stop(listener)
+
+
+def test_q_after_end_of_input_waits_and_prints_nothing_more_like_nc(ns: Netns) -> None:
+    """``echo hi | nc -u -q1 HOST ECHO-PORT``: nc stops reading the network at the end of its input,
+    so the echo that comes back after it is not printed; it quits a second later."""
+    port = free_port()
+    echo = ns.start([sys.executable, "-m", "udpkit", "listen", str(port), "--respond", "echo", "--rate-limit", "0"])
+    try:
+        time.sleep(0.3)
+        real = subprocess.run(ns.argv(["nc", "-u", "-q1", "127.0.0.1", str(port)]), input="hi\n", capture_output=True,
+                              text=True, timeout=30)
+        ours = subprocess.run(ns.argv([sys.executable, "-m", "udpkit", "nc", "-u", "-q1", "127.0.0.1", str(port)]),
+                              input="hi\n", capture_output=True, text=True, timeout=30)
+    finally:
+        stop(echo)
+    assert (ours.stdout, ours.returncode) == (real.stdout, real.returncode) == ("", 0)

@@ -86,11 +86,29 @@ def _converse(sock: socket.socket, plan: NcPlan, out: TextIO) -> None:
         raise UdpkitError("standard output does not take bytes here")
     source = None if plan.detach else stdin_fd()
     linger = None if plan.quit_after is None else float(plan.quit_after)
+    idle = None if plan.timeout is None else float(plan.timeout)
     try:
-        pump(sock, source, sink, linger=linger, idle=None if plan.timeout is None else float(plan.timeout),
-             until_refused=True)
+        pump(sock, source, sink, linger=linger, idle=idle, until_refused=True, deaf_after_eof=linger is not None)
     except ConnectionRefusedError:
         pass  # nc's readwrite ends at the peer's port unreachable, silently and at once (not after -w)
+
+
+def _every_sender(sock: socket.socket, out: TextIO) -> None:
+    """``nc -ulk``: every sender's datagrams to standard output, until stopped; nothing is sent, as
+    nc, never connected to one peer, sends nothing either."""
+    sink: BinaryIO | None = getattr(out, "buffer", None)
+    if sink is None:
+        raise UdpkitError("standard output does not take bytes here")
+    sock.settimeout(None)
+    while True:
+        try:
+            data = sock.recv(65535)
+        except InterruptedError:
+            continue
+        except ConnectionRefusedError:
+            continue  # nothing of ours was sent: a stray error, not the end
+        sink.write(data)
+        sink.flush()
 
 
 def _listen(plan: NcPlan, out: TextIO, err: TextIO) -> int:
@@ -106,7 +124,10 @@ def _listen(plan: NcPlan, out: TextIO, err: TextIO) -> int:
             host, port = sock.getsockname()[:2]
             err.write(bound_line(host, port))
             err.flush()
-        peer = accept_first(sock, None if plan.timeout is None else float(plan.timeout))
+        if plan.keep:
+            _every_sender(sock, out)
+            return 0
+        peer = accept_first(sock)  # nc waits for its first sender however long -w is (nc(1): no effect on -l)
         if peer is None:
             return 1
         if plan.verbose:

@@ -24,7 +24,7 @@ UDP_SCAN_TIMEOUT = 3
 
 #: nc's getopt string: every option it knows, so that the unsupported ones get a clear refusal.
 NC_OPTIONS = "46CDdFhklNnrStUuvZzI:i:M:m:O:P:p:q:s:T:V:W:w:X:x:"
-_SUPPORTED = set("46dhlnuvzpsqw")
+_SUPPORTED = set("46dhklnuvzpsqw")
 _NAMES = {"C": "CRLF line endings", "D": "socket debugging", "F": "descriptor passing", "I": "-I length",
           "i": "interval", "k": "keep listening", "M": "TTL", "m": "minimum TTL", "N": "shutdown on EOF", "O": "-O length",
           "P": "proxy user", "r": "random ports", "S": "TCP MD5", "t": "telnet", "T": "TOS", "U": "Unix sockets",
@@ -47,6 +47,7 @@ class NcPlan:
     source_port: int | None  # -p
     host: str | None
     ports: tuple[str, ...]  # as nc prints them
+    keep: bool = False  # -k with -l: every sender's datagrams, not only the first's
 
 
 def parse_nc(options: Sequence[tuple[str, str | None]], operands: Sequence[str]) -> NcPlan:
@@ -62,7 +63,7 @@ def parse_nc(options: Sequence[tuple[str, str | None]], operands: Sequence[str])
             verbose += 1
         flags[ch] = value
     if "h" in flags:
-        raise UsageError("usage: udpkit nc [-46dlnuvz] [-p source_port] [-q seconds] [-s sourceaddr] "
+        raise UsageError("usage: udpkit nc [-46dklnuvz] [-p source_port] [-q seconds] [-s sourceaddr] "
                          "[-w timeout] [destination] [port]")
     if "u" not in flags:
         raise UsageError("only UDP is supported: add -u (udpkit nc is netcat's UDP mode)")
@@ -73,6 +74,8 @@ def parse_nc(options: Sequence[tuple[str, str | None]], operands: Sequence[str])
     quit_after = _seconds(flags, "q", "quit")
     source_port = None if flags.get("p") is None else int(_port_text(str(flags["p"])))
     listen = "l" in flags
+    if "k" in flags and not listen:
+        raise UsageError("must use -l with -k")
     host: str | None
     if listen:
         if len(operands) > 2:
@@ -84,7 +87,7 @@ def parse_nc(options: Sequence[tuple[str, str | None]], operands: Sequence[str])
         if not ports:
             ports = (str(source_port),)
         return NcPlan(family, verbose, "z" in flags, "n" in flags, True, "d" in flags, timeout,
-                      quit_after, flags.get("s"), None, host, ports)
+                      quit_after, flags.get("s"), None, host, ports, keep="k" in flags)
     if not operands:
         raise UsageError("missing destination")
     if len(operands) < 2:

@@ -15,13 +15,14 @@ __all__ = ["pump"]
 
 
 def pump(sock: socket.socket, source_fd: int | None, sink: BinaryIO, *, linger: float | None = 0.5,
-         idle: float | None = None, until_refused: bool = False) -> tuple[int, int]:
+         idle: float | None = None, until_refused: bool = False, deaf_after_eof: bool = False) -> tuple[int, int]:
     """Send each read from ``source_fd`` as one datagram on the connected ``sock`` and write every
     reply to ``sink``, until ``source_fd`` ends and ``linger`` seconds pass without a reply (socat's
     ``-t``; ``None``: keep receiving, like nc), or nothing moves for ``idle`` seconds (``-T``, nc's ``-w``).
     ``source_fd`` ``None``: nothing to send (nc's ``-d``). Returns (datagrams sent, received).
     ``until_refused``: an ICMP port unreachable for our datagrams ends it (``ConnectionRefusedError``
-    is raised), as socat and nc end a client whose peer is closed; otherwise it is passed over."""
+    is raised), as socat and nc end a client whose peer is closed; otherwise it is passed over.
+    ``deaf_after_eof``: once the source ends, read nothing more, only wait ``linger`` (nc's ``-q``)."""
     sent = received = 0
     source_open = source_fd is not None
     sock.setblocking(False)
@@ -49,6 +50,9 @@ def pump(sock: socket.socket, source_fd: int | None, sink: BinaryIO, *, linger: 
                         poller.unregister(source_fd)
                         source_open = False
                         closed_at = time.monotonic()
+                        if deaf_after_eof:
+                            poller.unregister(sock.fileno())
+                            break
                         continue
                     try:
                         sock.send(data)
