@@ -180,3 +180,34 @@ def test_ports_by_service_name_and_a_bare_file_name_as_socat_takes_them(ns: Netn
                           input="x", capture_output=True, text=True, timeout=30)
     assert real.returncode == ours.returncode == 1  # nothing on 53 here: refused, so the name meant port 53
     assert "Connection refused" in ours.stderr
+
+
+WHOAMI = ("import socket,sys\n"
+          "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('127.0.0.1',int(sys.argv[1])))\n"
+          "while True:\n"
+          "    data,peer=s.recvfrom(65535); s.sendto(f'{peer[0]}:{peer[1]} {len(data)}\\n'.encode(),peer)\n")
+
+
+@pytest.mark.peer("socat")
+@pytest.mark.parametrize("args, stdin, expect", [
+    (["-", "UDP4:127.0.0.1:{port},sp={sp}"], "hi", "127.0.0.1:{sp} 2\n"),                 # sourceport
+    (["-", "UDP4:127.0.0.1:{port},bind=127.0.0.2:{sp}"], "hi", "127.0.0.2:{sp} 2\n"),       # bind
+    (["-u", "STDIN", "UDP4:127.0.0.1:{port}"], "hi", ""),                                 # send only: no replies
+    (["-T", "0.5", "-U", "-", "UDP4:127.0.0.1:{port}"], "hi", ""),                       # receive only: nothing sent
+    (["-b", "3", "-", "UDP4:127.0.0.1:{port},sp={sp}"], "abcdef", "127127"),  # -b: 3-byte datagrams, replies cut to 3
+])
+def test_client_idioms_beside_real_socat(ns: Netns, args: list[str], stdin: str, expect: str) -> None:
+    port = free_port()
+    server = ns.start([sys.executable, "-c", WHOAMI, str(port)])
+    try:
+        time.sleep(0.3)
+        outputs = []
+        for cmd in (["socat", "-t", "0.3"], [sys.executable, "-m", "udpkit", "socat", "-t", "0.3"]):
+            sp = free_port()
+            argv = [a.format(port=port, sp=sp) for a in args]
+            done = subprocess.run(ns.argv([*cmd, *argv]), input=stdin, capture_output=True, text=True, timeout=30)
+            assert done.returncode == 0, (cmd, done.stderr)
+            outputs.append(done.stdout.replace(str(sp), "{sp}"))
+    finally:
+        stop(server)
+    assert outputs[0] == outputs[1] == expect

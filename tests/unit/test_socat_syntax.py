@@ -85,3 +85,22 @@ def test_the_client_form_in_either_order() -> None:
 def test_ports_may_be_service_names_as_socat_takes_them() -> None:
     assert parse_socat("UDP4-LISTEN:ntp,fork", "/dev/null").endpoint.port == 123
     assert parse_socat("UDP6-RECVFROM:domain", "PIPE").endpoint.port == 53
+
+
+def test_the_client_forms_directions_and_options() -> None:
+    target = Target("relay", family=socket.AF_INET, host="127.0.0.1", port=53)
+    assert parse_socat("STDIN", "UDP4:127.0.0.1:53", "u") == ClientPlan(target, send=True, receive=False)
+    assert parse_socat("-", "UDP4:127.0.0.1:53", "u") == ClientPlan(target, send=True, receive=False)
+    assert parse_socat("-", "UDP4:127.0.0.1:53", "U") == ClientPlan(target, send=False, receive=True)
+    assert parse_socat("UDP4:127.0.0.1:53", "-", "u") == ClientPlan(target, send=False, receive=True)
+    assert parse_socat("UDP4:127.0.0.1:53", "STDOUT") == ClientPlan(target, send=False, receive=True)
+    assert parse_socat("-", "UDP4:127.0.0.1:53,sp=4000,reuseaddr").source == ("", 4000)
+    assert parse_socat("-", "UDP4:127.0.0.1:53,bind=127.0.0.2").source == ("127.0.0.2", 0)
+    assert parse_socat("-", "UDP4:127.0.0.1:53,bind=127.0.0.2:ntp").source == ("127.0.0.2", 123)
+    assert parse_socat("-", "UDP6:[::1]:53,bind=[::1]:4000").source == ("::1", 4000)
+    for second, message in (("UDP4:127.0.0.1:53,crlf", "unsupported socat option 'crlf'"),
+                            ("UDP4:127.0.0.1:53,sp", "needs a value")):
+        with pytest.raises(UsageError, match=message):
+            parse_socat("-", second)
+    with pytest.raises(UsageError, match="no direction"):
+        parse_socat("STDIN", "UDP4:127.0.0.1:53", "U")

@@ -49,9 +49,11 @@ examples:
 """
 
 
-def parse_argv(argv: Sequence[str]) -> tuple[bool, float | None, float, str, str] | None:
-    """socat's global options we take (``-d``, ``-T``, and ``-t``/``-u`` accepted), then two addresses."""
+def parse_argv(argv: Sequence[str]) -> tuple[bool, float | None, float, str, str, str | None, int | None] | None:
+    """socat's global options we take (``-d``, ``-T``, ``-t``, ``-u``/``-U``, ``-b``), then two addresses."""
     verbose = False
+    direction: str | None = None
+    block: int | None = None
     idle = None
     linger = 0.5  # socat's -t default
     args = list(argv)
@@ -76,18 +78,32 @@ def parse_argv(argv: Sequence[str]) -> tuple[bool, float | None, float, str, str
                 idle = seconds
             else:
                 linger = seconds
-        elif arg == "-u":
-            pass  # unidirectional: the listener's direction already
+        elif arg in ("-u", "-U"):
+            direction = arg[1]  # a listener's direction already; a client sends or receives only
+        elif arg == "-b":
+            if not args or not args[0].isdigit() or not 1 <= int(args[0]) <= 65507:
+                raise UsageError("option -b needs a size from 1 to 65507 bytes")
+            block = int(args.pop(0))
         elif arg.startswith("-") and arg != "-":
             raise UsageError(f"unsupported socat option {arg!r}")
         else:
             addresses.append(arg)
     if len(addresses) != 2:
         raise UsageError(f"socat takes two addresses, got {len(addresses)}")
-    return verbose, idle, linger, addresses[0], addresses[1]
+    return verbose, idle, linger, addresses[0], addresses[1], direction, block
 
 
-def run_client(plan: ClientPlan, idle: float | None, linger: float, out: TextIO) -> int:
+class _Discard:
+    """Where a send-only client's replies go (socat -u: the reverse direction is not transferred)."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def run_client(plan: ClientPlan, idle: float | None, linger: float, out: TextIO, block: int | None = None) -> int:
     """``socat - UDP4:HOST:PORT``: standard input out as datagrams, replies to standard output."""
     from udpkit.net import pump, upstream_socket
 
@@ -98,15 +114,21 @@ def run_client(plan: ClientPlan, idle: float | None, linger: float, out: TextIO)
                                                                   socket.SOCK_DGRAM)[0]
     except (OSError, UnicodeError) as exc:
         raise UsageError(f"cannot resolve {target.host}: {exc}") from None
-    stdin_fd = _stdin_fd()
-    if stdin_fd is None:
+    stdin_fd = _stdin_fd() if plan.send else None
+    if plan.send and stdin_fd is None:
         raise UdpkitError("standard input is not readable here")
-    sink = getattr(out, "buffer", None)
+    sink = getattr(out, "buffer", None) if plan.receive else _Discard()
     if sink is None:
         raise UdpkitError("standard output does not take bytes here")
-    with upstream_socket(family, address) as sock:
+    try:
+        sock = upstream_socket(family, address, plan.source, plan.reuseaddr)
+    except OSError as exc:
+        where = "" if plan.source is None else f" from {plan.source[0] or '*'}:{plan.source[1]}"
+        raise UdpkitError(f"cannot reach {target.host}:{target.port}{where}: {exc.strerror or exc}") from None
+    with sock:
         try:
-            pump(sock, stdin_fd, sink, linger=linger, idle=idle, until_refused=True)
+            pump(sock, stdin_fd, sink, linger=linger if plan.receive else 0.0, idle=idle, until_refused=True,
+                 chunk=block)
         except ConnectionRefusedError:
             # socat: "E read(5, …): Connection refused" and exit 1 — the peer's ICMP port unreachable
             raise UdpkitError(f"Connection refused (ICMP port unreachable for {target.host}:{target.port})") from None
@@ -118,10 +140,10 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     if parsed is None:
         out.write(HELP)
         return 0
-    verbose, idle, linger, first, second = parsed
-    plan = parse_socat(first, second)
+    verbose, idle, linger, first, second, direction, block = parsed
+    plan = parse_socat(first, second, direction)
     if isinstance(plan, ClientPlan):
-        return run_client(plan, idle, linger, out)
+        return run_client(plan, idle, linger, out, block)
     user = resolve_user(plan.user) if plan.user is not None else None
     listener = listener_for(plan, idle, getattr(out, "buffer", None), _stdin_fd())
     stream: BinaryIO | None = None

@@ -102,20 +102,32 @@ def _listen_kind(kind: str) -> tuple[str, int | None] | None:
 
 
 class ClientPlan(NamedTuple):
-    """``socat - UDP4:HOST:PORT`` (either order): standard input out as datagrams, replies to standard output."""
+    """``socat - UDP4:HOST:PORT`` (either order): standard input out as datagrams, replies to standard
+    output. ``send``/``receive``: the directions left (``-u``/``-U``, or ``STDIN``/``STDOUT``);
+    ``source``: the client's own address (``bind=``, ``sourceport=``/``sp=``)."""
 
     target: Target
+    send: bool = True
+    receive: bool = True
+    source: tuple[str, int] | None = None
+    reuseaddr: bool = False
 
 
-def parse_socat(first: str, second: str) -> SocatPlan | ClientPlan:
-    """Map ``socat FIRST SECOND`` onto a listener (or client) plan, or raise UsageError naming what is unsupported."""
-    if first.upper() in ("-", "STDIO"):
+_STDIO = ("-", "STDIO", "STDIN", "STDOUT")
+_CLIENT_OPTIONS = {"sp", "sourceport", "bind", "reuseaddr", "so-reuseaddr"}
+
+
+def parse_socat(first: str, second: str, direction: str | None = None) -> SocatPlan | ClientPlan:
+    """Map ``socat FIRST SECOND`` onto a listener (or client) plan, or raise UsageError naming what is
+    unsupported. ``direction``: ``"u"`` (``-u``, first to second only) or ``"U"`` (``-U``, the reverse)."""
+    swapped = first.upper() in _STDIO
+    if swapped:
         first, second = second, first
     kind, params, options = _split(first)
-    if _listen_kind(kind) is None and second.upper() in ("-", "STDIO"):
-        target = _target(first)
+    if _listen_kind(kind) is None and second.upper() in _STDIO:
+        target = _target(":".join([kind, *params]))
         if target.kind == "relay":
-            return ClientPlan(target)
+            return _client(target, options, second.upper(), direction, swapped)
     listen = _listen_kind(kind)
     if listen is None:
         raise UsageError(f"unsupported socat address type {kind!r} as the first address"
@@ -160,6 +172,37 @@ def parse_socat(first: str, second: str) -> SocatPlan | ClientPlan:
         user=opts.get("su") or opts.get("su-d"),
         target=_target(second),
     )
+
+
+def _client(target: Target, options: list[str], stdio: str, direction: str | None, stdio_first: bool) -> ClientPlan:
+    """A client plan: which way data flows (socat's ``-u`` is first to second, ``-U`` the reverse;
+    ``STDIN`` only reads, ``STDOUT`` only writes) and the client address's own options."""
+    towards_udp = None if direction is None else (direction == "u") == stdio_first
+    send = stdio != "STDOUT" and towards_udp is not False
+    receive = stdio != "STDIN" and towards_udp is not True
+    if not (send or receive):
+        raise UsageError(f"{stdio} and {'-u' if direction == 'u' else '-U'} leave no direction to transfer")
+    host, port, reuse = None, 0, False
+    for option in options:
+        name, eq, value = option.partition("=")
+        name = name.lower()
+        if name not in _CLIENT_OPTIONS:
+            raise UsageError(f"unsupported socat option {option!r} on a client address")
+        if name in ("reuseaddr", "so-reuseaddr"):
+            reuse = True
+        elif not eq:
+            raise UsageError(f"socat option {name} needs a value")
+        elif name == "bind":
+            bound, _colon, bound_port = value.rpartition(":") if value.count(":") == 1 or value.startswith("[") \
+                else (value, "", "")
+            host = (bound or value).strip("[]")
+            parse_ip(host)  # a literal, as socat's bind takes here
+            if bound_port:
+                port = _port(bound_port)
+        else:
+            port = _port(value)
+    source = None if host is None and not port else (host or "", port)
+    return ClientPlan(target, send=send, receive=receive, source=source, reuseaddr=reuse)
 
 
 def _options(options: list[str]) -> dict[str, str]:

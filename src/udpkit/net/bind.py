@@ -91,11 +91,17 @@ def bind_udp(endpoint: Endpoint, options: BindOptions = BindOptions()) -> socket
     return sock
 
 
-def upstream_socket(family: int, address: tuple[Any, ...]) -> socket.socket:
-    """A non-blocking UDP socket connected to ``address`` (a relay's way to its upstream); ``OSError``
-    (no route, no file descriptor left) is the caller's to count."""
+def upstream_socket(family: int, address: tuple[Any, ...], source: tuple[str, int] | None = None,
+                    reuseaddr: bool = False) -> socket.socket:
+    """A non-blocking UDP socket connected to ``address`` (a relay's way to its upstream, a client's to
+    its peer), bound first to ``source`` when given; ``OSError`` (no route, no file descriptor left,
+    the source taken) is the caller's."""
     sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
+        if reuseaddr:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if source is not None:
+            sock.bind((source[0] or ("::" if family == socket.AF_INET6 else "0.0.0.0"), source[1]))
         sock.connect(address)
     except BaseException:
         sock.close()

@@ -7,22 +7,33 @@ import os
 import select
 import socket
 import time
-from typing import BinaryIO
+from typing import Protocol
 
 from udpkit.net.rx import MAX_DATAGRAM
 
-__all__ = ["pump"]
+__all__ = ["Sink", "pump"]
 
 
-def pump(sock: socket.socket, source_fd: int | None, sink: BinaryIO, *, linger: float | None = 0.5,
-         idle: float | None = None, until_refused: bool = False, deaf_after_eof: bool = False) -> tuple[int, int]:
+class Sink(Protocol):
+    """Where replies go: a binary stream (standard output's buffer), or anything that takes bytes."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+def pump(sock: socket.socket, source_fd: int | None, sink: Sink, *, linger: float | None = 0.5,
+         idle: float | None = None, until_refused: bool = False, deaf_after_eof: bool = False,
+         chunk: int | None = None) -> tuple[int, int]:
     """Send each read from ``source_fd`` as one datagram on the connected ``sock`` and write every
     reply to ``sink``, until ``source_fd`` ends and ``linger`` seconds pass without a reply (socat's
     ``-t``; ``None``: keep receiving, like nc), or nothing moves for ``idle`` seconds (``-T``, nc's ``-w``).
     ``source_fd`` ``None``: nothing to send (nc's ``-d``). Returns (datagrams sent, received).
     ``until_refused``: an ICMP port unreachable for our datagrams ends it (``ConnectionRefusedError``
     is raised), as socat and nc end a client whose peer is closed; otherwise it is passed over.
-    ``deaf_after_eof``: once the source ends, read nothing more, only wait ``linger`` (nc's ``-q``)."""
+    ``deaf_after_eof``: once the source ends, read nothing more, only wait ``linger`` (nc's ``-q``).
+    ``chunk``: the most bytes one read of the source takes, so the largest datagram (socat's ``-b``)."""
+    size = MAX_DATAGRAM - 48 if chunk is None else min(chunk, MAX_DATAGRAM - 48)
     sent = received = 0
     source_open = source_fd is not None
     sock.setblocking(False)
@@ -32,7 +43,7 @@ def pump(sock: socket.socket, source_fd: int | None, sink: BinaryIO, *, linger: 
             try:
                 poller.register(source_fd, select.EPOLLIN)
             except PermissionError:  # a regular file or /dev/null: always readable, so read it all now
-                sent += _send_all(sock, source_fd)
+                sent += _send_all(sock, source_fd, size)
                 source_open = False
         last = closed_at = time.monotonic()
         while True:
@@ -45,7 +56,7 @@ def pump(sock: socket.socket, source_fd: int | None, sink: BinaryIO, *, linger: 
                 return sent, received
             for fd, _mask in poller.poll(timeout):
                 if fd == source_fd and source_fd is not None:
-                    data = os.read(source_fd, MAX_DATAGRAM - 48)
+                    data = os.read(source_fd, size)
                     if not data:
                         poller.unregister(source_fd)
                         source_open = False
@@ -65,7 +76,7 @@ def pump(sock: socket.socket, source_fd: int | None, sink: BinaryIO, *, linger: 
                 else:
                     while True:
                         try:
-                            reply = sock.recv(MAX_DATAGRAM)
+                            reply = sock.recv(MAX_DATAGRAM if chunk is None else chunk)  # -b: cut, as socat reads
                         except (BlockingIOError, InterruptedError):
                             break
                         except ConnectionRefusedError:
@@ -80,10 +91,10 @@ def pump(sock: socket.socket, source_fd: int | None, sink: BinaryIO, *, linger: 
                 last = time.monotonic()
 
 
-def _send_all(sock: socket.socket, source_fd: int) -> int:
+def _send_all(sock: socket.socket, source_fd: int, size: int) -> int:
     """Each read of a file that epoll cannot watch, as one datagram, to its end."""
     sent = 0
-    while data := os.read(source_fd, MAX_DATAGRAM - 48):
+    while data := os.read(source_fd, size):
         try:
             sock.send(data)
             sent += 1
