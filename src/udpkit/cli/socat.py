@@ -22,7 +22,7 @@ from udpkit.listen import resolve_user
 __all__ = ["run"]
 
 HELP = """\
-usage: udpkit socat [-d] [-T SECONDS] ADDRESS1 ADDRESS2
+usage: udpkit socat [-d] [-T SECONDS] [-t SECONDS] [-u|-U] [-b SIZE] ADDRESS1 ADDRESS2
 
 socat's UDP addresses, served by udpkit's listener in one process (sessions per peer for fork,
 with no moment when the port is unbound).
@@ -30,16 +30,21 @@ with no moment when the port is unbound).
 ADDRESS1: UDP4-LISTEN:PORT | UDP6-LISTEN:PORT | UDP-LISTEN:PORT | UDP{,4,6}-RECVFROM:PORT | UDP{,4,6}-RECV:PORT
           options: fork, ipv6only=0|1, reuseaddr, so-reuseport, bind=ADDR, range=CIDR, max-children=N,
                    rcvbuf=N, su=USER, pf=ip4|ip6, so-bindtodevice=IF
-ADDRESS2: /dev/null | STDOUT | STDIO | - | FILE | OPEN:FILE | CREATE:FILE | PIPE (echo)
+ADDRESS2: /dev/null | STDOUT | STDIO | - | ./FILE or /PATH | OPEN:FILE | CREATE:FILE | PIPE (echo)
           | UDP{,4,6}:HOST:PORT | UDP{,4,6}-SENDTO:HOST:PORT (relay)
+PORT: a number or a UDP service name (ntp, domain, …).
 STDOUT prints what arrives; STDIO and - also send what is read from standard input to the latest peer.
 
   -d           print where it listens and, at the end, what it saw (on standard error)
   -T SECONDS   end a session after SECONDS without traffic (default 60; sessions are also capped by the
                open-files limit, the least recently active making room: a flood of ports cannot end it)
   -t SECONDS   client: after standard input ends, wait this long for replies (default 0.5)
+  -u, -U       client: one direction only (-u first to second, -U the reverse)
+  -b SIZE      client: send datagrams of at most SIZE bytes, read replies cut to SIZE
 
 client:   udpkit socat - UDP4:HOST:PORT   standard input out as datagrams, replies on standard output
+          (STDIN sends only, STDOUT receives only; the UDP address takes sp=PORT, bind=ADDR[:PORT],
+          reuseaddr; a closed peer port: "Connection refused", exit 1, as socat)
 
 examples:
   udpkit socat UDP4-LISTEN:123,fork /dev/null &                  the tutorial's IPv4 NTP stand-in
