@@ -259,7 +259,7 @@ class ProbeMachine:
         return counts
 
     def pace_states(self) -> dict[str, str]:
-        """Per error source that left ``FREE``: its pacing state and gap (for ``--debug`` and tests)."""
+        """Per error source that left ``FREE``: its pacing state and gap (for tests and debugging)."""
         return {p.source + (f"#{p.lane}" if p.lane else ""): f"{p.state.value} gap={p.gap * 1000:.1f}ms"
                 for p in self._active}
 
