@@ -96,3 +96,18 @@ def test_json_and_no_color(ns: Netns) -> None:
     text, status = run_in_terminal(ns.argv(["env", "NO_COLOR=1", sys.executable, "-m", "udpkit", "tour",
                                             "--port", "23457"]))
     assert status == 0 and "\x1b[" not in text
+
+
+def test_each_command_the_tour_shows_is_followed_by_what_it_prints(ns: Netns) -> None:
+    """The shown command lines are real: run again after the tour (its listeners gone, so only the
+    commands whose answer does not depend on them), they print what the tour showed, round trips aside."""
+    doc = json.loads(ns.udpkit("tour", "--json", "--port", "23458").stdout)
+    commands = [c for step in doc["steps"] for c in step["commands"]]
+    assert all(c["argv"][0] == "udpkit" for c in commands)
+    closed = next(c for c in commands if c.get("icmp"))
+    final = commands[-1]
+    assert final["argv"][1] == "ss"
+    for shown in (closed, final):
+        again = ns.udpkit(*shown["argv"][1:])
+        rtt = re.compile(r"\(\d+\.\d+ ms\)")
+        assert (rtt.sub("(RTT)", again.stdout), again.returncode) == (rtt.sub("(RTT)", shown["output"]), shown["status"])

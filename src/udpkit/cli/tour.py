@@ -21,6 +21,7 @@ from udpkit.cli._argparse import Parser
 from udpkit.errors import UsageError
 from udpkit.listen import Listener
 from udpkit.net import BindOptions, free_port_pair
+from udpkit.probe import probe as probe_ports
 
 __all__ = ["run"]
 
@@ -165,12 +166,14 @@ def _tour(guide: _Guide, args: Any, listeners: list[Listener]) -> None:
     closed = _free_port()
     guide.say("A closed port: the kernel answers with ICMP port unreachable (IPv4 type 3 code 3, IPv6\n"
               "type 1 code 4), and udpkit shows it and who sent it:")
-    argv = ["127.0.0.1", "::1", "-p", str(closed), "--json", "--timeout", "0.5", "--retries", "1"]
-    output, status = _capture(probe.run, argv)
-    icmp = [(doc["host"], doc["icmp"]) for doc in json.loads(output)]
-    text = "".join(f"{f'[{host}]' if ':' in host else host}:{closed}  closed  "
-                   f"ICMP type {i['type']} code {i['code']} from {i['from']}\n" for host, i in icmp if i)
-    guide.command(["udpkit", "probe", "127.0.0.1", "::1", "-p", str(closed)], text, status, icmp=icmp)
+    argv = ["127.0.0.1", "::1", "-p", str(closed), "--timeout", "0.5", "--retries", "1"]
+    output, status = _capture(probe.run, argv)  # every command shown is followed by what it printed
+    found = probe_ports(["127.0.0.1", "::1"], [closed], timeout=0.5, retries=1)
+    icmp = [(r.target.ip, None if r.icmp is None else {"type": r.icmp[0], "code": r.icmp[1], "from": r.icmp[2]})
+            for r in found]
+    guide.command(["udpkit", "probe", *argv], output, status, icmp=icmp)
+    guide.say("The evidence, as the JSON output (--json) has it:\n" + "".join(
+        f"  {host}: ICMP type {i['type']} code {i['code']} from {i['from']}\n" for host, i in icmp if i).rstrip("\n"))
     silent_port = _free_port()
     silent = Listener([Endpoint("127.0.0.1", silent_port, socket.AF_INET)], respond=Discard())
     listeners.append(silent)
