@@ -56,9 +56,12 @@ def _size(limit: int) -> str:
     return f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit} bytes"
 
 
-def open_output(path: str, *, truncate: bool, must_exist: bool = False, mode: int = 0o640) -> BinaryIO:
+def open_output(path: str, *, truncate: bool, must_exist: bool = False, mode: int = 0o640,
+                append: bool = True, exclusive: bool = False) -> BinaryIO:
     """``path`` opened for writing, appended to (or emptied with ``truncate``); FIFOs and character
-    devices such as ``/dev/null`` are taken as they are. ``must_exist``: never create it (socat's OPEN:)."""
+    devices such as ``/dev/null`` are taken as they are. ``must_exist``: never create it (socat's OPEN:
+    without ``creat``); ``exclusive``: only create it (``creat,excl``); ``append`` ``False``: write from
+    its start over what is there, as socat's OPEN: does without ``append``."""
     flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     fd = -1
     try:
@@ -66,9 +69,11 @@ def open_output(path: str, *, truncate: bool, must_exist: bool = False, mode: in
             try:
                 fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, mode)
             except FileExistsError:
+                if exclusive:
+                    raise
                 fd = -1
         if fd < 0:
-            fd = os.open(path, flags | (0 if truncate else os.O_APPEND))
+            fd = os.open(path, flags | (os.O_APPEND if append and not truncate else 0))
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise UdpkitError(f"cannot open {path}: it is a symbolic link; name the file itself") from None
@@ -82,12 +87,12 @@ def open_output(path: str, *, truncate: bool, must_exist: bool = False, mode: in
                 raise UdpkitError(f"cannot open {path}: it has {info.st_nlink} hard links; name a file of its own")
             if truncate:
                 os.ftruncate(fd, 0)
-            else:
+            elif append:
                 os.lseek(fd, 0, os.SEEK_END)
         elif not (stat.S_ISCHR(info.st_mode) or stat.S_ISFIFO(info.st_mode)):
             raise UdpkitError(f"cannot open {path}: not a file, FIFO or character device")
         os.set_blocking(fd, True)
-        return os.fdopen(fd, "ab" if not truncate else "wb")
+        return os.fdopen(fd, "ab" if append and not truncate else "wb")  # "a" would seek to the end
     except BaseException:
         os.close(fd)
         raise

@@ -211,3 +211,47 @@ def test_client_idioms_beside_real_socat(ns: Netns, args: list[str], stdin: str,
     finally:
         stop(server)
     assert outputs[0] == outputs[1] == expect
+
+
+@pytest.mark.peer("socat")
+@pytest.mark.parametrize("options, before, after, mode", [
+    (",creat,append", "old\n", "old\nhello\n", None),       # socat's logging idiom (man socat)
+    (",creat,append", None, "hello\n", None),
+    ("", "abcdefghij\n", "hello\nghij\n", None),            # OPEN without append: written from the start
+    (",creat,trunc,perm=0600", "old\n", "hello\n", None),
+    (",creat,perm=0600", None, "hello\n", 0o600),
+])
+def test_open_and_its_options_write_what_socat_writes(ns: Netns, tmp_path: Path, options: str, before: str | None,
+                                                      after: str, mode: int | None) -> None:
+    results = []
+    for name, cmd in (("theirs", ["socat", "-u"]), ("ours", [sys.executable, "-m", "udpkit", "socat", "-u"])):
+        path = tmp_path / name
+        if before is not None:
+            path.write_text(before)
+        port = free_port()
+        proc = ns.start([*cmd, f"UDP4-RECV:{port}", f"OPEN:{path}{options}"])
+        try:
+            time.sleep(0.4)
+            subprocess.run(ns.argv([sys.executable, "-c", "import socket; socket.socket(socket.AF_INET,"
+                                    f" socket.SOCK_DGRAM).sendto(b'hello\\n', ('127.0.0.1', {port}))"]),
+                           check=True, timeout=30)
+            time.sleep(0.4)
+        finally:
+            stop(proc)
+        results.append((path.read_text(), path.stat().st_mode & 0o777 if mode is not None else None))
+    assert results[0] == results[1] == (after, mode)
+
+
+@pytest.mark.peer("socat")
+@pytest.mark.parametrize("options, exists", [("", False), (",creat,excl", True)])
+def test_open_refuses_what_socat_refuses(ns: Netns, tmp_path: Path, options: str, exists: bool) -> None:
+    """OPEN: without creat needs the file; creat,excl needs it absent: both fail with status 1."""
+    statuses = []
+    for name, cmd in (("theirs", ["socat", "-u"]), ("ours", [sys.executable, "-m", "udpkit", "socat", "-u"])):
+        path = tmp_path / name
+        if exists:
+            path.write_text("x")
+        done = subprocess.run(ns.argv([*cmd, f"UDP4-RECV:{free_port()}", f"OPEN:{path}{options}"]),
+                              capture_output=True, text=True, timeout=10)
+        statuses.append(done.returncode)
+    assert statuses == [1, 1]

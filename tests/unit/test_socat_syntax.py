@@ -43,7 +43,10 @@ def test_options() -> None:
         ("STDOUT", Target("stdout")), ("STDIO", Target("stdio")), ("-", Target("stdio")), ("PIPE", Target("echo")),
         ("./out.bin", Target("file", path="./out.bin")), ("/tmp/x:y", Target("file", path="/tmp/x:y")),
         ("CREATE:log", Target("file", path="log", truncate=True)),
-        ("OPEN:log", Target("file", path="log", must_exist=True)),
+        ("OPEN:log", Target("file", path="log", must_exist=True, append=False)),  # socat writes from the start
+        ("OPEN:/var/log/x,creat,append", Target("file", path="/var/log/x")),  # socat's logging idiom
+        ("OPEN:x,o-creat,excl,perm=0600", Target("file", path="x", append=False, exclusive=True, perm=0o600)),
+        ("GOPEN:x,trunc", Target("file", path="x", truncate=True)),
         ("UDP6:[::1]:53", Target("relay", family=socket.AF_INET6, host="::1", port=53)),
         ("UDP-SENDTO:localhost:53", Target("relay", family=None, host="localhost", port=53)),
         ("UDP4:127.0.0.1:domain", Target("relay", family=socket.AF_INET, host="127.0.0.1", port=53)),

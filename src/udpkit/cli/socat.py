@@ -30,7 +30,8 @@ with no moment when the port is unbound).
 ADDRESS1: UDP4-LISTEN:PORT | UDP6-LISTEN:PORT | UDP-LISTEN:PORT | UDP{,4,6}-RECVFROM:PORT | UDP{,4,6}-RECV:PORT
           options: fork, ipv6only=0|1, reuseaddr, so-reuseport, bind=ADDR, range=CIDR, max-children=N,
                    rcvbuf=N, su=USER, pf=ip4|ip6, so-bindtodevice=IF
-ADDRESS2: /dev/null | STDOUT | STDIO | - | ./FILE or /PATH | OPEN:FILE | CREATE:FILE | PIPE (echo)
+ADDRESS2: /dev/null | STDOUT | STDIO | - | ./FILE or /PATH | OPEN:FILE | GOPEN:FILE | CREATE:FILE | PIPE (echo)
+          (OPEN/GOPEN/CREATE options: creat, append, trunc, excl, perm=MODE)
           | UDP{,4,6}:HOST:PORT | UDP{,4,6}-SENDTO:HOST:PORT (relay)
 PORT: a number or a UDP service name (ntp, domain, …).
 STDOUT prints what arrives; STDIO and - also send what is read from standard input to the latest peer.

@@ -47,6 +47,9 @@ class Target(NamedTuple):
     family: int | None = None
     host: str | None = None
     port: int | None = None
+    append: bool = True
+    exclusive: bool = False
+    perm: int | None = None
 
 
 class SocatPlan(NamedTuple):
@@ -254,13 +257,13 @@ def _target(address: str) -> Target:
     if upper == "PIPE":
         return Target("echo")
     kind, params, options = _split(address)
-    if options:
-        raise UsageError(f"unsupported socat option {options[0]!r} on {kind}")
     kind_upper = kind.upper()
     if kind_upper in ("OPEN", "CREATE", "GOPEN"):
         if len(params) != 1 or not params[0]:
             raise UsageError(f"{kind} needs a path: {kind}:PATH")
-        return Target("file", path=params[0], truncate=kind_upper == "CREATE", must_exist=kind_upper == "OPEN")
+        return _file(kind_upper, params[0], options)
+    if options:
+        raise UsageError(f"unsupported socat option {options[0]!r} on {kind}")
     for prefix, family in (("UDP4", socket.AF_INET), ("UDP6", socket.AF_INET6), ("UDP", None)):
         if kind_upper in (prefix, prefix + "-SENDTO", prefix + "-CONNECT", prefix + "-DATAGRAM"):
             if len(params) != 2 or not params[0]:
@@ -271,6 +274,33 @@ def _target(address: str) -> Target:
         raise UsageError(f"unsupported socat address type {kind!r} as the second address")
     # socat takes a file only as a path (with a slash) or with OPEN:/CREATE:/GOPEN:, as here
     raise UsageError(f'unknown device/address "{address}" (a file is OPEN:{address}, CREATE:{address} or ./{address})')
+
+
+def _file(kind: str, path: str, options: list[str]) -> Target:
+    """``OPEN:``/``GOPEN:``/``CREATE:`` and their options as socat reads them: ``creat`` (make it if
+    missing; ``CREATE:`` and ``GOPEN:`` do), ``excl`` (only make it), ``trunc``, ``append`` (without
+    it, ``OPEN:`` writes from the start over what is there), ``perm=MODE`` (octal, for a new file)."""
+    chosen: dict[str, str] = {}
+    for option in options:
+        name, eq, value = option.partition("=")
+        name = name.lower().replace("o-", "", 1) if name.lower().startswith("o-") else name.lower()
+        if name in ("creat", "create", "excl", "trunc", "append") and not eq:
+            chosen[{"create": "creat"}.get(name, name)] = ""
+        elif name == "perm" and eq:
+            chosen["perm"] = value
+        else:
+            raise UsageError(f"unsupported socat option {option!r} on {kind}")
+    perm = None
+    if "perm" in chosen:
+        try:
+            perm = int(chosen["perm"], 8)
+        except ValueError:
+            raise UsageError(f"bad socat option perm={chosen['perm']}: expected an octal mode such as 0640") from None
+        if not 0 <= perm <= 0o7777:
+            raise UsageError(f"bad socat option perm={chosen['perm']}: expected an octal mode such as 0640")
+    create = kind != "OPEN" or "creat" in chosen
+    return Target("file", path=path, truncate=kind == "CREATE" or "trunc" in chosen, must_exist=not create,
+                  append=kind != "OPEN" or "append" in chosen, exclusive="excl" in chosen, perm=perm)
 
 
 def _port(text: str, *, allow_zero: bool = True) -> int:

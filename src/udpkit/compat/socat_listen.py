@@ -61,4 +61,5 @@ def open_target(plan: SocatPlan) -> BinaryIO | None:
     if target.kind != "file":
         return None
     assert target.path is not None
-    return open_output(target.path, truncate=target.truncate, must_exist=target.must_exist)
+    return open_output(target.path, truncate=target.truncate, must_exist=target.must_exist, append=target.append,
+                       exclusive=target.exclusive, **({} if target.perm is None else {"mode": target.perm}))
