@@ -255,3 +255,14 @@ def test_open_refuses_what_socat_refuses(ns: Netns, tmp_path: Path, options: str
                               capture_output=True, text=True, timeout=10)
         statuses.append(done.returncode)
     assert statuses == [1, 1]
+
+
+def test_with_d_a_refused_client_shows_the_icmp_evidence(ns: Netns) -> None:
+    """socat says only "Connection refused"; with -d udpkit also names the ICMP message and its sender."""
+    port = free_port()
+    for host, kind in (("127.0.0.1", "type 3 code 3"), ("[::1]", "type 1 code 4")):
+        done = subprocess.run(ns.argv([sys.executable, "-m", "udpkit", "socat", "-d", "-", f"UDP:{host}:{port}"]),
+                              input="hi\n", capture_output=True, text=True, timeout=30)
+        assert done.returncode == 1
+        assert f"ICMP port-unreachable ({kind}) from {host.strip('[]')}" in done.stderr
+        assert "Connection refused" in done.stderr.splitlines()[-1]

@@ -109,9 +109,10 @@ class _Discard:
         pass
 
 
-def run_client(plan: ClientPlan, idle: float | None, linger: float, out: TextIO, block: int | None = None) -> int:
+def run_client(plan: ClientPlan, idle: float | None, linger: float, out: TextIO, block: int | None = None,
+               err: TextIO | None = None) -> int:
     """``socat - UDP4:HOST:PORT``: standard input out as datagrams, replies to standard output."""
-    from udpkit.net import pump, upstream_socket
+    from udpkit.net import enable_errors, icmp_reason, pump, read_errors, upstream_socket
 
     target = plan.target
     assert target.host is not None and target.port is not None
@@ -132,11 +133,18 @@ def run_client(plan: ClientPlan, idle: float | None, linger: float, out: TextIO,
         where = "" if plan.source is None else f" from {plan.source[0] or '*'}:{plan.source[1]}"
         raise UdpkitError(f"cannot reach {target.host}:{target.port}{where}: {exc.strerror or exc}") from None
     with sock:
+        if err is not None:  # -d: keep the ICMP error itself, to show it as the evidence
+            enable_errors(sock)
         try:
             pump(sock, stdin_fd, sink, linger=linger if plan.receive else 0.0, idle=idle, until_refused=True,
                  chunk=block)
         except ConnectionRefusedError:
             # socat: "E read(5, …): Connection refused" and exit 1 — the peer's ICMP port unreachable
+            if err is not None:
+                for error in read_errors(sock, 4):
+                    err.write(f"udpkit socat: ICMP {icmp_reason(sock.family, error.type, error.code)} (type {error.type}"
+                              f" code {error.code}) from {error.offender or 'an unknown sender'}\n")
+                err.flush()
             raise UdpkitError(f"Connection refused (ICMP port unreachable for {target.host}:{target.port})") from None
     return 0
 
@@ -149,7 +157,7 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     verbose, idle, linger, first, second, direction, block = parsed
     plan = parse_socat(first, second, direction)
     if isinstance(plan, ClientPlan):
-        return run_client(plan, idle, linger, out, block)
+        return run_client(plan, idle, linger, out, block, err if verbose else None)
     user = resolve_user(plan.user) if plan.user is not None else None
     listener = listener_for(plan, idle, getattr(out, "buffer", None), _stdin_fd())
     stream: BinaryIO | None = None
