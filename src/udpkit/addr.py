@@ -20,6 +20,7 @@ __all__ = [
     "parse_ip",
     "parse_port",
     "parse_ports",
+    "udp_service_port",
     "udp_services",
 ]
 
@@ -143,6 +144,15 @@ def parse_address(text: str) -> tuple[Endpoint, ...]:
     if family not in families:
         raise UsageError(f"bad address {text!r}: {ip} is not an {'IPv4' if families == (AF_INET,) else 'IPv6'} address")
     return (Endpoint(ip, parse_port(port_text), family, interface),)
+
+
+def udp_service_port(name: str) -> int | None:
+    """A UDP service name -> its port from the services database (``"ntp"`` -> 123); ``None`` if it
+    names none (or cannot be a name: a NUL byte)."""
+    try:
+        return socket.getservbyname(name, "udp")
+    except (OSError, ValueError):
+        return None
 
 
 @cache

@@ -94,3 +94,19 @@ def test_port_lists_take_nmaps_forms_and_refuse_other_protocols() -> None:
                          ("53,,54", "empty element"), ("9-3", "greater than")):
         with pytest.raises(UsageError, match=message):
             parse_ports(bad)
+
+
+def test_one_lookup_of_udp_service_names_for_every_parser() -> None:
+    """socat's ports, nc's and the ss filter's all name UDP services through ``udp_service_port``."""
+    from udpkit.addr import udp_service_port
+
+    assert udp_service_port("ntp") == 123 and udp_service_port("domain") == 53
+    assert udp_service_port("no-such-service") is None
+    assert udp_service_port("nt\0p") is None  # cannot be a name: refused, not a crash
+
+
+def test_the_services_database_is_read_once() -> None:
+    """A scan names 65,535 ports: reading /etc/services per name would cost more than the scan."""
+    from udpkit.addr import udp_services
+
+    assert udp_services() is udp_services()

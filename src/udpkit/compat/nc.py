@@ -14,6 +14,7 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from udpkit.addr import udp_service_port
 from udpkit.errors import UsageError
 
 __all__ = ["NC_OPTIONS", "NcPlan", "UDP_SCAN_TIMEOUT", "bound_line", "parse_nc", "received_line", "succeeded_line",
@@ -116,10 +117,10 @@ def _port_text(text: str) -> str:
     try:
         number = int(text, 10)
     except ValueError:
-        try:
-            return str(socket.getservbyname(text, "udp"))
-        except (OSError, ValueError):
+        port = udp_service_port(text)
+        if port is None:
             raise UsageError(f'service "{text}" unknown') from None
+        return str(port)
     if number < 1:
         raise UsageError(f"port number too small: {text}")
     if number > 65535:

@@ -25,7 +25,7 @@ import ipaddress
 import socket
 from typing import NamedTuple
 
-from udpkit.addr import Endpoint, parse_ip, parse_port
+from udpkit.addr import Endpoint, parse_ip, parse_port, udp_service_port
 from udpkit.errors import UsageError
 
 __all__ = ["ClientPlan", "SocatPlan", "Target", "parse_socat"]
@@ -307,7 +307,7 @@ def _port(text: str, *, allow_zero: bool = True) -> int:
     """A port as socat takes it: a number or a UDP service name (``ntp``, ``domain``)."""
     if text.isdigit() or not text:
         return parse_port(text, allow_zero=allow_zero)
-    try:
-        return socket.getservbyname(text, "udp")
-    except OSError:
-        raise UsageError(f"bad port {text!r}: no such UDP service (Servname not supported for ai_socktype)") from None
+    port = udp_service_port(text)
+    if port is None:
+        raise UsageError(f"bad port {text!r}: no such UDP service (Servname not supported for ai_socktype)")
+    return port

@@ -13,6 +13,7 @@ import socket
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple, Protocol
 
+from udpkit.addr import udp_service_port
 from udpkit.errors import UsageError
 from udpkit.inventory._records import UdpSocket
 from udpkit.inventory._system import cgroup_id_for_path, ephemeral_port_range
@@ -338,10 +339,10 @@ def _parse_port(text: str) -> int:
     try:
         value = int(text, 0)
     except ValueError:
-        try:
-            return socket.getservbyname(text, "udp")
-        except (OSError, ValueError):  # ValueError: a NUL byte in the name
+        port = udp_service_port(text)
+        if port is None:
             raise UsageError(f'bad filter: "{text}" does not look like a port') from None
+        return port
     if not 0 <= value <= 65535:
         raise UsageError(f'bad filter: port "{text}" is out of range 0..65535')
     return value

@@ -127,7 +127,8 @@ class Pacer(Generic[P]):
         self.candidates.clear()
         return waiting
 
-    def _settle(self) -> None:
+    def settle(self) -> None:
+        """PACED while ``queue`` has probes, PROVING while only ``candidates`` are left."""
         if self.state in (PaceState.PACED, PaceState.PROVING):
             self.state = PaceState.PACED if self.queue or not self.candidates else PaceState.PROVING
 
@@ -177,7 +178,7 @@ class Pacer(Generic[P]):
     def silent_at_pace(self, probe: P, quiet: int) -> None:
         """A paced probe heard nothing: send it again, or after ``QUIET_TO_PROVE`` let a batch prove it."""
         (self.queue if quiet < QUIET_TO_PROVE else self.candidates).append(probe)
-        self._settle()
+        self.settle()
 
     def take_paced(self, now: float) -> bool:
         """Whether one probe from ``queue`` may go now (the caller pops it). A gap shorter than the
@@ -191,7 +192,7 @@ class Pacer(Generic[P]):
 
     def take_batch(self, now: float, wait: float) -> Batch[P] | None:
         """A proof batch to send now, if one is due (members first, then the canary)."""
-        self._settle()
+        self.settle()
         if (self.state is not PaceState.PROVING or self.batch is not None or self.canary is None
                 or not self.candidates or now < self.next_send):
             return None
@@ -231,7 +232,5 @@ class Pacer(Generic[P]):
 
     def back_to_proof(self, probes: list[P]) -> None:
         self.candidates.extend(probes)
-        self._settle()
+        self.settle()
 
-    def settle(self) -> None:
-        self._settle()
