@@ -93,6 +93,22 @@ def zoo(ns: Netns) -> Iterator[dict[str, object]]:
         stop(proc)
 
 
+@pytest.fixture
+def tcp_zoo(ns: Netns) -> Iterator[dict[str, object]]:
+    """``zoo.py --tcp``: TCP sockets in many states, held by a child process."""
+    need_tool("ss")
+    proc = ns.start([sys.executable, str(HERE / "zoo.py"), "--tcp"])
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, f"zoo.py --tcp did not start: {proc.stderr.read() if proc.stderr else ''}"
+        info = json.loads(line)
+        info["_pid"] = proc.pid
+        yield info
+    finally:
+        stop(proc)
+
+
 def wait_for(ns: Netns, args: Sequence[str], needle: str, timeout: float = 5.0) -> str:
     """Poll the real ``ss`` until its output contains ``needle`` (a socket we started is bound)."""
     deadline = time.monotonic() + timeout

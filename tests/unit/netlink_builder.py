@@ -28,14 +28,17 @@ def message(
     uid: int = 0,
     inode: int = 1000,
     attrs: bytes = b"",
+    timer: int = 0,
+    retrans: int = 0,
+    expires: int = 0,
 ) -> bytes:
     src = src or ("127.0.0.1" if family == socket.AF_INET else "::1")
     dst = dst or ("0.0.0.0" if family == socket.AF_INET else "::")
     body = struct.pack(
         "=BBBB2s2s16s16sIQIIIII",
-        family, state, 0, 0, sport.to_bytes(2, "big"), dport.to_bytes(2, "big"),
+        family, state, timer, retrans, sport.to_bytes(2, "big"), dport.to_bytes(2, "big"),
         socket.inet_pton(family, src).ljust(16, b"\0"), socket.inet_pton(family, dst).ljust(16, b"\0"),
-        ifindex, cookie, 0, rq, wq, uid, inode,
+        ifindex, cookie, expires, rq, wq, uid, inode,
     ) + attrs
     return nl.NLMSGHDR.pack(16 + len(body), nl.SOCK_DIAG_BY_FAMILY, 2, 1, 0) + body
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from itertools import islice
 from typing import NamedTuple
 
-__all__ = ["BLOCK", "Column", "SS_COLUMNS", "render_blocks"]
+__all__ = ["BLOCK", "Column", "NETID_COLUMN", "SS_COLUMNS", "render_blocks"]
 
 
 class Column(NamedTuple):
@@ -21,8 +21,11 @@ class Column(NamedTuple):
     right: bool
 
 
+#: ss's first column, shown only when more than one protocol's table is selected (``-tu``, ``-f inet``).
+NETID_COLUMN = Column("Netid", "", False)
+
 # state, Recv-Q, Send-Q, local address, local port, peer address, peer port, process (ss's COL_* order
-# without Netid, which ss hides when it lists one protocol, and with COL_EXT, always empty for UDP).
+# after Netid; COL_EXT is always empty for inet sockets).
 SS_COLUMNS = (
     Column("State", " ", False),
     Column("Recv-Q", " ", False),

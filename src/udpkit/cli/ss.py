@@ -1,7 +1,9 @@
-"""``udpkit ss``: iproute2's ``ss`` for UDP sockets — same flags, same selection, same columns.
+"""``udpkit ss``: iproute2's ``ss`` for UDP and TCP sockets — same flags, same selection, same columns.
 
-Parsing follows ``ss``'s getopt string and its ``state``/``exclude`` words; the listing comes from
-:func:`udpkit.inventory.list_udp_sockets`; the table is laid out by :mod:`udpkit.cli._sstable`.
+Parsing follows ``ss``'s getopt string, its protocol and family selection and its ``state``/``exclude``
+words; the listings come from :func:`udpkit.inventory.scan_udp_sockets` and ``scan_tcp_sockets``;
+``-s`` reads ``/proc/net/sockstat{,6}`` and ``/proc/net/snmp`` as ss does; the table is laid out by
+:mod:`udpkit.cli._sstable` over every listed socket at once, so the columns line up across protocols.
 """
 
 from __future__ import annotations
@@ -14,16 +16,18 @@ from itertools import repeat
 from typing import Any, NamedTuple, TextIO
 
 from udpkit.errors import UsageError
-from udpkit.inventory import Backend, SocketState, SocketTable, UdpSocket, scan_udp_sockets
-from udpkit.inventory import cgroup_path_for_id, service_name
+from udpkit.inventory import Backend, SocketState, SocketTable, TcpSocket, UdpSocket, scan_tcp_sockets
+from udpkit.inventory import cgroup_path_for_id, scan_udp_sockets, service_name
+from udpkit.inventory.summary import read_summary
 
 __all__ = ["SsOptions", "parse_args", "render_text", "run"]
 
 HELP = """\
 usage: udpkit ss [OPTIONS] [FILTER]
 
-List UDP sockets as iproute2's 'ss -u' does, from the kernel's sock_diag netlink interface
-(or /proc/net/udp where netlink is refused).
+List UDP and TCP sockets as iproute2's ss does, from the kernel's sock_diag netlink interface
+(or /proc/net/{udp,tcp} where netlink is refused). Without -t, -u, -A, -f, -4 or -6 it lists UDP
+sockets (ss would list every kind); -4, -6 and -f list UDP and TCP with the Netid column.
 
   -h, --help          this message
   -V, --version       output version information
@@ -33,14 +37,16 @@ List UDP sockets as iproute2's 'ss -u' does, from the kernel's sock_diag netlink
   -e, --extended      show uid, inode, cookie, cgroup, v6only, shutdown
   -m, --memory        show socket memory usage (skmem, with the drop count)
   -p, --processes     show the processes using each socket
-  -o, --options       show timer information (UDP sockets have none)
-  -i, --info          show internal information (nothing more for UDP)
+  -o, --options       show timer information (TCP; UDP sockets have none)
+  -i, --info          show internal TCP information (tcp_info; nothing more for UDP)
+  -s, --summary       show the socket usage summary (/proc/net/sockstat{,6})
       --cgroup        show cgroup information
   -4, --ipv4          display only IPv4 sockets
   -6, --ipv6          display only IPv6 sockets
-  -u, --udp           display UDP sockets (always: udpkit ss lists nothing else)
+  -u, --udp           display UDP sockets
+  -t, --tcp           display TCP sockets
   -f, --family=FAMILY inet or inet6
-  -A, --query=QUERY   udp
+  -A, --query=QUERY   udp, tcp or inet (both), comma-separated
   -H, --no-header     suppress the header line
   -O, --oneline       print each socket on a single line
   -F, --filter=FILE   read the filter from FILE
@@ -57,6 +63,7 @@ FILTER := [ state STATE ]... [ exclude STATE ]... [ EXPRESSION ]
 
 examples:
   udpkit ss -4 -uln                  IPv4 sockets waiting for datagrams, as the tutorial's 'ss -4 -uln'
+  udpkit ss -tulpn                   every listening socket and who owns it
   udpkit ss -ulnp 'sport = :123'     who serves NTP
   udpkit ss -uan 'dport = :53 or src [::1]' --json
 """
@@ -72,11 +79,13 @@ LONG = {
     "diag": True, "net": True, "cgroup": False, "json": False, "backend": True, "tos": False,
     "inet-sockopt": False, "tipc": False, "vsock": False, "xdp": False, "tipcinfo": False,
 }
-_OTHER_PROTOCOLS = {"-t", "--tcp", "-S", "--sctp", "-x", "--unix", "-w", "--raw", "-d", "--dccp",
-                    "-M", "--mptcp", "-0", "--packet", "--tipc", "--vsock", "--xdp"}
+_OTHER_PROTOCOLS = {"-S": "SCTP", "--sctp": "SCTP", "-x": "Unix", "--unix": "Unix", "-w": "raw",
+                    "--raw": "raw", "-d": "DCCP", "--dccp": "DCCP", "-M": "MPTCP", "--mptcp": "MPTCP",
+                    "-0": "packet", "--packet": "packet", "--tipc": "TIPC", "--vsock": "vsock", "--xdp": "XDP"}
+_QUERIES = {"udp": ("udp",), "tcp": ("tcp",), "inet": ("udp", "tcp")}
 _UNSUPPORTED = {
     "-r": "resolving host names", "--resolve": "resolving host names",
-    "-s": "the summary", "--summary": "the summary", "-T": "threads", "--threads": "threads",
+    "-T": "threads", "--threads": "threads",
     "-K": "killing sockets", "--kill": "killing sockets", "-E": "events", "--events": "events",
     "-b": "BPF filters", "--bpf": "BPF filters", "-Z": "SELinux contexts", "--context": "SELinux contexts",
     "-z": "SELinux contexts", "--contexts": "SELinux contexts", "-D": "raw diag dumps", "--diag": "raw diag dumps",
@@ -100,6 +109,8 @@ _STATE_WORDS = {
     "close-wait": 1 << _S.CLOSE_WAIT, "last-ack": 1 << _S.LAST_ACK, "listening": 1 << _S.LISTEN,
     "closing": 1 << _S.CLOSING,
 }
+# ss's default states per table: SS_CONN for TCP (and for a family), ESTAB for UDP.
+_SS_CONN = _ALL & ~((1 << _S.LISTEN) | (1 << _S.CLOSE) | (1 << _S.TIME_WAIT) | (1 << _S.SYN_RECV))
 
 
 class SsOptions(NamedTuple):
@@ -111,11 +122,20 @@ class SsOptions(NamedTuple):
     oneline: bool = False
     cgroup: bool = False
     json: bool = False
+    timers: bool = False
+    info: bool = False
+    summary: bool = False
     families: frozenset[int] = frozenset((socket.AF_INET, socket.AF_INET6))
     states: int = 1 << SocketState.ESTABLISHED
     filter_words: tuple[str, ...] = ()
     backend: Backend = "auto"
     action: str = "list"  # or "help", "version"
+    #: The tables to list, in ss's order (UDP before TCP); ``netid``: ss shows the Netid column when
+    #: more than one of its tables is selected (a family selects all of inet's, SCTP and raw included).
+    protocols: tuple[str, ...] = ("udp",)
+    netid: bool = False
+    #: ``-s`` alone (no table, family or filter chosen): ss prints the summary and nothing else.
+    summary_only: bool = False
 
 
 def parse_args(argv: Sequence[str]) -> SsOptions:
@@ -123,6 +143,7 @@ def parse_args(argv: Sequence[str]) -> SsOptions:
     opts, operands = getopt_ss(argv)
     o: dict[str, Any] = {}
     families: set[int] = set()
+    protocols: set[str] = set()
     state_filter = 0
     for flag, value in opts:
         if flag in ("-h", "--help"):
@@ -130,7 +151,7 @@ def parse_args(argv: Sequence[str]) -> SsOptions:
         if flag in ("-V", "--version"):
             return SsOptions(action="version")
         if flag in _OTHER_PROTOCOLS:
-            raise UsageError(f"{flag}: udpkit ss lists UDP sockets only")
+            raise UsageError(f"{flag}: udpkit ss lists UDP and TCP sockets only, not {_OTHER_PROTOCOLS[flag]}")
         if flag in _UNSUPPORTED:
             raise UsageError(f"{flag}: {_UNSUPPORTED[flag]} is not supported by udpkit ss")
         if flag in ("-n", "--numeric"):
@@ -141,6 +162,7 @@ def parse_args(argv: Sequence[str]) -> SsOptions:
             state_filter = (1 << SocketState.LISTEN) | (1 << SocketState.CLOSE)
         elif flag in ("-e", "--extended"):
             o["extended"] = True
+            o["timers"] = True  # ss's -e shows the timers too
         elif flag in ("-m", "--memory"):
             o["memory"] = True
         elif flag in ("-p", "--processes"):
@@ -153,6 +175,16 @@ def parse_args(argv: Sequence[str]) -> SsOptions:
             o["cgroup"] = True
         elif flag == "--json":
             o["json"] = True
+        elif flag in ("-o", "--options"):
+            o["timers"] = True
+        elif flag in ("-i", "--info"):
+            o["info"] = True
+        elif flag in ("-s", "--summary"):
+            o["summary"] = True
+        elif flag in ("-u", "--udp"):
+            protocols.add("udp")
+        elif flag in ("-t", "--tcp"):
+            protocols.add("tcp")
         elif flag in ("-4", "--ipv4"):
             families.add(socket.AF_INET)
         elif flag in ("-6", "--ipv6"):
@@ -166,15 +198,25 @@ def parse_args(argv: Sequence[str]) -> SsOptions:
                 raise UsageError(f"-f {value}: udpkit ss knows the families inet and inet6 only")
         elif flag in ("-A", "--query", "--socket"):
             for query in (value or "").split(","):
-                if query != "udp":
-                    raise UsageError(f"-A {query}: udpkit ss lists UDP sockets only (use -A udp)")
+                if query not in _QUERIES:
+                    raise UsageError(f"-A {query}: udpkit ss lists UDP and TCP sockets only (use -A udp, tcp or inet)")
+                protocols.update(_QUERIES[query])
+                if query == "inet":
+                    o["netid"] = True
         elif flag in ("-F", "--filter"):
             operands.extend(_read_filter_file(value or ""))
         elif flag == "--backend":
             if value not in ("netlink", "proc", "auto"):
                 raise UsageError(f"--backend {value}: expected netlink, proc or auto")
             o["backend"] = value
-        # -u, -o, -i: accepted; for UDP sockets ss prints nothing more for -o and -i.
+    chose_table = bool(protocols or families)
+    if not protocols:
+        protocols = {"udp", "tcp"} if families else {"udp"}
+        # A family selects every inet table in ss (raw, SCTP… too), so the Netid column shows.
+        o["netid"] = o.get("netid", False) or bool(families)
+    if len(protocols) > 1:
+        o["netid"] = True
+    default_states = _SS_CONN if ("tcp" in protocols or families) else 1 << SocketState.ESTABLISHED
     words = list(operands)
     saw_states = False
     while words and words[0] in ("state", "exclude", "excl"):
@@ -191,8 +233,10 @@ def parse_args(argv: Sequence[str]) -> SsOptions:
         saw_states = True
     return SsOptions(
         families=frozenset(families) or SsOptions().families,
-        states=state_filter or SsOptions().states,
+        states=state_filter or default_states,
         filter_words=tuple(words),
+        protocols=tuple(p for p in ("udp", "tcp") if p in protocols),
+        summary_only=bool(o.get("summary")) and not chose_table and not operands,
         **o,
     )
 
@@ -223,6 +267,10 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         out.write(f"udpkit ss, udpkit {__version__}\n")
         return 0
     gc.disable()  # a one-shot listing of up to 10^5 sockets: collection cycles only cost time here
+    if options.summary:
+        out.write(render_summary(read_summary()))
+        if options.summary_only:
+            return 0
     families = set(options.families)
     predicate = None
     if options.filter_words:
@@ -233,18 +281,23 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
             families = set(parsed.families)
         predicate = parsed.matches
     states = {s for s in SocketState if options.states & (1 << s)}
-    table = scan_udp_sockets(
-        families=families,
-        states=states,
-        processes=options.processes,
-        memory=options.memory or options.json,
-        where=predicate,
-        backend=options.backend,
-    )
+    tables: list[SocketTable[Any]] = []
+    for protocol in options.protocols:
+        if protocol == "udp":
+            tables.append(scan_udp_sockets(
+                families=families, states=states, processes=options.processes,
+                memory=options.memory or options.json, where=predicate, backend=options.backend,
+            ))
+        else:
+            tables.append(scan_tcp_sockets(
+                families=families, states=states, processes=options.processes,
+                memory=options.memory or options.json, info=options.info or options.json,
+                where=predicate, backend=options.backend,
+            ))
     if options.json:
         import json
 
-        json.dump([s.to_json() for s in table], out, indent=2)
+        json.dump([s.to_json() for table in tables for s in table], out, indent=2)
         out.write("\n")
         return 0
     screen = None
@@ -253,9 +306,28 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
             screen = os.get_terminal_size(out.fileno()).columns
         except (OSError, ValueError):
             screen = None
-    for block in render_blocks(table, options, screen=screen):
+    for block in render_blocks(tables, options, screen=screen):
         out.write(block)
     return 0
+
+
+def render_summary(summary: dict[str, int]) -> str:
+    """``ss -s``: the kernel's socket counts, laid out as ss 6.1 prints them (its arithmetic included)."""
+    g = summary.get
+    tcp4, tcp6, tws = g("tcp4_inuse", 0), g("tcp6_inuse", 0), g("tcp_tw", 0)
+    raw4, raw6, udp4, udp6 = g("raw4", 0), g("raw6", 0), g("udp4", 0), g("udp6", 0)
+    frag4, frag6 = g("frag4", 0), g("frag6", 0)
+    lines = [
+        f"Total: {g('sockets', 0)}",
+        f"TCP:   {g('tcp_alloc', 0) + tws} (estab {g('tcp_estab', 0)}, closed {g('tcp_alloc', 0) - (tcp4 + tcp6 - tws)}, "
+        f"orphaned {g('tcp_orphan', 0)}, timewait {tws})",
+        "",
+        "Transport Total     IP        IPv6",
+    ]
+    for name, v4, v6 in (("RAW", raw4, raw6), ("UDP", udp4, udp6), ("TCP", tcp4, tcp6),
+                         ("INET", raw4 + udp4 + tcp4, raw6 + udp6 + tcp6), ("FRAG", frag4, frag6)):
+        lines.append("%s\t  %-9d %-9d %-9d" % (name, v4 + v6, v4, v6))
+    return "\n".join(lines) + "\n\n"
 
 
 class _AddrText(dict[tuple[int, str, "bool | None", "str | None"], str]):
@@ -277,10 +349,14 @@ class _AddrText(dict[tuple[int, str, "bool | None", "str | None"], str]):
 
 
 class _ServiceText(dict[int, str]):
-    """Port -> service name (or number), looked up once per distinct port."""
+    """Port -> service name (or number) for one protocol, looked up once per distinct port."""
+
+    def __init__(self, protocol: str = "udp") -> None:
+        super().__init__()
+        self.protocol = protocol
 
     def __missing__(self, port: int) -> str:
-        text = self[port] = service_name(port)
+        text = self[port] = service_name(port, self.protocol)
         return text
 
 
@@ -291,11 +367,11 @@ def _port_width(ports: list[int], numeric: bool) -> int | None:
     return len(str(max(ports))) or 1
 
 
-def _port_texts(ports: list[int], numeric: bool) -> list[str | int]:
+def _port_texts(ports: list[int], numeric: bool, protocol: str = "udp") -> list[str | int]:
     """The port fields: service names, or (``-n``) the port numbers themselves, formatted by ``%s``
     as the line is written, with ``*`` for port 0 — no string kept per socket."""
     if not numeric:
-        return list(map(_ServiceText().__getitem__, ports))
+        return list(map(_ServiceText(protocol).__getitem__, ports))
     return list(map({0: "*"}.get, ports, ports))
 
 
@@ -313,65 +389,81 @@ class _QueueText(dict[int, str]):
         return text
 
 
-def render_text(table: SocketTable, options: SsOptions, *, screen: int | None = None) -> str:
-    """The ss table for ``table``, as one string."""
-    return "".join(render_blocks(table, options, screen=screen))
+def render_text(
+    tables: SocketTable[Any] | Sequence[SocketTable[Any]], options: SsOptions, *, screen: int | None = None
+) -> str:
+    """The ss table for ``tables`` (one listing, or several in ss's order), as one string."""
+    return "".join(render_blocks(tables, options, screen=screen))
 
 
-def render_blocks(table: SocketTable, options: SsOptions, *, screen: int | None = None) -> Iterator[str]:
-    """The ss table for ``table``, in blocks of lines.
+def render_blocks(
+    tables: SocketTable[Any] | Sequence[SocketTable[Any]], options: SsOptions, *, screen: int | None = None
+) -> Iterator[str]:
+    """The ss table for ``tables``, in blocks of lines; every socket of every table is measured
+    together, as ss lays out its whole output at once.
 
     Strategy: one ``map`` per column over cached conversions, and each column's longest field taken
     from its few distinct values, so 50,000 sockets render without a Python-level step per socket
-    unless the Process column (``-p``/``-e``/``-m``) needs one.
+    unless the Process column (``-p``/``-e``/``-m``/``-o``/``-i``) needs one.
     """
-    from udpkit.cli._sstable import SS_COLUMNS, render_blocks as layout
+    from udpkit.cli._sstable import NETID_COLUMN, SS_COLUMNS, render_blocks as layout
 
-    n = len(table)
-    col = table.column
-    families, v6only = col("family"), col("ipv6only")
-    fields: list[list[Any]] = []
-    max_len: list[int | None] = []
-
-    def add(values: list[Any], cache: dict[Any, str] | None) -> None:
-        fields.append(values)
-        max_len.append(max(map(len, cache.values()), default=0) if cache is not None else None)
-
-    labels = _StateText()
-    add(list(map(labels.__getitem__, col("state"))), labels)
-    for name in ("recv_q", "send_q"):
-        queues = _QueueText()
-        add(list(map(queues.__getitem__, col(name))), queues)
-    local, peer = _AddrText(), _AddrText()
-    local_texts = list(map(local.__getitem__, zip(families, col("local_ip"), v6only, col("interface"))))
-    add(local_texts, local)
-    fields.append(_port_texts(col("local_port"), options.numeric))
-    max_len.append(_port_width(col("local_port"), options.numeric))
-    add(list(map(peer.__getitem__, zip(families, col("peer_ip"), v6only, repeat(None, n)))), peer)
-    fields.append(_port_texts(col("peer_port"), options.numeric))
-    max_len.append(_port_width(col("peer_port"), options.numeric))
-    if options.processes or options.extended or options.memory or options.cgroup:
-        process = [_process_field(s, options) for s in table]
-        fields.append(process)
-        # ss measures a field when it moves past it; the last line's Process field is never moved
-        # past, so it does not count towards the column's width (a one-line listing is not padded).
-        max_len.append(max(map(len, process[:-1]), default=0))
-    else:
-        fields.append([""] * n)
-        max_len.append(0)
-    columns = list(SS_COLUMNS)
+    if isinstance(tables, SocketTable):
+        tables = [tables]
+    labels, local, peer = _StateText(), _AddrText(), _AddrText()
+    recv_q, send_q = _QueueText(), _QueueText()
+    columns: list[list[Any]] = [[] for _ in range(9)]
+    ports: tuple[list[int], list[int]] = ([], [])
+    tail = options.processes or options.extended or options.memory or options.cgroup
+    for table in tables:
+        n = len(table)
+        col = table.column
+        families, v6only = col("family"), col("ipv6only")
+        columns[0].extend(repeat(table.netid, n))
+        columns[1].extend(map(labels.__getitem__, col("state")))
+        columns[2].extend(map(recv_q.__getitem__, col("recv_q")))
+        columns[3].extend(map(send_q.__getitem__, col("send_q")))
+        columns[4].extend(map(local.__getitem__, zip(families, col("local_ip"), v6only, col("interface"))))
+        columns[5].extend(_port_texts(col("local_port"), options.numeric, table.netid))
+        columns[6].extend(map(peer.__getitem__, zip(families, col("peer_ip"), v6only, repeat(None, n))))
+        columns[7].extend(_port_texts(col("peer_port"), options.numeric, table.netid))
+        ports[0].extend(col("local_port"))
+        ports[1].extend(col("peer_port"))
+        tcp = table.record is TcpSocket
+        if tail or (tcp and (options.timers or options.info)):
+            columns[8].extend(_process_field(s, options) for s in table)
+        else:
+            columns[8].extend(repeat("", n))
+    caches: list[dict[Any, str] | None] = [None, labels, recv_q, send_q, local, None, peer, None, None]
+    max_len: list[int | None] = [
+        max(map(len, cache.values()), default=0) if cache is not None else None for cache in caches
+    ]
+    max_len[0] = max((len(t.netid) for t in tables if len(t)), default=0)
+    max_len[5] = _port_width(ports[0], options.numeric)
+    max_len[7] = _port_width(ports[1], options.numeric)
+    # ss measures a field when it moves past it; the last line's Process field is never moved
+    # past, so it does not count towards the column's width (a one-line listing is not padded).
+    max_len[8] = max(map(len, columns[8][:-1]), default=0)
+    header = [NETID_COLUMN, *SS_COLUMNS]
+    if not options.netid:
+        del header[0], columns[0], max_len[0]
     if not options.states & (options.states - 1):
         # ss hides the State column when the state filter selects exactly one state.
-        del columns[0], fields[0], max_len[0]
-    return layout(columns, fields, header=options.header, screen=screen, max_len=max_len)
+        at = 1 if options.netid else 0
+        del header[at], columns[at], max_len[at]
+    return layout(header, columns, header=options.header, screen=screen, max_len=max_len)
 
 
-def _process_field(sock: UdpSocket, options: SsOptions) -> str:
-    """Everything ss 6.1 prints after the peer: users, -e details, --cgroup, -m skmem."""
+def _process_field(sock: UdpSocket | TcpSocket, options: SsOptions) -> str:
+    """Everything ss 6.1 prints after the peer (``inet_show_sock``): users, the -o timer, -e details,
+    --cgroup, then on a line of its own (unless -O) -m skmem and, for TCP, -i's tcp_info."""
     parts = []
+    tcp = isinstance(sock, TcpSocket)
     if options.processes and sock.processes:
         users = ",".join(f'("{p.name}",pid={p.pid},fd={p.fd})' for p in sock.processes)
         parts.append(f" users:({users})")
+    if options.timers and tcp and sock.timer:  # type: ignore[union-attr]
+        parts.append(_timer_text(sock))  # type: ignore[arg-type]
     if options.extended:
         if sock.uid:
             parts.append(f" uid:{sock.uid}")
@@ -388,12 +480,46 @@ def _process_field(sock: UdpSocket, options: SsOptions) -> str:
             parts.append(f" {'-' if sock.shutdown & 1 else '<'}-{'-' if sock.shutdown & 2 else '>'}")
     if options.cgroup and sock.cgroup_id:
         parts.append(f" cgroup:{cgroup_path_for_id(sock.cgroup_id)}")
-    if options.memory and sock.skmem is not None:
+    if options.memory or (options.info and tcp):
+        if not options.oneline:
+            parts.append("\n\t")
         m = sock.skmem
-        text = f" skmem:(r{m.rmem_alloc},rb{m.rcvbuf},t{m.wmem_alloc},tb{m.sndbuf},f{m.fwd_alloc},w{m.wmem_queued},o{m.optmem}"
-        if m.backlog is not None:
-            text += f",bl{m.backlog}"
-        if m.drops is not None:
-            text += f",d{m.drops}"
-        parts.append(("" if options.oneline else "\n\t") + text + ")")
+        if m is not None:
+            text = f" skmem:(r{m.rmem_alloc},rb{m.rcvbuf},t{m.wmem_alloc},tb{m.sndbuf},f{m.fwd_alloc},w{m.wmem_queued},o{m.optmem}"
+            if m.backlog is not None:
+                text += f",bl{m.backlog}"
+            if m.drops is not None:
+                text += f",d{m.drops}"
+            parts.append(text + ")")
+        if tcp and options.info:
+            from udpkit.cli._sstcp import tcp_info_text
+
+            parts.append(tcp_info_text(sock, options.numeric, options.timers))  # type: ignore[arg-type]
     return "".join(parts)
+
+
+_TIMER_NAMES = ("off", "on", "keepalive", "timewait", "persist", "unknown")
+
+
+def _timer_text(sock: TcpSocket) -> str:
+    """``-o``: `` timer:(keepalive,1min57sec,0)``, as ss's ``tcp_timer_print``/``print_ms_timer``."""
+    return f" timer:({_TIMER_NAMES[min(sock.timer, 5)]},{ms_timer(sock.expires)},{sock.retrans})"
+
+
+def ms_timer(timeout: int) -> str:
+    """Milliseconds as ss prints a timer: ``1min57sec``, ``15sec``, ``1.200ms``, ``200ms``, ``12min``."""
+    secs, msecs = divmod(timeout, 1000)
+    minutes, secs = divmod(secs, 60)
+    text = ""
+    if minutes:
+        msecs = 0
+        text = f"{minutes}min"
+        if minutes > 9:
+            secs = 0
+    if secs:
+        if secs > 9:
+            msecs = 0
+        text += f"{secs}{'.' if msecs else 'sec'}"
+    if msecs:
+        text += f"{msecs:03d}ms"
+    return text

@@ -1,17 +1,18 @@
-"""``list_udp_sockets()``: one call over the netlink and /proc backends, owners and filters."""
+"""``list_udp_sockets()`` and ``list_tcp_sockets()``: one call over the netlink and /proc backends,
+owners and filters."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Collection, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from udpkit.errors import BackendUnavailable, UsageError
 from udpkit.inventory import _netlink, _procfs
-from udpkit.inventory._records import SocketState, UdpSocket
+from udpkit.inventory._records import SocketState, TcpSocket, UdpSocket
 from udpkit.inventory._table import SocketTable
 
-__all__ = ["Backend", "list_udp_sockets", "scan_udp_sockets"]
+__all__ = ["Backend", "list_tcp_sockets", "list_udp_sockets", "scan_tcp_sockets", "scan_udp_sockets"]
 
 Backend = Literal["auto", "netlink", "proc"]
 
@@ -65,9 +66,54 @@ def scan_udp_sockets(
     memory: bool = True,
     where: Callable[[UdpSocket], bool] | str | Sequence[str] | None = None,
     backend: Backend = "auto",
-) -> SocketTable:
+) -> SocketTable[UdpSocket]:
     """Like :func:`list_udp_sockets`, but as a :class:`SocketTable`: the same sockets held as columns,
     records built only when asked for. For bulk consumers (``udpkit ss`` renders 50,000 sockets from it)."""
+    return _scan(UdpSocket, families, states, processes, memory, where, backend, False)  # type: ignore[no-any-return]
+
+
+def list_tcp_sockets(
+    *,
+    families: Collection[int] | None = None,
+    states: Collection[SocketState] | None = None,
+    processes: bool = False,
+    memory: bool = True,
+    info: bool = False,
+    where: Callable[[TcpSocket], bool] | str | Sequence[str] | None = None,
+    backend: Backend = "auto",
+) -> list[TcpSocket]:
+    """Every TCP socket in this network namespace, as ``ss -t`` lists them (TIME-WAIT and SYN-RECV
+    entries included when their states are asked for). Arguments as :func:`list_udp_sockets`;
+    ``info``: ask for ``tcp_info`` and the congestion control (``ss -i``)."""
+    return list(scan_tcp_sockets(families=families, states=states, processes=processes, memory=memory,
+                                 info=info, where=where, backend=backend))
+
+
+def scan_tcp_sockets(
+    *,
+    families: Collection[int] | None = None,
+    states: Collection[SocketState] | None = None,
+    processes: bool = False,
+    memory: bool = True,
+    info: bool = False,
+    where: Callable[[TcpSocket], bool] | str | Sequence[str] | None = None,
+    backend: Backend = "auto",
+) -> SocketTable[TcpSocket]:
+    """:func:`list_tcp_sockets` as a columnar :class:`SocketTable`."""
+    return _scan(TcpSocket, families, states, processes, memory, where, backend, info)  # type: ignore[no-any-return]
+
+
+def _scan(
+    record: Any,
+    families: Collection[int] | None,
+    states: Collection[SocketState] | None,
+    processes: bool,
+    memory: bool,
+    where: Any,
+    backend: Backend,
+    info: bool,
+) -> Any:
+    protocol = "udp" if record is UdpSocket else "tcp"
     if backend not in ("auto", "netlink", "proc"):
         raise UsageError(f"unknown backend {backend!r}: use auto, netlink or proc")
     predicate: Callable[[UdpSocket], bool] | None
@@ -81,20 +127,20 @@ def scan_udp_sockets(
     fams = _family_list(families)
     batches: list[_netlink.RawBatch]
     if backend == "proc":
-        batches = [_proc_batch(fams, wanted)]
+        batches = [_proc_batch(fams, wanted, protocol)]
     else:
         try:
-            batches = _netlink_batches(fams, wanted, memory)
+            batches = _netlink_batches(fams, wanted, memory, protocol, info)
         except BackendUnavailable:
             if backend == "netlink":
                 raise
-            batches = [_proc_batch(fams, wanted)]
+            batches = [_proc_batch(fams, wanted, protocol)]
     owners = None
     if processes:
         from udpkit.inventory._owners import socket_owners
 
         owners = socket_owners()
-    table = SocketTable(batches, owners)
+    table = SocketTable(batches, owners, record=record)
     return table.where(predicate) if predicate is not None else table
 
 
@@ -106,16 +152,22 @@ def _state_mask(states: frozenset[SocketState]) -> int:
 
 
 def _netlink_batches(
-    fams: list[socket.AddressFamily], states: frozenset[SocketState], memory: bool
+    fams: list[socket.AddressFamily], states: frozenset[SocketState], memory: bool, protocol: str, info: bool
 ) -> list[_netlink.RawBatch]:
     batches: list[_netlink.RawBatch] = []
-    ext = _netlink.EXT_SKMEMINFO if memory else 0
+    ext = (_netlink.EXT_SKMEMINFO if memory else 0) | (_netlink.EXT_TCP_INFO if info else 0)
+    number = socket.IPPROTO_UDP if protocol == "udp" else socket.IPPROTO_TCP
     for fam in fams:
-        batches.extend(_netlink.dump(fam, _state_mask(states), ext))
+        batches.extend(_netlink.dump(fam, _state_mask(states), ext, protocol=number))
     return batches
 
 
-def _proc_batch(fams: list[socket.AddressFamily], states: frozenset[SocketState]) -> _netlink.RawBatch:
-    rows = [row for fam in fams for row in _procfs.read_proc_net_udp(fam) if row["state"] in states]
+def _proc_batch(
+    fams: list[socket.AddressFamily], states: frozenset[SocketState], protocol: str
+) -> _netlink.RawBatch:
+    def read(fam: socket.AddressFamily) -> list[dict[str, object]]:
+        return _procfs.read_proc_net_udp(fam) if protocol == "udp" else _procfs.read_proc_net(protocol, fam)
+
+    rows = [row for fam in fams for row in read(fam) if row["state"] in states]
     names = set().union(*rows) if rows else set()
     return _netlink.RawBatch(len(rows), {name: [row.get(name) for row in rows] for name in names})

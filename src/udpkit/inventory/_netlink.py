@@ -1,4 +1,4 @@
-"""Reading UDP sockets from the kernel over ``NETLINK_SOCK_DIAG``, the way ``ss`` does.
+"""Reading UDP and TCP sockets from the kernel over ``NETLINK_SOCK_DIAG``, the way ``ss`` does.
 
 ``dump()`` is the only I/O here: it sends one ``inet_diag_req_v2`` per address family and hands every
 received buffer to ``decode_chunk()``, which is pure and returns the sockets as columns (one sequence
@@ -29,12 +29,19 @@ NLMSG_DONE = 3
 
 # enum inet_diag attribute types (linux/inet_diag.h); the request's idiag_ext bit for type T is 1 << (T - 1).
 INET_DIAG_MEMINFO = 1
+INET_DIAG_INFO = 2
+INET_DIAG_VEGASINFO = 3
+INET_DIAG_CONG = 4
+INET_DIAG_DCTCPINFO = 9
+INET_DIAG_BBRINFO = 16
 INET_DIAG_SKMEMINFO = 7
 INET_DIAG_SHUTDOWN = 8
 INET_DIAG_SKV6ONLY = 11
 INET_DIAG_MARK = 15
 INET_DIAG_CGROUP_ID = 21
 EXT_SKMEMINFO = 1 << (INET_DIAG_SKMEMINFO - 1)
+#: What ``ss -i`` asks for: ``tcp_info``, the congestion control's own block and its name.
+EXT_TCP_INFO = (1 << (INET_DIAG_INFO - 1)) | (1 << (INET_DIAG_VEGASINFO - 1)) | (1 << (INET_DIAG_CONG - 1))
 
 # struct nlmsghdr: len, type, flags, seq, pid.
 NLMSGHDR = struct.Struct("=IHHII")
@@ -43,18 +50,23 @@ NLMSGHDR = struct.Struct("=IHHII")
 INET_DIAG_REQ_V2 = struct.Struct("=BBBxI2s2s16s16sI8s")
 # struct inet_diag_msg after the nlmsghdr: family, state, timer, retrans, sockid, expires, rqueue,
 # wqueue, uid, inode. The cookie's two u32 read as one little-endian u64 equal ss's cookie_sk_get().
-INET_DIAG_MSG = struct.Struct("=BBxx2s2s16s16sIQxxxxIIII")
+INET_DIAG_MSG = struct.Struct("=BBBB2s2s16s16sIQIIIII")
 MSG_FIXED = NLMSGHDR.size + INET_DIAG_MSG.size  # 88 bytes before the attributes
 RTATTR = struct.Struct("=HH")
 
 #: The fields of a decoded socket, in column order. Attribute columns may be absent from a batch.
-FIXED_FIELDS = ("family", "state", "sport", "dport", "src", "dst", "ifindex", "cookie",
-                "recv_q", "send_q", "uid", "inode")
+FIXED_FIELDS = ("family", "state", "timer", "retrans", "sport", "dport", "src", "dst", "ifindex", "cookie",
+                "expires", "recv_q", "send_q", "uid", "inode")
 _ATTR_FIELDS = {
     INET_DIAG_SHUTDOWN: ("shutdown", "B", 1),
     INET_DIAG_SKV6ONLY: ("v6only", "B", 1),
     INET_DIAG_MARK: ("mark", "I", 4),
     INET_DIAG_CGROUP_ID: ("cgroup_id", "Q", 8),
+}
+# Attributes kept as their bytes: TCP's state blocks, decoded by the record layer.
+_BLOB_ATTRS = {
+    INET_DIAG_INFO: "tcp_info", INET_DIAG_CONG: "cong", INET_DIAG_VEGASINFO: "vegas",
+    INET_DIAG_DCTCPINFO: "dctcp", INET_DIAG_BBRINFO: "bbr",
 }
 
 
@@ -114,8 +126,8 @@ class _StridedBatch(RawBatch):
     def column(self, name: str) -> Sequence[object] | None:
         if name in _FIXED_U32:
             return self._u32(_FIXED_U32[name])
-        if name in ("family", "state"):
-            return list(self._bytes(16 if name == "family" else 17))
+        if name in _FIXED_U8:
+            return list(self._bytes(_FIXED_U8[name]))
         if name in ("sport", "dport"):
             off = 20 if name == "sport" else 22
             return _be16(self._bytes(off), self._bytes(off + 1))
@@ -133,6 +145,9 @@ class _StridedBatch(RawBatch):
         if spec is None:
             return None
         off, length = spec
+        if name in _BLOB_NAMES:
+            chunk = self._chunk
+            return [chunk[o : o + length] for o in range(off, self.n * self._size, self._size)]
         if name == "skmem":
             return list(zip(*(self._u32(off + 4 * k) for k in range(length // 4))))
         if length == 1:
@@ -163,14 +178,18 @@ def address_text(key: int | bytes) -> str:
     return socket.inet_ntop(socket.AF_INET6, key)
 
 
-def build_request(family: int, states: int, ext: int = 0, seq: int = 1) -> bytes:
-    """A ``SOCK_DIAG_BY_FAMILY`` dump request for UDP sockets of ``family`` whose state bit is in ``states``."""
-    body = INET_DIAG_REQ_V2.pack(family, socket.IPPROTO_UDP, ext, states, b"", b"", b"", b"", 0, b"\xff" * 8)
+def build_request(
+    family: int, states: int, ext: int = 0, seq: int = 1, protocol: int = socket.IPPROTO_UDP
+) -> bytes:
+    """A ``SOCK_DIAG_BY_FAMILY`` dump request for ``protocol`` sockets of ``family`` whose state bit is in ``states``."""
+    body = INET_DIAG_REQ_V2.pack(family, protocol, ext, states, b"", b"", b"", b"", 0, b"\xff" * 8)
     return NLMSGHDR.pack(NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
 
 
-def dump(family: int, states: int, ext: int = 0, *, timeout: float = 5.0) -> list[RawBatch]:
-    """Ask the kernel for every UDP socket of ``family`` in ``states``; raise BackendUnavailable if refused."""
+def dump(
+    family: int, states: int, ext: int = 0, *, timeout: float = 5.0, protocol: int = socket.IPPROTO_UDP
+) -> list[RawBatch]:
+    """Ask the kernel for every ``protocol`` socket of ``family`` in ``states``; raise BackendUnavailable if refused."""
     try:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG)
     except OSError as exc:
@@ -179,7 +198,7 @@ def dump(family: int, states: int, ext: int = 0, *, timeout: float = 5.0) -> lis
     with sock:
         sock.settimeout(timeout)
         try:
-            sock.send(build_request(family, states, ext))
+            sock.send(build_request(family, states, ext, protocol=protocol))
             while True:
                 batch, status = decode_chunk(sock.recv(65536))
                 batches.append(batch)
@@ -260,7 +279,9 @@ def _done_or_error(chunk: bytes, off: int) -> int | None:
     return None
 
 
-_FIXED_U32 = {"ifindex": 56, "recv_q": 72, "send_q": 76, "uid": 80, "inode": 84}
+_FIXED_U32 = {"ifindex": 56, "expires": 68, "recv_q": 72, "send_q": 76, "uid": 80, "inode": 84}
+_FIXED_U8 = {"family": 16, "state": 17, "timer": 18, "retrans": 19}
+_BLOB_NAMES = frozenset(_BLOB_ATTRS.values())
 _V6_ADDR: dict[tuple[int, int], struct.Struct] = {}
 
 
@@ -301,6 +322,8 @@ def _decode_uniform(chunk: bytes) -> tuple[RawBatch, int | None] | None:
             attrs[spec[0]] = (off + 4, alen - 4)
         elif atype == INET_DIAG_SKMEMINFO and alen >= 8:
             attrs["skmem"] = (off + 4, (alen - 4) // 4 * 4)
+        elif atype in _BLOB_ATTRS:
+            attrs[_BLOB_ATTRS[atype]] = (off + 4, alen - 4)
         off += (alen + 3) & ~3
     return _StridedBatch(chunk, n, size, family, attrs), status
 
@@ -352,11 +375,10 @@ def decode_chunk_slow(chunk: bytes) -> tuple[RawBatch, int | None]:
 def _decode_message(chunk: bytes, off: int, length: int) -> dict[str, object]:
     if length < MSG_FIXED:
         raise ParseError(f"sock_diag message of {length} bytes is shorter than inet_diag_msg")
-    family, state, sport, dport, src, dst, ifindex, cookie, rq, wq, uid, inode = INET_DIAG_MSG.unpack_from(
-        chunk, off + NLMSGHDR.size
-    )
+    (family, state, timer, retrans, sport, dport, src, dst, ifindex, cookie,
+     expires, rq, wq, uid, inode) = INET_DIAG_MSG.unpack_from(chunk, off + NLMSGHDR.size)
     row: dict[str, object] = {
-        "family": family, "state": state,
+        "family": family, "state": state, "timer": timer, "retrans": retrans, "expires": expires,
         "sport": int.from_bytes(sport, "big"), "dport": int.from_bytes(dport, "big"),
         "src": address_key(family, src), "dst": address_key(family, dst), "ifindex": ifindex, "cookie": cookie,
         "recv_q": rq, "send_q": wq, "uid": uid, "inode": inode,
@@ -372,5 +394,7 @@ def _decode_message(chunk: bytes, off: int, length: int) -> dict[str, object]:
             row[spec[0]] = struct.unpack("=" + spec[1], data)[0]
         elif atype == INET_DIAG_SKMEMINFO and len(data) >= 4:
             row["skmem"] = struct.unpack(f"={len(data) // 4}I", data[: len(data) // 4 * 4])
+        elif atype in _BLOB_ATTRS:
+            row[_BLOB_ATTRS[atype]] = data
         pos += (alen + 3) & ~3
     return row

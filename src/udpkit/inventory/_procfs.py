@@ -1,4 +1,4 @@
-"""The fallback backend: UDP sockets parsed from ``/proc/net/udp`` and ``/proc/net/udp6``.
+"""The fallback backend: sockets parsed from ``/proc/net/udp{,6}`` (and ``/proc/net/tcp{,6}``).
 
 Used where netlink sock_diag is refused (some containers). These files lack what only netlink
 reports — the bound device, ``IPV6_V6ONLY``, the socket cookie, ``SK_MEMINFO`` — so those fields
@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from udpkit.errors import BackendUnavailable, ParseError
 from udpkit.inventory._netlink import address_key
 
-__all__ = ["decode_address", "parse_proc_net_udp", "read_proc_net_udp"]
+__all__ = ["decode_address", "parse_proc_net_udp", "read_proc_net", "read_proc_net_udp"]
 
 _U32 = struct.Struct("<I")  # the kernel prints each address word with %08X of its host-order value
 
@@ -31,11 +31,12 @@ def decode_address(text: str) -> tuple[bytes, int]:
         raise ParseError(f"bad /proc/net/udp address {text!r}") from exc
 
 
-def parse_proc_net_udp(lines: Iterable[str], family: int) -> Iterator[dict[str, object]]:
+def parse_proc_net_udp(lines: Iterable[str], family: int, *, with_drops: bool = True) -> Iterator[dict[str, object]]:
     """Parse the lines of ``/proc/net/udp{,6}`` (header included) into raw socket rows.
 
     ``"   0: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000 0 0 4585 2 0000000000000000 0"``
     -> family, state 7, src 127.0.0.1, sport 53, recv_q/send_q, uid, inode and drops.
+    ``/proc/net/tcp{,6}`` has the same leading columns and no drops (``with_drops=False``).
     """
     it = iter(lines)
     next(it, None)  # the header line
@@ -56,7 +57,8 @@ def parse_proc_net_udp(lines: Iterable[str], family: int) -> Iterator[dict[str, 
                 "src": address_key(family, src.ljust(16, b"\0")), "sport": sport,
                 "dst": address_key(family, dst.ljust(16, b"\0")), "dport": dport,
                 "send_q": int(tx, 16), "recv_q": int(rx, 16),
-                "uid": int(fields[7]), "inode": int(fields[9]), "drops": int(fields[12]),
+                "uid": int(fields[7]), "inode": int(fields[9]),
+                **({"drops": int(fields[12])} if with_drops else {}),
             }
         except ValueError as exc:
             raise ParseError(f"bad number in /proc/net/udp line: {line.strip()!r}") from exc
@@ -64,10 +66,15 @@ def parse_proc_net_udp(lines: Iterable[str], family: int) -> Iterator[dict[str, 
 
 def read_proc_net_udp(family: int, proc: str = "/proc") -> list[dict[str, object]]:
     """Read and parse one family's file; a missing file (IPv6 disabled) is an empty list."""
-    name = "udp" if family == socket.AF_INET else "udp6"
+    return read_proc_net("udp", family, proc)
+
+
+def read_proc_net(protocol: str, family: int, proc: str = "/proc") -> list[dict[str, object]]:
+    """``/proc/net/udp``, ``udp6``, ``tcp`` or ``tcp6`` parsed; a missing IPv6 file is an empty list."""
+    name = protocol if family == socket.AF_INET else protocol + "6"
     try:
         with open(f"{proc}/net/{name}", encoding="ascii") as fh:
-            return list(parse_proc_net_udp(fh, family))
+            return list(parse_proc_net_udp(fh, family, with_drops=protocol == "udp"))
     except FileNotFoundError:
         if family == socket.AF_INET6:
             return []

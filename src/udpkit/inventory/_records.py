@@ -1,4 +1,5 @@
-"""The typed records of the socket inventory: one :class:`UdpSocket` per kernel UDP socket.
+"""The typed records of the socket inventory: one :class:`UdpSocket` per kernel UDP socket, one
+:class:`TcpSocket` per TCP socket (``udpkit ss -t`` lists both, as ``ss -tu`` does).
 
 Records are NamedTuples, not dataclasses: a listing of 50,000 sockets builds them with
 ``map(UdpSocket._make, zip(*columns))`` at C speed, where a frozen dataclass costs ~1 µs each and
@@ -8,12 +9,13 @@ its import pulls in ``inspect`` (DESIGN.md §3 asks ``udpkit ss`` to start lean)
 from __future__ import annotations
 
 import socket
+import struct
 from enum import IntEnum
 from typing import Any, NamedTuple
 
 from udpkit.addr import Endpoint
 
-__all__ = ["Process", "SkMem", "SocketState", "UdpSocket"]
+__all__ = ["CongestionInfo", "Process", "SkMem", "SocketState", "TcpInfo", "TcpSocket", "UdpSocket"]
 
 
 class SocketState(IntEnum):
@@ -138,3 +140,163 @@ class UdpSocket(NamedTuple):
             "skmem": self.skmem._asdict() if self.skmem is not None else None,
             "processes": [p._asdict() for p in self.processes],
         }
+
+
+class TcpInfo(NamedTuple):
+    """The kernel's ``struct tcp_info`` (``linux/tcp.h``) without the ``tcpi_`` prefix: what ``ss -i`` prints.
+
+    Times are in microseconds (``rtt``, ``rto``…) or milliseconds (``last_data_sent``…), rates in
+    bytes per second, as the kernel reports them. A shorter block from an older kernel reads as
+    zeros past its end, as ss does; fields newer kernels append are not read.
+    """
+
+    state: int
+    ca_state: int
+    retransmits: int
+    probes: int
+    backoff: int
+    options: int
+    wscale: int  # snd_wscale in the low 4 bits, rcv_wscale in the high 4
+    flags: int  # bit 0: delivery_rate_app_limited
+    rto: int
+    ato: int
+    snd_mss: int
+    rcv_mss: int
+    unacked: int
+    sacked: int
+    lost: int
+    retrans: int
+    fackets: int
+    last_data_sent: int
+    last_ack_sent: int
+    last_data_recv: int
+    last_ack_recv: int
+    pmtu: int
+    rcv_ssthresh: int
+    rtt: int
+    rttvar: int
+    snd_ssthresh: int
+    snd_cwnd: int
+    advmss: int
+    reordering: int
+    rcv_rtt: int
+    rcv_space: int
+    total_retrans: int
+    pacing_rate: int
+    max_pacing_rate: int
+    bytes_acked: int
+    bytes_received: int
+    segs_out: int
+    segs_in: int
+    notsent_bytes: int
+    min_rtt: int
+    data_segs_in: int
+    data_segs_out: int
+    delivery_rate: int
+    busy_time: int
+    rwnd_limited: int
+    sndbuf_limited: int
+    delivered: int
+    delivered_ce: int
+    bytes_sent: int
+    bytes_retrans: int
+    dsack_dups: int
+    reord_seen: int
+    rcv_ooopack: int
+    snd_wnd: int
+
+    @classmethod
+    def decode(cls, data: bytes) -> TcpInfo:
+        """``INET_DIAG_INFO``'s payload -> TcpInfo; short blocks are padded with zeros."""
+        return cls._make(_TCP_INFO.unpack(bytes(data[: _TCP_INFO.size]).ljust(_TCP_INFO.size, b"\0")))
+
+    @property
+    def snd_wscale(self) -> int:
+        return self.wscale & 0xF
+
+    @property
+    def rcv_wscale(self) -> int:
+        return self.wscale >> 4
+
+    @property
+    def app_limited(self) -> bool:
+        return bool(self.flags & 1)
+
+
+_TCP_INFO = struct.Struct("=8B24I4Q6IQ3Q2I2Q2I2I")
+
+
+class CongestionInfo(NamedTuple):
+    """A congestion control's own block, as ``ss -i`` shows it: ``kind`` is ``"bbr"``, ``"vegas"`` or ``"dctcp"``.
+
+    bbr: ``(bw_lo, bw_hi, min_rtt, pacing_gain, cwnd_gain)``; vegas: ``(enabled, rttcnt, rtt, minrtt)``;
+    dctcp: ``(enabled, ce_state, alpha, ab_ecn, ab_tot)`` — the kernel's structs, field by field.
+    """
+
+    kind: str
+    values: tuple[int, ...]
+
+    @classmethod
+    def decode(cls, kind: str, data: bytes) -> CongestionInfo | None:
+        layout = _CC_LAYOUTS[kind]
+        if kind == "bbr":  # ss copies what there is and zero-fills the rest
+            data = bytes(data[: layout.size]).ljust(layout.size, b"\0")
+        if len(data) < layout.size:
+            return None
+        return cls(kind, layout.unpack_from(data))
+
+
+_CC_LAYOUTS = {"bbr": struct.Struct("=5I"), "vegas": struct.Struct("=4I"), "dctcp": struct.Struct("=HHIII")}
+
+
+class TcpSocket(NamedTuple):
+    """One TCP socket as the kernel reports it: :class:`UdpSocket`'s fields, then TCP's own.
+
+    ``timer`` is the kernel's ``idiag_timer`` (0 off, 1 retransmit, 2 keepalive, 3 TIME-WAIT, 4 zero
+    window probe), ``expires`` its milliseconds left and ``retrans`` its count; ``info`` and
+    ``congestion``/``cc_info`` are filled only when ``tcp_info`` was asked for. A TIME-WAIT or SYN-RECV
+    entry is not a full socket: it has no inode, owner, memory or info.
+    """
+
+    family: socket.AddressFamily
+    state: SocketState
+    recv_q: int
+    send_q: int
+    local_ip: str
+    local_port: int
+    peer_ip: str
+    peer_port: int
+    interface: str | None
+    inode: int
+    uid: int
+    cookie: int | None
+    ipv6only: bool | None
+    drops: int | None
+    skmem: SkMem | None
+    cgroup_id: int | None
+    mark: int | None
+    shutdown: int | None
+    processes: tuple[Process, ...]
+    timer: int
+    retrans: int
+    expires: int
+    info: TcpInfo | None
+    congestion: str | None
+    cc_info: CongestionInfo | None
+
+    @property
+    def local(self) -> Endpoint:
+        return Endpoint(self.local_ip, self.local_port, self.family, self.interface)
+
+    @property
+    def peer(self) -> Endpoint:
+        return Endpoint(self.peer_ip, self.peer_port, self.family)
+
+    def to_json(self) -> dict[str, Any]:
+        """UdpSocket's object with ``netid`` ``tcp`` and the timer, congestion control and ``tcp_info``."""
+        obj = UdpSocket.to_json(self)  # type: ignore[arg-type]
+        obj["netid"] = "tcp"
+        obj["timer"] = {"kind": self.timer, "expires_ms": self.expires, "retrans": self.retrans}
+        obj["congestion"] = self.congestion
+        obj["tcp_info"] = self.info._asdict() if self.info is not None else None
+        return obj

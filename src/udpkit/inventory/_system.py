@@ -31,10 +31,11 @@ def ephemeral_port_range(proc: str = "/proc") -> tuple[int, int]:
 
 
 @cache
-def service_name(port: int) -> str:
+def service_name(port: int, protocol: str = "udp") -> str:
     """``123`` -> ``"ntp"`` from the services database, as ``ss`` without ``-n``; else the number.
 
-    Port 0 is ``"*"``; ports in the ephemeral range are never looked up, as in ``ss``.
+    Port 0 is ``"*"``; ports in the ephemeral range are never looked up, as in ``ss``. ``protocol``
+    is the table being listed (``"udp"`` or ``"tcp"``): ss names a port by its own protocol's entry.
     """
     if port == 0:
         return "*"
@@ -42,7 +43,7 @@ def service_name(port: int) -> str:
     if low <= port <= high:
         return str(port)
     try:
-        return socket.getservbyport(port, "udp")
+        return socket.getservbyport(port, protocol)
     except OSError:
         return str(port)
 

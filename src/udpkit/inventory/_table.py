@@ -1,4 +1,5 @@
-"""``SocketTable``: a listing held as columns, turned into :class:`UdpSocket` records only on demand.
+"""``SocketTable``: a listing held as columns, turned into :class:`UdpSocket` (or :class:`TcpSocket`)
+records only on demand.
 
 A listing of 50,000 sockets is decoded column by column at C speed; building 50,000 records costs
 more than that (~0.7 µs each). ``udpkit ss`` renders straight from the columns it needs; a library
@@ -11,19 +12,20 @@ import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from itertools import chain, repeat
-from typing import Any, overload
+from typing import Any, Generic, TypeVar, overload
 
 from udpkit.inventory import _netlink
-from udpkit.inventory._records import Process, SkMem, SocketState, UdpSocket
+from udpkit.inventory._records import CongestionInfo, Process, SkMem, SocketState, TcpInfo, TcpSocket, UdpSocket
 from udpkit.inventory._system import interface_name
 
 __all__ = ["FIELDS", "SocketTable"]
 
 FIELDS = UdpSocket._fields
+Record = TypeVar("Record", UdpSocket, TcpSocket)
 _FAMILIES = {socket.AF_INET.value: socket.AF_INET, socket.AF_INET6.value: socket.AF_INET6}
 _STATES = dict(SocketState._value2member_map_)
 _V6ONLY = {0: False, 1: True}
-_record = partial(tuple.__new__, UdpSocket)
+_NETIDS = {UdpSocket: "udp", TcpSocket: "tcp"}
 
 
 class _IpText(dict[object, str]):
@@ -49,15 +51,20 @@ def _skmem(raw: tuple[int, ...] | None) -> SkMem | None:
     return SkMem(*raw[:9])
 
 
-class SocketTable(Sequence[UdpSocket]):
-    """UDP sockets as columns. ``table.column("local_port")`` is one field for every socket;
-    ``table[i]`` and iteration give :class:`UdpSocket` records; ``table.where(pred)`` filters.
+def _cc_info(raw: tuple[str, bytes] | None) -> CongestionInfo | None:
+    return CongestionInfo.decode(*raw) if raw is not None else None
+
+
+class SocketTable(Sequence[Record], Generic[Record]):
+    """Sockets of one protocol as columns. ``table.column("local_port")`` is one field for every
+    socket; ``table[i]`` and iteration give records (:class:`UdpSocket` by default, :class:`TcpSocket`
+    for a TCP listing); ``table.where(pred)`` filters.
 
     A column is decoded from the kernel's buffers and converted (address to text, index to device
     name…) the first time it is asked for, and kept.
     """
 
-    __slots__ = ("_batches", "_columns", "_n", "_owners")
+    __slots__ = ("_batches", "_columns", "_fields", "_make", "_n", "_owners", "record")
 
     def __init__(
         self,
@@ -66,20 +73,29 @@ class SocketTable(Sequence[UdpSocket]):
         *,
         columns: dict[str, list[Any]] | None = None,
         n: int | None = None,
+        record: type[Record] = UdpSocket,  # type: ignore[assignment]
     ) -> None:
         self._batches = list(batches)
         self._n = sum(b.n for b in self._batches) if n is None else n
         self._owners = owners
         self._columns: dict[str, list[Any]] = dict(columns or {})
+        self.record: type[Record] = record
+        self._fields: tuple[str, ...] = record._fields
+        self._make: Callable[[Iterable[Any]], Record] = partial(tuple.__new__, record)
+
+    @property
+    def netid(self) -> str:
+        """``"udp"`` or ``"tcp"``: ss's Netid column for every socket here."""
+        return _NETIDS[self.record]
 
     def __len__(self) -> int:
         return self._n
 
     def __repr__(self) -> str:
-        return f"<SocketTable of {self._n} UDP sockets>"
+        return f"<SocketTable of {self._n} {self.netid.upper()} sockets>"
 
     def column(self, name: str) -> list[Any]:
-        """Field ``name`` (one of ``UdpSocket._fields``) of every socket, converted once and kept."""
+        """Field ``name`` (one of the record's fields) of every socket, converted once and kept."""
         found = self._columns.get(name)
         if found is None:
             found = self._columns[name] = self._convert(name)
@@ -122,29 +138,45 @@ class SocketTable(Sequence[UdpSocket]):
             if self._owners is None:
                 return [()] * n
             return list(map(self._owners.get, self.column("inode"), repeat((), n)))
-        if name in FIELDS:
+        if name == "info":
+            values = raw("tcp_info")
+            return [TcpInfo.decode(v) if v is not None else None for v in values] if values is not None else [None] * n
+        if name == "congestion":
+            values = raw("cong")
+            return [bytes(v).split(b"\0", 1)[0].decode("ascii", "replace") if v is not None else None
+                    for v in values] if values is not None else [None] * n
+        if name == "cc_info":
+            found: list[Any] = [None] * n
+            for kind in ("vegas", "dctcp", "bbr"):
+                values = raw(kind)
+                if values is not None:
+                    found = [(kind, v) if v is not None else old for v, old in zip(values, found)]
+            return list(map(_cc_info, found))
+        if name in ("timer", "retrans", "expires"):
+            return list(raw(name) or [0] * n)
+        if name in self._fields:
             values = raw(name)
             return list(values) if values is not None else [None] * n
-        raise KeyError(f"no such column: {name!r} (columns: {', '.join(FIELDS)})")
+        raise KeyError(f"no such column: {name!r} (columns: {', '.join(self._fields)})")
 
-    def __iter__(self) -> Iterator[UdpSocket]:
-        return map(_record, zip(*(self.column(name) for name in FIELDS)))
+    def __iter__(self) -> Iterator[Record]:
+        return map(self._make, zip(*(self.column(name) for name in self._fields)))
 
     @overload
-    def __getitem__(self, index: int) -> UdpSocket: ...
+    def __getitem__(self, index: int) -> Record: ...
     @overload
-    def __getitem__(self, index: slice) -> SocketTable: ...
-    def __getitem__(self, index: int | slice) -> UdpSocket | SocketTable:
+    def __getitem__(self, index: slice) -> SocketTable[Record]: ...
+    def __getitem__(self, index: int | slice) -> Record | SocketTable[Record]:
         if isinstance(index, slice):
             return self._subset(range(self._n)[index])
         if not -self._n <= index < self._n:
             raise IndexError("SocketTable index out of range")
-        return _record(self.column(name)[index] for name in FIELDS)
+        return self._make(self.column(name)[index] for name in self._fields)
 
-    def where(self, predicate: Callable[[UdpSocket], bool]) -> SocketTable:
+    def where(self, predicate: Callable[[Record], bool]) -> SocketTable[Record]:
         """The sockets for which ``predicate(record)`` is true, as a new table."""
         return self._subset([i for i, sock in enumerate(self) if predicate(sock)])
 
-    def _subset(self, keep: Sequence[int]) -> SocketTable:
-        columns = {name: [self.column(name)[i] for i in keep] for name in FIELDS}
-        return SocketTable([], self._owners, columns=columns, n=len(keep))
+    def _subset(self, keep: Sequence[int]) -> SocketTable[Record]:
+        columns = {name: [self.column(name)[i] for i in keep] for name in self._fields}
+        return SocketTable([], self._owners, columns=columns, n=len(keep), record=self.record)

@@ -15,16 +15,19 @@ from typing import NamedTuple, Protocol
 
 from udpkit.addr import udp_service_port
 from udpkit.errors import UsageError
-from udpkit.inventory._records import UdpSocket
+from udpkit.inventory._records import TcpSocket, UdpSocket
 from udpkit.inventory._system import cgroup_id_for_path, ephemeral_port_range
 
-__all__ = ["Filter", "HostCond", "parse_filter", "tokenize"]
+__all__ = ["Filter", "HostCond", "Socket", "parse_filter", "tokenize"]
+
+#: What a filter looks at: the fields UDP and TCP records share (ports, addresses, device, mark…).
+Socket = UdpSocket | TcpSocket
 
 
 class Filter(Protocol):
     """A node of a parsed filter."""
 
-    def matches(self, sock: UdpSocket) -> bool: ...
+    def matches(self, sock: Socket) -> bool: ...
 
 
 class Prefix(NamedTuple):
@@ -71,14 +74,14 @@ class HostCond(NamedTuple):
 class _Src(NamedTuple):
     cond: HostCond
 
-    def matches(self, sock: UdpSocket) -> bool:
+    def matches(self, sock: Socket) -> bool:
         return self.cond.matches_end(sock.family, sock.local_ip, sock.local_port)
 
 
 class _Dst(NamedTuple):
     cond: HostCond
 
-    def matches(self, sock: UdpSocket) -> bool:
+    def matches(self, sock: Socket) -> bool:
         return self.cond.matches_end(sock.family, sock.peer_ip, sock.peer_port)
 
 
@@ -89,7 +92,7 @@ class _PortCompare(NamedTuple):
     at_least: bool
     port: int
 
-    def matches(self, sock: UdpSocket) -> bool:
+    def matches(self, sock: Socket) -> bool:
         port = sock.local_port if self.local else sock.peer_port
         return port >= self.port if self.at_least else port <= self.port
 
@@ -97,7 +100,7 @@ class _PortCompare(NamedTuple):
 class _Device(NamedTuple):
     name: str
 
-    def matches(self, sock: UdpSocket) -> bool:
+    def matches(self, sock: Socket) -> bool:
         return sock.interface == self.name
 
 
@@ -105,14 +108,14 @@ class _Mark(NamedTuple):
     mark: int
     mask: int
 
-    def matches(self, sock: UdpSocket) -> bool:
+    def matches(self, sock: Socket) -> bool:
         return ((sock.mark or 0) & self.mask) == self.mark
 
 
 class _Cgroup(NamedTuple):
     cgroup_id: int
 
-    def matches(self, sock: UdpSocket) -> bool:
+    def matches(self, sock: Socket) -> bool:
         return sock.cgroup_id == self.cgroup_id
 
 
@@ -120,14 +123,14 @@ class _AutoBound(NamedTuple):
     low: int
     high: int
 
-    def matches(self, sock: UdpSocket) -> bool:
+    def matches(self, sock: Socket) -> bool:
         return self.low <= sock.local_port <= self.high
 
 
 class _Not(NamedTuple):
     inner: Filter
 
-    def matches(self, sock: UdpSocket) -> bool:
+    def matches(self, sock: Socket) -> bool:
         return not self.inner.matches(sock)
 
 
@@ -135,7 +138,7 @@ class _And(NamedTuple):
     left: Filter
     right: Filter
 
-    def matches(self, sock: UdpSocket) -> bool:
+    def matches(self, sock: Socket) -> bool:
         return self.left.matches(sock) and self.right.matches(sock)
 
 
@@ -143,14 +146,14 @@ class _Or(NamedTuple):
     left: Filter
     right: Filter
 
-    def matches(self, sock: UdpSocket) -> bool:
+    def matches(self, sock: Socket) -> bool:
         return self.left.matches(sock) or self.right.matches(sock)
 
 
 class MatchAll(NamedTuple):
     """The empty filter."""
 
-    def matches(self, sock: UdpSocket) -> bool:
+    def matches(self, sock: Socket) -> bool:
         return True
 
 
@@ -412,7 +415,7 @@ class ParsedFilter(NamedTuple):
     expr: Filter
     families: frozenset[int]
 
-    def matches(self, sock: UdpSocket) -> bool:
+    def matches(self, sock: Socket) -> bool:
         if self.families and sock.family not in self.families:
             return False
         return self.expr.matches(sock)
