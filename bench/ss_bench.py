@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
-"""Benchmark: ``udpkit ss`` against iproute2 ``ss`` and psutil on 1,000 / 10,000 / 50,000 UDP sockets.
+"""Benchmark: ``udpkit ss`` against iproute2 ``ss`` and psutil on 1,000 / 10,000 / 50,000 UDP sockets
+(``--tcp``: half TCP listeners, half UDP, timing ``-tuln`` and ``-tulpn``).
 
 Not a test: timings on a shared machine are noisy, so it prints medians and ratios measured side by
 side in one run. Needs root: it makes a network namespace of its own (so only its sockets are
 listed), enters it, opens the sockets in holder processes (the open-files limit is per process),
 times each command as a whole process, checks that both tools print the same table, and cleans up.
 
-    sudo .venv/bin/python bench/ss_bench.py [--sizes 1000,10000,50000] [--runs 7]
+    sudo .venv/bin/python bench/ss_bench.py [--sizes 1000,10000,50000] [--runs 7] [--tcp] [--busy]
+
+``--busy`` keeps the machine's other core spinning for the whole run (a user's machine is rarely idle).
 
 ``udpkit`` is run as the console script beside this interpreter (a virtual environment's
-``bin/udpkit``): pyenv shims add ~60 ms to every start and would swamp the comparison.
+``bin/udpkit``): pyenv shims add ~60 ms to every start and would swamp the comparison. Its modules
+are byte-compiled first and ``PYTHONDONTWRITEBYTECODE`` is dropped for the timed runs, as after a
+``pip install`` (which compiles them): compiling ~150 modules from source costs ~25 ms a start.
 """
 
 from __future__ import annotations
@@ -25,20 +30,25 @@ import time
 from pathlib import Path
 
 CLONE_NEWNET = 0x40000000
-PSUTIL = "psutil.net_connections('udp')"
+PSUTIL = "psutil.net_connections()"
 PER_HOLDER = 15_000
 
 HOLDER = r"""
 import socket, sys, time
-index, count = int(sys.argv[1]), int(sys.argv[2])
+index, count, mix = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "tcp"
 socks = []
 for i in range(count):
-    if i % 2:
-        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-        s.bind((f"fd00::{index + 1}", 10000 + i // 2))
+    tcp = mix and i % 2
+    kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
+    j = i // 2 if mix else i
+    if j % 2:
+        s = socket.socket(socket.AF_INET6, kind)
+        s.bind((f"fd00::{index + 1}", 10000 + j // 2))
     else:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind((f"127.0.{index}.1", 10000 + i // 2))
+        s = socket.socket(socket.AF_INET, kind)
+        s.bind((f"127.0.{index}.1", 10000 + j // 2))
+    if tcp:
+        s.listen(1)
     socks.append(s)
 print("ready", flush=True)
 sys.stdin.read()
@@ -59,11 +69,11 @@ def enter_new_netns(name: str) -> None:
         subprocess.run(["ip", "-6", "addr", "add", f"fd00::{k + 1}/128", "dev", "lo", "nodad"], check=True)
 
 
-def open_sockets(total: int) -> list[subprocess.Popen[str]]:
+def open_sockets(total: int, mix: str) -> list[subprocess.Popen[str]]:
     holders = []
     for index in range((total + PER_HOLDER - 1) // PER_HOLDER):
         count = min(PER_HOLDER, total - index * PER_HOLDER)
-        proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(index), str(count)],
+        proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(index), str(count), mix],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         holders.append(proc)
     for proc in holders:
@@ -78,9 +88,20 @@ def close_sockets(holders: list[subprocess.Popen[str]]) -> None:
         proc.wait(timeout=30)
 
 
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def compile_udpkit(udpkit: str) -> None:
+    """Byte-compile the udpkit package the script imports, as pip does when it installs it."""
+    python = str(Path(udpkit).with_name("python"))
+    where = subprocess.run([python, "-c", "import udpkit, os; print(os.path.dirname(udpkit.__file__))"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run([python, "-m", "compileall", "-q", where], check=True, env=ENV)
+
+
 def timed(argv: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, env=ENV)
     return time.perf_counter() - start
 
 
@@ -89,6 +110,8 @@ def main() -> int:
     parser.add_argument("--sizes", default="1000,10000,50000")
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--udpkit", default=str(Path(sys.executable).with_name("udpkit")))
+    parser.add_argument("--tcp", action="store_true", help="half TCP listeners; time -tuln and -tulpn")
+    parser.add_argument("--busy", action="store_true", help="keep the other core busy")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("ss_bench: needs root (it makes a network namespace)", file=sys.stderr)
@@ -100,45 +123,54 @@ def main() -> int:
     if not os.access(args.udpkit, os.X_OK):
         print(f"ss_bench: no udpkit script at {args.udpkit} (install udpkit in this interpreter's venv)", file=sys.stderr)
         return 1
+    compile_udpkit(args.udpkit)
     name = f"udpkit-bench-{os.getpid()}"
     enter_new_netns(name)
+    flags, kind = ("-tuln", "inet") if args.tcp else ("-uln", "udp")
     commands = {
-        "ss -uln": ["ss", "-uln"],
-        "udpkit ss -uln": [args.udpkit, "ss", "-uln"],
-        "udpkit ss -uln --backend proc": [args.udpkit, "ss", "-uln", "--backend", "proc"],
-        "ss -ulnp": ["ss", "-ulnp"],
-        "udpkit ss -ulnp": [args.udpkit, "ss", "-ulnp"],
-        PSUTIL: [sys.executable, "-c", "import psutil; psutil.net_connections('udp')"],
+        f"ss {flags}": ["ss", flags],
+        f"udpkit ss {flags}": [args.udpkit, "ss", flags],
+        f"udpkit ss {flags} --backend proc": [args.udpkit, "ss", flags, "--backend", "proc"],
+        f"ss {flags}p": ["ss", flags + "p"],
+        f"udpkit ss {flags}p": [args.udpkit, "ss", flags + "p"],
+        PSUTIL: [sys.executable, "-c", f"import psutil; psutil.net_connections('{kind}')"],
     }
+    busy = None
+    if args.busy:
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     print(f"udpkit: {args.udpkit} (python {sys.version.split()[0]}); ss: {subprocess.run(['ss', '-V'], capture_output=True, text=True).stdout.strip()}")
     print(f"{args.runs} runs each, interleaved; medians in ms\n")
-    print(f"{'sockets':>8}  {'command':<32}{'median ms':>10}  ratio")
+    print(f"{'sockets':>8}  {'command':<34}{'median ms':>10}  ratio")
     try:
         for size in (int(s) for s in args.sizes.split(",")):
-            holders = open_sockets(size)
+            holders = open_sockets(size, "tcp" if args.tcp else "udp")
             try:
-                same = subprocess.run(["ss", "-uln"], capture_output=True).stdout == subprocess.run(
-                    [args.udpkit, "ss", "-uln"], capture_output=True).stdout
+                same = subprocess.run(["ss", flags], capture_output=True).stdout == subprocess.run(
+                    [args.udpkit, "ss", flags], capture_output=True).stdout
                 samples: dict[str, list[float]] = {label: [] for label in commands}
                 for _ in range(args.runs):
                     for label, argv in commands.items():
                         samples[label].append(timed(argv))
                 med = {label: statistics.median(values) * 1000 for label, values in samples.items()}
+                f, fp = flags, flags + "p"
                 rows = [
-                    ("ss -uln", "1.00 (reference)"),
-                    ("udpkit ss -uln", f"{med['udpkit ss -uln'] / med['ss -uln']:.2f}x ss -uln"),
-                    ("udpkit ss -uln --backend proc", f"{med['udpkit ss -uln --backend proc'] / med['ss -uln']:.2f}x ss -uln"),
-                    ("ss -ulnp", "1.00 (reference)"),
-                    ("udpkit ss -ulnp", f"{med['udpkit ss -ulnp'] / med['ss -ulnp']:.2f}x ss -ulnp"),
-                    (PSUTIL, f"{med[PSUTIL] / med['udpkit ss -uln']:.1f}x udpkit ss -uln, "
-                             f"{med[PSUTIL] / med['udpkit ss -ulnp']:.1f}x udpkit ss -ulnp"),
+                    (f"ss {f}", "1.00 (reference)"),
+                    (f"udpkit ss {f}", f"{med[f'udpkit ss {f}'] / med[f'ss {f}']:.2f}x ss {f}"),
+                    (f"udpkit ss {f} --backend proc", f"{med[f'udpkit ss {f} --backend proc'] / med[f'ss {f}']:.2f}x ss {f}"),
+                    (f"ss {fp}", "1.00 (reference)"),
+                    (f"udpkit ss {fp}", f"{med[f'udpkit ss {fp}'] / med[f'ss {fp}']:.2f}x ss {fp}"),
+                    (PSUTIL, f"{med[PSUTIL] / med[f'udpkit ss {f}']:.1f}x udpkit ss {f}, "
+                             f"{med[PSUTIL] / med[f'udpkit ss {fp}']:.1f}x udpkit ss {fp}"),
                 ]
                 for label, ratio in rows:
-                    print(f"{size:>8}  {label:<32}{med[label]:>10.1f}  {ratio}")
-                print(f"{size:>8}  same table as ss -uln: {'yes' if same else 'NO'}\n")
+                    print(f"{size:>8}  {label:<34}{med[label]:>10.1f}  {ratio}")
+                print(f"{size:>8}  same table as ss {f}: {'yes' if same else 'NO'}\n")
             finally:
                 close_sockets(holders)
     finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
         subprocess.run(["ip", "netns", "delete", name], check=False)
     return 0
 

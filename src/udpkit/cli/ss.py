@@ -16,8 +16,8 @@ from itertools import repeat
 from typing import Any, NamedTuple, TextIO
 
 from udpkit.errors import UsageError
-from udpkit.inventory import Backend, SocketState, SocketTable, TcpSocket, UdpSocket, scan_tcp_sockets
-from udpkit.inventory import cgroup_path_for_id, scan_udp_sockets, service_name
+from udpkit.inventory import Backend, Process, SocketState, SocketTable, TcpSocket, UdpSocket, scan_tcp_sockets
+from udpkit.inventory import cgroup_path_for_id, scan_udp_sockets, service_name, socket_owners
 from udpkit.inventory.summary import read_summary
 
 __all__ = ["SsOptions", "parse_args", "render_text", "run"]
@@ -282,17 +282,17 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         predicate = parsed.matches
     states = {s for s in SocketState if options.states & (1 << s)}
     tables: list[SocketTable[Any]] = []
+    owners = socket_owners() if options.processes else None  # one walk of /proc for every table
     for protocol in options.protocols:
         if protocol == "udp":
             tables.append(scan_udp_sockets(
-                families=families, states=states, processes=options.processes,
-                memory=options.memory or options.json, where=predicate, backend=options.backend,
+                families=families, states=states, memory=options.memory or options.json,
+                where=predicate, backend=options.backend, owners=owners,
             ))
         else:
             tables.append(scan_tcp_sockets(
-                families=families, states=states, processes=options.processes,
-                memory=options.memory or options.json, info=options.info or options.json,
-                where=predicate, backend=options.backend,
+                families=families, states=states, memory=options.memory or options.json,
+                info=options.info or options.json, where=predicate, backend=options.backend, owners=owners,
             ))
     if options.json:
         import json
@@ -430,7 +430,10 @@ def render_blocks(
         ports[0].extend(col("local_port"))
         ports[1].extend(col("peer_port"))
         tcp = table.record is TcpSocket
-        if tail or (tcp and (options.timers or options.info)):
+        if options.processes and not (options.extended or options.memory or options.cgroup
+                                      or (tcp and (options.timers or options.info))):
+            columns[8].extend(map(_users_text, col("processes")))  # -p alone: no record per socket
+        elif tail or (tcp and (options.timers or options.info)):
             columns[8].extend(_process_field(s, options) for s in table)
         else:
             columns[8].extend(repeat("", n))
@@ -460,8 +463,7 @@ def _process_field(sock: UdpSocket | TcpSocket, options: SsOptions) -> str:
     parts = []
     tcp = isinstance(sock, TcpSocket)
     if options.processes and sock.processes:
-        users = ",".join(f'("{p.name}",pid={p.pid},fd={p.fd})' for p in sock.processes)
-        parts.append(f" users:({users})")
+        parts.append(_users_text(sock.processes))
     if options.timers and tcp and sock.timer:  # type: ignore[union-attr]
         parts.append(_timer_text(sock))  # type: ignore[arg-type]
     if options.extended:
@@ -496,6 +498,13 @@ def _process_field(sock: UdpSocket | TcpSocket, options: SsOptions) -> str:
 
             parts.append(tcp_info_text(sock, options.numeric, options.timers))  # type: ignore[arg-type]
     return "".join(parts)
+
+
+def _users_text(processes: tuple[Process, ...]) -> str:
+    """``-p``: `` users:(("socat",pid=812,fd=5),…)``, or nothing for a socket no process we can see holds."""
+    if not processes:
+        return ""
+    return " users:(" + ",".join(f'("{p.name}",pid={p.pid},fd={p.fd})' for p in processes) + ")"
 
 
 _TIMER_NAMES = ("off", "on", "keepalive", "timewait", "persist", "unknown")

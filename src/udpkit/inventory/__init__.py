@@ -6,6 +6,7 @@
 """
 
 from udpkit.inventory._listing import Backend, list_tcp_sockets, list_udp_sockets, scan_tcp_sockets, scan_udp_sockets
+from udpkit.inventory._owners import socket_owners
 from udpkit.inventory._system import cgroup_path_for_id, service_name
 from udpkit.inventory._records import CongestionInfo, Process, SkMem, SocketState, TcpInfo, TcpSocket, UdpSocket
 from udpkit.inventory._table import SocketTable
@@ -26,4 +27,5 @@ __all__ = [
     "scan_tcp_sockets",
     "scan_udp_sockets",
     "service_name",
+    "socket_owners",
 ]

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from udpkit.errors import BackendUnavailable, UsageError
 from udpkit.inventory import _netlink, _procfs
-from udpkit.inventory._records import SocketState, TcpSocket, UdpSocket
+from udpkit.inventory._records import Process, SocketState, TcpSocket, UdpSocket
 from udpkit.inventory._table import SocketTable
 
 __all__ = ["Backend", "list_tcp_sockets", "list_udp_sockets", "scan_tcp_sockets", "scan_udp_sockets"]
@@ -66,10 +66,13 @@ def scan_udp_sockets(
     memory: bool = True,
     where: Callable[[UdpSocket], bool] | str | Sequence[str] | None = None,
     backend: Backend = "auto",
+    owners: dict[int, tuple[Process, ...]] | None = None,
 ) -> SocketTable[UdpSocket]:
     """Like :func:`list_udp_sockets`, but as a :class:`SocketTable`: the same sockets held as columns,
-    records built only when asked for. For bulk consumers (``udpkit ss`` renders 50,000 sockets from it)."""
-    return _scan(UdpSocket, families, states, processes, memory, where, backend, False)  # type: ignore[no-any-return]
+    records built only when asked for. For bulk consumers (``udpkit ss`` renders 50,000 sockets from it).
+    ``owners``: a :func:`socket_owners` map already read, so that several listings share one walk of
+    ``/proc`` (it implies ``processes``)."""
+    return _scan(UdpSocket, families, states, processes, memory, where, backend, False, owners)  # type: ignore[no-any-return]
 
 
 def list_tcp_sockets(
@@ -98,9 +101,10 @@ def scan_tcp_sockets(
     info: bool = False,
     where: Callable[[TcpSocket], bool] | str | Sequence[str] | None = None,
     backend: Backend = "auto",
+    owners: dict[int, tuple[Process, ...]] | None = None,
 ) -> SocketTable[TcpSocket]:
-    """:func:`list_tcp_sockets` as a columnar :class:`SocketTable`."""
-    return _scan(TcpSocket, families, states, processes, memory, where, backend, info)  # type: ignore[no-any-return]
+    """:func:`list_tcp_sockets` as a columnar :class:`SocketTable` (``owners`` as in :func:`scan_udp_sockets`)."""
+    return _scan(TcpSocket, families, states, processes, memory, where, backend, info, owners)  # type: ignore[no-any-return]
 
 
 def _scan(
@@ -112,6 +116,7 @@ def _scan(
     where: Any,
     backend: Backend,
     info: bool,
+    owners: dict[int, tuple[Process, ...]] | None = None,
 ) -> Any:
     protocol = "udp" if record is UdpSocket else "tcp"
     if backend not in ("auto", "netlink", "proc"):
@@ -135,8 +140,7 @@ def _scan(
             if backend == "netlink":
                 raise
             batches = [_proc_batch(fams, wanted, protocol)]
-    owners = None
-    if processes:
+    if processes and owners is None:
         from udpkit.inventory._owners import socket_owners
 
         owners = socket_owners()
