@@ -8,8 +8,9 @@ import socket
 import pytest
 
 from udpkit.addr import Endpoint
-from udpkit.compat.socat import ClientPlan, Target, parse_socat
+from udpkit.compat.socat import ClientPlan, SocatPlan, Target, parse_socat
 from udpkit.errors import UsageError
+from udpkit.net import Membership, MulticastSend
 
 
 def test_the_tutorials_two_commands() -> None:
@@ -82,7 +83,8 @@ def test_unsupported_and_malformed_parts_are_named(first: str, second: str, mess
 def test_the_client_form_in_either_order() -> None:
     target = Target("relay", family=socket.AF_INET, host="127.0.0.1", port=53)
     assert parse_socat("-", "UDP4:127.0.0.1:53") == ClientPlan(target)
-    assert parse_socat("UDP4-SENDTO:127.0.0.1:53", "STDIO") == ClientPlan(target)
+    # UDP-SENDTO is not connected: it sends with sendto and hears its peer only, as socat's
+    assert parse_socat("UDP4-SENDTO:127.0.0.1:53", "STDIO") == ClientPlan(target, mode="sendto", stdio_first=False)
 
 
 def test_ports_may_be_service_names_as_socat_takes_them() -> None:
@@ -95,8 +97,10 @@ def test_the_client_forms_directions_and_options() -> None:
     assert parse_socat("STDIN", "UDP4:127.0.0.1:53", "u") == ClientPlan(target, send=True, receive=False)
     assert parse_socat("-", "UDP4:127.0.0.1:53", "u") == ClientPlan(target, send=True, receive=False)
     assert parse_socat("-", "UDP4:127.0.0.1:53", "U") == ClientPlan(target, send=False, receive=True)
-    assert parse_socat("UDP4:127.0.0.1:53", "-", "u") == ClientPlan(target, send=False, receive=True)
-    assert parse_socat("UDP4:127.0.0.1:53", "STDOUT") == ClientPlan(target, send=False, receive=True)
+    assert parse_socat("UDP4:127.0.0.1:53", "-", "u") == ClientPlan(target, send=False, receive=True,
+                                                                     stdio_first=False)
+    assert parse_socat("UDP4:127.0.0.1:53", "STDOUT") == ClientPlan(target, send=False, receive=True,
+                                                                    stdio_first=False)
     assert parse_socat("-", "UDP4:127.0.0.1:53,sp=4000,reuseaddr").source == ("", 4000)
     assert parse_socat("-", "UDP4:127.0.0.1:53,bind=127.0.0.2").source == ("127.0.0.2", 0)
     assert parse_socat("-", "UDP4:127.0.0.1:53,bind=127.0.0.2:ntp").source == ("127.0.0.2", 123)
@@ -107,3 +111,38 @@ def test_the_client_forms_directions_and_options() -> None:
             parse_socat("-", second)
     with pytest.raises(UsageError, match="no direction"):
         parse_socat("STDIN", "UDP4:127.0.0.1:53", "U")
+
+
+def test_group_and_broadcast_options_as_socat_writes_them() -> None:
+    plan = parse_socat("UDP4-RECV:5000,ip-add-membership=239.1.1.1:lo", "-")
+    assert isinstance(plan, SocatPlan) and plan.memberships == (Membership("239.1.1.1", "lo"),)
+    plan = parse_socat("UDP4-RECVFROM:5000,ip-add-membership=239.1.1.1:127.0.0.1,fork", "PIPE")
+    assert isinstance(plan, SocatPlan) and plan.memberships == (Membership("239.1.1.1", None, None, "127.0.0.1"),)
+    plan = parse_socat("UDP4-RECV:5000,ip-add-source-membership=232.1.1.1:127.0.0.1:10.0.0.2", "-")
+    assert isinstance(plan, SocatPlan) and plan.memberships == (Membership("232.1.1.1", None, "10.0.0.2", "127.0.0.1"),)
+    plan = parse_socat("UDP6-RECV:5000,ipv6-join-group=[ff02::1:3]:lo", "-")
+    assert isinstance(plan, SocatPlan) and plan.memberships == (Membership("ff02::1:3", "lo"),)
+    plan = parse_socat("UDP6-RECV:5000,ipv6-join-group=ff02::1:3:lo", "-")
+    assert isinstance(plan, SocatPlan) and plan.memberships == (Membership("ff02::1:3", "lo"),)
+    client = parse_socat("-", "UDP4-DATAGRAM:10.0.0.255:5000,broadcast")
+    assert isinstance(client, ClientPlan) and client.mode == "datagram"
+    assert client.multicast == MulticastSend(broadcast=True)
+    client = parse_socat("-", "UDP4-DATAGRAM:239.1.1.1:5000,ip-multicast-if=lo,ip-multicast-loop=0,ip-multicast-ttl=4")
+    assert isinstance(client, ClientPlan) and client.multicast == MulticastSend("lo", False, 4)
+    client = parse_socat("-", "UDP6-SENDTO:[ff02::1]:5000,ipv6-multicast-if=lo,ipv6-multicast-hops=2")
+    assert isinstance(client, ClientPlan) and (client.mode, client.multicast) == ("sendto", MulticastSend("lo", None, 2))
+
+
+@pytest.mark.parametrize("option, message", [
+    ("ip-add-membership=10.0.0.1:lo", "not a multicast address"),
+    ("ip-add-membership=239.1.1.1", "expected GROUP:INTERFACE"),
+    ("ip-add-membership=239.1.1.1:nosuchif0", "no interface named"),
+    ("ipv6-join-group=[ff02::1]:lo", "other family"),
+    ("ip-add-membership=[ff02::1]:lo", "takes an IPv4 group"),
+    ("ip-multicast-loop=2", "expected 0 or 1"),
+    ("ip-multicast-ttl=300", "expected 0 to 255"),
+    ("broadcast=yes", "takes no value"),
+])
+def test_bad_group_options_are_named(option: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse_socat(f"UDP4-RECV:5000,{option}", "-")

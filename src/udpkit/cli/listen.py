@@ -24,7 +24,7 @@ from udpkit.listen import (
     install_signals,
     resolve_user,
 )
-from udpkit.net import BindOptions
+from udpkit.net import BindOptions, Membership, parse_membership
 from udpkit.net.bind import unprivileged_port_start
 from udpkit.services import RESPONDERS, Responder
 
@@ -95,6 +95,11 @@ def build_parser() -> Parser:
     p.add_argument("--answer-groups", action="store_true",
                    help="also answer datagrams sent to a multicast or broadcast address (not answered by default:"
                         " one datagram would draw an answer from every host of the link)")
+    p.add_argument("--join", action="append", type=parse_membership, default=[], metavar="GROUP[%IFACE]",
+                   help="join a multicast group (repeatable; SOURCE@GROUP%%IFACE for one sender only) and answer"
+                        " its datagrams, from the interface's own address")
+    p.add_argument("--broadcast", action="store_true",
+                   help="answer datagrams sent to a broadcast address (received, not answered, without it)")
     p.add_argument("--allow", action="append", type=_network, metavar="CIDR",
                    help="accept datagrams only from these networks (repeatable; socat's range=)")
     p.add_argument("--relay", metavar="HOST:PORT",
@@ -227,6 +232,17 @@ def report_to(err: TextIO, name: str) -> Any:
     return report
 
 
+def check_memberships(memberships: Sequence[Membership], endpoints: Sequence[Endpoint]) -> None:
+    """Every group needs a socket that receives it: one of its family, bound to the wildcard or the
+    group itself (Linux does not hand group datagrams to a socket bound to a unicast address)."""
+    for membership in memberships:
+        if not any(ep.family == membership.family and ep.ip.partition("%")[0] in ("0.0.0.0", "::", membership.group)
+                   for ep in endpoints):
+            kind = "IPv4" if membership.family == socket.AF_INET else "IPv6"
+            raise UsageError(f"--join {membership}: nothing listens on an {kind} wildcard or on the group itself"
+                             f" (listen on PORT, {'0.0.0.0' if kind == 'IPv4' else '[::]'}:PORT or the group)")
+
+
 def serve_until_stopped(listener: Listener, err: TextIO, name: str) -> ListenerStats:
     """Serve with SIGINT/SIGTERM stopping and SIGUSR1 reporting; then say whether recording failed."""
     previous = install_signals(listener, report_to(err, name))
@@ -247,7 +263,8 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         raise UsageError("--format needs --out")
     endpoints = endpoints_for(args.addresses, args.only, args.dual_stack)
     options = BindOptions(v6only=not args.dual_stack, reuseaddr=args.reuseaddr, reuseport=args.reuseport,
-                          device=args.bind_device, rcvbuf=args.rcvbuf)
+                          device=args.bind_device, rcvbuf=args.rcvbuf, memberships=tuple(args.join))
+    check_memberships(args.join, endpoints)
     if args.workers > 1:
         if args.out is not None:
             raise UsageError("--out records with one worker: drop --workers or --out")
@@ -270,7 +287,8 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         sink = Sink(stdout, args.format or "text")
     listener = Listener(endpoints, respond=build_responder(args), bind=options, count=args.count, duration=args.duration,
                         fork=args.fork, idle_timeout=args.idle_timeout, max_peers=args.max_peers,
-                        allow=args.allow, relay=relay, sink=sink, answer_groups=args.answer_groups)
+                        allow=args.allow, relay=relay, sink=sink, answer_groups=args.answer_groups,
+                        answer_multicast=bool(args.join), answer_broadcast=args.broadcast)
     stream: BinaryIO | None = None
     try:
         bound = listener.open()
@@ -287,7 +305,8 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
             idle = listener.config.idle_timeout
             sessions = (f" (a session per peer, at most {listener.config.max_sessions},"
                         f" ending after {'never' if idle is None else f'{idle:g} s'} idle)")
-        err.write(f"udpkit listen: {what} on {where}{sessions}\n")
+        joined = f"; joined {', '.join(map(str, args.join))}" if args.join else ""
+        err.write(f"udpkit listen: {what} on {where}{sessions}{joined}\n")
         err.flush()
         workers = Workers(listener, args.workers - 1, bound)
         stats = serve_until_stopped(listener, err, "udpkit listen")

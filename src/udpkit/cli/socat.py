@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import socket
-from collections.abc import Sequence
-from typing import BinaryIO, TextIO
+from collections.abc import Callable, Sequence
+from typing import BinaryIO, NamedTuple, TextIO
 
 from udpkit.cli._stdio import stdin_fd as _stdin_fd
 from udpkit.cli.listen import serve_until_stopped, switch_user
 from udpkit.compat.socat import ClientPlan, parse_socat
+from udpkit.compat.socat_dump import TrafficDump
 from udpkit.compat.socat_listen import listener_for, open_target
 from udpkit.errors import UdpkitError, UsageError
 from udpkit.listen import resolve_user
@@ -55,9 +56,24 @@ examples:
 """
 
 
-def parse_argv(argv: Sequence[str]) -> tuple[bool, float | None, float, str, str, str | None, int | None] | None:
-    """socat's global options we take (``-d``, ``-T``, ``-t``, ``-u``/``-U``, ``-b``), then two addresses."""
-    verbose = False
+class SocatArgs(NamedTuple):
+    """socat's global options we take, and its two addresses."""
+
+    verbose: bool
+    idle: float | None
+    linger: float
+    first: str
+    second: str
+    direction: str | None
+    block: int | None
+    text_dump: bool = False
+    hex_dump: bool = False
+
+
+def parse_argv(argv: Sequence[str]) -> SocatArgs | None:
+    """socat's global options we take (``-d``, ``-T``, ``-t``, ``-u``/``-U``, ``-b``, ``-v``, ``-x``),
+    then two addresses; ``None`` for ``-h``."""
+    verbose = text_dump = hex_dump = False
     direction: str | None = None
     block: int | None = None
     idle = None
@@ -70,6 +86,10 @@ def parse_argv(argv: Sequence[str]) -> tuple[bool, float | None, float, str, str
             return None
         if arg.startswith("-d") and set(arg[1:]) == {"d"}:
             verbose = True
+        elif arg == "-v":
+            text_dump = True
+        elif arg == "-x":
+            hex_dump = True
         elif arg in ("-T", "-t"):
             if not args:
                 raise UsageError(f"option {arg} needs a value")
@@ -96,7 +116,15 @@ def parse_argv(argv: Sequence[str]) -> tuple[bool, float | None, float, str, str
             addresses.append(arg)
     if len(addresses) != 2:
         raise UsageError(f"socat takes two addresses, got {len(addresses)}")
-    return verbose, idle, linger, addresses[0], addresses[1], direction, block
+    return SocatArgs(verbose, idle, linger, addresses[0], addresses[1], direction, block, text_dump, hex_dump)
+
+
+def _client_tap(dumps: _Dumps, stdio_first: bool) -> Callable[[bytes, bool], None]:
+    """What we send moves from standard input to the UDP address: "> " when standard input is the
+    first address (``socat - UDP:…``), "< " when it is the second (``socat UDP:… -``)."""
+    def tap(data: bytes, sent: bool) -> None:
+        dumps(data, sent != stdio_first, None)
+    return tap
 
 
 class _Discard:
@@ -110,8 +138,12 @@ class _Discard:
 
 
 def run_client(plan: ClientPlan, idle: float | None, linger: float, out: TextIO, block: int | None = None,
-               err: TextIO | None = None) -> int:
-    """``socat - UDP4:HOST:PORT``: standard input out as datagrams, replies to standard output."""
+               err: TextIO | None = None, dump: Callable[[bytes, bool], None] | None = None) -> int:
+    """``socat - UDP4:HOST:PORT``: standard input out as datagrams, replies to standard output.
+
+    ``UDP-DATAGRAM`` and ``UDP-SENDTO`` use an unconnected socket: a datagram to a group or a
+    broadcast address is answered from each host's own address (DATAGRAM takes every answer,
+    SENDTO its peer's only). ``dump``: shown each datagram, ``True`` for what we send (``-v``/``-x``)."""
     from udpkit.net import enable_errors, icmp_reason, pump, read_errors, upstream_socket
 
     target = plan.target
@@ -127,8 +159,10 @@ def run_client(plan: ClientPlan, idle: float | None, linger: float, out: TextIO,
     sink = getattr(out, "buffer", None) if plan.receive else _Discard()
     if sink is None:
         raise UdpkitError("standard output does not take bytes here")
+    connected = plan.mode == "connect"
     try:
-        sock = upstream_socket(family, address, plan.source, plan.reuseaddr)
+        sock = upstream_socket(family, address, plan.source, plan.reuseaddr, connect=connected, send=plan.multicast,
+                               memberships=plan.memberships)
     except OSError as exc:
         where = "" if plan.source is None else f" from {plan.source[0] or '*'}:{plan.source[1]}"
         raise UdpkitError(f"cannot reach {target.host}:{target.port}{where}: {exc.strerror or exc}") from None
@@ -137,7 +171,11 @@ def run_client(plan: ClientPlan, idle: float | None, linger: float, out: TextIO,
             enable_errors(sock)
         try:
             pump(sock, stdin_fd, sink, linger=linger if plan.receive else 0.0, idle=idle, until_refused=True,
-                 chunk=block)
+                 chunk=block, peer=None if connected else address, only_peer=plan.mode == "sendto", tap=dump)
+        except PermissionError as exc:
+            hint = ("" if plan.multicast is not None and plan.multicast.broadcast else
+                    " (a broadcast address needs socat's broadcast option: SO_BROADCAST)")
+            raise UdpkitError(f"sendto {target.host}:{target.port}: {exc.strerror or exc}{hint}") from None
         except ConnectionRefusedError:
             # socat: "E read(5, …): Connection refused" and exit 1 — the peer's ICMP port unreachable
             if err is not None:
@@ -149,17 +187,40 @@ def run_client(plan: ClientPlan, idle: float | None, linger: float, out: TextIO,
     return 0
 
 
+class _Dumps:
+    """``-v``/``-x`` for a listener: one :class:`TrafficDump` per session (socat counts per child),
+    the oldest forgotten past ``_KEEP`` (sessions are bounded; their dumps' counters are too)."""
+
+    _KEEP = 4096
+
+    def __init__(self, text: bool, hexdump: bool, err: TextIO, swapped: bool = False) -> None:
+        self.text, self.hexdump, self.err, self.swapped = text, hexdump, err, swapped
+        self.dumps: dict[object, TrafficDump] = {}
+
+    def __call__(self, data: bytes, outgoing: bool, key: object) -> None:
+        dump = self.dumps.get(key)
+        if dump is None:
+            if len(self.dumps) >= self._KEEP:
+                del self.dumps[next(iter(self.dumps))]
+            dump = self.dumps[key] = TrafficDump(self.text, self.hexdump)
+        self.err.write(dump.block(data, outgoing != self.swapped))
+        self.err.flush()
+
+
 def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
-    parsed = parse_argv(argv)
-    if parsed is None:
+    args = parse_argv(argv)
+    if args is None:
         out.write(HELP)
         return 0
-    verbose, idle, linger, first, second, direction, block = parsed
-    plan = parse_socat(first, second, direction)
+    plan = parse_socat(args.first, args.second, args.direction)
+    dumps = _Dumps(args.text_dump, args.hex_dump, err) if (args.text_dump or args.hex_dump) else None
     if isinstance(plan, ClientPlan):
-        return run_client(plan, idle, linger, out, block, err if verbose else None)
+        # the standard-input side is socat's first address unless it was written second
+        tap = None if dumps is None else _client_tap(dumps, plan.stdio_first)
+        return run_client(plan, args.idle, args.linger, out, args.block, err if args.verbose else None, tap)
+    idle, verbose = args.idle, args.verbose
     user = resolve_user(plan.user) if plan.user is not None else None
-    listener = listener_for(plan, idle, getattr(out, "buffer", None), _stdin_fd())
+    listener = listener_for(plan, idle, getattr(out, "buffer", None), _stdin_fd(), tap=dumps)
     stream: BinaryIO | None = None
     try:
         bound = listener.open()

@@ -11,10 +11,16 @@ Supported, as socat 1.7 reads them:
   a file path, ``OPEN:PATH`` (must exist) or ``CREATE:PATH`` (truncated), ``PIPE`` (socat's echo),
   and ``UDP{,4,6}:HOST:PORT`` or ``UDP{,4,6}-SENDTO:HOST:PORT`` (relay to an upstream);
 - options ``fork``, ``ipv6only=0|1``, ``reuseaddr``, ``so-reuseport``/``reuseport``, ``bind=ADDR``,
-  ``range=CIDR``, ``max-children=N``, ``rcvbuf=N``, ``su=USER``, ``pf=ip4|ip6``, ``so-bindtodevice=IF``.
+  ``range=CIDR``, ``max-children=N``, ``rcvbuf=N``, ``su=USER``, ``pf=ip4|ip6``, ``so-bindtodevice=IF``,
+  and the multicast and broadcast ones: ``ip-add-membership=GROUP:IFACE|IFADDR[:IFACE]``,
+  ``ip-add-source-membership=GROUP:IFADDR:SOURCE``, ``ipv6-join-group=GROUP:IFACE``,
+  ``ipv6-join-source-group=GROUP:IFACE:SOURCE``, ``ip-multicast-if``, ``ip-multicast-loop``,
+  ``ip-multicast-ttl``, ``ipv6-multicast-if``, ``ipv6-multicast-loop``, ``ipv6-multicast-hops``, ``broadcast``.
 
 And the client form, ``- UDP{,4,6}:HOST:PORT`` or ``UDP…:HOST:PORT STDIO``: standard input goes out as
-datagrams and the replies come back on standard output.
+datagrams and the replies come back on standard output. ``UDP:`` connects; ``UDP-SENDTO:`` sends to
+its peer and hears it only; ``UDP-DATAGRAM:`` sends to any address (a group, a broadcast address)
+and hears everyone, as socat's do.
 
 Anything else is refused with a message naming the part we do not support.
 """
@@ -27,6 +33,7 @@ from typing import NamedTuple
 
 from udpkit.addr import Endpoint, parse_ip, parse_port, udp_service_port
 from udpkit.errors import UsageError
+from udpkit.net.multicast import Membership, MulticastSend, parse_membership
 
 __all__ = ["ClientPlan", "SocatPlan", "Target", "parse_socat"]
 
@@ -34,6 +41,17 @@ _WILDCARD = {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"}
 _FLAGS = {"fork", "reuseaddr", "so-reuseaddr", "so-reuseport", "reuseport"}
 _VALUED = {"ipv6only", "ipv6-v6only", "bind", "range", "max-children", "rcvbuf", "so-rcvbuf", "su", "su-d",
            "pf", "protocol-family", "so-bindtodevice", "bindtodevice", "if", "interface"}
+# socat's multicast and broadcast options (xio-ip.c, xio-ip6.c, xio-socket.c), with their aliases.
+_GROUP_OPTIONS = {
+    "ip-add-membership": "join4", "add-membership": "join4", "ip-membership": "join4",
+    "ip-add-source-membership": "source4", "source-membership": "source4",
+    "ipv6-join-group": "join6", "ipv6-add-membership": "join6", "join-group": "join6",
+    "ipv6-join-source-group": "source6", "join-source-group": "source6",
+    "ip-multicast-if": "if", "multicast-if": "if", "ipv6-multicast-if": "if", "ipv6-multicast-interface": "if",
+    "ip-multicast-loop": "loop", "multicast-loop": "loop", "ipv6-multicast-loop": "loop",
+    "ip-multicast-ttl": "hops", "multicast-ttl": "hops", "ipv6-multicast-hops": "hops", "multicast-hops": "hops",
+    "broadcast": "broadcast", "so-broadcast": "broadcast",
+}
 
 
 class Target(NamedTuple):
@@ -67,6 +85,8 @@ class SocatPlan(NamedTuple):
     max_children: int | None
     user: str | None
     target: Target
+    memberships: tuple[Membership, ...] = ()
+    send: MulticastSend | None = None
 
 
 def _split_outside_brackets(text: str, separator: str) -> list[str]:
@@ -107,17 +127,24 @@ def _listen_kind(kind: str) -> tuple[str, int | None] | None:
 class ClientPlan(NamedTuple):
     """``socat - UDP4:HOST:PORT`` (either order): standard input out as datagrams, replies to standard
     output. ``send``/``receive``: the directions left (``-u``/``-U``, or ``STDIN``/``STDOUT``);
-    ``source``: the client's own address (``bind=``, ``sourceport=``/``sp=``)."""
+    ``source``: the client's own address (``bind=``, ``sourceport=``/``sp=``); ``mode``: ``connect``
+    (``UDP:``), ``sendto`` (``UDP-SENDTO:``) or ``datagram`` (``UDP-DATAGRAM:``, answers from anyone);
+    ``multicast``/``memberships``: the group and broadcast options; ``stdio_first``: standard input
+    was the first address (it decides which way socat's ``-v`` arrows point)."""
 
     target: Target
     send: bool = True
     receive: bool = True
     source: tuple[str, int] | None = None
     reuseaddr: bool = False
+    mode: str = "connect"
+    multicast: MulticastSend | None = None
+    memberships: tuple[Membership, ...] = ()
+    stdio_first: bool = True
 
 
 _STDIO = ("-", "STDIO", "STDIN", "STDOUT")
-_CLIENT_OPTIONS = {"sp", "sourceport", "bind", "reuseaddr", "so-reuseaddr"}
+_CLIENT_OPTIONS = {"sp", "sourceport", "bind", "reuseaddr", "so-reuseaddr", *_GROUP_OPTIONS}
 
 
 def parse_socat(first: str, second: str, direction: str | None = None) -> SocatPlan | ClientPlan:
@@ -130,7 +157,7 @@ def parse_socat(first: str, second: str, direction: str | None = None) -> SocatP
     if _listen_kind(kind) is None and second.upper() in _STDIO:
         target = _target(":".join([kind, *params]))
         if target.kind == "relay":
-            return _client(target, options, second.upper(), direction, swapped)
+            return _client(target, options, second.upper(), direction, swapped, _client_mode(kind))
     listen = _listen_kind(kind)
     if listen is None:
         raise UsageError(f"unsupported socat address type {kind!r} as the first address"
@@ -139,7 +166,9 @@ def parse_socat(first: str, second: str, direction: str | None = None) -> SocatP
     if len(params) != 1:
         raise UsageError(f"{kind} takes one parameter, the port: {kind}:PORT")
     port = _port(params[0])
-    opts = _options(options)
+    group_options = [o for o in options if o.partition("=")[0].lower() in _GROUP_OPTIONS]
+    opts = _options([o for o in options if o not in group_options])
+    memberships, send = _group_options(group_options)
     pf = opts.get("pf") or opts.get("protocol-family")
     if pf is not None:
         pf_family = {"ip4": socket.AF_INET, "ipv4": socket.AF_INET, "ip6": socket.AF_INET6, "ipv6": socket.AF_INET6}.get(pf)
@@ -149,6 +178,11 @@ def parse_socat(first: str, second: str, direction: str | None = None) -> SocatP
             raise UsageError(f"pf={pf} contradicts {kind}")
         family = pf_family
     family = socket.AddressFamily(family or socket.AF_INET)  # socat 1.7's UDP-LISTEN is IPv4 unless pf=ip6
+    for membership in memberships:
+        if membership.family != family:
+            raise UsageError(f"group {membership.group} is of the other family than {kind}"
+                             f" (IPv{'4' if family == socket.AF_INET else '6'}): join it on a "
+                             f"UDP{'6' if membership.family == socket.AF_INET6 else '4'} address")
     host = _WILDCARD[family]
     interface = None
     if "bind" in opts:
@@ -174,10 +208,18 @@ def parse_socat(first: str, second: str, direction: str | None = None) -> SocatP
         max_children=_count("max-children", opts.get("max-children")),
         user=opts.get("su") or opts.get("su-d"),
         target=_target(second),
+        memberships=memberships,
+        send=send,
     )
 
 
-def _client(target: Target, options: list[str], stdio: str, direction: str | None, stdio_first: bool) -> ClientPlan:
+def _client_mode(kind: str) -> str:
+    upper = kind.upper()
+    return "datagram" if upper.endswith("-DATAGRAM") else "sendto" if upper.endswith("-SENDTO") else "connect"
+
+
+def _client(target: Target, options: list[str], stdio: str, direction: str | None, stdio_first: bool,
+            mode: str = "connect") -> ClientPlan:
     """A client plan: which way data flows (socat's ``-u`` is first to second, ``-U`` the reverse;
     ``STDIN`` only reads, ``STDOUT`` only writes) and the client address's own options."""
     towards_udp = None if direction is None else (direction == "u") == stdio_first
@@ -186,11 +228,17 @@ def _client(target: Target, options: list[str], stdio: str, direction: str | Non
     if not (send or receive):
         raise UsageError(f"{stdio} and {'-u' if direction == 'u' else '-U'} leave no direction to transfer")
     host, port, reuse = None, 0, False
+    group_options = [o for o in options if o.partition("=")[0].lower() in _GROUP_OPTIONS]
+    memberships, multicast = _group_options(group_options)
+    if (memberships or multicast is not None) and mode == "connect":
+        mode = "datagram"  # a group or broadcast option on UDP: socat sends with sendto, hears anyone
     for option in options:
         name, eq, value = option.partition("=")
         name = name.lower()
         if name not in _CLIENT_OPTIONS:
             raise UsageError(f"unsupported socat option {option!r} on a client address")
+        if name in _GROUP_OPTIONS:
+            continue
         if name in ("reuseaddr", "so-reuseaddr"):
             reuse = True
         elif not eq:
@@ -205,7 +253,84 @@ def _client(target: Target, options: list[str], stdio: str, direction: str | Non
         else:
             port = _port(value)
     source = None if host is None and not port else (host or "", port)
-    return ClientPlan(target, send=send, receive=receive, source=source, reuseaddr=reuse)
+    return ClientPlan(target, send=send, receive=receive, source=source, reuseaddr=reuse, mode=mode,
+                      multicast=multicast, memberships=memberships, stdio_first=stdio_first)
+
+
+def _group_options(options: list[str]) -> tuple[tuple[Membership, ...], MulticastSend | None]:
+    """socat's multicast and broadcast options -> the groups to join and how to send to groups."""
+    memberships: list[Membership] = []
+    send: dict[str, object] = {}
+    for option in options:
+        name, eq, value = option.partition("=")
+        kind = _GROUP_OPTIONS[name.lower()]
+        if kind == "broadcast":
+            if eq and value not in ("1", ""):
+                raise UsageError(f"socat option {name} takes no value (or 1)")
+            send["broadcast"] = True
+            continue
+        if not eq or not value:
+            raise UsageError(f"socat option {name} needs a value")
+        if kind in ("join4", "source4", "join6", "source6"):
+            memberships.append(_membership(name, kind, value))
+        elif kind == "if":
+            send["interface"] = value.strip("[]")
+        elif kind == "loop":
+            if value not in ("0", "1"):
+                raise UsageError(f"bad socat option {name}={value}: expected 0 or 1")
+            send["loop"] = value == "1"
+        else:
+            if not value.isdigit() or int(value) > 255:
+                raise UsageError(f"bad socat option {name}={value}: expected 0 to 255")
+            send["hops"] = int(value)
+    return tuple(memberships), MulticastSend(**send) if send else None  # type: ignore[arg-type]
+
+
+def _membership(name: str, kind: str, value: str) -> Membership:
+    """``239.1.1.1:eth0``, ``239.1.1.1:10.0.0.1``, ``239.1.1.1:10.0.0.1:eth0`` (IPv4),
+    ``232.1.1.1:10.0.0.1:10.0.0.2`` (source-specific, IPv4), ``[ff02::1:3]:eth0`` (IPv6), as socat."""
+    parts = _split_outside_brackets(value, ":") if kind in ("join4", "source4") or value.startswith("[") else None
+    if parts is None:  # an unbracketed IPv6 group: the interface (and source) follow the last colons
+        if kind == "source6":
+            rest, _, source = value.rpartition(":")
+            group, _, iface = rest.rpartition(":")
+            parts = [group, iface, source]
+        else:
+            group, _, iface = value.rpartition(":")
+            parts = [group, iface]
+    parts = [p.strip("[]") for p in parts]
+    want = 3 if kind in ("source4", "source6") else (2, 3)
+    if (len(parts) != want) if isinstance(want, int) else (len(parts) not in want):
+        raise UsageError(f"bad socat option {name}={value}: expected GROUP:INTERFACE"
+                         f"{':SOURCE' if kind.startswith('source') else ''}")
+    group = parse_membership(parts[0]).group
+    family = "6" if ":" in group else "4"
+    if family != kind[-1]:
+        raise UsageError(f"socat option {name} takes an IPv{kind[-1]} group, not {group}")
+    if kind == "source4":
+        return Membership(group, None, parse_membership(f"{parts[2]}@{group}").source, parts[1])
+    if kind == "source6":
+        return parse_membership(f"{parts[2]}@{group}%{parts[1]}")
+    interface: str | None = parts[-1]
+    local = None
+    if kind == "join4" and _is_ipv4(parts[1]):
+        local = parts[1]
+        interface = parts[2] if len(parts) == 3 else None
+        if interface is not None:
+            local = None  # socat: group:address:interface — the interface decides
+    elif len(parts) == 3:
+        raise UsageError(f"bad socat option {name}={value}: expected GROUP:INTERFACE")
+    if interface is not None:
+        parse_membership(f"{group}%{interface}")  # the interface must exist
+    return Membership(group, interface, None, local)
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET, text)
+    except OSError:
+        return False
+    return True
 
 
 def _options(options: list[str]) -> dict[str, str]:

@@ -7,6 +7,7 @@ privileges if the plan says ``su=``, and without following symbolic links.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import BinaryIO
 
 from udpkit.compat.socat import SocatPlan
@@ -19,8 +20,11 @@ __all__ = ["listener_for", "open_target"]
 
 
 def listener_for(plan: SocatPlan, idle: float | None, stdout: BinaryIO | None,
-                 stdin_fd: int | None = None) -> Listener:
-    """The Listener a plan describes; a file target's sink is attached by the caller (``open_target``)."""
+                 stdin_fd: int | None = None, tap: Callable[[bytes, bool, object], None] | None = None) -> Listener:
+    """The Listener a plan describes; a file target's sink is attached by the caller (``open_target``).
+
+    Groups the plan joins are answered (socat answers whatever it receives); broadcasts too when
+    the plan says ``broadcast``. ``tap``: socat's ``-v``/``-x`` (see :class:`Listener`)."""
     target = plan.target
     respond = "echo" if target.kind == "echo" else "discard"
     if plan.mode == "recv" and target.kind in ("echo", "relay"):
@@ -41,7 +45,9 @@ def listener_for(plan: SocatPlan, idle: float | None, stdout: BinaryIO | None,
     elif target.kind == "file":
         sink = Sink(None, "raw")
     bind = BindOptions(v6only=plan.v6only, reuseaddr=plan.reuseaddr, reuseport=plan.reuseport,
-                       device=plan.device, rcvbuf=plan.rcvbuf)
+                       device=plan.device, rcvbuf=plan.rcvbuf, memberships=plan.memberships, send=plan.send)
+    if any(m.family != plan.endpoint.family for m in plan.memberships):
+        raise UsageError(f"a group of the other family cannot be joined on a {plan.endpoint} listener")
     sessions = plan.mode == "listen" and plan.fork
     # PIPE is socat's echo: udpkit's echo responder, with its guards against reflection loops
     return Listener(
@@ -51,6 +57,9 @@ def listener_for(plan: SocatPlan, idle: float | None, stdout: BinaryIO | None,
         max_peers=plan.max_children, allow=plan.allow, relay=relay,
         single_peer=plan.mode == "listen" and not plan.fork and relay is None,
         input_fd=stdin_fd if target.kind == "stdio" else None,
+        answer_multicast=bool(plan.memberships),
+        answer_broadcast=plan.send is not None and plan.send.broadcast,
+        tap=tap,
     )
 
 

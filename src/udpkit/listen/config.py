@@ -69,6 +69,14 @@ class ListenerConfig:
     single_peer: bool = False
     input_fd: int | None = None
     answer_groups: bool = False
+    answer_multicast: bool = False
+    answer_broadcast: bool = False
+
+    def answers(self, local_ip: str | None) -> bool:
+        """Is a datagram sent to ``local_ip`` — a group or a broadcast address — answered?"""
+        if self.answer_groups:
+            return True
+        return self.answer_multicast if _is_multicast(local_ip) else self.answer_broadcast
 
     @property
     def sessions(self) -> bool:
@@ -89,7 +97,8 @@ class ListenerConfig:
                 duration: float | None = None, fork: bool = False, idle_timeout: float | None = None,
                 max_sessions: int | None = None, allow: tuple[Network, ...] | None = None,
                 relay: tuple[socket.AddressFamily, tuple[str, int]] | None = None, single_peer: bool = False,
-                input_fd: int | None = None, answer_groups: bool = False) -> ListenerConfig:
+                input_fd: int | None = None, answer_groups: bool = False, answer_multicast: bool = False,
+                answer_broadcast: bool = False) -> ListenerConfig:
         if not endpoints:
             raise UsageError("nothing to listen on")
         if count is not None and count < 1:
@@ -113,4 +122,17 @@ class ListenerConfig:
         if idle_timeout == 0:
             idle_timeout = None
         return cls(tuple(endpoints), bind, count, duration, fork, idle_timeout, max_sessions,
-                   tuple(allow) if allow else None, relay, single_peer, input_fd, answer_groups)
+                   tuple(allow) if allow else None, relay, single_peer, input_fd, answer_groups, answer_multicast,
+                   answer_broadcast)
+
+
+def _is_multicast(ip: str | None) -> bool:
+    """224.0.0.0/4, ff00::/8 or an IPv4-mapped group (a dual-stack socket's view of an IPv4 one)."""
+    if not ip:
+        return False
+    ip = ip.partition("%")[0]
+    if ip.lower().startswith("ff"):
+        return True
+    v4 = ip.rpartition(":")[2]
+    head = v4.partition(".")[0]
+    return "." in v4 and head.isdigit() and 224 <= int(head) < 240

@@ -63,7 +63,10 @@ class Listener:
     everyone else is refused by the kernel; ``input_fd``: what can be read from this descriptor
     (standard input, for socat's STDIO) is sent to the latest peer, once there is one;
     ``answer_groups``: the responder also answers datagrams sent to a multicast or broadcast address
-    (from a unicast address of ours, never through a session or a relay) — off by default.
+    (from a unicast address of ours, never through a session or a relay) — off by default;
+    ``answer_multicast``/``answer_broadcast``: the same for one kind only (``--join``, ``--broadcast``);
+    ``tap``: shown every datagram in and out (``True``: out) with its session's key (``None`` without
+    sessions) — socat's ``-v``/``-x``; it takes every datagram through the general path.
     """
 
     def __init__(
@@ -83,6 +86,9 @@ class Listener:
         single_peer: bool = False,
         input_fd: int | None = None,
         answer_groups: bool = False,
+        answer_multicast: bool = False,
+        answer_broadcast: bool = False,
+        tap: Callable[[bytes, bool, object], None] | None = None,
         clock: Callable[[], float] = time.time,
         config: ListenerConfig | None = None,
     ) -> None:
@@ -90,15 +96,18 @@ class Listener:
             config = ListenerConfig.checked(
                 tuple(endpoints), bind=bind, count=count, duration=duration, fork=fork, idle_timeout=idle_timeout,
                 max_sessions=max_peers, allow=tuple(allow) if allow else None, relay=relay,
-                single_peer=single_peer, input_fd=input_fd, answer_groups=answer_groups)
+                single_peer=single_peer, input_fd=input_fd, answer_groups=answer_groups,
+                answer_multicast=answer_multicast, answer_broadcast=answer_broadcast)
         self.config = config
         self.responder = responder(respond) if isinstance(respond, str) else respond
         self.capabilities = capabilities(self.responder)
         self.sink = sink
+        self.tap = tap
         self.clock = clock
         caps = self.capabilities
         self._silent = not caps.replies and config.relay is None
-        self._routed = config.sessions or config.single_peer or config.allow is not None or config.input_fd is not None
+        self._routed = (config.sessions or config.single_peer or config.allow is not None
+                        or config.input_fd is not None or tap is not None)
         sink_format = None if sink is None else sink.format
         # Ask the kernel per datagram only for what is used: receive times for a recording or a
         # time service; destinations (per socket, see _options_for) to answer from the right address.
@@ -329,7 +338,7 @@ class Listener:
             done = self._count_in(index, dgram)
             local = self._bound[index]
             to = local._replace(ip=dgram.local_ip or local.ip)
-            if self.config.answer_groups and self.config.relay is None:
+            if self.config.relay is None and self.config.answers(dgram.local_ip):
                 self._handle(sock, None, dgram._replace(local_ip=None), to)  # the kernel picks a unicast source
             elif self.sink is not None:
                 self.sink.write(self._when(dgram), self._peer(dgram, local), to, dgram.data)
@@ -455,7 +464,8 @@ class Listener:
         session = self._sessions.get(key)
         if session is None:
             return False
-        if self._silent and (self.sink is None or self.sink.format == "raw") and self.config.input_fd is None:
+        if (self._silent and (self.sink is None or self.sink.format == "raw") and self.config.input_fd is None
+                and self.tap is None):
             self._touch(key)
             return self._drain_discard(session.down, session)
         errors: list[OSError] = []
@@ -480,6 +490,8 @@ class Listener:
         errors: list[OSError] = []
         for dgram in receive(session.up, BATCH, ancillary=False, on_error=errors.append):
             self._touch(key)
+            if self.tap is not None:
+                self.tap(dgram.data, True, key)
             self._send(session.down, dgram.data, session=session)
         if errors:
             self._session_failed(key, errors[0])
@@ -514,6 +526,9 @@ class Listener:
     def _handle(self, sock: socket.socket, session: Session | None, dgram: Datagram, local: Endpoint) -> None:
         now = self._when(dgram)
         peer = self._peer(dgram, local)
+        tap = self.tap
+        if tap is not None:
+            tap(dgram.data, False, None if session is None else session.key)
         if self.sink is not None:
             self.sink.write(now, peer, local, dgram.data)
         if session is not None:
@@ -532,6 +547,8 @@ class Listener:
         for payload in [reply] if isinstance(reply, bytes) else reply:
             if finish is not None:
                 payload = finish(payload, self.clock())
+            if tap is not None:
+                tap(payload, True, None if session is None else session.key)
             if session is not None:
                 self._send(sock, payload, session=session)
             else:
@@ -575,6 +592,8 @@ class Listener:
             return False
         index, peer = self._latest
         session = self._sessions.get(self._latest)
+        if self.tap is not None:
+            self.tap(data, True, None if session is None else session.key)
         if session is not None:
             self._send(session.down, data, session=session)
         elif self.config.single_peer:

@@ -46,7 +46,7 @@ class Session:
              relay: tuple[int, tuple[str, int]] | None) -> tuple[Session, list[Datagram]]:
         """A session for the peer ``key[1]`` and the strays its socket caught; raises ``UdpkitError``
         or ``OSError`` when the kernel will not make it (out of descriptors, say)."""
-        down = bind_udp(local, bind._replace(reuseaddr=True, pktinfo=False))
+        down = bind_udp(local, bind._replace(reuseaddr=True, pktinfo=False, memberships=(), send=None))
         up = None
         try:
             down.connect(key[1])

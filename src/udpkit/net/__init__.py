@@ -5,6 +5,7 @@ address, receive-queue drops)."""
 from udpkit.net.bind import BindOptions, bind_udp, free_port_pair, upstream_socket
 from udpkit.net.connect import HostNotFound, accept_first, bind_passive, connect_udp
 from udpkit.net.errqueue import IcmpError, enable_errors, icmp_reason, read_errors
+from udpkit.net.multicast import Membership, MulticastSend, parse_membership
 from udpkit.net.probing import ProbeSocket, is_local
 from udpkit.net.pump import pump
 from udpkit.net.rx import (
@@ -26,6 +27,8 @@ __all__ = [
     "HostNotFound",
     "IcmpError",
     "MAX_DATAGRAM",
+    "Membership",
+    "MulticastSend",
     "OnError",
     "ProbeSocket",
     "TIMESTAMP_SPACE",
@@ -40,6 +43,7 @@ __all__ = [
     "icmp_reason",
     "is_local",
     "kernel_time",
+    "parse_membership",
     "pump",
     "read_errors",
     "receive",

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 from udpkit.addr import Endpoint
 from udpkit.errors import PermissionDenied, UdpkitError, UsageError
+from udpkit.net.multicast import Membership, MulticastSend, apply_send_options, join
 
 __all__ = ["BindOptions", "bind_udp", "free_port_pair", "unprivileged_port_start", "upstream_socket"]
 
@@ -34,6 +35,10 @@ class BindOptions(NamedTuple):
     #: report each datagram's destination address (``IP_PKTINFO``), so a wildcard-bound service
     #: answers from the address it was asked on
     pktinfo: bool = True
+    #: groups to join once bound (those of the socket's family; see :mod:`udpkit.net.multicast`)
+    memberships: tuple[Membership, ...] = ()
+    #: how datagrams to groups and broadcast addresses leave (``SO_BROADCAST``, multicast interface…)
+    send: MulticastSend | None = None
 
 
 def unprivileged_port_start() -> int:
@@ -88,21 +93,39 @@ def bind_udp(endpoint: Endpoint, options: BindOptions = BindOptions()) -> socket
     except BaseException:
         sock.close()
         raise
+    try:
+        for membership in options.memberships:
+            if membership.family == endpoint.family:
+                join(sock, membership)
+        if options.send is not None:
+            apply_send_options(sock, options.send)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
 def upstream_socket(family: int, address: tuple[Any, ...], source: tuple[str, int] | None = None,
-                    reuseaddr: bool = False) -> socket.socket:
+                    reuseaddr: bool = False, *, connect: bool = True, send: MulticastSend | None = None,
+                    memberships: tuple[Membership, ...] = ()) -> socket.socket:
     """A non-blocking UDP socket connected to ``address`` (a relay's way to its upstream, a client's to
     its peer), bound first to ``source`` when given; ``OSError`` (no route, no file descriptor left,
-    the source taken) is the caller's."""
+    the source taken) is the caller's. ``connect=False``: left unconnected, for a client that sends
+    to a group or a broadcast address and hears answers from anyone (socat's UDP-DATAGRAM), with
+    ``send`` options and ``memberships`` joined."""
     sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
         if reuseaddr:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if source is not None:
-            sock.bind((source[0] or ("::" if family == socket.AF_INET6 else "0.0.0.0"), source[1]))
-        sock.connect(address)
+        if source is not None or memberships:
+            host, port = source or ("", address[1] if memberships else 0)
+            sock.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
+        for membership in memberships:
+            join(sock, membership)
+        if send is not None:
+            apply_send_options(sock, send)
+        if connect:
+            sock.connect(address)
     except BaseException:
         sock.close()
         raise
