@@ -77,13 +77,25 @@ def end_group(proc: subprocess.Popen[Any], timeout: float = 5) -> None:
 
 
 def _group_alive(pgid: int) -> bool:
+    """Does any process of group ``pgid`` still run? A zombie does not count: a helper's forked child
+    whose parent we ended is reaped by init, in its own time."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as fh:
+                fields = fh.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

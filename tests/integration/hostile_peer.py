@@ -126,6 +126,8 @@ def send(args: argparse.Namespace) -> dict[str, object]:
 def group(args: argparse.Namespace) -> dict[str, object]:
     family = family_of(args.group)
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        if args.source:
+            sock.bind((args.source, 0))
         if args.broadcast:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, args.iface.encode())
@@ -139,13 +141,15 @@ def group(args: argparse.Namespace) -> dict[str, object]:
         for _ in range(args.count):
             sock.sendto(bytes.fromhex(args.payload), target)
         replies = 0
+        senders = []
         try:
             while True:
-                sock.recvfrom(65535)
+                _reply, sender = sock.recvfrom(65535)
                 replies += 1
+                senders.append(sender[0])
         except (TimeoutError, OSError):
             pass
-    return {"replies": replies}
+    return {"replies": replies, "from": senders}
 
 
 def ports(args: argparse.Namespace) -> dict[str, object]:
@@ -216,6 +220,7 @@ def main() -> None:
     p.add_argument("port", type=int)
     p.add_argument("--iface", required=True)
     p.add_argument("--broadcast", action="store_true")
+    p.add_argument("--source", help="send from this address of ours")
     p.add_argument("--count", type=int, default=3)
     p.add_argument("--payload", default=(b"\x23" + bytes(47)).hex())  # an NTP client request fits every service
     p = sub.add_parser("ports")

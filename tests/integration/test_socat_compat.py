@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import end_group, start_group
 from tests.integration.conftest import Netns, free_port, stop, wait_for
 
 
@@ -266,3 +267,61 @@ def test_with_d_a_refused_client_shows_the_icmp_evidence(ns: Netns) -> None:
         assert done.returncode == 1
         assert f"ICMP port-unreachable ({kind}) from {host.strip('[]')}" in done.stderr
         assert "Connection refused" in done.stderr.splitlines()[-1]
+
+
+def _dump_lines(text: str) -> list[str]:
+    """A -v/-x dump with the time left out of each header (it differs between two runs)."""
+    return [line[:2] + line[line.index("  length="):] if line[:2] in ("> ", "< ") else line
+            for line in text.splitlines()]
+
+
+@pytest.mark.peer("socat")
+@pytest.mark.parametrize("flags", [["-v"], ["-x"], ["-x", "-v"]], ids=" ".join)
+@pytest.mark.parametrize("order", ["stdio-first", "udp-first"])
+def test_traffic_dumps_as_socat_writes_them(ns: Netns, tmp_path: Path, flags: list[str], order: str) -> None:
+    """``-v``/``-x`` on a client and on an echo listener, each beside real socat on the same exchange:
+    the same blocks, arrows, byte ranges, escapes and hex rows (the clock aside)."""
+    payload = b"a\tb\\c\x01\r\nline two is longer than sixteen\n"
+    dumps = {}
+    for tool in ("socat", "udpkit"):
+        port = free_port()
+        prefix = ["socat"] if tool == "socat" else [sys.executable, "-m", "udpkit", "socat"]
+        log = tmp_path / f"{tool}.err"
+        with open(log, "wb") as err:
+            server = start_group(ns.argv([*prefix, *flags, f"UDP4-LISTEN:{port},fork", "PIPE"]), stderr=err)
+        try:
+            wait_for(ns, ["-uln"], f":{port}")
+            pair = ["-", f"UDP4:127.0.0.1:{port}"]
+            if order == "udp-first":
+                pair.reverse()
+            client = subprocess.run(ns.argv([*prefix, *flags, "-t", "0.5", *pair]), input=payload,
+                                    capture_output=True, timeout=15)
+            assert client.stdout == payload, client.stderr
+        finally:
+            end_group(server)
+        dumps[tool] = (_dump_lines(client.stderr.decode()), _dump_lines(log.read_text()))
+    assert dumps["udpkit"] == dumps["socat"]
+
+
+def test_a_listener_whose_standard_input_is_a_file_sends_it_and_keeps_serving(ns: Netns, tmp_path: Path) -> None:
+    """socat's STDIO with standard input from a file (which epoll cannot watch): the file goes to the
+    first peer and the listener goes on; with -u nothing is read at all."""
+    port = free_port()
+    source = tmp_path / "reply.txt"
+    source.write_bytes(b"from a file\n")
+    with open(source, "rb") as stdin:
+        proc = subprocess.Popen(ns.argv([sys.executable, "-m", "udpkit", "socat", "-d", f"UDP4-LISTEN:{port},fork",
+                                         "STDIO"]), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stderr is not None and b"listening on udp" in proc.stderr.readline()
+        code = (f"import socket\ns = socket.socket(2, 2); s.settimeout(5); s.sendto(b'hi\\n', ('127.0.0.1', {port}))\n"
+                "print(s.recv(100).decode().strip())")
+        out = subprocess.run(ns.argv([sys.executable, "-c", code]), capture_output=True, text=True, timeout=15)
+        assert out.stdout.strip() == "from a file", out.stderr
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()

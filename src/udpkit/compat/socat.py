@@ -207,10 +207,17 @@ def parse_socat(first: str, second: str, direction: str | None = None) -> SocatP
         allow=allow,
         max_children=_count("max-children", opts.get("max-children")),
         user=opts.get("su") or opts.get("su-d"),
-        target=_target(second),
+        target=_one_way(_target(second), direction),
         memberships=memberships,
         send=send,
     )
+
+
+def _one_way(target: Target, direction: str | None) -> Target:
+    """``-u`` (first to second only): a listener's STDIO only prints, it reads nothing to send back."""
+    if direction == "u" and target.kind == "stdio":
+        return target._replace(kind="stdout")
+    return target
 
 
 def _client_mode(kind: str) -> str:

@@ -356,9 +356,14 @@ class Listener:
                 return False
         done = self._count_in(index, dgram)
         if self.config.input_fd is not None:
-            if self._latest is None:
-                self._reactor.watch(self.config.input_fd, self._from_input)
+            first = self._latest is None
             self._latest = (index, dgram.peer)
+            if first:
+                try:
+                    self._reactor.watch(self.config.input_fd, self._from_input)
+                except PermissionError:  # a regular file or /dev/null, which epoll cannot watch: send it now
+                    while self._from_input(watched=False):
+                        pass
         session = None
         if self.config.sessions:
             session = self._sessions.get((index, dgram.peer)) or self._open_session(index, dgram)
@@ -582,13 +587,15 @@ class Listener:
             self.counts.datagrams_out += 1
             self.counts.bytes_out += len(payload)
 
-    def _from_input(self) -> bool:
-        """Send what ``input_fd`` has for us to the latest peer: socat's STDIO, the typing direction."""
+    def _from_input(self, watched: bool = True) -> bool:
+        """Send what ``input_fd`` has for us to the latest peer: socat's STDIO, the typing direction.
+        Unwatched (a file epoll cannot watch): ``True`` while there is more to read."""
         fd = self.config.input_fd
         assert fd is not None and self._latest is not None
         data = os.read(fd, MAX_DATAGRAM - 28)
         if not data:  # end of input: stop watching it, keep serving
-            self._reactor.unwatch(fd)
+            if watched:
+                self._reactor.unwatch(fd)
             return False
         index, peer = self._latest
         session = self._sessions.get(self._latest)
@@ -600,7 +607,7 @@ class Listener:
             self._send(self._sockets[index], data)  # connected to the peer
         else:
             self._reply(self._sockets[index], data, peer, None)
-        return False
+        return not watched
 
     # -- sessions --------------------------------------------------------------------------------
     def _open_session(self, index: int, dgram: Datagram) -> Session | None:
