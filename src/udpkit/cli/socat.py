@@ -23,21 +23,26 @@ from udpkit.listen import resolve_user
 __all__ = ["run"]
 
 HELP = """\
-usage: udpkit socat [-d] [-T SECONDS] [-t SECONDS] [-u|-U] [-b SIZE] ADDRESS1 ADDRESS2
+usage: udpkit socat [-d] [-v] [-x] [-T SECONDS] [-t SECONDS] [-u|-U] [-b SIZE] ADDRESS1 ADDRESS2
 
 socat's UDP addresses, served by udpkit's listener in one process (sessions per peer for fork,
 with no moment when the port is unbound).
 
 ADDRESS1: UDP4-LISTEN:PORT | UDP6-LISTEN:PORT | UDP-LISTEN:PORT | UDP{,4,6}-RECVFROM:PORT | UDP{,4,6}-RECV:PORT
           options: fork, ipv6only=0|1, reuseaddr, so-reuseport, bind=ADDR, range=CIDR, max-children=N,
-                   rcvbuf=N, su=USER, pf=ip4|ip6, so-bindtodevice=IF
+                   rcvbuf=N, su=USER, pf=ip4|ip6, so-bindtodevice=IF,
+                   ip-add-membership=GROUP:IFACE|IFADDR[:IFACE], ip-add-source-membership=GROUP:IFADDR:SOURCE,
+                   ipv6-join-group=GROUP:IFACE, ipv6-join-source-group=GROUP:IFACE:SOURCE, broadcast
 ADDRESS2: /dev/null | STDOUT | STDIO | - | ./FILE or /PATH | OPEN:FILE | GOPEN:FILE | CREATE:FILE | PIPE (echo)
           (OPEN/GOPEN/CREATE options: creat, append, trunc, excl, perm=MODE)
           | UDP{,4,6}:HOST:PORT | UDP{,4,6}-SENDTO:HOST:PORT (relay)
+          | EXEC:PROGRAM ARGS | SYSTEM:SHELL-COMMAND (a program per session on pipes; pty is refused)
+          | TCP{,4,6}:HOST:PORT (a TCP connection per session: the UDP-to-TCP bridge)
 PORT: a number or a UDP service name (ntp, domain, …).
 STDOUT prints what arrives; STDIO and - also send what is read from standard input to the latest peer.
 
   -d           print where it listens and, at the end, what it saw (on standard error)
+  -v, -x       dump the traffic to standard error as socat does: text (-v), hex (-x), or both
   -T SECONDS   end a session after SECONDS without traffic (default 60; sessions are also capped by the
                open-files limit, the least recently active making room: a flood of ports cannot end it)
   -t SECONDS   client: after standard input ends, wait this long for replies (default 0.5)
@@ -47,12 +52,18 @@ STDOUT prints what arrives; STDIO and - also send what is read from standard inp
 client:   udpkit socat - UDP4:HOST:PORT   standard input out as datagrams, replies on standard output
           (STDIN sends only, STDOUT receives only; the UDP address takes sp=PORT, bind=ADDR[:PORT],
           reuseaddr; a closed peer port: "Connection refused", exit 1, as socat)
+          UDP-SENDTO and UDP-DATAGRAM send without connecting (DATAGRAM hears every host: groups,
+          broadcast); options broadcast, ip-multicast-if, ip-multicast-loop, ip-multicast-ttl,
+          ipv6-multicast-if, ipv6-multicast-hops, ip-add-membership, ipv6-join-group
 
 examples:
   udpkit socat UDP4-LISTEN:123,fork /dev/null &                  the tutorial's IPv4 NTP stand-in
   udpkit socat UDP6-LISTEN:123,ipv6only=1,fork /dev/null &       and its IPv6 one
   udpkit socat UDP4-LISTEN:5353,fork UDP4:127.0.0.1:53           a UDP proxy, one upstream socket per peer
   udpkit socat UDP4-LISTEN:7,fork PIPE                           an echo service
+  udpkit socat UDP4-LISTEN:5353,fork TCP4:10.0.0.53:53           a UDP-to-TCP bridge, a connection per peer
+  udpkit socat -u UDP4-RECV:5000,ip-add-membership=239.1.1.1:eth0 -   print a group's datagrams
+  udpkit socat - UDP4-DATAGRAM:10.0.0.255:5000,broadcast         ask the link, hear every answer
 """
 
 

@@ -28,6 +28,7 @@ Anything else is refused with a message naming the part we do not support.
 from __future__ import annotations
 
 import ipaddress
+import shlex
 import socket
 from typing import NamedTuple
 
@@ -56,7 +57,8 @@ _GROUP_OPTIONS = {
 
 class Target(NamedTuple):
     """Where datagrams go: ``kind`` is discard, stdout (print), stdio (print, and send what is typed
-    to the latest peer), file, echo or relay."""
+    to the latest peer), file, echo, relay, exec (a program per session: ``argv``) or tcp (a TCP
+    connection per session to ``host``:``port``)."""
 
     kind: str
     path: str | None = None
@@ -68,6 +70,7 @@ class Target(NamedTuple):
     append: bool = True
     exclusive: bool = False
     perm: int | None = None
+    argv: tuple[str, ...] | None = None
 
 
 class SocatPlan(NamedTuple):
@@ -390,6 +393,16 @@ def _target(address: str) -> Target:
         return Target("echo")
     kind, params, options = _split(address)
     kind_upper = kind.upper()
+    if kind_upper in ("EXEC", "SYSTEM"):
+        return _program(kind_upper, ":".join(params), options)
+    if kind_upper in ("TCP", "TCP4", "TCP6", "TCP-CONNECT", "TCP4-CONNECT", "TCP6-CONNECT"):
+        if options:
+            raise UsageError(f"unsupported socat option {options[0]!r} on {kind}")
+        if len(params) != 2 or not params[0]:
+            raise UsageError(f"{kind} needs a host and a port: {kind}:HOST:PORT")
+        family = {"4": socket.AF_INET, "6": socket.AF_INET6}.get(kind_upper[3:4])
+        host = params[0][1:-1] if params[0].startswith("[") else params[0]
+        return Target("tcp", family=family, host=host, port=_port(params[1], allow_zero=False, protocol="tcp"))
     if kind_upper in ("OPEN", "CREATE", "GOPEN"):
         if len(params) != 1 or not params[0]:
             raise UsageError(f"{kind} needs a path: {kind}:PATH")
@@ -435,10 +448,35 @@ def _file(kind: str, path: str, options: list[str]) -> Target:
                   append=kind != "OPEN" or "append" in chosen, exclusive="excl" in chosen, perm=perm)
 
 
-def _port(text: str, *, allow_zero: bool = True) -> int:
-    """A port as socat takes it: a number or a UDP service name (``ntp``, ``domain``)."""
+def _program(kind: str, command: str, options: list[str]) -> Target:
+    """``EXEC:program args`` (split into words as a shell would, run without one) or ``SYSTEM:command``
+    (run by ``/bin/sh -c``): a process per session, datagrams to its standard input, what it writes
+    back as datagrams. socat's ``pty`` is refused by name: udpkit runs programs on pipes."""
+    for option in options:
+        name = option.partition("=")[0].lower()
+        if name == "pty":
+            raise UsageError(f"socat's pty option is not supported: udpkit socat runs {kind} programs on pipes")
+        raise UsageError(f"unsupported socat option {option!r} on {kind}")
+    if not command.strip():
+        raise UsageError(f"{kind} needs a command: {kind}:COMMAND")
+    if kind == "SYSTEM":
+        return Target("exec", argv=("/bin/sh", "-c", command))
+    try:
+        argv = tuple(shlex.split(command))
+    except ValueError as exc:
+        raise UsageError(f"EXEC:{command}: {exc}") from None
+    return Target("exec", argv=argv)
+
+
+def _port(text: str, *, allow_zero: bool = True, protocol: str = "udp") -> int:
+    """A port as socat takes it: a number or a service name (``ntp``, ``domain``) of ``protocol``."""
     if text.isdigit() or not text:
         return parse_port(text, allow_zero=allow_zero)
+    if protocol == "tcp":
+        try:
+            return socket.getservbyname(text, "tcp")
+        except OSError:
+            raise UsageError(f"bad port {text!r}: no such TCP service") from None
     port = udp_service_port(text)
     if port is None:
         raise UsageError(f"bad port {text!r}: no such UDP service (Servname not supported for ai_socktype)")

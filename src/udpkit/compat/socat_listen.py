@@ -14,6 +14,7 @@ from udpkit.compat.socat import SocatPlan
 from udpkit.errors import UdpkitError, UsageError
 from udpkit.files import open_output
 from udpkit.listen import Listener, Sink
+from udpkit.listen.streams import StreamTarget
 from udpkit.net import BindOptions
 
 __all__ = ["listener_for", "open_target"]
@@ -27,8 +28,19 @@ def listener_for(plan: SocatPlan, idle: float | None, stdout: BinaryIO | None,
     the plan says ``broadcast``. ``tap``: socat's ``-v``/``-x`` (see :class:`Listener`)."""
     target = plan.target
     respond = "echo" if target.kind == "echo" else "discard"
-    if plan.mode == "recv" and target.kind in ("echo", "relay"):
+    if plan.mode == "recv" and target.kind in ("echo", "relay", "exec", "tcp"):
         raise UsageError("UDP-RECV only receives; use UDP-RECVFROM or UDP-LISTEN to answer")
+    stream = None
+    if target.kind == "exec":
+        assert target.argv is not None
+        stream = StreamTarget(argv=target.argv)
+    elif target.kind == "tcp":
+        assert target.host is not None and target.port is not None
+        try:
+            info = socket.getaddrinfo(target.host, target.port, target.family or 0, socket.SOCK_STREAM)[0]
+        except (OSError, UnicodeError) as exc:
+            raise UsageError(f"cannot resolve {target.host}: {exc}") from None
+        stream = StreamTarget(family=info[0], address=info[4])
     relay = None
     if target.kind == "relay":
         assert target.host is not None and target.port is not None
@@ -49,17 +61,20 @@ def listener_for(plan: SocatPlan, idle: float | None, stdout: BinaryIO | None,
     if any(m.family != plan.endpoint.family for m in plan.memberships):
         raise UsageError(f"a group of the other family cannot be joined on a {plan.endpoint} listener")
     sessions = plan.mode == "listen" and plan.fork
+    one_session = stream is not None and not plan.fork
     # PIPE is socat's echo: udpkit's echo responder, with its guards against reflection loops
     return Listener(
         [plan.endpoint], respond=respond, bind=bind, sink=sink,
-        count=1 if plan.mode == "recvfrom" and not plan.fork else None,
-        fork=sessions, idle_timeout=idle if (sessions or relay) else None,
+        count=1 if plan.mode == "recvfrom" and not plan.fork and stream is None else None,
+        fork=sessions, idle_timeout=idle if (sessions or relay or stream) else None,
         max_peers=plan.max_children, allow=plan.allow, relay=relay,
-        single_peer=plan.mode == "listen" and not plan.fork and relay is None,
+        single_peer=plan.mode == "listen" and not plan.fork and relay is None and stream is None,
         input_fd=stdin_fd if target.kind == "stdio" else None,
         answer_multicast=bool(plan.memberships),
         answer_broadcast=plan.send is not None and plan.send.broadcast,
         tap=tap,
+        stream=stream,
+        stop_after_session=one_session,
     )
 
 

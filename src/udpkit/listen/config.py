@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 from udpkit.addr import Endpoint
 from udpkit.errors import UsageError
+from udpkit.listen.streams import StreamTarget
 from udpkit.net import BindOptions
 
-__all__ = ["DEFAULT_IDLE_TIMEOUT", "ListenerConfig", "Network", "session_cap"]
+__all__ = ["DEFAULT_IDLE_TIMEOUT", "MAX_PROGRAMS", "ListenerConfig", "Network", "session_cap"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: Seconds without traffic after which a session ends, unless told otherwise (0: never).
@@ -28,6 +29,8 @@ DEFAULT_IDLE_TIMEOUT = 60.0
 _RESERVED_FDS = 64
 #: The largest finite number of seconds an option takes (about 31 years): beyond, it is a typo.
 MAX_SECONDS = 1e9
+#: Sessions that each run a program (socat's EXEC/SYSTEM with fork), unless asked for more.
+MAX_PROGRAMS = 64
 
 
 def session_cap(fds_per_session: int = 1) -> int:
@@ -71,6 +74,8 @@ class ListenerConfig:
     answer_groups: bool = False
     answer_multicast: bool = False
     answer_broadcast: bool = False
+    stream: StreamTarget | None = None
+    stop_after_session: bool = False
 
     def answers(self, local_ip: str | None) -> bool:
         """Is a datagram sent to ``local_ip`` — a group or a broadcast address — answered?"""
@@ -80,7 +85,7 @@ class ListenerConfig:
 
     @property
     def sessions(self) -> bool:
-        return self.fork or self.relay is not None
+        return self.fork or self.relay is not None or self.stream is not None
 
     def allows(self, ip: str) -> bool:
         """May a peer at ``ip`` talk to us (socat's ``range=``)? An IPv4-mapped IPv6 peer (dual-stack)
@@ -98,7 +103,8 @@ class ListenerConfig:
                 max_sessions: int | None = None, allow: tuple[Network, ...] | None = None,
                 relay: tuple[socket.AddressFamily, tuple[str, int]] | None = None, single_peer: bool = False,
                 input_fd: int | None = None, answer_groups: bool = False, answer_multicast: bool = False,
-                answer_broadcast: bool = False) -> ListenerConfig:
+                answer_broadcast: bool = False, stream: StreamTarget | None = None,
+                stop_after_session: bool = False) -> ListenerConfig:
         if not endpoints:
             raise UsageError("nothing to listen on")
         if count is not None and count < 1:
@@ -109,9 +115,15 @@ class ListenerConfig:
             raise UsageError("--max-peers must be at least 1")
         if bind.rcvbuf is not None and not 0 < bind.rcvbuf <= 1 << 31:
             raise UsageError("--rcvbuf must be from 1 to 2147483648 bytes")
-        sessions = fork or relay is not None
+        sessions = fork or relay is not None or stream is not None
+        if stream is not None and relay is not None:
+            raise UsageError("a session goes to one upstream: a relay or a stream, not both")
         if sessions:
-            cap = session_cap(2 if relay is not None else 1)
+            cap = session_cap(2 if relay is not None or stream is not None else 1)
+            if stream is not None and stream.argv is not None:
+                cap = min(cap, MAX_PROGRAMS)  # a process per peer: a flood of peers is not a fork bomb
+            if stop_after_session:
+                max_sessions = 1
             if max_sessions is None:
                 max_sessions = cap
             elif max_sessions > cap:
@@ -123,7 +135,7 @@ class ListenerConfig:
             idle_timeout = None
         return cls(tuple(endpoints), bind, count, duration, fork, idle_timeout, max_sessions,
                    tuple(allow) if allow else None, relay, single_peer, input_fd, answer_groups, answer_multicast,
-                   answer_broadcast)
+                   answer_broadcast, stream, stop_after_session)
 
 
 def _is_multicast(ip: str | None) -> bool:

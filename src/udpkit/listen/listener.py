@@ -28,6 +28,7 @@ from udpkit.listen import paths
 from udpkit.listen.config import ListenerConfig, Network
 from udpkit.listen.reactor import Reactor
 from udpkit.listen.sessions import Session, SessionKey, SessionTable
+from udpkit.listen.streams import StreamTarget, StreamUpstream, reap
 from udpkit.listen.sinks import Sink
 from udpkit.listen.stats import Counters, ListenerStats, PeerTally
 from udpkit.net import (
@@ -66,7 +67,11 @@ class Listener:
     (from a unicast address of ours, never through a session or a relay) — off by default;
     ``answer_multicast``/``answer_broadcast``: the same for one kind only (``--join``, ``--broadcast``);
     ``tap``: shown every datagram in and out (``True``: out) with its session's key (``None`` without
-    sessions) — socat's ``-v``/``-x``; it takes every datagram through the general path.
+    sessions) — socat's ``-v``/``-x``; it takes every datagram through the general path;
+    ``stream``: each session's datagrams go to a program or a TCP connection of its own, whose output
+    comes back as datagrams (socat's ``EXEC:``, ``SYSTEM:``, ``TCP:``; see :mod:`~udpkit.listen.streams`);
+    ``stop_after_session``: one session only (socat without ``fork``): other peers are refused while
+    it lasts, and the listener stops when it ends.
     """
 
     def __init__(
@@ -89,6 +94,8 @@ class Listener:
         answer_multicast: bool = False,
         answer_broadcast: bool = False,
         tap: Callable[[bytes, bool, object], None] | None = None,
+        stream: StreamTarget | None = None,
+        stop_after_session: bool = False,
         clock: Callable[[], float] = time.time,
         config: ListenerConfig | None = None,
     ) -> None:
@@ -97,7 +104,8 @@ class Listener:
                 tuple(endpoints), bind=bind, count=count, duration=duration, fork=fork, idle_timeout=idle_timeout,
                 max_sessions=max_peers, allow=tuple(allow) if allow else None, relay=relay,
                 single_peer=single_peer, input_fd=input_fd, answer_groups=answer_groups,
-                answer_multicast=answer_multicast, answer_broadcast=answer_broadcast)
+                answer_multicast=answer_multicast, answer_broadcast=answer_broadcast, stream=stream,
+                stop_after_session=stop_after_session)
         self.config = config
         self.responder = responder(respond) if isinstance(respond, str) else respond
         self.capabilities = capabilities(self.responder)
@@ -105,7 +113,8 @@ class Listener:
         self.tap = tap
         self.clock = clock
         caps = self.capabilities
-        self._silent = not caps.replies and config.relay is None
+        self._silent = not caps.replies and config.relay is None and config.stream is None
+        self._finished = False  # stop_after_session: the one session ended
         self._routed = (config.sessions or config.single_peer or config.allow is not None
                         or config.input_fd is not None or tap is not None)
         sink_format = None if sink is None else sink.format
@@ -294,6 +303,11 @@ class Listener:
             for key in self._sessions.expired(now):
                 self._end_session(key)
         timeout = -1.0
+        if self.config.stream is not None:
+            if self._flush_streams() or reap():
+                timeout = 0.05  # writes waiting for a stream, or programs still exiting: look again soon
+            if self._finished:
+                return True, 0.0
         if deadline is not None:
             if now >= deadline:
                 return True, 0.0
@@ -303,6 +317,20 @@ class Listener:
             wait = max(0.0, expiry - now)
             timeout = wait if timeout < 0 else min(timeout, wait)
         return False, timeout
+
+    def _flush_streams(self) -> bool:
+        """Send what streams could not take before; whether any still waits."""
+        waiting = False
+        for session in self._sessions:
+            up = session.up
+            if isinstance(up, StreamUpstream) and up.pending:
+                try:
+                    up.flush()
+                except OSError as exc:
+                    self._session_failed(session.key, exc)
+                    continue
+                waiting = waiting or bool(up.pending)
+        return waiting
 
     def _from_listening(self, index: int) -> bool:
         sock = self._sockets[index]
@@ -492,6 +520,8 @@ class Listener:
         session = self._sessions.get(key)
         if session is None or session.up is None:
             return False
+        if isinstance(session.up, StreamUpstream):
+            return self._from_stream(key, session, session.up)
         errors: list[OSError] = []
         for dgram in receive(session.up, BATCH, ancillary=False, on_error=errors.append):
             self._touch(key)
@@ -500,6 +530,26 @@ class Listener:
             self._send(session.down, dgram.data, session=session)
         if errors:
             self._session_failed(key, errors[0])
+        return False
+
+    def _from_stream(self, key: SessionKey, session: Session, up: StreamUpstream) -> bool:
+        """What the program printed or the TCP peer sent: each read back to the peer as one datagram;
+        the end of the stream ends the session (socat's child ends with its program)."""
+        for _ in range(BATCH):
+            try:
+                data = up.read()
+            except OSError as exc:
+                self._session_failed(key, exc)
+                return False
+            if data is None:
+                return False
+            if not data:
+                self._end_session(key)
+                return False
+            self._touch(key)
+            if self.tap is not None:
+                self.tap(data, True, key)
+            self._send(session.down, data, session=session)
         return False
 
     def _session_failed(self, key: SessionKey, exc: OSError) -> None:
@@ -538,6 +588,12 @@ class Listener:
             self.sink.write(now, peer, local, dgram.data)
         if session is not None:
             self._touch(session.key)
+            if isinstance(session.up, StreamUpstream):
+                try:
+                    session.up.write(dgram.data)
+                except OSError as exc:
+                    self._session_failed(session.key, exc)
+                return
             if session.up is not None:
                 self._send(session.up, dgram.data, session=session, count=False)
                 return
@@ -614,6 +670,9 @@ class Listener:
         """A socket of the peer's own; ``None`` if the kernel refuses one (counted), and the datagram
         is then answered from the listening socket."""
         if self._sessions.full():
+            if self.config.stop_after_session:
+                self.counts.refused += 1  # socat without fork: the first peer only
+                return None
             oldest = self._sessions.oldest()
             if oldest is not None:
                 self._end_session(oldest.key)  # the least recently active makes room
@@ -622,7 +681,7 @@ class Listener:
         key = (index, dgram.peer)
         try:
             session, strays = Session.open(key, local, self._peer(dgram, listening), self.bind_options,
-                                           self.config.relay)
+                                           self.config.relay, self.config.stream)
         except (UdpkitError, OSError) as exc:
             cause = exc if isinstance(exc, OSError) else exc.__context__  # bind_udp's one-line error hides it
             self.counts.faults[f"no_session:{error_name(cause) if isinstance(cause, OSError) else 'other'}"] += 1
@@ -645,6 +704,10 @@ class Listener:
         if session.up is not None:
             self._reactor.unwatch(session.up.fileno())
         self._ended_session_drops += session.close()
+        if isinstance(session.up, StreamUpstream) and session.up.dropped:
+            self.counts.faults["stream_full"] += session.up.dropped
+        if self.config.stop_after_session:
+            self._finished = True
 
     def _read_drops(self) -> None:
         """Ask the kernel for each listening socket's drop count (``SO_MEMINFO``): exact even for

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from udpkit.addr import Endpoint
+from udpkit.listen.streams import StreamTarget, StreamUpstream, open_stream
 from udpkit.net import BindOptions, Datagram, bind_udp, receive, socket_drops, upstream_socket
 
 __all__ = ["Session", "SessionKey", "SessionTable"]
@@ -29,12 +30,13 @@ SessionKey = tuple[int, tuple[Any, ...]]
 
 class Session:
     """One peer's own socket (``down``: bound to our address and port, connected to the peer) and,
-    when relaying, its own socket to the upstream (``up``). It owns and closes both."""
+    when relaying, its own socket to the upstream (``up``), or its stream (a program, a TCP
+    connection). It owns and closes both."""
 
     __slots__ = ("down", "key", "local", "peer", "up")
 
-    def __init__(self, key: SessionKey, down: socket.socket, up: socket.socket | None, local: Endpoint,
-                 peer: Endpoint) -> None:
+    def __init__(self, key: SessionKey, down: socket.socket, up: socket.socket | StreamUpstream | None,
+                 local: Endpoint, peer: Endpoint) -> None:
         self.key = key
         self.down = down
         self.up = up
@@ -43,16 +45,19 @@ class Session:
 
     @classmethod
     def open(cls, key: SessionKey, local: Endpoint, peer: Endpoint, bind: BindOptions,
-             relay: tuple[int, tuple[str, int]] | None) -> tuple[Session, list[Datagram]]:
+             relay: tuple[int, tuple[str, int]] | None,
+             stream: StreamTarget | None = None) -> tuple[Session, list[Datagram]]:
         """A session for the peer ``key[1]`` and the strays its socket caught; raises ``UdpkitError``
         or ``OSError`` when the kernel will not make it (out of descriptors, say)."""
         down = bind_udp(local, bind._replace(reuseaddr=True, pktinfo=False, memberships=(), send=None))
-        up = None
+        up: socket.socket | StreamUpstream | None = None
         try:
             down.connect(key[1])
             strays = [stray._replace(local_ip=local.ip) for stray in receive(down, 1 << 16, ancillary=False)]
             if relay is not None:
                 up = upstream_socket(relay[0], relay[1])
+            elif stream is not None:
+                up = open_stream(stream)
         except BaseException:
             down.close()
             raise

@@ -3,7 +3,7 @@ receiving datagrams together with what the kernel says about them (arrival time,
 address, receive-queue drops)."""
 
 from udpkit.net.bind import BindOptions, bind_udp, free_port_pair, upstream_socket
-from udpkit.net.connect import HostNotFound, accept_first, bind_passive, connect_udp
+from udpkit.net.connect import HostNotFound, accept_first, bind_passive, connect_udp, tcp_upstream
 from udpkit.net.errqueue import IcmpError, enable_errors, icmp_reason, read_errors
 from udpkit.net.multicast import Membership, MulticastSend, parse_membership
 from udpkit.net.probing import ProbeSocket, is_local
@@ -49,5 +49,6 @@ __all__ = [
     "receive",
     "send_reply",
     "socket_drops",
+    "tcp_upstream",
     "upstream_socket",
 ]

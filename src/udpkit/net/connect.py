@@ -3,12 +3,13 @@ netcat's UDP "accept": wait for the first datagram, then connect to whoever sent
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any
 
 from udpkit.errors import UdpkitError
 
-__all__ = ["HostNotFound", "accept_first", "bind_passive", "connect_udp"]
+__all__ = ["HostNotFound", "accept_first", "bind_passive", "connect_udp", "tcp_upstream"]
 
 
 class HostNotFound(UdpkitError):
@@ -79,3 +80,20 @@ def accept_first(sock: socket.socket, timeout: float | None = None) -> tuple[str
         sock.settimeout(None)
     sock.connect(peer)
     return str(peer[0]), int(peer[1])
+
+
+def tcp_upstream(family: int, address: tuple[Any, ...]) -> socket.socket:
+    """A non-blocking TCP socket whose connection to ``address`` has been started, not awaited (the
+    UDP-to-TCP bridge opens one per session from its event loop: a slow upstream must not stall it).
+    Sending before it is up raises ``BlockingIOError``; a refusal shows as ``ConnectionRefusedError``
+    on the next send or receive. ``OSError`` (no route, no descriptor) is the caller's."""
+    sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a datagram is a message: send it now
+        code = sock.connect_ex(address)
+        if code not in (0, 115):  # EINPROGRESS
+            raise OSError(code, os.strerror(code))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
