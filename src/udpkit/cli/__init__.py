@@ -22,6 +22,7 @@ COMMANDS = {
     "completion": ("udpkit.cli.completion", "shell completion: udpkit completion bash|zsh"),
     "socat": ("udpkit.cli.socat", "socat's UDP addresses (UDP4-LISTEN:123,fork /dev/null ...) on the listener"),
     "probe": ("udpkit.cli.probe", "test UDP ports: open only when something answered, with the evidence"),
+    "discover": ("udpkit.cli.discover", "ask a link who is there: SSDP, mDNS, WS-Discovery, NetBIOS, SNMP, NTP"),
 }
 
 USAGE = """\
@@ -41,6 +42,7 @@ examples:
   udpkit listen 7007 --respond echo            an echo service on 0.0.0.0:7007 and [::]:7007
   udpkit probe 127.0.0.1 -p 123 --service ntp  is NTP answering there, with the proof
   udpkit nc -4 -u -vz 127.0.0.1 123            what nc would say
+  udpkit discover -i eth0                      every SSDP, mDNS, WS-Discovery… device on a link
   udpkit socat UDP4-LISTEN:123,fork /dev/null  the tutorial's socat command, as written
   source <(udpkit completion bash)             tab completion for bash (or: zsh)
 """

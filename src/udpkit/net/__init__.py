@@ -5,7 +5,8 @@ address, receive-queue drops)."""
 from udpkit.net.bind import BindOptions, bind_udp, free_port_pair, upstream_socket
 from udpkit.net.connect import HostNotFound, accept_first, bind_passive, connect_udp, tcp_upstream
 from udpkit.net.errqueue import IcmpError, enable_errors, icmp_reason, read_errors
-from udpkit.net.multicast import Membership, MulticastSend, parse_membership
+from udpkit.net.interfaces import Interface, interface, interfaces
+from udpkit.net.multicast import Membership, MulticastSend, discovery_listener, discovery_socket, parse_membership
 from udpkit.net.probing import ProbeSocket, is_local
 from udpkit.net.pump import pump
 from udpkit.net.rx import (
@@ -26,6 +27,7 @@ __all__ = [
     "Datagram",
     "HostNotFound",
     "IcmpError",
+    "Interface",
     "MAX_DATAGRAM",
     "Membership",
     "MulticastSend",
@@ -37,10 +39,14 @@ __all__ = [
     "bind_udp",
     "connect_udp",
     "count_and_forget",
+    "discovery_listener",
+    "discovery_socket",
     "enable_errors",
     "error_name",
     "free_port_pair",
     "icmp_reason",
+    "interface",
+    "interfaces",
     "is_local",
     "kernel_time",
     "parse_membership",

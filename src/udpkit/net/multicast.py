@@ -16,7 +16,8 @@ from typing import NamedTuple
 
 from udpkit.errors import UdpkitError, UsageError
 
-__all__ = ["Membership", "MulticastSend", "apply_send_options", "join", "parse_membership"]
+__all__ = ["Membership", "MulticastSend", "apply_send_options", "discovery_listener", "discovery_socket", "join",
+           "parse_membership"]
 
 MCAST_JOIN_GROUP = getattr(socket, "MCAST_JOIN_GROUP", 42)
 MCAST_JOIN_SOURCE_GROUP = getattr(socket, "MCAST_JOIN_SOURCE_GROUP", 46)
@@ -169,3 +170,46 @@ def apply_send_options(sock: socket.socket, options: MulticastSend) -> None:
                             socket.IP_MULTICAST_TTL if v4 else socket.IPV6_MULTICAST_HOPS, options.hops)
     except OSError as exc:
         raise UdpkitError(f"cannot set the multicast options: {exc.strerror or exc}") from None
+
+
+def discovery_socket(family: int, interface_index: int, interface_address: str | None = None,
+                     device: str | None = None) -> socket.socket:
+    """A non-blocking UDP socket that asks one link: multicast leaves through the interface (by its
+    IPv4 address, or its index for IPv6), broadcast is allowed, the hop limit is 1 (a question for
+    the link, not beyond), and answers come back to its ephemeral port. ``device``: also bound to the
+    interface (root), so 255.255.255.255 leaves through it."""
+    sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, interface_index)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+            sock.bind(("::", 0, 0, 0))
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            request = struct.pack("=4s4si", b"\0" * 4,
+                                  socket.inet_pton(socket.AF_INET, interface_address or "0.0.0.0"), interface_index)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, request)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+            if device is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
+            sock.bind(("0.0.0.0", 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def discovery_listener(port: int) -> socket.socket:
+    """A non-blocking IPv4 socket on ``0.0.0.0:port`` (shared with ``SO_REUSEADDR``) that reports each
+    datagram's interface (``IP_PKTINFO``): for announcements a link broadcasts unasked (an NTP
+    server's mode-5 packets). ``OSError`` when the port cannot be had (below 1024 without the right)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_PKTINFO", 8), 1)
+        sock.bind(("0.0.0.0", port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -23,14 +23,15 @@ from udpkit.services.base import BaseResponder, Evidence, Reply
 from udpkit.services.outstanding import Outstanding
 from udpkit.services.ratelimit import ClientLimiter
 
-__all__ = ["NTP_EPOCH_OFFSET", "NtpPacket", "NtpProbe", "NtpResponder", "decode_packet", "from_ntp", "to_ntp"]
+__all__ = ["MODE_BROADCAST", "NTP_EPOCH_OFFSET", "NtpPacket", "NtpProbe", "NtpResponder", "decode_packet", "from_ntp",
+           "refid_text", "to_ntp"]
 
 #: Seconds from 1900-01-01 (NTP era 0) to 1970-01-01.
 NTP_EPOCH_OFFSET = 2_208_988_800
 _ERA = 2**32
 # RFC 5905 §7.3: LI/VN/Mode, stratum, poll, precision, root delay, root dispersion, refid, 4 timestamps.
 PACKET = struct.Struct("!BBbbII4sQQQQ")
-MODE_SYMMETRIC_ACTIVE, MODE_CLIENT, MODE_SERVER, MODE_CONTROL, MODE_PRIVATE = 1, 3, 4, 6, 7
+MODE_SYMMETRIC_ACTIVE, MODE_CLIENT, MODE_SERVER, MODE_BROADCAST, MODE_CONTROL, MODE_PRIVATE = 1, 3, 4, 5, 6, 7
 LEAP_UNSYNCHRONIZED = 3
 _STAMP = struct.Struct("!Q")
 

@@ -14,6 +14,7 @@ from udpkit.services.quic import QuicProbe
 from udpkit.services.snmp import SnmpProbe
 from udpkit.services.ssdp import SsdpProbe
 from udpkit.services.stun import StunProbe
+from udpkit.services.wsd import WsdProbe
 
 __all__ = ["LIKELY", "PORTS", "PROBES", "RESPONDERS", "probe_for", "responder"]
 
@@ -27,7 +28,7 @@ RESPONDERS: dict[str, Callable[[], Responder]] = {
 
 #: The well-known port of each service (``/etc/services``).
 PORTS = {"echo": 7, "discard": 9, "daytime": 13, "time": 37, "dns": 53, "ntp": 123, "netbios-ns": 137,
-         "snmp": 161, "quic": 443, "ssdp": 1900, "stun": 3478, "mdns": 5353, "memcached": 11211}
+         "snmp": 161, "quic": 443, "ssdp": 1900, "wsd": 3702, "stun": 3478, "mdns": 5353, "memcached": 11211}
 
 
 def responder(name: str) -> Responder:
@@ -64,12 +65,14 @@ PROBES: dict[str, Callable[[], ServiceProbe]] = {
     "stun": StunProbe,
     "memcached": MemcachedProbe,
     "quic": QuicProbe,
+    "wsd": WsdProbe,
 }
 
 _BY_PORT = {number: name for name, number in PORTS.items() if name in PROBES}
 
 #: ``--service all``: the order in which silent ports are asked, most often met first.
-LIKELY = ["dns", "ntp", "snmp", "ssdp", "stun", "memcached", "netbios-ns", "mdns", "quic", "echo", "daytime", "time"]
+LIKELY = ["dns", "ntp", "snmp", "ssdp", "stun", "memcached", "netbios-ns", "mdns", "quic", "wsd", "echo", "daytime",
+          "time"]
 
 
 def probe_for(service: str, port: int, query: str | None = None) -> ServiceProbe | None:
