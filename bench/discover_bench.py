@@ -104,7 +104,7 @@ def run_nmap(asker: str) -> tuple[float, list[tuple[str, float, int]]]:
         hosts = len(set(re.findall(rf"{re.escape(SUBNET)}\.(\d+)", out)) - {"254", "255", "0"})
         if "sysdescr" in " ".join(step) or "ntp-info" in " ".join(step):
             script = step[-2]
-            hosts = len(re.findall(rf"\|_?{script}:", out))
+            hosts = len(re.findall(rf"\|[_ ]?{script}:", out))
         steps.append((" ".join(step), took, hosts))
     return total, steps
 
