@@ -61,7 +61,8 @@ def test_second_addresses(second: str, target: Target) -> None:
     "first, second, message",
     [
         ("TCP4-LISTEN:80", "/dev/null", "unsupported socat address type 'TCP4-LISTEN'"),
-        ("UDP4-LISTEN:123,fork", "EXEC:cat", "unsupported socat address type 'EXEC'"),
+        ("UDP4-LISTEN:123,fork", "UNIX-CONNECT:/run/x.sock", "unsupported socat address type .UNIX-CONNECT."),
+        ("UDP4-LISTEN:123,fork", "EXEC:cat,pty", "pty option is not supported"),
         ("UDP4-LISTEN:123,crlf", "/dev/null", "unsupported socat option 'crlf'"),
         ("UDP4-LISTEN:123,ipv6only=2", "/dev/null", "expected 0 or 1"),
         ("UDP4-LISTEN", "/dev/null", "takes one parameter"),

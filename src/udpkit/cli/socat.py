@@ -33,7 +33,7 @@ ADDRESS1: UDP4-LISTEN:PORT | UDP6-LISTEN:PORT | UDP-LISTEN:PORT | UDP{,4,6}-RECV
                    rcvbuf=N, su=USER, pf=ip4|ip6, so-bindtodevice=IF,
                    ip-add-membership=GROUP:IFACE|IFADDR[:IFACE], ip-add-source-membership=GROUP:IFADDR:SOURCE,
                    ipv6-join-group=GROUP:IFACE, ipv6-join-source-group=GROUP:IFACE:SOURCE, broadcast
-ADDRESS2: /dev/null | STDOUT | STDIO | - | ./FILE or /PATH | OPEN:FILE | GOPEN:FILE | CREATE:FILE | PIPE (echo)
+ADDRESS2: /dev/null | STDOUT | STDERR | STDIO | - | ./FILE or /PATH | OPEN:FILE | GOPEN:FILE | CREATE:FILE | PIPE (echo)
           (OPEN/GOPEN/CREATE options: creat, append, trunc, excl, perm=MODE)
           | UDP{,4,6}:HOST:PORT | UDP{,4,6}-SENDTO:HOST:PORT (relay)
           | EXEC:PROGRAM ARGS | SYSTEM:SHELL-COMMAND (a program per session on pipes; pty is refused)
@@ -228,10 +228,13 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     if isinstance(plan, ClientPlan):
         # the standard-input side is socat's first address unless it was written second
         tap = None if dumps is None else _client_tap(dumps, plan.stdio_first)
+        if plan.to_stderr:  # socat's STDERR address: the replies go to standard error
+            return run_client(plan, args.idle, args.linger, err, args.block, err if args.verbose else None, tap)
         return run_client(plan, args.idle, args.linger, out, args.block, err if args.verbose else None, tap)
     idle, verbose = args.idle, args.verbose
     user = resolve_user(plan.user) if plan.user is not None else None
-    listener = listener_for(plan, idle, getattr(out, "buffer", None), _stdin_fd(), tap=dumps)
+    listener = listener_for(plan, idle, getattr(out, "buffer", None), _stdin_fd(), tap=dumps,
+                            stderr=getattr(err, "buffer", None))
     stream: BinaryIO | None = None
     try:
         bound = listener.open()

@@ -6,7 +6,7 @@ Supported, as socat 1.7 reads them:
 - first address: ``UDP4-LISTEN:PORT``, ``UDP6-LISTEN:PORT`` (dual-stack unless ``ipv6only=1``),
   ``UDP-LISTEN:PORT`` (IPv4, or IPv6 with ``pf=ip6``), ``UDP{,4,6}-RECVFROM:PORT`` (each datagram
   answered on its own), ``UDP{,4,6}-RECV:PORT`` (receive only);
-- second address: ``/dev/null``, ``STDOUT`` (datagrams to standard output), ``STDIO`` or ``-`` (and
+- second address: ``/dev/null``, ``STDOUT`` (datagrams to standard output), ``STDERR``, ``STDIO`` or ``-`` (and
   what is read from standard input goes to the latest peer),
   a file path, ``OPEN:PATH`` (must exist) or ``CREATE:PATH`` (truncated), ``PIPE`` (socat's echo),
   and ``UDP{,4,6}:HOST:PORT`` or ``UDP{,4,6}-SENDTO:HOST:PORT`` (relay to an upstream);
@@ -130,7 +130,8 @@ def _listen_kind(kind: str) -> tuple[str, int | None] | None:
 class ClientPlan(NamedTuple):
     """``socat - UDP4:HOST:PORT`` (either order): standard input out as datagrams, replies to standard
     output. ``send``/``receive``: the directions left (``-u``/``-U``, or ``STDIN``/``STDOUT``);
-    ``source``: the client's own address (``bind=``, ``sourceport=``/``sp=``); ``mode``: ``connect``
+    ``source``: the client's own address (``bind=``, ``sourceport=``/``sp=``); ``to_stderr``: replies
+    go to standard error (socat's ``STDERR`` address); ``mode``: ``connect``
     (``UDP:``), ``sendto`` (``UDP-SENDTO:``) or ``datagram`` (``UDP-DATAGRAM:``, answers from anyone);
     ``multicast``/``memberships``: the group and broadcast options; ``stdio_first``: standard input
     was the first address (it decides which way socat's ``-v`` arrows point)."""
@@ -144,9 +145,10 @@ class ClientPlan(NamedTuple):
     multicast: MulticastSend | None = None
     memberships: tuple[Membership, ...] = ()
     stdio_first: bool = True
+    to_stderr: bool = False
 
 
-_STDIO = ("-", "STDIO", "STDIN", "STDOUT")
+_STDIO = ("-", "STDIO", "STDIN", "STDOUT", "STDERR")
 _CLIENT_OPTIONS = {"sp", "sourceport", "bind", "reuseaddr", "so-reuseaddr", *_GROUP_OPTIONS}
 
 
@@ -233,7 +235,7 @@ def _client(target: Target, options: list[str], stdio: str, direction: str | Non
     """A client plan: which way data flows (socat's ``-u`` is first to second, ``-U`` the reverse;
     ``STDIN`` only reads, ``STDOUT`` only writes) and the client address's own options."""
     towards_udp = None if direction is None else (direction == "u") == stdio_first
-    send = stdio != "STDOUT" and towards_udp is not False
+    send = stdio not in ("STDOUT", "STDERR") and towards_udp is not False
     receive = stdio != "STDIN" and towards_udp is not True
     if not (send or receive):
         raise UsageError(f"{stdio} and {'-u' if direction == 'u' else '-U'} leave no direction to transfer")
@@ -264,7 +266,8 @@ def _client(target: Target, options: list[str], stdio: str, direction: str | Non
             port = _port(value)
     source = None if host is None and not port else (host or "", port)
     return ClientPlan(target, send=send, receive=receive, source=source, reuseaddr=reuse, mode=mode,
-                      multicast=multicast, memberships=memberships, stdio_first=stdio_first)
+                      multicast=multicast, memberships=memberships, stdio_first=stdio_first,
+                      to_stderr=stdio == "STDERR")
 
 
 def _group_options(options: list[str]) -> tuple[tuple[Membership, ...], MulticastSend | None]:
@@ -385,10 +388,11 @@ def _target(address: str) -> Target:
         return Target("file", path=address)
     if address == "/dev/null":
         return Target("discard")
-    if upper in ("STDOUT", "STDIO", "-", "STDIN"):
+    if upper in ("STDOUT", "STDIO", "-", "STDIN", "STDERR"):
         if upper == "STDIN":
-            raise UsageError("STDIN as the second address sends, it does not receive: udpkit socat supports STDOUT, STDIO, -")
-        return Target("stdout" if upper == "STDOUT" else "stdio")
+            raise UsageError("STDIN as the second address sends, it does not receive: udpkit socat supports STDOUT,"
+                             " STDERR, STDIO, -")
+        return Target({"STDOUT": "stdout", "STDERR": "stderr"}.get(upper, "stdio"))
     if upper == "PIPE":
         return Target("echo")
     kind, params, options = _split(address)

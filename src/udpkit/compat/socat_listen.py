@@ -21,7 +21,8 @@ __all__ = ["listener_for", "open_target"]
 
 
 def listener_for(plan: SocatPlan, idle: float | None, stdout: BinaryIO | None,
-                 stdin_fd: int | None = None, tap: Callable[[bytes, bool, object], None] | None = None) -> Listener:
+                 stdin_fd: int | None = None, tap: Callable[[bytes, bool, object], None] | None = None,
+                 stderr: BinaryIO | None = None) -> Listener:
     """The Listener a plan describes; a file target's sink is attached by the caller (``open_target``).
 
     Groups the plan joins are answered (socat answers whatever it receives); broadcasts too when
@@ -50,10 +51,11 @@ def listener_for(plan: SocatPlan, idle: float | None, stdout: BinaryIO | None,
             raise UsageError(f"cannot resolve {target.host}: {exc}") from None
         relay = (info[0], (str(info[4][0]), int(info[4][1])))
     sink = None
-    if target.kind in ("stdout", "stdio"):
-        if stdout is None:
-            raise UdpkitError("standard output does not take bytes here")
-        sink = Sink(stdout, "raw")
+    if target.kind in ("stdout", "stdio", "stderr"):
+        output = stderr if target.kind == "stderr" else stdout
+        if output is None:
+            raise UdpkitError(f"standard {'error' if target.kind == 'stderr' else 'output'} does not take bytes here")
+        sink = Sink(output, "raw")
     elif target.kind == "file":
         sink = Sink(None, "raw")
     bind = BindOptions(v6only=plan.v6only, reuseaddr=plan.reuseaddr, reuseport=plan.reuseport,
