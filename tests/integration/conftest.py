@@ -74,39 +74,31 @@ def stop(proc: subprocess.Popen[str]) -> None:
             stream.close()
 
 
-@pytest.fixture
-def zoo(ns: Netns) -> Iterator[dict[str, object]]:
-    """The sockets of ``zoo.py``, held by a child process; device-bound ones too when we are root."""
+def _held_by_zoo(ns: Netns, *flags: str) -> Iterator[dict[str, object]]:
+    """Run ``zoo.py FLAGS`` and yield what it printed (its sockets), with its pid; end it after."""
     need_tool("ss")
-    args = [sys.executable, str(HERE / "zoo.py")]
-    if os.geteuid() == 0:
-        args.append("--device")
-    proc = ns.start(args)
+    proc = ns.start([sys.executable, str(HERE / "zoo.py"), *flags])
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        assert line, f"zoo.py did not start: {proc.stderr.read() if proc.stderr else ''}"
+        assert line, f"zoo.py {' '.join(flags)} did not start: {proc.stderr.read() if proc.stderr else ''}"
         info = json.loads(line)
         info["_pid"] = proc.pid
         yield info
     finally:
         stop(proc)
+
+
+@pytest.fixture
+def zoo(ns: Netns) -> Iterator[dict[str, object]]:
+    """The sockets of ``zoo.py``, held by a child process; device-bound ones too when we are root."""
+    yield from _held_by_zoo(ns, *(["--device"] if os.geteuid() == 0 else []))
 
 
 @pytest.fixture
 def tcp_zoo(ns: Netns) -> Iterator[dict[str, object]]:
     """``zoo.py --tcp``: TCP sockets in many states, held by a child process."""
-    need_tool("ss")
-    proc = ns.start([sys.executable, str(HERE / "zoo.py"), "--tcp"])
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line, f"zoo.py --tcp did not start: {proc.stderr.read() if proc.stderr else ''}"
-        info = json.loads(line)
-        info["_pid"] = proc.pid
-        yield info
-    finally:
-        stop(proc)
+    yield from _held_by_zoo(ns, "--tcp")
 
 
 def wait_for(ns: Netns, args: Sequence[str], needle: str, timeout: float = 5.0) -> str:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from udpkit.compat.socat import SocatPlan
+from udpkit.compat.socat import SocatPlan, Target
 from udpkit.errors import UdpkitError, UsageError
 from udpkit.files import open_output
 from udpkit.listen import Listener, Sink
@@ -36,20 +36,12 @@ def listener_for(plan: SocatPlan, idle: float | None, stdout: BinaryIO | None,
         assert target.argv is not None
         stream = StreamTarget(argv=target.argv)
     elif target.kind == "tcp":
-        assert target.host is not None and target.port is not None
-        try:
-            info = socket.getaddrinfo(target.host, target.port, target.family or 0, socket.SOCK_STREAM)[0]
-        except (OSError, UnicodeError) as exc:
-            raise UsageError(f"cannot resolve {target.host}: {exc}") from None
-        stream = StreamTarget(family=info[0], address=info[4])
+        family, address = _resolve(target, socket.SOCK_STREAM)
+        stream = StreamTarget(family=family, address=address)
     relay = None
     if target.kind == "relay":
-        assert target.host is not None and target.port is not None
-        try:
-            info = socket.getaddrinfo(target.host, target.port, target.family or 0, socket.SOCK_DGRAM)[0]
-        except (OSError, UnicodeError) as exc:
-            raise UsageError(f"cannot resolve {target.host}: {exc}") from None
-        relay = (info[0], (str(info[4][0]), int(info[4][1])))
+        family, address = _resolve(target, socket.SOCK_DGRAM)
+        relay = (family, (str(address[0]), int(address[1])))
     sink = None
     if target.kind in ("stdout", "stdio", "stderr"):
         output = stderr if target.kind == "stderr" else stdout
@@ -78,6 +70,16 @@ def listener_for(plan: SocatPlan, idle: float | None, stdout: BinaryIO | None,
         stream=stream,
         stop_after_session=one_session,
     )
+
+
+def _resolve(target: Target, kind: int) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
+    """The first address of ``target``'s host and port for ``kind`` (a datagram or a stream socket)."""
+    assert target.host is not None and target.port is not None
+    try:
+        info = socket.getaddrinfo(target.host, target.port, target.family or 0, kind)[0]
+    except (OSError, UnicodeError) as exc:
+        raise UsageError(f"cannot resolve {target.host}: {exc}") from None
+    return info[0], tuple(info[4])
 
 
 def open_target(plan: SocatPlan) -> BinaryIO | None:
