@@ -160,6 +160,18 @@ def test_a_cold_neighbour_cache_costs_no_verdict(dropped: set[int]) -> None:
     assert hosts[0].lost == 0 and took <= 2.0
 
 
+def test_an_alias_starved_by_its_siblings_is_held_not_misjudged() -> None:
+    """Three aliases of one kernel: the one whose probes reach the shared bucket first takes every
+    token for a while. The others run past their usual number of sends, and must wait for their
+    proofs then, not have their silences counted (hypothesis found this)."""
+    for _ in range(5):  # the nonces are random: a few runs cover both orders of the first sends
+        kernel = Kernel(0.2)
+        lab = [Host("192.0.2.1", kernel, open={1}), Host("192.0.2.2", kernel, open={1}),
+               Host("192.0.2.3", kernel, dropped={1, 2})]
+        states, _took, _ = scan(lab, range(1, 6))
+        assert states == expected(lab, range(1, 6))
+
+
 @settings(max_examples=60, deadline=None)
 @given(interval=st.sampled_from([0.0, 0.01, 0.05, 0.2]), hosts=st.integers(1, 3), shared=st.booleans(),
        spent=st.booleans(), ports=st.integers(5, 40), data=st.data())

@@ -62,8 +62,13 @@ _PORT_UNREACHABLE: dict[int, tuple[int, int]] = {socket.AF_INET: (3, 3), socket.
 _DEST_UNREACHABLE: dict[int, int] = {socket.AF_INET: 3, socket.AF_INET6: 1}
 #: A payload at least this long can carry a nonce, and a quote or echo of it proves it is ours.
 NONCE_BYTES = 8
-#: Datagrams per port beyond which silence counts whatever the pacing says (every loop is bounded).
+#: Datagrams per port beyond which silence counts whatever the pacing says (every loop is bounded) —
+#: unless another host of the family had an error lately: aliases of one kernel share its budget, and
+#: one of them may take every token for a while; the starved ones wait, they are not misjudged.
 _SENDS_PER_TRY = 8
+#: How recent (seconds, at least; or four of the family's gaps) a sibling's error must be to hold a
+#: port past its sends.
+_SIBLING_ERROR_WINDOW = 1.0
 #: A remote host is first sent this many probes alone, and the rest once it has answered or this many
 #: seconds have passed: with a cold neighbour cache the kernel keeps only a few datagrams while it
 #: resolves the address and drops the others without a word (``unres_qlen``).
@@ -196,6 +201,7 @@ class ProbeMachine:
         self.rate = rate
         self.reason_for = reason_for or (lambda family, t, c: f"icmp-{t}/{c}")
         self._max_sends = _SENDS_PER_TRY * (retries + 1) + 8
+        self._family_error_at: dict[int, float] = {}  # the last error of each family, any host
         is_exempt = exempt or _is_loopback
         widths = lanes or {}
         self._lanes = widths
@@ -460,7 +466,7 @@ class ProbeMachine:
             probe.waiting = False
             if probe.result is not None:
                 continue
-            if proved or probe.tries >= self._max_sends:  # proved silent, or asked as often as we ever ask
+            if proved or not self._may_ask_again(probe, now):  # proved silent, or asked as often as we ever ask
                 probe.judged += 1
                 if probe.judged > self.retries:
                     self._final_silence(probe)
@@ -472,11 +478,20 @@ class ProbeMachine:
                 probe.paced = False
                 self._retry.append(probe)
 
+    def _may_ask_again(self, probe: _Probe, now: float) -> bool:
+        """Below its sends, or a sibling of its family had an error lately (its budget may be shared
+        and spent by others: once they are done, this port gets its token and its proof)."""
+        if probe.tries < self._max_sends:
+            return True
+        last = self._family_error_at.get(probe.target.family)
+        window = max(_SIBLING_ERROR_WINDOW, 4 * probe.host.pacer.gap)
+        return last is not None and now - last <= window and probe.host.pacer.state is not PaceState.GAVE_UP
+
     def _silence(self, probe: _Probe, now: float) -> None:
         """A try went unanswered: send it again at the pace, hold it, retry it, or give the verdict."""
         host = probe.host
         pacer = host.pacer
-        bounded = probe.tries < self._max_sends
+        bounded = self._may_ask_again(probe, now)
         if probe.paced:
             probe.paced = False
             pacer.resolved(True)
@@ -661,6 +676,7 @@ class ProbeMachine:
                     self.on_forgery(ip, family)  # it quotes a datagram we never sent
                     return None
                 verified = len(sent) >= NONCE_BYTES
+        self._family_error_at[family] = now  # ours, quoted: this family's kernels still give tokens
         if probe.result is not None:
             pacer = host.pacer
             if pacer.batch is not None and pacer.batch.canary is probe:
