@@ -22,6 +22,7 @@ ALLOWED = {
     "listen": {"services", "net", "errors", "addr", "files"},
     "probe": {"services", "net", "errors", "addr"},
     "compat": {"listen", "probe", "net", "errors", "addr", "files"},
+    "exporter": {"probe", "inventory", "services", "net", "errors", "addr", "files"},
 }
 
 

@@ -23,6 +23,7 @@ COMMANDS = {
     "socat": ("udpkit.cli.socat", "socat's UDP addresses (UDP4-LISTEN:123,fork /dev/null ...) on the listener"),
     "probe": ("udpkit.cli.probe", "test UDP ports: open only when something answered, with the evidence"),
     "discover": ("udpkit.cli.discover", "ask a link who is there: SSDP, mDNS, WS-Discovery, NetBIOS, SNMP, NTP"),
+    "exporter": ("udpkit.cli.exporter", "UDP services and sockets for Prometheus (/probe, /metrics)"),
 }
 
 USAGE = """\

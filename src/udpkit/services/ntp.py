@@ -177,13 +177,14 @@ class NtpProbe:
     name = "ntp"
     verifies = True  # only an answer to one of our own requests is accepted
 
-    def __init__(self) -> None:
+    def __init__(self, version: int = 4) -> None:
+        self.version = version  # the request's version (1-4); servers answer with the same
         self._sent: Outstanding[int, float] = Outstanding()  # transmit timestamp -> UNIX send time
 
     def build(self, now: float) -> bytes:
         stamp = (to_ntp(now) & ~0xFF) | os.urandom(1)[0]  # 256 ns of noise, no longer guessable
         self._sent.remember(stamp, now)
-        return encode_packet(NtpPacket(0, 4, MODE_CLIENT, 0, 0, 0, 0.0, 0.0, b"\0\0\0\0", 0, 0, 0, stamp))
+        return encode_packet(NtpPacket(0, self.version, MODE_CLIENT, 0, 0, 0, 0.0, 0.0, b"\0\0\0\0", 0, 0, 0, stamp))
 
     def classify(self, reply: bytes, now: float) -> Evidence | None:
         packet = decode_packet(reply)
