@@ -25,6 +25,9 @@ declare -A PEERS=(
   [avahi-daemon]=avahi-daemon
   [wsdd]=wsdd
   [util-linux]=unshare
+  [prometheus]=prometheus
+  [prometheus-blackbox-exporter]=prometheus-blackbox-exporter
+  [prometheus-node-exporter]=prometheus-node-exporter
 )
 
 missing=()

@@ -22,7 +22,7 @@ from udpkit.probe import OPEN, OPEN_FILTERED, probe
 from udpkit.services.ntp import NtpProbe
 from udpkit.services.registry import PORTS, probe_for
 
-__all__ = ["Outcome", "parse_target", "run_probe"]
+__all__ = ["Outcome", "check_target", "ip_addr_hash", "parse_target", "run_probe"]
 
 STATES = ("open", "closed", "filtered", "open_filtered", "conflict")
 
@@ -74,9 +74,10 @@ def _resolve(host: str, module: Module) -> tuple[str, int]:
     raise UdpkitError(f"{host} has no {module.preferred_ip_protocol} address and ip_protocol_fallback is off")
 
 
-def _fnv32a(text: str) -> int:
+def ip_addr_hash(address: str) -> int:
+    """blackbox_exporter's ``probe_ip_addr_hash``: FNV-1a (32 bits) of the address's bytes (4 for IPv4)."""
     value = 0x811C9DC5
-    for byte in text.encode():
+    for byte in ipaddress.ip_address(address.partition("%")[0]).packed:
         value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
     return value
 
@@ -122,9 +123,11 @@ def run_probe(config: Config, module: Module, target: str, timeout: float,
     except (UsageError, UdpkitError) as exc:
         log.append(f"Error resolving target: {exc}")
         return finish(False, "error")
+    lookup = time.monotonic() - started
+    gauge("probe_dns_lookup_time_seconds", "Returns the time taken for probe dns lookup in seconds", lookup)
     gauge("probe_ip_protocol", "Specifies whether probe ip protocol is IP4 or IP6", 4 if family == socket.AF_INET else 6)
     gauge("probe_ip_addr_hash", "Specifies the hash of IP address. It's useful to detect if the IP address changes.",
-          _fnv32a(address))
+          ip_addr_hash(address))
     log.append(f"Resolved target address ip={address}")
     refusal = check_target(address, config, module)
     if refusal is not None:
@@ -158,6 +161,8 @@ def run_probe(config: Config, module: Module, target: str, timeout: float,
     if result.state != OPEN or result.reply is None:
         return finish(False, "failure")
     if module.prober == "dns":
+        for phase, seconds in (("resolve", lookup), ("request", result.rtt or 0.0)):
+            gauge("probe_dns_duration_seconds", "Duration of DNS request by phase", seconds, {"phase": phase})
         ok = _dns(module, payload, result.reply, gauge, log)
         return finish(ok, "success" if ok else "failure")
     assert request_probe is not None
