@@ -74,6 +74,7 @@ class Module(NamedTuple):
     retries: int = 2
     allow_groups: bool = False  # probe broadcast and multicast targets (off: refused)
     rate_limit: float | None = None  # probes per second for this module (None: no limit)
+    targets: tuple[str, ...] = ()  # probed all at once by /probe?module=NAME (no target=)
     udp: UdpOptions = UdpOptions()
     ntp: NtpOptions = NtpOptions()
     dns: DnsOptions = DnsOptions()
@@ -214,10 +215,21 @@ def _dns(where: str, value: object) -> DnsOptions:
                                rrs.get("fail_if_not_matches_regexp"), False))
 
 
+def _targets(where: str, value: object) -> tuple[str, ...]:
+    found = _list(where, value)
+    if len(found) > 100_000:
+        raise _fail(where, "at most 100000 targets")
+    for n, item in enumerate(found):
+        if not isinstance(item, str) or not item or len(item) > 300:
+            raise _fail(f"{where}[{n}]", "expected HOST:PORT")
+    return tuple(found)
+
+
 def _module(name: str, value: object) -> Module:
     where = f"modules.{name}"
     raw = _keys(where, value, {"prober", "timeout", "preferred_ip_protocol", "ip_protocol_fallback",
-                               "source_ip_address", "retries", "allow_groups", "rate_limit", "udp", "ntp", "dns"})
+                               "source_ip_address", "retries", "allow_groups", "rate_limit", "targets", "udp", "ntp",
+                               "dns"})
     prober = raw.get("prober")
     if prober not in PROBERS:
         raise _fail(f"{where}.prober", f"expected one of {', '.join(PROBERS)}")
@@ -245,6 +257,7 @@ def _module(name: str, value: object) -> Module:
         retries=_int(f"{where}.retries", raw.get("retries", 2), 0, 10),
         allow_groups=_bool(f"{where}.allow_groups", raw.get("allow_groups", False)),
         rate_limit=None if rate is None else float(rate),
+        targets=_targets(f"{where}.targets", raw.get("targets")),
         udp=_udp(f"{where}.udp", raw.get("udp")),
         ntp=_ntp(f"{where}.ntp", raw.get("ntp")),
         dns=_dns(f"{where}.dns", raw.get("dns")),

@@ -22,7 +22,7 @@ from udpkit.probe import OPEN, OPEN_FILTERED, probe
 from udpkit.services.ntp import NtpProbe
 from udpkit.services.registry import PORTS, probe_for
 
-__all__ = ["Outcome", "check_target", "ip_addr_hash", "parse_target", "run_probe"]
+__all__ = ["Outcome", "check_target", "ip_addr_hash", "parse_target", "run_many", "run_probe"]
 
 STATES = ("open", "closed", "filtered", "open_filtered", "conflict")
 
@@ -99,50 +99,52 @@ def _is_local_broadcast(ip: str) -> bool:
     return any(i.broadcast == ip for i in interfaces())
 
 
-def run_probe(config: Config, module: Module, target: str, timeout: float,
-              send: Callable[..., Any] = probe) -> Outcome:
-    """Probe ``target`` with ``module`` within ``timeout`` seconds; never raises for what the network
-    did (a failure is ``probe_success 0`` with the reason in the log)."""
+class _Report:
+    """One target's metrics and log, gathered as the probe goes (``labels``: added to every sample)."""
+
+    def __init__(self, labels: dict[str, str] | None = None) -> None:
+        self.labels = labels or {}
+        self.metrics: dict[str, tuple[str, list[tuple[float, dict[str, str]]]]] = {}
+        self.log: list[str] = []
+
+    def gauge(self, name: str, text: str, value: float, labels: dict[str, str] | None = None) -> None:
+        self.metrics.setdefault(name, (text, []))[1].append((float(value), {**self.labels, **(labels or {})}))
+
+
+def _prepare(config: Config, module: Module, target: str, report: _Report) -> tuple[str, int, int, float] | None:
+    """Resolve and check ``target``: (address, family, port, lookup seconds), or ``None`` (logged)."""
     started = time.monotonic()
-    log: list[str] = [f"Beginning probe prober={module.prober} module={module.name} target={target} timeout={timeout:g}s"]
-    metrics: dict[str, tuple[str, list[tuple[float, dict[str, str]]]]] = {}
-
-    def gauge(name: str, text: str, value: float, labels: dict[str, str] | None = None) -> None:
-        metrics.setdefault(name, (text, []))[1].append((float(value), labels or {}))
-
-    def finish(success: bool, result: str) -> Outcome:
-        duration = time.monotonic() - started
-        gauge("probe_success", "Displays whether or not the probe was a success", 1 if success else 0)
-        gauge("probe_duration_seconds", "Returns how long the probe took to complete in seconds", duration)
-        log.append(f"Probe {'succeeded' if success else 'failed'} duration_seconds={duration:.6f}")
-        return Outcome(success, duration, metrics, log, result)
-
     try:
         host, port = parse_target(target, module)
         address, family = _resolve(host, module)
     except (UsageError, UdpkitError) as exc:
-        log.append(f"Error resolving target: {exc}")
-        return finish(False, "error")
+        report.log.append(f"Error resolving target: {exc}")
+        return None
     lookup = time.monotonic() - started
-    gauge("probe_dns_lookup_time_seconds", "Returns the time taken for probe dns lookup in seconds", lookup)
-    gauge("probe_ip_protocol", "Specifies whether probe ip protocol is IP4 or IP6", 4 if family == socket.AF_INET else 6)
-    gauge("probe_ip_addr_hash", "Specifies the hash of IP address. It's useful to detect if the IP address changes.",
-          ip_addr_hash(address))
-    log.append(f"Resolved target address ip={address}")
+    report.gauge("probe_dns_lookup_time_seconds", "Returns the time taken for probe dns lookup in seconds", lookup)
+    report.gauge("probe_ip_protocol", "Specifies whether probe ip protocol is IP4 or IP6",
+                 4 if family == socket.AF_INET else 6)
+    report.gauge("probe_ip_addr_hash",
+                 "Specifies the hash of IP address. It's useful to detect if the IP address changes.",
+                 ip_addr_hash(address))
+    report.log.append(f"Resolved target address ip={address}")
     refusal = check_target(address, config, module)
     if refusal is not None:
-        log.append(f"Refused: {refusal}")
-        return finish(False, "refused")
-    request_probe, payload = _request(module, port)
+        report.log.append(f"Refused: {refusal}")
+        return None
+    return address, family, port, lookup
+
+
+def _send_options(module: Module, timeout: float) -> dict[str, Any]:
     tries = module.retries
     per_try = max(0.05, timeout / (tries + 1 + 2 ** tries - 1) if tries else timeout)
     sources = (module.source_ip_address,) if module.source_ip_address else ()
-    try:
-        (result,) = send([(address, family)], [port], service="none", payload=payload, timeout=per_try,
-                         retries=tries, sources=sources)
-    except (UsageError, UdpkitError, OSError) as exc:
-        log.append(f"Error probing: {exc}")
-        return finish(False, "error")
+    return {"service": "none", "timeout": per_try, "retries": tries, "sources": sources}
+
+
+def _evaluate(module: Module, result: Any, request_probe: Any, payload: bytes, lookup: float, report: _Report) -> bool:
+    """A port's verdict and reply -> the metrics, and whether the module counts it a success."""
+    gauge, log = report.gauge, report.log
     state = result.state.replace("|", "_")
     for name in STATES:
         gauge("probe_udp_state", "The port's state: open only on a reply, closed only on the target's ICMP error",
@@ -157,26 +159,101 @@ def run_probe(config: Config, module: Module, target: str, timeout: float,
     if result.reply is not None:
         gauge("probe_udp_reply_bytes", "Bytes in the reply", len(result.reply))
     if module.prober == "udp":
-        return finish(_udp_success(module, result, log), "success" if _udp_success(module, result, []) else "failure")
+        return _udp_success(module, result, log)
     if result.state != OPEN or result.reply is None:
-        return finish(False, "failure")
+        return False
     if module.prober == "dns":
         for phase, seconds in (("resolve", lookup), ("request", result.rtt or 0.0)):
             gauge("probe_dns_duration_seconds", "Duration of DNS request by phase", seconds, {"phase": phase})
-        ok = _dns(module, payload, result.reply, gauge, log)
-        return finish(ok, "success" if ok else "failure")
-    assert request_probe is not None
+        return _dns(module, payload, result.reply, gauge, log)
     evidence = request_probe.classify(result.reply, time.time())
     if evidence is None:
         log.append("The reply is not an answer to our request")
-        return finish(False, "failure")
+        return False
     log.append(f"Answer protocol={evidence.protocol} {evidence.detail}")
-    ok = True
     if module.prober == "ntp":
-        ok = _ntp(module, evidence.detail, gauge, log)
-    elif module.prober == "snmp" and "sysDescr" in evidence.detail:
+        return _ntp(module, evidence.detail, gauge, log)
+    if module.prober == "snmp" and "sysDescr" in evidence.detail:
         gauge("probe_snmp_info", "The agent's sysDescr, as a label", 1, {"sysdescr": str(evidence.detail["sysDescr"])})
-    return finish(ok, "success" if ok else "failure")
+    return True
+
+
+def _finish(report: _Report, started: float, success: bool) -> float:
+    duration = time.monotonic() - started
+    report.gauge("probe_success", "Displays whether or not the probe was a success", 1 if success else 0)
+    report.gauge("probe_duration_seconds", "Returns how long the probe took to complete in seconds", duration)
+    report.log.append(f"Probe {'succeeded' if success else 'failed'} duration_seconds={duration:.6f}")
+    return duration
+
+
+def run_probe(config: Config, module: Module, target: str, timeout: float,
+              send: Callable[..., Any] = probe) -> Outcome:
+    """Probe ``target`` with ``module`` within ``timeout`` seconds; never raises for what the network
+    did (a failure is ``probe_success 0`` with the reason in the log)."""
+    started = time.monotonic()
+    report = _Report()
+    report.log.append(f"Beginning probe prober={module.prober} module={module.name} target={target} timeout={timeout:g}s")
+    prepared = _prepare(config, module, target, report)
+    if prepared is None:
+        refused = any(line.startswith("Refused") for line in report.log)
+        return Outcome(False, _finish(report, started, False), report.metrics, report.log,
+                       "refused" if refused else "error")
+    address, family, port, lookup = prepared
+    request_probe, payload = _request(module, port)
+    try:
+        (result,) = send([(address, family)], [port], payload=payload, **_send_options(module, timeout))
+    except (UsageError, UdpkitError, OSError) as exc:
+        report.log.append(f"Error probing: {exc}")
+        return Outcome(False, _finish(report, started, False), report.metrics, report.log, "error")
+    ok = _evaluate(module, result, request_probe, payload, lookup, report)
+    return Outcome(ok, _finish(report, started, ok), report.metrics, report.log, "success" if ok else "failure")
+
+
+def run_many(config: Config, module: Module, timeout: float, send: Callable[..., Any] = probe) -> Outcome:
+    """A module's ``targets:`` in one scrape: every target probed at once (one scanner run per port,
+    the ports in parallel), each series labelled ``target``; ``probe_success`` is each target's."""
+    started = time.monotonic()
+    reports = {target: _Report({"target": target}) for target in module.targets}
+    ready: dict[int, list[tuple[str, tuple[str, int], float]]] = {}
+    for target, report in reports.items():
+        prepared = _prepare(config, module, target, report)
+        if prepared is None:
+            _finish(report, started, False)
+            continue
+        address, family, port, lookup = prepared
+        ready.setdefault(port, []).append((target, (address, family), lookup))
+    successes = 0
+
+    def by_port(port: int, group: list[tuple[str, tuple[str, int], float]]) -> None:
+        nonlocal successes
+        request_probe, payload = _request(module, port)
+        try:
+            results = send([pair for _t, pair, _l in group], [port], payload=payload, **_send_options(module, timeout))
+        except (UsageError, UdpkitError, OSError) as exc:
+            for target, _pair, _lookup in group:
+                reports[target].log.append(f"Error probing: {exc}")
+                _finish(reports[target], started, False)
+            return
+        found = {(r.target.ip, r.target.family): r for r in results}
+        for target, pair, lookup in group:
+            result = found.get(pair)
+            ok = result is not None and _evaluate(module, result, request_probe, payload, lookup, reports[target])
+            successes += ok
+            _finish(reports[target], started, ok)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(ready)))) as pool:
+        list(pool.map(lambda item: by_port(*item), ready.items()))
+    metrics: dict[str, tuple[str, list[tuple[float, dict[str, str]]]]] = {}
+    log: list[str] = []
+    for target, report in reports.items():
+        for name, (text, samples) in report.metrics.items():
+            metrics.setdefault(name, (text, []))[1].extend(samples)
+        log += [f"{target}: {line}" for line in report.log]
+    duration = time.monotonic() - started
+    all_ok = successes == len(reports)
+    return Outcome(all_ok, duration, metrics, log, "success" if all_ok else "failure")
 
 
 def _request(module: Module, port: int) -> tuple[Any, bytes]:

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 from udpkit.errors import UsageError
 from udpkit.exporter.config import Config, Module, parse_config
 from udpkit.exporter.host import HostCollector
-from udpkit.exporter.probers import Outcome, run_probe
+from udpkit.exporter.probers import Outcome, run_many, run_probe
 
 __all__ = ["DEFAULT_CONFIG", "DEFAULT_PORT", "Exporter", "load_config"]
 
@@ -136,9 +136,12 @@ class Exporter:
         if module is None:
             return 400, f"Unknown module {name!r}\n", "text/plain"
         targets = params.get("target") or []
-        if len(targets) != 1 or not targets[0]:
+        if not targets and module.targets:
+            target = f"{len(module.targets)} targets of {name}"
+        elif len(targets) != 1 or not targets[0]:
             return 400, "Target parameter is missing\n", "text/plain"
-        target = targets[0]
+        else:
+            target = targets[0]
         timeout = module.timeout
         if scrape_timeout:
             try:
@@ -153,7 +156,7 @@ class Exporter:
                 self.probes.labels(name, "rate_limited").inc()
                 return 429, f"Module {name!r} is over its rate_limit of {module.rate_limit:g} probes a second\n", \
                     "text/plain"
-        outcome = self._run(config, module, target, timeout)
+        outcome = self._run(config, module, target if targets else None, timeout)
         self.probes.labels(name, outcome.result).inc()
         self.recent.append((time.time(), name, target, outcome.success, outcome))
         if (params.get("debug") or ["false"])[0] == "true":
@@ -169,8 +172,16 @@ class Exporter:
         registry.register(_Fixed(families))
         return 200, generate_latest(registry).decode(), "text/plain; version=0.0.4; charset=utf-8"
 
-    def _run(self, config: Config, module: Module, target: str, timeout: float) -> Outcome:
+    def _run(self, config: Config, module: Module, target: str | None, timeout: float) -> Outcome:
+        """One probe (``target``), or the module's ``targets:`` at once (``None``), within the limits."""
         deadline = time.monotonic() + timeout
+        if target is None:
+            if not self._slots.acquire(timeout=timeout):
+                return Outcome(False, timeout, {}, ["No probe slot (limits.concurrency)"], "busy")
+            try:
+                return run_many(config, module, timeout)
+            finally:
+                self._slots.release()
         if not self._slots.acquire(timeout=timeout):
             return Outcome(False, timeout, {"probe_success": ("Displays whether or not the probe was a success",
                                                               [(0.0, {})])},
