@@ -10,6 +10,10 @@ Per-socket series cost the Prometheus server memory for every socket: at most ``
 sockets get series of their own (those with the most queued bytes and drops first); the rest are
 summed into one series whose ``process`` label says how many it holds, and
 ``udpkit_udp_sockets{series="own|aggregated"}`` says how many went where.
+
+Owners (the ``process`` label) come from a walk of every process's descriptors, which costs more
+than the netlink dump itself on a busy host; the walk is kept for ``OWNERS_TTL`` seconds, so a
+socket opened since shows its owner at the next walk.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-__all__ = ["COUNTERS", "HostCollector", "parse_snmp", "parse_snmp6"]
+__all__ = ["COUNTERS", "HostCollector", "OWNERS_TTL", "parse_snmp", "parse_snmp6"]
+
+OWNERS_TTL = 15.0
 
 #: The kernel's names -> ours (snake case), the same for both families and both protocols.
 COUNTERS = {
@@ -72,6 +78,8 @@ class HostCollector:
     def __init__(self, max_sockets: int = 1000, proc: str = "/proc") -> None:
         self.max_sockets = max_sockets
         self.proc = proc
+        self._owners: dict[int, Any] | None = None
+        self._owners_at = 0.0
 
     def describe(self) -> list[Any]:
         return []  # collected fresh each scrape; nothing to check at registration
@@ -96,9 +104,15 @@ class HostCollector:
         yield from self._sockets(GaugeMetricFamily, CounterMetricFamily)
 
     def _sockets(self, gauge: Any, counter: Any) -> Iterator[Any]:
-        from udpkit.inventory import SocketState, scan_udp_sockets
+        import time
 
-        table = scan_udp_sockets(states={SocketState.CLOSE, SocketState.ESTABLISHED}, processes=True, memory=True)
+        from udpkit.inventory import SocketState, scan_udp_sockets, socket_owners
+
+        now = time.monotonic()
+        if self._owners is None or now - self._owners_at > OWNERS_TTL:
+            self._owners, self._owners_at = socket_owners(), now
+        table = scan_udp_sockets(states={SocketState.CLOSE, SocketState.ESTABLISHED}, memory=True,
+                                 owners=self._owners)
         socks = sorted(table, key=lambda s: (-(s.recv_q + s.send_q), -(s.drops or 0), s.local_port))
         own, rest = socks[: self.max_sockets], socks[self.max_sockets:]
         labels = ["local_address", "local_port", "family", "state", "process"]
