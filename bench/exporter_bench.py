@@ -4,7 +4,7 @@
 Not a test: it prints medians and ratios. Needs root (a network namespace of its own):
 
 1. ``/metrics`` with 1,000 / 10,000 / 50,000 UDP sockets open (held by other processes): one scrape
-   of ``udpkit exporter`` (per-socket series capped at ``--max-sockets`` 1000, the rest summed)
+   of ``udpkit exporter`` (per-socket series capped at ``--max-sockets``, 250 by default, the rest summed)
    against node_exporter with only its ``udp_queues`` and ``netstat`` collectors.
 2. ``/probe``: probes per second with 50 scrapers at once, for an NTP and a DNS target (udpkit's
    responders), against blackbox_exporter's dns module on the same DNS target.
@@ -106,6 +106,8 @@ def main() -> int:
                     theirs.append(scrape(node))
                     mine.append(scrape(ours))
                 t, m = statistics.median(theirs) * 1000, statistics.median(mine) * 1000
+                if os.environ.get("EXBENCH_SAMPLES"):
+                    print([round(x * 1000, 1) for x in theirs], [round(x * 1000, 1) for x in mine])
                 print(f"{size:>8}  {t:>11.1f} ms  {m:>13.1f} ms  {t / m:.1f}x")
             finally:
                 ss_bench.close_sockets(holders)

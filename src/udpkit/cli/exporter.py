@@ -37,8 +37,8 @@ def build_parser() -> Parser:
     p.add_argument("--web.listen-address", dest="listen", default=f":{DEFAULT_PORT}", metavar="ADDR:PORT",
                    help=f"where to serve HTTP (default :{DEFAULT_PORT}, every address)")
     p.add_argument("--config.file", dest="config", metavar="FILE", help="the modules (YAML, blackbox's shape)")
-    p.add_argument("--max-sockets", type=int, default=1000, metavar="N",
-                   help="sockets with series of their own on /metrics; the rest are summed (default 1000)")
+    p.add_argument("--max-sockets", type=int, default=250, metavar="N",
+                   help="sockets with series of their own on /metrics; the rest are summed (default 250)")
     p.add_argument("--config.check", dest="check", action="store_true", help="check the config file and exit")
     return p
 

@@ -18,13 +18,17 @@ socket opened since shows its owner at the next walk.
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-__all__ = ["COUNTERS", "HostCollector", "OWNERS_TTL", "parse_snmp", "parse_snmp6"]
+__all__ = ["COUNTERS", "DEFAULT_MAX_SOCKETS", "HostCollector", "OWNERS_TTL", "parse_snmp", "parse_snmp6"]
 
 OWNERS_TTL = 15.0
+#: Sockets with series of their own (7 series each); the rest are summed. A few hundred sockets worth
+#: watching one by one is what a host has; 50,000 series per scrape would cost every Prometheus.
+DEFAULT_MAX_SOCKETS = 250
 
 #: The kernel's names -> ours (snake case), the same for both families and both protocols.
 COUNTERS = {
@@ -75,7 +79,7 @@ def _read(path: str) -> list[str]:
 class HostCollector:
     """A ``prometheus_client`` collector of the host's UDP counters and sockets."""
 
-    def __init__(self, max_sockets: int = 1000, proc: str = "/proc") -> None:
+    def __init__(self, max_sockets: int = DEFAULT_MAX_SOCKETS, proc: str = "/proc") -> None:
         self.max_sockets = max_sockets
         self.proc = proc
         self._owners: dict[int, Any] | None = None
@@ -113,31 +117,40 @@ class HostCollector:
             self._owners, self._owners_at = socket_owners(), now
         table = scan_udp_sockets(states={SocketState.CLOSE, SocketState.ESTABLISHED}, memory=True,
                                  owners=self._owners)
-        socks = sorted(table, key=lambda s: (-(s.recv_q + s.send_q), -(s.drops or 0), s.local_port))
-        own, rest = socks[: self.max_sockets], socks[self.max_sockets:]
+        # Rank by columns (no record per socket): the most queued bytes, then drops, keep their own series.
+        recv_q, send_q, drops = table.column("recv_q"), table.column("send_q"), table.column("drops")
+        weight = [(r + w, d or 0) for r, w, d in zip(recv_q, send_q, drops)]
+        order = heapq.nlargest(self.max_sockets, range(len(table)), key=weight.__getitem__)
         labels = ["local_address", "local_port", "family", "state", "process"]
         recv = gauge("udpkit_udp_socket_receive_queue_bytes", "Bytes waiting in the socket's receive queue", labels=labels)
         send = gauge("udpkit_udp_socket_send_queue_bytes", "Bytes waiting in the socket's send queue", labels=labels)
-        drops = counter("udpkit_udp_socket_drops", "Datagrams the kernel dropped for this socket (SK_MEMINFO)",
-                        labels=labels)
+        dropped = counter("udpkit_udp_socket_drops", "Datagrams the kernel dropped for this socket (SK_MEMINFO)",
+                          labels=labels)
         memory = gauge("udpkit_udp_socket_memory_bytes", "The socket's SK_MEMINFO values", labels=[*labels, "kind"])
-        for sock in own:
-            names = ",".join(sorted({p.name for p in sock.processes})) or ""
-            values = [sock.local_ip, str(sock.local_port), "inet" if sock.family == 2 else "inet6", sock.state.label,
-                      names]
-            recv.add_metric(values, sock.recv_q)
-            send.add_metric(values, sock.send_q)
-            drops.add_metric(values, sock.drops or 0)
-            if sock.skmem is not None:
-                for kind in ("rmem_alloc", "rcvbuf", "wmem_alloc", "sndbuf", "wmem_queued"):
-                    memory.add_metric([*values, kind], getattr(sock.skmem, kind))
+        ips, ports, families = table.column("local_ip"), table.column("local_port"), table.column("family")
+        states, inodes = table.column("state"), table.column("inode")
+        raw_memory = table.column("skmem") if order else []
+        owners = self._owners or {}
+        for index in order:
+            procs = owners.get(inodes[index], ())
+            values = [ips[index], str(ports[index]), "inet" if families[index] == 2 else "inet6", states[index].label,
+                      ",".join(sorted({p.name for p in procs}))]
+            recv.add_metric(values, recv_q[index])
+            send.add_metric(values, send_q[index])
+            dropped.add_metric(values, drops[index] or 0)
+            skmem = raw_memory[index]
+            if skmem is not None:
+                for kind in ("rmem_alloc", "rcvbuf", "wmem_alloc", "sndbuf"):
+                    memory.add_metric([*values, kind], getattr(skmem, kind))
+        rest = len(table) - len(order)
         if rest:
-            values = ["", "", "", "", f"(other {len(rest)} sockets)"]
-            recv.add_metric(values, sum(s.recv_q for s in rest))
-            send.add_metric(values, sum(s.send_q for s in rest))
-            drops.add_metric(values, sum(s.drops or 0 for s in rest))
+            values = ["", "", "", "", f"(other {rest} sockets)"]
+            chosen = set(order)
+            recv.add_metric(values, sum(recv_q) - sum(recv_q[i] for i in chosen))
+            send.add_metric(values, sum(send_q) - sum(send_q[i] for i in chosen))
+            dropped.add_metric(values, sum(d or 0 for d in drops) - sum(drops[i] or 0 for i in chosen))
         count = gauge("udpkit_udp_sockets", "UDP sockets, with series of their own or summed into one (--max-sockets)",
                       labels=["series"])
-        count.add_metric(["own"], len(own))
-        count.add_metric(["aggregated"], len(rest))
-        yield from (recv, send, drops, memory, count)
+        count.add_metric(["own"], len(order))
+        count.add_metric(["aggregated"], rest)
+        yield from (recv, send, dropped, memory, count)

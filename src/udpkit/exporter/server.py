@@ -78,7 +78,7 @@ class _Bucket:
 class Exporter:
     """The exporter's state: the config (swapped whole on reload), the limits, the recent probes."""
 
-    def __init__(self, config_path: str | None, *, max_sockets: int = 1000) -> None:
+    def __init__(self, config_path: str | None, *, max_sockets: int = 250) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.config_path = config_path
@@ -235,12 +235,13 @@ class Exporter:
             server_version = "udpkit-exporter"
 
             def _send(self, status: int, body: str, kind: str) -> None:
+                """Headers and body in one write: two small writes meet the client's delayed ACK (~40 ms)."""
                 data = body.encode()
                 self.send_response(status)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self._headers_buffer.append(b"\r\n" + data)  # type: ignore[attr-defined]
+                self.flush_headers()
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 url = urlsplit(self.path)

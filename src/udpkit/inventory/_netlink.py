@@ -141,6 +141,11 @@ class _StridedBatch(RawBatch):
             if unpack is None:
                 unpack = _V6_ADDR[(self._size, off)] = struct.Struct(f"={off}x16s{self._size - off - 16}x")
             return [a for (a,) in unpack.iter_unpack(memoryview(self._chunk)[: self.n * self._size])]
+        if name == "skmem_drops":  # SK_MEMINFO_DROPS alone: a strided slice, no tuple per socket
+            found = self._attrs.get("skmem")
+            if found is None or found[1] < 4 * (_SK_MEMINFO_DROPS + 1):
+                return None
+            return self._u32(found[0] + 4 * _SK_MEMINFO_DROPS)
         spec = self._attrs.get(name)
         if spec is None:
             return None
@@ -281,6 +286,7 @@ def _done_or_error(chunk: bytes, off: int) -> int | None:
 
 _FIXED_U32 = {"ifindex": 56, "expires": 68, "recv_q": 72, "send_q": 76, "uid": 80, "inode": 84}
 _FIXED_U8 = {"family": 16, "state": 17, "timer": 18, "retrans": 19}
+_SK_MEMINFO_DROPS = 8
 _BLOB_NAMES = frozenset(_BLOB_ATTRS.values())
 _V6_ADDR: dict[tuple[int, int], struct.Struct] = {}
 

@@ -131,6 +131,10 @@ class SocketTable(Sequence[Record], Generic[Record]):
             values = raw("skmem")
             return list(map(_skmem, values)) if values is not None else [None] * n
         if name == "drops":
+            if "skmem" not in self._columns and all(isinstance(b, _netlink._StridedBatch) for b in self._batches):
+                fast = raw("skmem_drops")  # the one value, not the whole SK_MEMINFO per socket
+                if fast is not None and all(b.column("skmem_drops") is not None for b in self._batches):
+                    return list(fast)
             if raw("skmem") is not None:
                 return [m.drops if isinstance(m, SkMem) else None for m in self.column("skmem")]
             return list(raw("drops") or [None] * n)
