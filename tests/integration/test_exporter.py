@@ -238,7 +238,7 @@ def test_a_broken_config_is_refused_at_start(tmp_path: Path) -> None:
 
 def test_a_prometheus_server_scrapes_it_and_its_query_api_agrees(lab: Lab) -> None:
     (lab.tmp / "prometheus.yml").write_text(f"""\
-global: {{scrape_interval: 1s, scrape_timeout: 1s}}
+global: {{scrape_interval: 2s, scrape_timeout: 2s}}
 scrape_configs:
   - job_name: udpkit
     static_configs: [{{targets: ["127.0.0.1:{EXPORTER}"]}}]
@@ -273,7 +273,7 @@ scrape_configs:
             break
         assert time.monotonic() < deadline, (success, (lab.tmp / "prometheus.log").read_text()[-2000:])
         time.sleep(0.5)
-    time.sleep(2.5)  # two more scrape intervals
+    time.sleep(4.5)  # two more scrape intervals
     success = query("probe_success")
     assert success["127.0.0.1:1123|"] == 1 and success["[::1]:1123|"] == 1
     assert success["127.0.0.1:7777|"] == 1  # udp_strict sends "x": the echo answers
