@@ -115,3 +115,15 @@ def test_a_recording_that_fails_stops_quietly_and_counts() -> None:
     assert sink.failure == "No space left on device"
     assert (sink.recorded, sink.not_recorded) == (1, 6)
     assert stream.data.count(b"\n") == 1 and stream.data.endswith(b"\n")
+
+
+def test_programs_are_capped_by_default_and_max_children_raises_the_cap() -> None:
+    from udpkit.addr import Endpoint
+    from udpkit.listen.config import MAX_PROGRAMS, ListenerConfig
+    from udpkit.listen.streams import StreamTarget
+
+    endpoint = (Endpoint("127.0.0.1", 5000, 2),)
+    program = StreamTarget(argv=("cat",))
+    assert ListenerConfig.checked(endpoint, fork=True, stream=program).max_sessions == MAX_PROGRAMS
+    assert ListenerConfig.checked(endpoint, fork=True, stream=program, max_sessions=200).max_sessions == 200
+    assert ListenerConfig.checked(endpoint, stream=program, stop_after_session=True).max_sessions == 1

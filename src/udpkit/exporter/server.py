@@ -246,21 +246,27 @@ class Exporter:
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 url = urlsplit(self.path)
                 started = time.monotonic()
-                if url.path == "/probe":
-                    answer = exporter.probe(parse_qs(url.query), self.headers.get("X-Prometheus-Scrape-Timeout-Seconds"))
-                elif url.path == "/metrics":
-                    answer = exporter.metrics()
-                elif url.path == "/-/healthy":
-                    answer = (200, "Healthy\n", "text/plain")
-                elif url.path == "/":
-                    answer = exporter.index()
-                elif url.path == "/-/reload":
-                    answer = (405, "Only POST requests allowed\n", "text/plain")
-                else:
-                    answer = (404, "Not found\n", "text/plain")
+                try:
+                    answer = self._answer(url.path, url.query)
+                except Exception as exc:  # noqa: BLE001 - one bad request must not take the exporter down
+                    self.log_error("error answering %s: %r", url.path, exc)
+                    answer = (500, f"internal error: {type(exc).__name__}\n", "text/plain")
                 exporter.durations.labels(url.path if url.path in ("/probe", "/metrics") else "other").observe(
                     time.monotonic() - started)
                 self._send(*answer)
+
+            def _answer(self, path: str, query: str) -> tuple[int, str, str]:
+                if path == "/probe":
+                    return exporter.probe(parse_qs(query), self.headers.get("X-Prometheus-Scrape-Timeout-Seconds"))
+                if path == "/metrics":
+                    return exporter.metrics()
+                if path == "/-/healthy":
+                    return 200, "Healthy\n", "text/plain"
+                if path == "/":
+                    return exporter.index()
+                if path == "/-/reload":
+                    return 405, "Only POST requests allowed\n", "text/plain"
+                return 404, "Not found\n", "text/plain"
 
             def do_POST(self) -> None:  # noqa: N802
                 if urlsplit(self.path).path != "/-/reload":

@@ -120,12 +120,11 @@ class ListenerConfig:
             raise UsageError("a session goes to one upstream: a relay or a stream, not both")
         if sessions:
             cap = session_cap(2 if relay is not None or stream is not None else 1)
-            if stream is not None and stream.argv is not None:
-                cap = min(cap, MAX_PROGRAMS)  # a process per peer: a flood of peers is not a fork bomb
             if stop_after_session:
                 max_sessions = 1
             if max_sessions is None:
-                max_sessions = cap
+                # a process per peer: by default a flood of peers is not a flood of processes
+                max_sessions = min(cap, MAX_PROGRAMS) if stream is not None and stream.argv is not None else cap
             elif max_sessions > cap:
                 raise UsageError(f"--max-peers {max_sessions} is more sessions than the open-files limit allows"
                                  f" ({cap}); raise it (ulimit -n) or ask for fewer")
