@@ -286,9 +286,13 @@ class Exporter:
         return Handler
 
     def server(self, host: str, port: int) -> ThreadingHTTPServer:
-        server = ThreadingHTTPServer((host, port), self.handler())
-        server.daemon_threads = True
-        return server
+        class Server(ThreadingHTTPServer):
+            # Prometheus opens many scrapes at once; the default backlog of 5 drops the rest's SYNs,
+            # and each dropped one costs its scrape a one-second retransmission.
+            request_queue_size = 1024
+            daemon_threads = True
+
+        return Server((host, port), self.handler())
 
 
 class _Fixed:
