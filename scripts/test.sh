@@ -28,6 +28,7 @@ declare -A PEERS=(
   [prometheus]=prometheus
   [prometheus-blackbox-exporter]=prometheus-blackbox-exporter
   [prometheus-node-exporter]=prometheus-node-exporter
+  [snmpd]=snmpd
 )
 
 missing=()

@@ -44,6 +44,8 @@ modules:
   udp_quiet: {prober: udp, timeout: 2s, retries: 0, udp: {payload: x, fail_if_not_open: false}}
   udp_strict: {prober: udp, timeout: 2s, retries: 0, udp: {payload: x}}
   limited: {prober: echo, rate_limit: 1}
+  snmp_secret: {prober: snmp, timeout: 2s, retries: 0, snmp: {community: secret}}
+  snmp_public: {prober: snmp, timeout: 2s, retries: 0}
 """
 
 
@@ -258,6 +260,7 @@ scrape_configs:
 """)
     lab.start(["prometheus", f"--config.file={lab.tmp / 'prometheus.yml'}", f"--storage.tsdb.path={lab.tmp / 'tsdb'}",
                f"--web.listen-address=127.0.0.1:{PROMETHEUS}"], "prometheus.log")
+    lab.wait_http(PROMETHEUS)  # its query API answers once it is up
 
     def query(expression: str) -> dict[str, float]:
         status, body = lab.get(PROMETHEUS, "/api/v1/query?query=" + urllib.parse.quote(expression))
@@ -313,3 +316,22 @@ def test_a_thousand_targets_fit_in_one_scrape_either_way(lab: Lab) -> None:
     assert float(seconds) < 30  # about 8 s here (bench/exporter_bench.py has the figures); 10 s is the goal
     config.write_text(CONFIG)
     assert lab.get(EXPORTER, "/-/reload")[0] == 200
+
+
+def test_the_snmp_prober_takes_its_community_beside_a_real_snmpd(lab: Lab) -> None:
+    """Debian's snmpd with a read-only community ``secret``: the module that says so reads sysDescr;
+    the default community (public) gets no answer at all, as an agent does."""
+    need_tool("snmpd")
+    (lab.tmp / "snmpd.conf").write_text("agentaddress udp:127.0.0.1:1161\nrocommunity secret default\n"
+                                         "sysDescr udpkit exporter test agent\n")
+    lab.start(["snmpd", "-f", "-Lo", "-C", "-c", str(lab.tmp / "snmpd.conf"), "-p", str(lab.tmp / "snmpd.pid")],
+              "snmpd.log")
+    deadline = time.monotonic() + 15
+    while "1161" not in subprocess.run(lab.argv(["ss", "-ulnH"]), capture_output=True, text=True).stdout:
+        assert time.monotonic() < deadline, (lab.tmp / "snmpd.log").read_text()
+        time.sleep(0.1)
+    secret = lab.probe("snmp_secret", "127.0.0.1:1161")
+    assert secret["probe_success"] == 1
+    assert secret['probe_snmp_info{sysdescr="udpkit exporter test agent"}'] == 1
+    public = lab.probe("snmp_public", "127.0.0.1:1161")
+    assert public["probe_success"] == 0 and public['probe_udp_state{state="open_filtered"}'] == 1

@@ -21,7 +21,9 @@ GOOD = {
                                              "valid_rcodes": ["NOERROR", "NXDOMAIN"],
                                              "validate_answer_rrs": {"fail_if_not_matches_regexp": ["IN\tA"]}}},
         "kerberos": {"prober": "udp", "udp": {"payload_hex": "6a81", "expect": ["^~"], "fail_if_not_open": False}},
-        "snmp": {"prober": "snmp", "allow_groups": True, "rate_limit": 5},
+        "snmp": {"prober": "snmp", "allow_groups": True, "rate_limit": 5, "snmp": {"community": "secret"}},
+        "printers": {"prober": "mdns", "mdns": {"query": "_ipp._tcp.local./PTR"}},
+        "routers": {"prober": "ssdp", "ssdp": {"st": "urn:schemas-upnp-org:device:InternetGatewayDevice:1"}},
     },
 }
 
@@ -36,6 +38,9 @@ def test_a_good_config_reads_as_written() -> None:
     udp = config.modules["kerberos"].udp
     assert udp.payload == b"\x6a\x81" and not udp.fail_if_not_open
     assert config.modules["snmp"].allow_groups and config.modules["snmp"].rate_limit == 5.0
+    assert config.modules["snmp"].catalogue.community == "secret"
+    assert config.modules["printers"].catalogue.query == "_ipp._tcp.local./PTR"
+    assert config.modules["routers"].catalogue.st.endswith("InternetGatewayDevice:1")
 
 
 @pytest.mark.parametrize("change, where", [
@@ -52,6 +57,11 @@ def test_a_good_config_reads_as_written() -> None:
     ({"modules": {"x": {"prober": "udp", "preferred_ip_protocol": "ip5"}}}, "preferred_ip_protocol: expected ip4 or ip6"),
     ({"modules": {"x": {"prober": "udp"}}, "allow": ["nonsense"]}, "allow[0]: not a network"),
     ({"modules": {"x": {"prober": "udp"}}, "limits": {"concurrency": 0}}, "limits.concurrency: expected a whole number"),
+    ({"modules": {"x": {"prober": "snmp", "snmp": {"community": ""}}}}, "modules.x.snmp.community: expected"),
+    ({"modules": {"x": {"prober": "snmp", "snmp": {"oid": "1.3"}}}}, "modules.x.snmp.oid: unknown key"),
+    ({"modules": {"x": {"prober": "ssdp", "ssdp": {"st": "a\r\nb"}}}}, "modules.x.ssdp.st: expected a search target"),
+    ({"modules": {"x": {"prober": "mdns", "mdns": {"query": "x/NOTATYPE"}}}}, "modules.x.mdns.query"),
+    ({"modules": {"x": {"prober": "ntp", "snmp": {"community": "a"}}}}, "modules.x.snmp: options for the snmp prober"),
 ])
 def test_a_bad_config_is_refused_naming_the_place(change: dict[str, object], where: str) -> None:
     with pytest.raises(UsageError) as caught:

@@ -29,7 +29,8 @@ from typing import Any, NamedTuple
 from udpkit.errors import UsageError
 from udpkit.services.registry import PROBES
 
-__all__ = ["Config", "DnsOptions", "Limits", "Module", "NtpOptions", "PROBERS", "UdpOptions", "parse_config"]
+__all__ = ["CatalogueOptions", "Config", "DnsOptions", "Limits", "Module", "NtpOptions", "PROBERS", "UdpOptions",
+           "parse_config"]
 
 #: ``prober:`` values: the three with options of their own, and one per catalogue protocol.
 PROBERS = ("udp", "ntp", "dns", *sorted(name for name in PROBES if name not in ("ntp", "dns")))
@@ -64,6 +65,15 @@ class DnsOptions(NamedTuple):
     fail_if_not_matches_regexp: tuple[re.Pattern[str], ...] = ()
 
 
+class CatalogueOptions(NamedTuple):
+    """Options of the catalogue probers that have any: SNMP's community, mDNS's question, SSDP's
+    search target."""
+
+    community: str = "public"
+    query: str | None = None
+    st: str = "ssdp:all"
+
+
 class Module(NamedTuple):
     name: str
     prober: str
@@ -78,6 +88,7 @@ class Module(NamedTuple):
     udp: UdpOptions = UdpOptions()
     ntp: NtpOptions = NtpOptions()
     dns: DnsOptions = DnsOptions()
+    catalogue: CatalogueOptions = CatalogueOptions()
 
 
 class Limits(NamedTuple):
@@ -225,15 +236,47 @@ def _targets(where: str, value: object) -> tuple[str, ...]:
     return tuple(found)
 
 
+# prober -> the keys of its section (``snmp: {community: private}``)
+_CATALOGUE_KEYS = {"snmp": {"community"}, "mdns": {"query"}, "ssdp": {"st"}}
+
+
+def _catalogue(where: str, prober: str, raw: dict[str, Any]) -> CatalogueOptions:
+    keys = _CATALOGUE_KEYS.get(prober)
+    if keys is None:
+        return CatalogueOptions()
+    section = _keys(f"{where}.{prober}", raw.get(prober), keys)
+    options = CatalogueOptions()
+    if "community" in section:
+        community = section["community"]
+        if not isinstance(community, str) or not 0 < len(community.encode()) <= 64:
+            raise _fail(f"{where}.snmp.community", "expected a community string of 1-64 bytes")
+        options = options._replace(community=community)
+    if "query" in section:
+        query = str(section["query"])
+        try:
+            from udpkit.services.registry import probe_for
+
+            probe_for("mdns", 5353, query)
+        except UsageError as exc:
+            raise _fail(f"{where}.mdns.query", str(exc)) from None
+        options = options._replace(query=query)
+    if "st" in section:
+        st = section["st"]
+        if not isinstance(st, str) or not st or len(st) > 200 or "\r" in st or "\n" in st:
+            raise _fail(f"{where}.ssdp.st", "expected a search target on one line (ssdp:all, upnp:rootdevice, a URN)")
+        options = options._replace(st=st)
+    return options
+
+
 def _module(name: str, value: object) -> Module:
     where = f"modules.{name}"
     raw = _keys(where, value, {"prober", "timeout", "preferred_ip_protocol", "ip_protocol_fallback",
                                "source_ip_address", "retries", "allow_groups", "rate_limit", "targets", "udp", "ntp",
-                               "dns"})
+                               "dns", *_CATALOGUE_KEYS})
     prober = raw.get("prober")
     if prober not in PROBERS:
         raise _fail(f"{where}.prober", f"expected one of {', '.join(PROBERS)}")
-    for section in ("udp", "ntp", "dns"):
+    for section in ("udp", "ntp", "dns", *_CATALOGUE_KEYS):
         if section in raw and section != prober:
             raise _fail(f"{where}.{section}", f"options for the {section} prober in a {prober} module")
     protocol = str(raw.get("preferred_ip_protocol", "ip6"))
@@ -261,6 +304,7 @@ def _module(name: str, value: object) -> Module:
         udp=_udp(f"{where}.udp", raw.get("udp")),
         ntp=_ntp(f"{where}.ntp", raw.get("ntp")),
         dns=_dns(f"{where}.dns", raw.get("dns")),
+        catalogue=_catalogue(where, str(prober), raw),
     )
 
 

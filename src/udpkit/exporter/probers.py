@@ -20,6 +20,8 @@ from udpkit.errors import UdpkitError, UsageError
 from udpkit.exporter.config import Config, Module
 from udpkit.probe import OPEN, OPEN_FILTERED, probe
 from udpkit.services.ntp import NtpProbe
+from udpkit.services.snmp import SnmpProbe
+from udpkit.services.ssdp import SsdpProbe
 from udpkit.services.registry import PORTS, probe_for
 
 __all__ = ["Outcome", "check_target", "ip_addr_hash", "parse_target", "run_many", "run_probe"]
@@ -267,7 +269,15 @@ def _request(module: Module, port: int) -> tuple[Any, bytes]:
 
         query = dns.message.make_query(module.dns.query_name, dns.rdatatype.from_text(module.dns.query_type))
         return None, query.to_wire()
-    request_probe = NtpProbe(module.ntp.version) if module.prober == "ntp" else probe_for(module.prober, port)
+    options = module.catalogue
+    if module.prober == "ntp":
+        request_probe: Any = NtpProbe(module.ntp.version)
+    elif module.prober == "snmp":
+        request_probe = SnmpProbe(options.community.encode())
+    elif module.prober == "ssdp":
+        request_probe = SsdpProbe(options.st)
+    else:
+        request_probe = probe_for(module.prober, port, options.query)
     assert request_probe is not None
     return request_probe, request_probe.build(now)
 

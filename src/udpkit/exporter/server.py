@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from udpkit.errors import UsageError
 from udpkit.exporter.config import Config, Module, parse_config
@@ -220,12 +220,13 @@ class Exporter:
         recent = "".join(
             f"<tr><td>{time.strftime('%H:%M:%S', time.localtime(at))}</td><td>{html.escape(module)}</td>"
             f"<td>{html.escape(target)}</td><td>{'success' if ok else 'failure'}</td>"
-            f"<td>{outcome.duration:.3f}s</td></tr>"
+            f"<td>{outcome.duration:.3f}s</td><td><a href='/probe?{html.escape(urlencode({'module': module, 'target': target, 'debug': 'true'}))}'>"
+            f"debug</a></td></tr>"
             for at, module, target, ok, outcome in reversed(self.recent))
         body = (f"<html><head><title>udpkit exporter</title></head><body><h1>udpkit exporter</h1>"
                 f"<p><a href='/metrics'>Metrics</a> · <a href='/-/healthy'>Health</a></p>"
                 f"<h2>Modules</h2><ul>{rows}</ul><h2>Recent probes</h2><table><tr><th>When</th><th>Module</th>"
-                f"<th>Target</th><th>Result</th><th>Took</th></tr>{recent}</table></body></html>")
+                f"<th>Target</th><th>Result</th><th>Took</th><th>Log</th></tr>{recent}</table></body></html>")
         return 200, body, "text/html; charset=utf-8"
 
     def handler(self) -> type[BaseHTTPRequestHandler]:

@@ -7,16 +7,23 @@ from udpkit.services.base import Evidence
 
 __all__ = ["SsdpProbe"]
 
-_SEARCH = (b"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\n"
-           b"MX: 1\r\nST: ssdp:all\r\nUSER-AGENT: udpkit/0.1 UPnP/2.0\r\n\r\n")
+_SEARCH = ("M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\n"
+           "MX: 1\r\nST: {st}\r\nUSER-AGENT: udpkit/0.1 UPnP/2.0\r\n\r\n")
 
 
 class SsdpProbe:
+    """``st``: the search target (``ssdp:all``, ``upnp:rootdevice``, a device or service type URN)."""
+
     name = "ssdp"
     verifies = False  # the answer carries nothing of the request
 
+    def __init__(self, st: str = "ssdp:all") -> None:
+        if not st or any(c in st for c in "\r\n") or len(st) > 200:
+            raise ValueError("a search target is one line of at most 200 characters")
+        self.st = st
+
     def build(self, now: float) -> bytes:
-        return _SEARCH
+        return _SEARCH.format(st=self.st).encode()
 
     def classify(self, reply: bytes, now: float) -> Evidence | None:
         head, _, _ = reply.partition(b"\r\n\r\n")
