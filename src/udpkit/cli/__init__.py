@@ -12,7 +12,14 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-__all__ = ["console", "main"]
+__all__ = ["console", "debugging", "main"]
+
+_DEBUG = False
+
+
+def debugging() -> bool:
+    """Whether ``--debug`` was given: commands may then say more (the listener's receive paths)."""
+    return _DEBUG
 
 COMMANDS = {
     "tour": ("udpkit.cli.tour", "the datagram-socket walkthrough, live: create, examine, test, clean up"),
@@ -60,10 +67,12 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     args = list(sys.argv[1:] if argv is None else argv)
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
+    global _DEBUG
     debug = False
     while args and args[0] == "--debug":
         debug = True
         args.pop(0)
+    _DEBUG = debug
     if not args or args[0] in ("-h", "--help", "help"):
         out.write(_usage())
         return 0 if args else 2

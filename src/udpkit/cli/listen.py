@@ -308,6 +308,12 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         joined = f"; joined {', '.join(map(str, args.join))}" if args.join else ""
         err.write(f"udpkit listen: {what} on {where}{sessions}{joined}\n")
         err.flush()
+        from udpkit.cli import debugging
+
+        if debugging():
+            for line in listener.receive_paths():
+                err.write(f"udpkit listen: receive path: {line}\n")
+            err.flush()
         workers = Workers(listener, args.workers - 1, bound)
         stats = serve_until_stopped(listener, err, "udpkit listen")
         stats = workers.join(stats)

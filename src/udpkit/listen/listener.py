@@ -29,6 +29,8 @@ from udpkit.listen.config import ListenerConfig, Network
 from udpkit.listen.reactor import Reactor
 from udpkit.listen.sessions import Session, SessionKey, SessionTable
 from udpkit.listen.streams import StreamTarget, StreamUpstream, reap
+from udpkit.net.mmsg import Batch
+from udpkit.net.mmsg import available as mmsg_available
 from udpkit.listen.sinks import Sink
 from udpkit.listen.stats import Counters, ListenerStats, PeerTally
 from udpkit.net import (
@@ -127,7 +129,14 @@ class Listener:
         self._sockets: list[socket.socket] = []
         self._paths: list[str] = []
         self._bound: list[Endpoint] = []
-        self._buffer = bytearray(65536)
+        # The discard path's receive buffer: a recvmmsg batch where the C library has it (the
+        # "batched" receive path; --debug says which), else one buffer for recvfrom_into.
+        self._buffer: bytearray | Batch = bytearray(65536)
+        if mmsg_available():
+            try:
+                self._buffer = Batch(BATCH, 65536)
+            except OSError:
+                pass
         self._reactor = Reactor()
         self.counts = Counters()
         self._peers = PeerTally()
@@ -209,6 +218,19 @@ class Listener:
             raise
         self._reactor.open()
         return list(self._bound)
+
+    def receive_paths(self) -> list[str]:
+        """How each listening socket is read (after ``open``): ``udp 0.0.0.0:9: discard, recvmmsg x64``."""
+        batched = isinstance(self._buffer, Batch)
+        out = []
+        for ep, path in zip(self._bound, self._paths):
+            how = path
+            if path == paths.DISCARD:
+                how += f", recvmmsg x{self._buffer.count}" if isinstance(self._buffer, Batch) else ", recvfrom_into"
+            out.append(f"udp {ep}: {how}")
+        if self.config.sessions:
+            out.append(f"sessions: {'recvmmsg' if batched else 'recvfrom_into'} when discarding, else recvmsg")
+        return out
 
     def _options_for(self, ep: Endpoint) -> BindOptions:
         """A socket that receives for many addresses (a wildcard, a group) needs each datagram's

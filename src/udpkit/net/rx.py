@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from udpkit.net.bind import IP_PKTINFO, SO_RXQ_OVFL, SO_TIMESTAMPNS
+from udpkit.net.mmsg import Batch
 
 __all__ = ["Datagram", "MAX_DATAGRAM", "OnError", "TIMESTAMP_SPACE", "count_and_forget", "error_name",
            "kernel_time", "receive", "send_reply", "socket_drops"]
@@ -132,7 +133,7 @@ def socket_drops(sock: socket.socket) -> int | None:
     return int(struct.unpack_from("=I", raw, 4 * _SK_MEMINFO_DROPS)[0])
 
 
-def count_and_forget(sock: socket.socket, limit: int, buffer: bytearray, add: Callable[[Any], object],
+def count_and_forget(sock: socket.socket, limit: int, buffer: bytearray | Batch, add: Callable[[Any], object],
                      write: Callable[[memoryview], object] | None = None,
                      expect: tuple[Any, ...] | None = None,
                      strays: list[tuple[bytes, tuple[Any, ...]]] | None = None,
@@ -146,8 +147,12 @@ def count_and_forget(sock: socket.socket, limit: int, buffer: bytearray, add: Ca
     the kernel queued here before ``connect()`` — goes to ``strays`` as (payload, sender) instead.
 
     Strategy: a discard service with nothing to record needs no per-datagram object and no
-    ancillary data, so this is ``recvfrom_into`` in a tight loop (``bench/listen_bench.py``).
+    ancillary data, so this is ``recvfrom_into`` in a tight loop (``bench/listen_bench.py``) — or,
+    given a :class:`~udpkit.net.mmsg.Batch` instead of a buffer, ``recvmmsg``: one system call and
+    one interpreter round per batch, senders decoded once per distinct address.
     """
+    if not isinstance(buffer, bytearray):
+        return _count_batched(sock, limit, buffer, add, write, expect, strays, on_error, max_bytes)
     recv = sock.recvfrom_into
     view = memoryview(buffer)
     count = total = 0
@@ -169,6 +174,38 @@ def count_and_forget(sock: socket.socket, limit: int, buffer: bytearray, add: Ca
         add(peer)
         if write is not None:
             write(view[:nbytes])
+    return count, total
+
+
+def _count_batched(sock: socket.socket, limit: int, batch: Batch, add: Callable[[Any], object],
+                   write: Callable[[memoryview], object] | None, expect: tuple[Any, ...] | None,
+                   strays: list[tuple[bytes, tuple[Any, ...]]] | None, on_error: OnError | None,
+                   max_bytes: int) -> tuple[int, int]:
+    count = total = 0
+    receive, peer_of, length = batch.receive, batch.peer, batch.length
+    while count < limit and total < max_bytes:
+        try:
+            n = receive(sock)
+        except OSError as exc:
+            if on_error is not None:
+                on_error(exc)
+            continue
+        if not n:
+            break
+        for i in range(n):
+            peer = peer_of(i)
+            nbytes = length(i)
+            if expect is not None and peer != expect:
+                if strays is not None:
+                    strays.append((bytes(batch.data(i)), peer))
+                continue
+            count += 1
+            total += nbytes
+            add(peer)
+            if write is not None:
+                write(batch.data(i))
+        if n < batch.count:
+            break  # the queue is empty: no second call to learn it
     return count, total
 
 
