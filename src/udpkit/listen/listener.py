@@ -35,11 +35,13 @@ from udpkit.listen.sinks import Sink
 from udpkit.listen.stats import Counters, ListenerStats, PeerTally
 from udpkit.net import (
     MAX_DATAGRAM,
+    TIMESTAMP_SPACE,
     BindOptions,
     Datagram,
     bind_udp,
     count_and_forget,
     error_name,
+    kernel_time,
     receive,
     send_reply,
     socket_drops,
@@ -132,9 +134,13 @@ class Listener:
         # The discard path's receive buffer: a recvmmsg batch where the C library has it (the
         # "batched" receive path; --debug says which), else one buffer for recvfrom_into.
         self._buffer: bytearray | Batch = bytearray(65536)
+        # The plain and timed paths' batches: received, received with timestamps, replies.
+        self._batches: tuple[Batch, Batch, Batch] | None = None
         if mmsg_available():
             try:
                 self._buffer = Batch(BATCH, 65536)
+                self._batches = (Batch(BATCH, 65536), Batch(BATCH, 65536, control=TIMESTAMP_SPACE),
+                                 Batch(BATCH, 65536))
             except OSError:
                 pass
         self._reactor = Reactor()
@@ -227,6 +233,8 @@ class Listener:
             how = path
             if path == paths.DISCARD:
                 how += f", recvmmsg x{self._buffer.count}" if isinstance(self._buffer, Batch) else ", recvfrom_into"
+            elif path in (paths.PLAIN, paths.TIMED):
+                how += ", recvmmsg and sendmmsg" if self._batches is not None else ", recvfrom and sendto"
             out.append(f"udp {ep}: {how}")
         if self.config.sessions:
             out.append(f"sessions: {'recvmmsg' if batched else 'recvfrom_into'} when discarding, else recvmsg")
@@ -359,6 +367,8 @@ class Listener:
         path = self._paths[index]
         if path == paths.DISCARD:
             return self._drain_discard(sock)
+        if path in (paths.PLAIN, paths.TIMED) and self._batches is not None:
+            return self._drain_batched(index, sock, timed=path == paths.TIMED)
         if path == paths.PLAIN:
             return drain_plain(sock, self._plain_answerer(index, sock), BATCH, self._count_socket_error)
         if path == paths.TIMED:
@@ -443,6 +453,68 @@ class Listener:
             write(when, dgram.peer[0], dgram.peer[1], dgram.local_ip or local.ip, local.port, data)
             if count is not None and counts.datagrams_in >= count:
                 return True
+        return False
+
+    def _drain_batched(self, index: int, sock: socket.socket, *, timed: bool) -> bool:
+        """The plain and timed paths a batch at a time: ``recvmmsg`` (with each datagram's kernel
+        receive time when ``timed``), the responder per datagram, then every reply in one
+        ``sendmmsg``. A time service's transmit stamps (``finish``) are written just before that
+        call, a few microseconds before the replies leave. ``True`` once ``count`` is reached."""
+        assert self._batches is not None
+        inbox, outbox = self._batches[1] if timed else self._batches[0], self._batches[2]
+        family = self._bound[index].family
+        handle, finish, clock = self.responder.handle, self.capabilities.finish, self.clock
+        counts, faults, tally, count = self.counts, self.counts.faults, self._peers, self.config.count
+        for _ in range(BATCH):
+            try:
+                n = inbox.receive(sock)
+            except OSError as exc:
+                self._count_socket_error(exc)
+                continue
+            if not n:
+                return False
+            replies: list[tuple[bytes, Any]] = []
+            done = False
+            for i in range(n):
+                data = bytes(inbox.data(i))
+                peer = inbox.peer(i)
+                counts.datagrams_in += 1
+                counts.bytes_in += len(data)
+                tally.add(peer)
+                now = (kernel_time(inbox.ancillary(i)) if timed else None) or clock()
+                try:
+                    reply = handle(data, Endpoint(peer[0], peer[1], family), now)
+                except Exception as exc:  # noqa: BLE001 - a datagram may not end the service
+                    faults[f"responder_error:{type(exc).__name__}"] += 1
+                    reply = None
+                if reply is not None:
+                    replies.extend((payload, peer) for payload in ([reply] if isinstance(reply, bytes) else reply))
+                if count is not None and counts.datagrams_in >= count:
+                    done = True
+                    break
+            if finish is not None:
+                stamp = clock()
+                replies = [(finish(payload, stamp), peer) for payload, peer in replies]
+            for start in range(0, len(replies), outbox.count):
+                chunk = replies[start : start + outbox.count]
+                try:
+                    sent = outbox.send(sock, chunk)
+                except OSError as exc:
+                    sent = 0
+                    faults[f"reply_failed:{error_name(exc)}"] += 1
+                for payload, peer in chunk[sent:]:  # what sendmmsg did not take: one by one, errors counted
+                    try:
+                        sock.sendto(payload, peer)
+                    except OSError as exc:
+                        faults[f"reply_failed:{error_name(exc)}"] += 1
+                        continue
+                    sent += 1
+                counts.datagrams_out += sent
+                counts.bytes_out += sum(len(p) for p, _peer in chunk[:sent])
+            if done:
+                return True
+            if n < inbox.count:
+                return False
         return False
 
     def _plain_answerer(self, index: int, sock: socket.socket) -> Callable[..., bool]:
