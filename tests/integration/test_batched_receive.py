@@ -5,6 +5,7 @@ datagrams; and the drop count stays exact when the receive queue overflows."""
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 import pytest
@@ -94,3 +95,49 @@ def test_drops_stay_exact_when_the_queue_overflows() -> None:
             drops = socket_drops(rx)
             assert drops is not None and drops > 0
             assert got + drops == 2000, (type(receiver).__name__, got, drops)
+
+
+@pytest.mark.parametrize("respond, payload", [("discard", b"d" * 100), ("echo", b"echo me"),
+                                              ("ntp", b"\x23" + bytes(47))])
+def test_a_listener_answers_the_same_whether_it_reads_in_batches(monkeypatch: pytest.MonkeyPatch, respond: str,
+                                                                 payload: bytes) -> None:
+    """The listener's batched paths (asked for with UDPKIT_MMSG=1) count and answer as the plain ones:
+    two unicast sockets (the plain and timed paths), 200 requests, every reply where one is due."""
+    from udpkit.addr import Endpoint
+    from udpkit.listen import Listener
+
+    results = []
+    for batched in (False, True):
+        if batched:
+            monkeypatch.setenv("UDPKIT_MMSG", "1")
+        else:
+            monkeypatch.delenv("UDPKIT_MMSG", raising=False)
+        listener = Listener([Endpoint("127.0.0.1", 0, socket.AF_INET), Endpoint("127.0.0.2", 0, socket.AF_INET)],
+                            respond=respond)
+        bound = listener.open()
+        listener.start()
+        try:
+            if batched:
+                assert "recvmmsg" in " ".join(listener.receive_paths())
+            replies = 0
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                client.settimeout(0.5)
+                for n in range(200):
+                    client.sendto(payload, (bound[n % 2].ip, bound[n % 2].port))
+                    if respond != "discard":
+                        try:
+                            reply = client.recv(2048)
+                        except TimeoutError:
+                            continue
+                        replies += 1
+                        if respond == "echo":
+                            assert reply == payload
+                        else:
+                            assert len(reply) == 48 and reply[0] & 7 == 4  # a server reply
+            time.sleep(0.2)  # the last datagrams of a discard run are read before the count is taken
+        finally:
+            listener.stop()
+            listener.join()
+            listener.close()
+        results.append((listener.stats.datagrams_in, replies))
+    assert results[0] == results[1] == (200, 0 if respond == "discard" else 200), results

@@ -30,7 +30,7 @@ from udpkit.listen.reactor import Reactor
 from udpkit.listen.sessions import Session, SessionKey, SessionTable
 from udpkit.listen.streams import StreamTarget, StreamUpstream, reap
 from udpkit.net.mmsg import Batch
-from udpkit.net.mmsg import available as mmsg_available
+from udpkit.net.mmsg import chosen as mmsg_chosen
 from udpkit.listen.sinks import Sink
 from udpkit.listen.stats import Counters, ListenerStats, PeerTally
 from udpkit.net import (
@@ -131,12 +131,12 @@ class Listener:
         self._sockets: list[socket.socket] = []
         self._paths: list[str] = []
         self._bound: list[Endpoint] = []
-        # The discard path's receive buffer: a recvmmsg batch where the C library has it (the
-        # "batched" receive path; --debug says which), else one buffer for recvfrom_into.
+        # The discard path's receive buffer: one buffer for recvfrom_into, or a recvmmsg batch when
+        # asked for (UDPKIT_MMSG=1; measured no faster through ctypes, see net.mmsg.chosen).
         self._buffer: bytearray | Batch = bytearray(65536)
         # The plain and timed paths' batches: received, received with timestamps, replies.
         self._batches: tuple[Batch, Batch, Batch] | None = None
-        if mmsg_available():
+        if mmsg_chosen():
             try:
                 self._buffer = Batch(BATCH, 65536)
                 self._batches = (Batch(BATCH, 65536), Batch(BATCH, 65536, control=TIMESTAMP_SPACE),
@@ -234,7 +234,8 @@ class Listener:
             if path == paths.DISCARD:
                 how += f", recvmmsg x{self._buffer.count}" if isinstance(self._buffer, Batch) else ", recvfrom_into"
             elif path in (paths.PLAIN, paths.TIMED):
-                how += ", recvmmsg and sendmmsg" if self._batches is not None else ", recvfrom and sendto"
+                how += (", recvmmsg and sendmmsg" if self._batches is not None else
+                        ", recvmsg and sendto" if path == paths.TIMED else ", recvfrom and sendto")
             out.append(f"udp {ep}: {how}")
         if self.config.sessions:
             out.append(f"sessions: {'recvmmsg' if batched else 'recvfrom_into'} when discarding, else recvmsg")

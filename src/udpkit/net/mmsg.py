@@ -17,7 +17,7 @@ import socket
 import struct
 from typing import Any
 
-__all__ = ["Batch", "available"]
+__all__ = ["Batch", "available", "chosen"]
 
 _MSG_DONTWAIT = int(socket.MSG_DONTWAIT)
 _MSG_TRUNC = int(socket.MSG_TRUNC)
@@ -57,6 +57,20 @@ _LIB = _libc()
 def available() -> bool:
     """Whether ``recvmmsg``/``sendmmsg`` can be called here."""
     return _LIB is not None
+
+
+def chosen() -> bool:
+    """Whether the listener reads in batches: only when asked (``UDPKIT_MMSG=1``) and available.
+
+    Measured (``bench/listen_bench.py``, ``bench/ntp_bench.py``, same runs, this 2-core machine):
+    through ctypes, a batch saves system calls but each datagram's fields cost a ctypes access and
+    a Python decode, which is as much as the call it saves — discard delivered the same (65.5–65.7 %
+    batched, 66.4–69.5 % plain, other core busy) and NTP replies fell from 145–147k/s to
+    114–115k/s. So the one-per-call paths stay the default; a C extension would be needed to win.
+    """
+    import os
+
+    return available() and os.environ.get("UDPKIT_MMSG") == "1"
 
 
 class Batch:
