@@ -90,7 +90,7 @@ def check_target(address: str, config: Config, module: Module) -> str | None:
     if config.allow is not None and not any(ip in net for net in config.allow):
         return f"{address} is not in the allowed networks"
     if not module.allow_groups and (ip.is_multicast or str(ip) == "255.255.255.255" or
-                                    (ip.version == 4 and int(ip) & 0xFF == 0xFF and _is_local_broadcast(str(ip)))):
+                                    (ip.version == 4 and _is_local_broadcast(str(ip)))):
         return f"{address} is a broadcast or multicast address (the module does not say allow_groups)"
     return None
 
@@ -224,10 +224,7 @@ def run_many(config: Config, module: Module, timeout: float, send: Callable[...,
             continue
         address, family, port, lookup = prepared
         ready.setdefault(port, []).append((target, (address, family), lookup))
-    successes = 0
-
     def by_port(port: int, group: list[tuple[str, tuple[str, int], float]]) -> None:
-        nonlocal successes
         request_probe, payload = _request(module, port)
         try:
             results = send([pair for _t, pair, _l in group], [port], payload=payload, **_send_options(module, timeout))
@@ -240,7 +237,6 @@ def run_many(config: Config, module: Module, timeout: float, send: Callable[...,
         for target, pair, lookup in group:
             result = found.get(pair)
             ok = result is not None and _evaluate(module, result, request_probe, payload, lookup, reports[target])
-            successes += ok
             _finish(reports[target], started, ok)
 
     from concurrent.futures import ThreadPoolExecutor
@@ -254,6 +250,8 @@ def run_many(config: Config, module: Module, timeout: float, send: Callable[...,
             metrics.setdefault(name, (text, []))[1].extend(samples)
         log += [f"{target}: {line}" for line in report.log]
     duration = time.monotonic() - started
+    successes = sum(1 for report in reports.values()
+                    if any(value == 1 for value, _labels in report.metrics.get("probe_success", ("", []))[1]))
     all_ok = successes == len(reports)
     return Outcome(all_ok, duration, metrics, log, "success" if all_ok else "failure")
 
