@@ -23,7 +23,7 @@ def debugging() -> bool:
 
 COMMANDS = {
     "tour": ("udpkit.cli.tour", "the datagram-socket walkthrough, live: create, examine, test, clean up"),
-    "ss": ("udpkit.cli.ss", "examine UDP sockets, like iproute2's ss -u"),
+    "ss": ("udpkit.cli.ss", "examine UDP and TCP sockets, like iproute2's ss"),
     "listen": ("udpkit.cli.listen", "create UDP services on IPv4 and IPv6 (discard, echo, daytime, time, ntp, dns)"),
     "nc": ("udpkit.cli.nc", "OpenBSD netcat's UDP mode (nc -u -vz HOST PORT), message for message"),
     "completion": ("udpkit.cli.completion", "shell completion: udpkit completion bash|zsh"),
