@@ -1,7 +1,8 @@
 """The exporter's configuration: blackbox_exporter's shape, for UDP. A YAML file of ``modules`` (each
 a ``prober`` and its options) and the exporter's own ``limits``; :func:`load_config` checks every key
 and value and refuses the file with one line naming the place (``modules.ntp_pool.ntp.max_offset:
-expected a number of seconds``). Pure: reading the file is the caller's.
+expected a number of seconds``). Reading the YAML file is the caller's; a ``payload_file`` is read
+here, once, when the config is loaded (not per probe).
 
 .. code-block:: yaml
 
