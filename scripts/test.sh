@@ -29,6 +29,7 @@ declare -A PEERS=(
   [prometheus-blackbox-exporter]=prometheus-blackbox-exporter
   [prometheus-node-exporter]=prometheus-node-exporter
   [snmpd]=snmpd
+  [gcc]=gcc  # builds udpkit's optional C extension (recvmmsg/sendmmsg), so its tests run too
 )
 
 missing=()
@@ -40,6 +41,9 @@ done
 python_ok=1
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || python_ok=0
 [ "$python_ok" = 1 ] || missing+=(python3 python3-venv)
+# Python's headers, for the same extension
+python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  >/dev/null 2>&1 || missing+=(python3-dev)
 
 if [ "$(id -u)" = 0 ]; then
   if [ "${#missing[@]}" -gt 0 ]; then

@@ -1,6 +1,8 @@
-"""The batched receive path (``recvmmsg``) against the one-datagram-per-call path, on the same datagrams:
-the same count, bytes, senders and payloads, on both families, for empty, small and 65,507-byte
-datagrams; and the drop count stays exact when the receive queue overflows."""
+"""The batched paths (``recvmmsg``/``sendmmsg``, through the C extension and through ctypes) against the
+one-datagram-per-call path, on the same traffic: the same records datagram for datagram (bytes, sender,
+destination, receive time within a bound, truncation), on both families, for empty, small and
+65,507-byte datagrams; an exact drop count when the receive queue overflows; and a listener that
+counts and answers the same whichever way it reads."""
 
 from __future__ import annotations
 
@@ -10,134 +12,178 @@ from typing import Any
 
 import pytest
 
-from udpkit.net import socket_drops
-from udpkit.net.mmsg import Batch, available
-from udpkit.net.rx import count_and_forget
+from udpkit.addr import Endpoint
+from udpkit.net import BindOptions, bind_udp, receive, socket_drops
+from udpkit.net.mmsg import Batch, implementations, new_batch
+from udpkit.net.rx import Datagram, count_and_forget
 
-pytestmark = pytest.mark.skipif(not available(), reason="recvmmsg is not available here")
+KINDS = implementations()
+pytestmark = pytest.mark.skipif(not KINDS, reason="recvmmsg is not available here (not Linux)")
 
-SIZES = [0, 1, 64, 1472, 9000, 65507]
-
-
-def exchange(family: int, receiver: bytearray | Batch) -> tuple[int, int, list[tuple[Any, ...]], list[bytes]]:
-    """Send every size 20 times from one socket; what ``count_and_forget`` reports with ``receiver``."""
-    host = "127.0.0.1" if family == socket.AF_INET else "::1"
-    with socket.socket(family, socket.SOCK_DGRAM) as rx, socket.socket(family, socket.SOCK_DGRAM) as tx:
-        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        rx.bind((host, 0))
-        rx.setblocking(False)
-        tx.bind((host, 0))
-        for n, size in enumerate(SIZES * 20):
-            tx.sendto(bytes([n % 251]) * size, rx.getsockname()[:2])
-        peers: list[tuple[Any, ...]] = []
-        payloads: list[bytes] = []
-        count, total = count_and_forget(rx, 10_000, receiver, peers.append, lambda view: payloads.append(bytes(view)),
-                                        max_bytes=1 << 30)
-        return count, total, peers, payloads
+SIZES = [0, 1, 48, 1472, 9000, 65507]
+HOSTS = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
 
 
+def batch_of(kind: str, count: int = 64, size: int = 65536, ancillary: bool = True) -> Batch:
+    made = new_batch(count, size, ancillary, kind=kind)
+    assert made is not None
+    return made
+
+
+def receiver(family: int) -> socket.socket:
+    """A socket that asks for everything a record holds: time, destination, drops."""
+    sock = bind_udp(Endpoint(HOSTS[family], 0, family), BindOptions(timestamps=True, pktinfo=True, rcvbuf=8 << 20))
+    sock.setblocking(False)
+    return sock
+
+
+def send_all(tx: socket.socket, to: tuple[Any, ...], sizes: list[int]) -> tuple[float, float]:
+    before = time.time()
+    for n, size in enumerate(sizes):
+        tx.sendto(bytes([n % 251]) * size, to)
+    return before, time.time()
+
+
+def read_all(rx: socket.socket, batch: Batch | None, expected: int) -> list[Datagram]:
+    out: list[Datagram] = []
+    deadline = time.monotonic() + 5
+    while len(out) < expected and time.monotonic() < deadline:
+        out += receive(rx, 64, ancillary=True, batch=batch)
+    return out
+
+
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
-def test_batched_and_plain_receive_the_same(family: int) -> None:
-    plain = exchange(family, bytearray(65536))
-    batched = exchange(family, Batch(64, 65536))
-    assert plain[0] == batched[0] == len(SIZES) * 20
-    assert plain[1] == batched[1] == sum(SIZES) * 20
-    assert plain[3] == batched[3]  # every payload, byte for byte, in order
-    # the same sender each time (two runs: two ports), in recvfrom's own form
-    assert len(set(plain[2])) == len(set(batched[2])) == 1
-    assert len(plain[2][0]) == len(batched[2][0]) and plain[2][0][0] == batched[2][0][0]
+def test_a_batch_gives_the_records_recvmsg_gives_datagram_for_datagram(kind: str, family: int) -> None:
+    sizes = SIZES * 5
+    with receiver(family) as rx, socket.socket(family, socket.SOCK_DGRAM) as tx:
+        tx.bind((HOSTS[family], 0))
+        to, sender = rx.getsockname()[:2], tx.getsockname()
+        sent_plain = send_all(tx, to, sizes)
+        plain = read_all(rx, None, len(sizes))
+        sent_batched = send_all(tx, to, sizes)
+        batched = read_all(rx, batch_of(kind), len(sizes))
+    assert len(plain) == len(batched) == len(sizes)
+    for sent, records in ((sent_plain, plain), (sent_batched, batched)):
+        for record in records:
+            assert record.timestamp is not None and sent[0] - 0.01 <= record.timestamp <= sent[1] + 0.01
+    for one, other in zip(plain, batched):
+        assert one._replace(timestamp=None) == other._replace(timestamp=None)
+        assert one.peer == sender and one.local_ip == HOSTS[family] and one.unicast
 
 
-def test_a_batch_decodes_senders_as_recvfrom_does() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_datagram_longer_than_the_room_is_cut_and_marked_as_recvmsg_does(kind: str) -> None:
+    with receiver(socket.AF_INET) as rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        tx.sendto(b"y" * 3000, rx.getsockname())
+        tx.sendto(b"y" * 3000, rx.getsockname())
+        time.sleep(0.05)
+        data, _control, flags, _peer = rx.recvmsg(1024)
+        [record] = batch_of(kind, 2, 1024).receive(rx.fileno())
+    assert flags & socket.MSG_TRUNC and len(data) == 1024
+    assert record.truncated and record.data == data
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_batch_sends_many_datagrams_in_one_call_and_leaves_names_to_sendto(kind: str) -> None:
     with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as rx, socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as tx:
         rx.bind(("::1", 0))
-        tx.bind(("::1", 0))
-        tx.sendto(b"x", rx.getsockname()[:2])
         rx.settimeout(2)
-        rx.recv(1, socket.MSG_PEEK)
-        batch = Batch(4, 2048)
-        assert batch.receive(rx) == 1
-        assert batch.peer(0) == tx.getsockname()  # ('::1', port, 0, 0)
-        assert bytes(batch.data(0)) == b"x" and not batch.truncated(0)
-
-
-def test_a_datagram_longer_than_the_room_is_marked_truncated() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
-        rx.bind(("127.0.0.1", 0))
-        tx.sendto(b"y" * 3000, rx.getsockname())
-        rx.settimeout(2)
-        rx.recv(1, socket.MSG_PEEK)
-        batch = Batch(2, 1024)
-        assert batch.receive(rx) == 1
-        assert batch.truncated(0) and len(batch.data(0)) == 1024
-
-
-def test_a_batch_sends_many_datagrams_in_one_call() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
-        rx.bind(("127.0.0.1", 0))
-        rx.settimeout(2)
-        batch = Batch(8, 2048)
-        assert batch.send(tx, [(f"m{i}".encode(), rx.getsockname()) for i in range(5)]) == 5
+        batch = batch_of(kind, 8, 2048)
+        to = rx.getsockname()
+        messages = [(f"m{i}".encode(), to) for i in range(5)] + [(b"named", ("localhost", to[1]))]
+        assert batch.send(tx.fileno(), socket.AF_INET6, messages) == 5
+        assert batch.send(tx.fileno(), socket.AF_INET6, messages, 5) == 0  # a name: the caller's sendto
         assert [rx.recv(100) for _ in range(5)] == [f"m{i}".encode() for i in range(5)]
 
 
-def test_drops_stay_exact_when_the_queue_overflows() -> None:
-    """received + dropped = sent, whichever path read them."""
-    receivers: list[bytearray | Batch] = [bytearray(65536), Batch(64, 2048)]
-    for receiver in receivers:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
-            rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            rx.bind(("127.0.0.1", 0))
-            rx.setblocking(False)
-            for _ in range(2000):
-                tx.sendto(b"z" * 200, rx.getsockname())
-            got, _bytes = count_and_forget(rx, 100_000, receiver, lambda peer: None, max_bytes=1 << 30)
-            drops = socket_drops(rx)
-            assert drops is not None and drops > 0
-            assert got + drops == 2000, (type(receiver).__name__, got, drops)
+@pytest.mark.parametrize("kind", ["plain", *KINDS])
+def test_drops_stay_exact_when_the_queue_overflows(kind: str) -> None:
+    """received + dropped = sent, whichever path read them; the records' SO_RXQ_OVFL count agrees."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        rx.setsockopt(socket.SOL_SOCKET, 40, 1)  # SO_RXQ_OVFL
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        for _ in range(2000):
+            tx.sendto(b"z" * 200, rx.getsockname())
+        buffer: bytearray | Batch = bytearray(65536) if kind == "plain" else batch_of(kind, 64, 2048)
+        got, _bytes = count_and_forget(rx, 100_000, buffer, lambda peer: None, max_bytes=1 << 30)
+        drops = socket_drops(rx)
+        assert drops is not None and drops > 0
+        assert got + drops == 2000
+        # the same again, reading records: each carries the kernel's count of drops before it was
+        # queued — the first one of this round, every drop of the last round
+        for _ in range(2000):
+            tx.sendto(b"z" * 200, rx.getsockname())
+        records = receive(rx, 100_000, batch=None if kind == "plain" else batch_of(kind, 64, 2048))
+        total = socket_drops(rx)
+        assert total is not None and len(records) + (total - drops) == 2000
+        assert records[0].drops == drops
 
 
-@pytest.mark.parametrize("respond, payload", [("discard", b"d" * 100), ("echo", b"echo me"),
-                                              ("ntp", b"\x23" + bytes(47))])
-def test_a_listener_answers_the_same_whether_it_reads_in_batches(monkeypatch: pytest.MonkeyPatch, respond: str,
-                                                                 payload: bytes) -> None:
-    """The listener's batched paths (asked for with UDPKIT_MMSG=1) count and answer as the plain ones:
-    two unicast sockets (the plain and timed paths), 200 requests, every reply where one is due."""
-    from udpkit.addr import Endpoint
+def exchange_with_listener(monkeypatch: pytest.MonkeyPatch, kind: str, respond: str, payload: bytes,
+                           sockets: int) -> tuple[int, int, list[str]]:
     from udpkit.listen import Listener
 
-    results = []
-    for batched in (False, True):
-        if batched:
-            monkeypatch.setenv("UDPKIT_MMSG", "1")
-        else:
-            monkeypatch.delenv("UDPKIT_MMSG", raising=False)
-        listener = Listener([Endpoint("127.0.0.1", 0, socket.AF_INET), Endpoint("127.0.0.2", 0, socket.AF_INET)],
-                            respond=respond)
-        bound = listener.open()
-        listener.start()
-        try:
-            if batched:
-                assert "recvmmsg" in " ".join(listener.receive_paths())
-            replies = 0
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
-                client.settimeout(0.5)
-                for n in range(200):
-                    client.sendto(payload, (bound[n % 2].ip, bound[n % 2].port))
-                    if respond != "discard":
-                        try:
-                            reply = client.recv(2048)
-                        except TimeoutError:
-                            continue
-                        replies += 1
-                        if respond == "echo":
-                            assert reply == payload
-                        else:
-                            assert len(reply) == 48 and reply[0] & 7 == 4  # a server reply
-            time.sleep(0.2)  # the last datagrams of a discard run are read before the count is taken
-        finally:
-            listener.stop()
-            listener.join()
-            listener.close()
-        results.append((listener.stats.datagrams_in, replies))
-    assert results[0] == results[1] == (200, 0 if respond == "discard" else 200), results
+    monkeypatch.setenv("UDPKIT_MMSG", "0" if kind == "plain" else kind)
+    endpoints = [Endpoint(f"127.0.0.{n + 1}", 0, socket.AF_INET) for n in range(sockets)]
+    listener = Listener(endpoints, respond=respond)
+    bound = listener.open()
+    how = listener.receive_paths()
+    listener.start()
+    replies = 0
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(0.5)
+            for n in range(200):
+                client.sendto(payload, (bound[n % sockets].ip, bound[n % sockets].port))
+                if respond != "discard":
+                    try:
+                        reply = client.recv(2048)
+                    except TimeoutError:
+                        continue
+                    replies += 1
+                    if respond == "echo":
+                        assert reply == payload
+                    else:
+                        assert len(reply) == 48 and reply[0] & 7 == 4  # a server reply
+        time.sleep(0.2)  # the last datagrams of a discard run are read before the count is taken
+    finally:
+        listener.stop()
+        listener.join()
+        listener.close()
+    return listener.stats.datagrams_in, replies, how
+
+
+@pytest.mark.parametrize("sockets", [1, 2], ids=["one socket", "two sockets"])
+@pytest.mark.parametrize("respond, payload", [("discard", b"d" * 100), ("echo", b"echo me"),
+                                              ("ntp", b"\x23" + bytes(47))])
+def test_a_listener_answers_the_same_whichever_way_it_reads(monkeypatch: pytest.MonkeyPatch, respond: str,
+                                                            payload: bytes, sockets: int) -> None:
+    """The discard, blocking (one socket), plain and timed paths: 200 requests, every reply where
+    one is due, the same counts one datagram per call, through the extension and through ctypes."""
+    results = {}
+    for kind in ["plain", *KINDS]:
+        received, replies, how = exchange_with_listener(monkeypatch, kind, respond, payload, sockets)
+        assert ("recvmmsg" in " ".join(how)) == (kind != "plain"), how
+        results[kind] = (received, replies)
+    assert set(results.values()) == {(200, 0 if respond == "discard" else 200)}, results
+
+
+def test_without_the_extension_or_when_told_the_listener_reads_one_datagram_per_call(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from udpkit.listen import Listener
+
+    monkeypatch.setenv("UDPKIT_MMSG", "0")
+    with Listener([Endpoint("127.0.0.1", 0, socket.AF_INET)], respond="echo") as listener:
+        assert listener.receive_paths() == [f"udp {listener.bound[0]}: blocking, blocking recvfrom and sendto"]
+
+
+def test_the_test_command_builds_the_c_extension() -> None:
+    """Where the test command installed a compiler and Python's headers, the extension exists, so
+    the suite exercises it and not only the fallbacks."""
+    from tests.conftest import _unavailable
+
+    if "c" not in KINDS:
+        _unavailable("the C extension udpkit.net._mmsg was not built (no compiler or Python headers)")

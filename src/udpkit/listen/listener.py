@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -29,8 +30,6 @@ from udpkit.listen.config import ListenerConfig, Network
 from udpkit.listen.reactor import Reactor
 from udpkit.listen.sessions import Session, SessionKey, SessionTable
 from udpkit.listen.streams import StreamTarget, StreamUpstream, reap
-from udpkit.net.mmsg import Batch
-from udpkit.net.mmsg import chosen as mmsg_chosen
 from udpkit.listen.sinks import Sink
 from udpkit.listen.stats import Counters, ListenerStats, PeerTally
 from udpkit.net import (
@@ -47,6 +46,7 @@ from udpkit.net import (
     socket_drops,
 )
 from udpkit.net.loops import drain_plain, drain_timed, serve_blocking
+from udpkit.net.mmsg import MSG_WAITFORONE, Batch, new_batch
 from udpkit.services import Responder, responder
 from udpkit.services.base import capabilities
 
@@ -131,18 +131,16 @@ class Listener:
         self._sockets: list[socket.socket] = []
         self._paths: list[str] = []
         self._bound: list[Endpoint] = []
-        # The discard path's receive buffer: one buffer for recvfrom_into, or a recvmmsg batch when
-        # asked for (UDPKIT_MMSG=1; measured no faster through ctypes, see net.mmsg.chosen).
-        self._buffer: bytearray | Batch = bytearray(65536)
-        # The plain and timed paths' batches: received, received with timestamps, replies.
-        self._batches: tuple[Batch, Batch, Batch] | None = None
-        if mmsg_chosen():
-            try:
-                self._buffer = Batch(BATCH, 65536)
-                self._batches = (Batch(BATCH, 65536), Batch(BATCH, 65536, control=TIMESTAMP_SPACE),
-                                 Batch(BATCH, 65536))
-            except OSError:
-                pass
+        # Every path reads a batch per system call (recvmmsg; sendmmsg for the plain, timed and
+        # blocking paths' replies) when the C extension is built — see net.mmsg.chosen — into
+        # this one batch, whose records are copies: each is used up before the next call. Without
+        # it, the discard path reads into one buffer with recvfrom_into, the others one recvmsg each.
+        self._batch: Batch | None = None
+        try:
+            self._batch = new_batch(BATCH, 65536, ancillary=True)
+        except (OSError, MemoryError):
+            pass
+        self._buffer: bytearray | Batch = self._batch if self._batch is not None else bytearray(65536)
         self._reactor = Reactor()
         self.counts = Counters()
         self._peers = PeerTally()
@@ -226,19 +224,20 @@ class Listener:
         return list(self._bound)
 
     def receive_paths(self) -> list[str]:
-        """How each listening socket is read (after ``open``): ``udp 0.0.0.0:9: discard, recvmmsg x64``."""
-        batched = isinstance(self._buffer, Batch)
+        """How each listening socket is read (after ``open``): ``udp 0.0.0.0:9: discard, recvmmsg x64 (c)``."""
+        batched = f"recvmmsg x{self._batch.count} ({type(self._batch).__module__.rpartition('.')[2].strip('_')})" \
+            if self._batch is not None else None
+        plain = {paths.DISCARD: "recvfrom_into", paths.PLAIN: "recvfrom and sendto", paths.TIMED: "recvmsg and sendto",
+                 paths.BLOCKING: "blocking recvfrom and sendto"}
         out = []
         for ep, path in zip(self._bound, self._paths):
-            how = path
-            if path == paths.DISCARD:
-                how += f", recvmmsg x{self._buffer.count}" if isinstance(self._buffer, Batch) else ", recvfrom_into"
-            elif path in (paths.PLAIN, paths.TIMED):
-                how += (", recvmmsg and sendmmsg" if self._batches is not None else
-                        ", recvmsg and sendto" if path == paths.TIMED else ", recvfrom and sendto")
-            out.append(f"udp {ep}: {how}")
+            if batched is None:
+                how = plain.get(path, "recvmsg")
+            else:
+                how = batched + (" and sendmmsg" if path in (paths.PLAIN, paths.TIMED, paths.BLOCKING) else "")
+            out.append(f"udp {ep}: {path}, {how}")
         if self.config.sessions:
-            out.append(f"sessions: {'recvmmsg' if batched else 'recvfrom_into'} when discarding, else recvmsg")
+            out.append(f"sessions: {batched or 'recvfrom_into when discarding, else recvmsg'}")
         return out
 
     def _options_for(self, ep: Endpoint) -> BindOptions:
@@ -368,7 +367,7 @@ class Listener:
         path = self._paths[index]
         if path == paths.DISCARD:
             return self._drain_discard(sock)
-        if path in (paths.PLAIN, paths.TIMED) and self._batches is not None:
+        if path in (paths.PLAIN, paths.TIMED) and self._batch is not None:
             return self._drain_batched(index, sock, timed=path == paths.TIMED)
         if path == paths.PLAIN:
             return drain_plain(sock, self._plain_answerer(index, sock), BATCH, self._count_socket_error)
@@ -376,7 +375,7 @@ class Listener:
             return drain_timed(sock, self._plain_answerer(index, sock), BATCH, self._count_socket_error)
         if path == paths.RECORDING:
             return self._drain_recording(index, sock)
-        for dgram in receive(sock, BATCH, ancillary=True, on_error=self._count_socket_error):
+        for dgram in receive(sock, BATCH, ancillary=True, on_error=self._count_socket_error, batch=self._batch):
             if self._route(index, dgram):
                 return True
             while self._strays:  # other peers' datagrams a new session socket caught: route them too
@@ -445,7 +444,7 @@ class Listener:
         write, clock = self.sink.write_fields, self.clock
         local = self._bound[index]
         counts, add, count = self.counts, self._peers.add, self.config.count
-        for dgram in receive(sock, BATCH, ancillary=True, on_error=self._count_socket_error):
+        for dgram in receive(sock, BATCH, ancillary=True, on_error=self._count_socket_error, batch=self._batch):
             data = dgram.data
             counts.datagrams_in += 1
             counts.bytes_in += len(data)
@@ -457,66 +456,99 @@ class Listener:
         return False
 
     def _drain_batched(self, index: int, sock: socket.socket, *, timed: bool) -> bool:
-        """The plain and timed paths a batch at a time: ``recvmmsg`` (with each datagram's kernel
-        receive time when ``timed``), the responder per datagram, then every reply in one
-        ``sendmmsg``. A time service's transmit stamps (``finish``) are written just before that
-        call, a few microseconds before the replies leave. ``True`` once ``count`` is reached."""
-        assert self._batches is not None
-        inbox, outbox = self._batches[1] if timed else self._batches[0], self._batches[2]
-        family = self._bound[index].family
-        handle, finish, clock = self.responder.handle, self.capabilities.finish, self.clock
-        counts, faults, tally, count = self.counts, self.counts.faults, self._peers, self.config.count
+        """The plain and timed paths a batch at a time (:meth:`_answer_batch`), up to ``BATCH``
+        batches per wake-up; ``True`` once ``count`` is reached."""
+        assert self._batch is not None
+        receive_batch, fd = self._batch.receive, sock.fileno()
         for _ in range(BATCH):
             try:
-                n = inbox.receive(sock)
-            except OSError as exc:
+                got = receive_batch(fd)
+            except OSError as exc:  # in place of a datagram, reported once: read on
                 self._count_socket_error(exc)
                 continue
-            if not n:
+            if not got:
                 return False
-            replies: list[tuple[bytes, Any]] = []
-            done = False
-            for i in range(n):
-                data = bytes(inbox.data(i))
-                peer = inbox.peer(i)
-                counts.datagrams_in += 1
-                counts.bytes_in += len(data)
-                tally.add(peer)
-                now = (kernel_time(inbox.ancillary(i)) if timed else None) or clock()
-                try:
-                    reply = handle(data, Endpoint(peer[0], peer[1], family), now)
-                except Exception as exc:  # noqa: BLE001 - a datagram may not end the service
-                    faults[f"responder_error:{type(exc).__name__}"] += 1
-                    reply = None
-                if reply is not None:
-                    replies.extend((payload, peer) for payload in ([reply] if isinstance(reply, bytes) else reply))
-                if count is not None and counts.datagrams_in >= count:
-                    done = True
-                    break
+            if self._answer_batch(index, sock, got, timed):
+                return True
+            if len(got) < self._batch.count:
+                return False  # the queue is empty: no second call to learn it
+        return False
+
+    def _answer_batch(self, index: int, sock: socket.socket, got: list[Datagram], timed: bool) -> bool:
+        """One batch's datagrams through the responder, then every reply in one ``sendmmsg`` (per
+        ``BATCH``). Each datagram's time is its kernel receive time when ``timed``; a time service's
+        transmit stamps (``finish``) are written just before that call, microseconds before the
+        replies leave. ``True`` once ``count`` is reached."""
+        assert self._batch is not None
+        family = self._bound[index].family
+        handle, finish, clock = self.responder.handle, self.capabilities.finish, self.clock
+        counts, faults, add, count = self.counts, self.counts.faults, self._peers.add, self.config.count
+        replies: list[tuple[bytes, Any]] = []
+        done = False
+        last_peer: Any = None
+        endpoint = Endpoint("", 0, family)
+        batch_time = clock()
+        for dgram in got:
+            data, peer = dgram.data, dgram.peer
+            if peer is None:  # a wake-up by stop()'s shutdown(SHUT_RD), not a datagram
+                continue
+            counts.datagrams_in += 1
+            counts.bytes_in += len(data)
+            if peer is not last_peer:  # the batch hands out one tuple while the sender repeats
+                add(peer)
+                endpoint = Endpoint(peer[0], peer[1], family)
+                last_peer = peer
+            now = dgram.timestamp if timed and dgram.timestamp is not None else batch_time
+            try:
+                reply = handle(data, endpoint, now)
+            except Exception as exc:  # noqa: BLE001 - a datagram may not end the service
+                faults[f"responder_error:{type(exc).__name__}"] += 1
+                reply = None
+            if reply is not None:
+                if isinstance(reply, bytes):
+                    replies.append((reply, peer))
+                else:
+                    replies.extend((payload, peer) for payload in reply)
+            if count is not None and counts.datagrams_in >= count:
+                done = True
+                break
+        if replies:
             if finish is not None:
                 stamp = clock()
                 replies = [(finish(payload, stamp), peer) for payload, peer in replies]
-            for start in range(0, len(replies), outbox.count):
-                chunk = replies[start : start + outbox.count]
+            self._send_batch(sock, replies)
+        return done
+
+    def _send_batch(self, sock: socket.socket, replies: list[tuple[bytes, Any]]) -> None:
+        """``sendmmsg`` the replies, counted as ``sendto``'s would be: a reply the kernel refuses
+        (a full buffer, a pending ICMP error) is counted and skipped; one whose peer is a name goes
+        by ``sendto``."""
+        assert self._batch is not None
+        send_batch, fd, family = self._batch.send, sock.fileno(), sock.family
+        counts, faults = self.counts, self.counts.faults
+        start, total = 0, len(replies)
+        for _ in range(total):  # each round sends at least one reply or skips one
+            if start >= total:
+                break
+            try:
+                sent = send_batch(fd, family, replies, start)
+            except OSError as exc:
+                faults[f"reply_failed:{error_name(exc)}"] += 1
+                start += 1
+                continue
+            if not sent:  # not a numeric address, or too long for the batch: sendto
+                payload, peer = replies[start]
                 try:
-                    sent = outbox.send(sock, chunk)
+                    sock.sendto(payload, peer)
+                    counts.datagrams_out += 1
+                    counts.bytes_out += len(payload)
                 except OSError as exc:
-                    sent = 0
                     faults[f"reply_failed:{error_name(exc)}"] += 1
-                for payload, peer in chunk[sent:]:  # what sendmmsg did not take: one by one, errors counted
-                    try:
-                        sock.sendto(payload, peer)
-                    except OSError as exc:
-                        faults[f"reply_failed:{error_name(exc)}"] += 1
-                        continue
-                    sent += 1
-                counts.datagrams_out += sent
-                counts.bytes_out += sum(len(p) for p, _peer in chunk[:sent])
-            if done:
-                return True
-            if n < inbox.count:
-                return False
-        return False
+                start += 1
+                continue
+            counts.datagrams_out += sent
+            counts.bytes_out += sum([len(payload) for payload, _peer in replies[start : start + sent]])
+            start += sent
 
     def _plain_answerer(self, index: int, sock: socket.socket) -> Callable[..., bool]:
         """The per-datagram work of the plain paths: count, answer with ``sendto``; the function
@@ -550,16 +582,43 @@ class Listener:
         return answer
 
     def _serve_blocking(self, deadline: float | None) -> None:
-        """The one socket answered datagram by datagram (:func:`~udpkit.net.loops.serve_blocking`);
-        ``stop()`` interrupts the wait with ``shutdown(SHUT_RD)`` on ``_single``."""
+        """The one socket answered datagram by datagram (:func:`~udpkit.net.loops.serve_blocking`),
+        or a batch at a time with a blocking ``recvmmsg`` (``MSG_WAITFORONE``: wait for the first,
+        take what else is queued) and ``sendmmsg``. ``stop()`` interrupts the wait with
+        ``shutdown(SHUT_RD)`` on ``_single``."""
         sock = self._sockets[0]
         self._single = sock
         try:
-            serve_blocking(sock, self._plain_answerer(0, sock), deadline=deadline,
-                           stopping=lambda: self._reactor.stopping, on_error=self._count_socket_error,
-                           every_1024=self._peers.settle)
+            if self._batch is not None:
+                self._serve_blocking_batched(sock, deadline)
+            else:
+                serve_blocking(sock, self._plain_answerer(0, sock), deadline=deadline,
+                               stopping=lambda: self._reactor.stopping, on_error=self._count_socket_error,
+                               every_1024=self._peers.settle)
         finally:
             self._single = None
+
+    def _serve_blocking_batched(self, sock: socket.socket, deadline: float | None) -> None:
+        assert self._batch is not None
+        receive_batch, fd, reactor = self._batch.receive, sock.fileno(), self._reactor
+        # A blocking socket whose waits end every 250 ms (SO_RCVTIMEO), to look at the deadline.
+        sock.setblocking(True)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, 250_000))
+        try:
+            while not reactor.stopping:
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                try:
+                    got = receive_batch(fd, MSG_WAITFORONE)
+                except OSError as exc:
+                    self._count_socket_error(exc)
+                    continue
+                if got and self._answer_batch(0, sock, got, False):
+                    break
+                self._peers.settle()
+        finally:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, 0))
+            sock.setblocking(False)
 
     def _drain_discard(self, sock: socket.socket, session: Session | None = None) -> bool:
         """Read without a per-datagram object (see ``paths.DISCARD``); ``True`` once ``count`` is reached.
@@ -598,7 +657,8 @@ class Listener:
             return self._drain_discard(session.down, session)
         errors: list[OSError] = []
         done = False
-        for dgram in receive(session.down, BATCH, ancillary=self._timestamps, on_error=errors.append):
+        for dgram in receive(session.down, BATCH, ancillary=self._timestamps, on_error=errors.append,
+                             batch=self._batch):
             if dgram.peer != key[1]:  # queued here before connect(): route it by its real sender
                 if self._route(key[0], dgram._replace(local_ip=session.local.ip)):
                     return True
@@ -618,7 +678,7 @@ class Listener:
         if isinstance(session.up, StreamUpstream):
             return self._from_stream(key, session, session.up)
         errors: list[OSError] = []
-        for dgram in receive(session.up, BATCH, ancillary=False, on_error=errors.append):
+        for dgram in receive(session.up, BATCH, ancillary=False, on_error=errors.append, batch=self._batch):
             self._touch(key)
             if self.tap is not None:
                 self.tap(dgram.data, True, key)

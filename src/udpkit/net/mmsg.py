@@ -1,11 +1,19 @@
-"""Many datagrams per system call: Linux's ``recvmmsg`` and ``sendmmsg`` through ``ctypes``.
+"""Many datagrams per system call: Linux's ``recvmmsg`` and ``sendmmsg``.
 
 Python's ``socket`` has neither, so a receive loop pays a system call and an interpreter round per
-datagram. A :class:`Batch` owns preallocated ``mmsghdr``/``iovec``/address/control arrays, reused
-call after call; the datagrams it received are memoryviews into its buffer (valid until the next
-call), with their senders decoded once per distinct address. ``available()`` says whether the C
-library has the calls (not on non-Linux systems, or a libc without them): callers keep their one-per-
-call path for that case.
+datagram. A batch owns preallocated ``mmsghdr``/``iovec``/address/control arrays, reused call after
+call, and hands back each call's datagrams as :class:`~udpkit.net.rx.Datagram` records (bytes,
+sender, destination, kernel receive time, drop count, truncation, unicast) — the same records the
+one-per-call :func:`~udpkit.net.rx.receive` makes, so every path downstream is shared.
+
+Two implementations of one protocol (:class:`Batch`):
+
+- ``c``: the optional extension ``udpkit.net._mmsg`` (built by ``pip install`` when a C compiler
+  is there): the call and each record's fields in C.
+- ``ctypes``: the same through ``ctypes``, for where the extension was not built.
+
+:func:`chosen` picks one (or neither: then callers keep their one-per-call paths); its docstring
+holds the measurements behind the choice.
 """
 
 from __future__ import annotations
@@ -13,15 +21,40 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno as _errno
+import os
 import socket
 import struct
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["Batch", "available", "chosen"]
+__all__ = ["Batch", "available", "chosen", "implementations", "new_batch"]
 
 _MSG_DONTWAIT = int(socket.MSG_DONTWAIT)
 _MSG_TRUNC = int(socket.MSG_TRUNC)
+#: recvmmsg's flag to block for the first datagram only, then take what is queued.
+MSG_WAITFORONE = 0x10000
 _ADDR_SPACE = 28  # sockaddr_in6, the larger of the two
+_CONTROL_SPACE = 256
+
+try:
+    from udpkit.net import _mmsg as _c  # type: ignore[attr-defined]
+except ImportError:  # not built (no compiler at install time), or not Linux
+    _c = None
+
+
+class Batch(Protocol):
+    """What both implementations offer; ``count`` datagrams of up to ``size`` bytes per call."""
+
+    count: int
+    size: int
+
+    def receive(self, fd: int, flags: int = ..., /) -> list[Any]:
+        """The waiting datagrams (up to ``count``) as :class:`~udpkit.net.rx.Datagram` records."""
+
+    def tally(self, fd: int, flags: int = ..., /) -> tuple[int, int, list[Any]]:
+        """(datagrams, bytes, senders without consecutive repeats): a discard service's read."""
+
+    def send(self, fd: int, family: int, messages: list[tuple[bytes, Any]], start: int = ..., /) -> int:
+        """``messages[start:start+count]`` as (payload, peer) in one ``sendmmsg``: how many it took."""
 
 
 class _IoVec(ctypes.Structure):
@@ -54,33 +87,58 @@ def _libc() -> Any:
 _LIB = _libc()
 
 
+def implementations() -> list[str]:
+    """The batch implementations this interpreter can use, best first."""
+    return (["c"] if _c is not None else []) + (["ctypes"] if _LIB is not None else [])
+
+
 def available() -> bool:
-    """Whether ``recvmmsg``/``sendmmsg`` can be called here."""
-    return _LIB is not None
+    """Whether ``recvmmsg``/``sendmmsg`` can be called here at all."""
+    return bool(implementations())
 
 
-def chosen() -> bool:
-    """Whether the listener reads in batches: only when asked (``UDPKIT_MMSG=1``) and available.
+def chosen() -> str | None:
+    """The implementation the listener reads with, or ``None`` for one datagram per call.
 
-    Measured (``bench/listen_bench.py``, ``bench/ntp_bench.py``, same runs, this 2-core machine):
-    through ctypes, a batch saves system calls but each datagram's fields cost a ctypes access and
-    a Python decode, which is as much as the call it saves — discard delivered the same (65.5–65.7 %
-    batched, 66.4–69.5 % plain, other core busy) and NTP replies fell from 145–147k/s to
-    114–115k/s. So the one-per-call paths stay the default; a C extension would be needed to win.
+    ``UDPKIT_MMSG`` overrides: ``0`` (one per call), ``ctypes`` or ``c``. Unset: the C extension
+    when it was built, else one per call — not ctypes, which measured slower than one per call.
+
+    Measured (``bench/listen_bench.py``, ``bench/ntp_bench.py``, same runs, this 2-core machine,
+    ranges in the README's "How fast"): in-process, reading 48-byte datagrams with their
+    timestamps and destinations costs 1.0 µs each through the extension, 2.9 µs one per
+    ``recvmsg`` and more through ctypes, whose per-field accesses cost as much as the calls saved.
     """
-    import os
+    wanted = os.environ.get("UDPKIT_MMSG", "").strip().lower()
+    have = implementations()
+    if wanted in ("0", "no", "off", "plain"):
+        return None
+    if wanted in ("c", "ctypes"):
+        return wanted if wanted in have else None
+    return "c" if "c" in have else None
 
-    return available() and os.environ.get("UDPKIT_MMSG") == "1"
+
+def new_batch(count: int = 64, size: int = 65536, ancillary: bool = False, kind: str | None = None) -> Batch | None:
+    """A batch of ``kind`` (default: :func:`chosen`), or ``None`` when there is none to make."""
+    from udpkit.net.rx import Datagram  # the record type; rx imports nothing from here at run time
+
+    kind = chosen() if kind is None else kind
+    if kind == "c" and _c is not None:
+        made: Batch = _c.Batch(count, size, ancillary, Datagram)
+        return made
+    if kind == "ctypes" and _LIB is not None:
+        return CtypesBatch(count, size, ancillary)
+    return None
 
 
-class Batch:
-    """Room for ``count`` datagrams of up to ``size`` bytes each (and ``control`` bytes of ancillary
-    data each), for :meth:`receive` and :meth:`send`."""
+class CtypesBatch:
+    """:class:`Batch` through ``ctypes``: the fallback where the extension was not built."""
 
-    def __init__(self, count: int = 64, size: int = 65536, control: int = 0) -> None:
+    def __init__(self, count: int = 64, size: int = 65536, ancillary: bool = False) -> None:
         if _LIB is None:
             raise OSError(_errno.ENOSYS, "recvmmsg is not available here")
-        self.count, self.size, self.control_size = count, size, control
+        self.count, self.size = count, size
+        control = _CONTROL_SPACE if ancillary else 0
+        self.control_size = control
         self.buffer = (ctypes.c_char * (count * size))()
         self.names = (ctypes.c_char * (count * _ADDR_SPACE))()
         self.controls = (ctypes.c_char * max(1, count * control))()
@@ -94,98 +152,115 @@ class Batch:
             self.iovecs[i].iov_len = size
             hdr = self.headers[i].msg_hdr
             hdr.msg_name = names + i * _ADDR_SPACE
+            hdr.msg_namelen = _ADDR_SPACE
             hdr.msg_iov = ctypes.pointer(self.iovecs[i])
             hdr.msg_iovlen = 1
             if control:
                 hdr.msg_control = controls + i * control
+                hdr.msg_controllen = control
+        # The kernel shortens the name and control lengths to what it wrote: one memmove of this
+        # pristine copy gives the room back, instead of a ctypes access per field.
+        self._pristine = bytes(self.headers)
+        self._iov_pristine = bytes(self.iovecs)
         self.view = memoryview(self.buffer).cast("B")
         self.name_view = memoryview(self.names).cast("B")
+        self.control_view = memoryview(self.controls).cast("B")
         self._peers: dict[bytes, tuple[Any, ...]] = {}
         self._recv = _LIB.recvmmsg
         self._send = _LIB.sendmmsg
 
-    def receive(self, sock: socket.socket, flags: int = _MSG_DONTWAIT) -> int:
-        """Datagrams waiting on ``sock``, up to ``count``: how many (0 when none). An error the kernel
-        reports in place of a datagram (an ICMP error, for one of ours) is raised as ``OSError``."""
-        headers = self.headers
-        for i in range(self.count):  # the kernel shortens these to what it wrote: give the room back
-            hdr = headers[i].msg_hdr
-            hdr.msg_namelen = _ADDR_SPACE
-            hdr.msg_controllen = self.control_size
-        n = self._recv(sock.fileno(), headers, self.count, flags, None)
+    def _call(self, fd: int, flags: int) -> int:
+        ctypes.memmove(self.headers, self._pristine, len(self._pristine))
+        n = self._recv(fd, self.headers, self.count, flags, None)
         if n < 0:
             code = ctypes.get_errno()
             if code in (_errno.EAGAIN, _errno.EINTR):
                 return 0
-            raise OSError(code, _errno_text(code))
+            raise OSError(code, os.strerror(code))
         return int(n)
 
-    def length(self, i: int) -> int:
-        return int(self.headers[i].msg_len)
-
-    def data(self, i: int) -> memoryview:
-        """Datagram ``i`` of the last receive, as a view into the buffer (copy it to keep it)."""
-        start = i * self.size
-        return self.view[start : start + min(self.headers[i].msg_len, self.size)]
-
-    def truncated(self, i: int) -> bool:
-        return bool(self.headers[i].msg_hdr.msg_flags & _MSG_TRUNC)
-
-    def peer(self, i: int) -> tuple[Any, ...]:
-        """Datagram ``i``'s sender as ``recvfrom`` gives it, decoded once per distinct address."""
-        raw = bytes(self.name_view[i * _ADDR_SPACE : i * _ADDR_SPACE + self.headers[i].msg_hdr.msg_namelen])
+    def _peer(self, i: int, namelen: int) -> Any:
+        if namelen == 0:
+            return None
+        raw = bytes(self.name_view[i * _ADDR_SPACE : i * _ADDR_SPACE + namelen])
         found = self._peers.get(raw)
         if found is None:
             found = _decode_name(raw)
-            if len(self._peers) > 65536:
+            if len(self._peers) > 4096:  # bounded: a flood of senders only costs decodes
                 self._peers.clear()
             self._peers[raw] = found
         return found
 
-    def ancillary(self, i: int) -> list[tuple[int, int, bytes]]:
+    def receive(self, fd: int, flags: int = _MSG_DONTWAIT) -> list[Any]:
+        from udpkit.net.rx import datagram_of
+
+        n = self._call(fd, flags)
+        out = []
+        for i in range(n):
+            hdr = self.headers[i]
+            hdr_msg = hdr.msg_hdr
+            start = i * self.size
+            data = bytes(self.view[start : start + min(hdr.msg_len, self.size)])
+            out.append(datagram_of(data, self._ancillary(i, hdr_msg.msg_controllen), hdr_msg.msg_flags,
+                                   self._peer(i, hdr_msg.msg_namelen)))
+        return out
+
+    def tally(self, fd: int, flags: int = _MSG_DONTWAIT) -> tuple[int, int, list[Any]]:
+        n = self._call(fd, flags)
+        total = 0
+        senders: list[Any] = []
+        for i in range(n):
+            hdr = self.headers[i]
+            total += hdr.msg_len
+            peer = self._peer(i, hdr.msg_hdr.msg_namelen)
+            if not senders or senders[-1] is not peer:
+                senders.append(peer)
+        return n, total, senders
+
+    def _ancillary(self, i: int, length: int) -> list[tuple[int, int, bytes]]:
         """Datagram ``i``'s control messages, as ``recvmsg`` returns them."""
-        length = self.headers[i].msg_hdr.msg_controllen
-        raw = bytes(memoryview(self.controls).cast("B")[i * self.control_size : i * self.control_size + length])
+        if not length:
+            return []
+        raw = bytes(self.control_view[i * self.control_size : i * self.control_size + length])
         out, at = [], 0
-        header = struct.Struct("=QiI") if ctypes.sizeof(ctypes.c_size_t) == 8 else struct.Struct("=IiI")
         align = ctypes.sizeof(ctypes.c_size_t)
-        while at + header.size <= len(raw):
-            cmsg_len, level, kind = header.unpack_from(raw, at)
-            if cmsg_len < header.size or at + cmsg_len > len(raw):
+        while at + _CMSG_HEADER.size <= len(raw):
+            cmsg_len, level, kind = _CMSG_HEADER.unpack_from(raw, at)
+            if cmsg_len < _CMSG_HEADER.size or at + cmsg_len > len(raw):
                 break
-            out.append((level, kind, raw[at + header.size : at + cmsg_len]))
+            out.append((level, kind, raw[at + _CMSG_HEADER.size : at + cmsg_len]))
             at += (cmsg_len + align - 1) & ~(align - 1)
         return out
 
-    def send(self, sock: socket.socket, messages: list[tuple[bytes, tuple[Any, ...]]]) -> int:
-        """Send up to ``count`` (payload, peer) pairs in one call; how many the kernel took."""
-        n = min(len(messages), self.count)
+    def send(self, fd: int, family: int, messages: list[tuple[bytes, Any]], start: int = 0) -> int:
+        n = 0
         headers, name_view = self.headers, self.name_view
-        for i in range(n):
-            payload, peer = messages[i]
-            start = i * self.size
-            self.view[start : start + len(payload)] = payload
-            self.iovecs[i].iov_len = len(payload)
-            name = _encode_name(sock.family, peer)
-            name_view[i * _ADDR_SPACE : i * _ADDR_SPACE + len(name)] = name
-            hdr = headers[i].msg_hdr
+        for payload, peer in messages[start : start + self.count]:
+            if len(payload) > self.size:
+                break
+            try:
+                name = _encode_name(family, peer)
+            except (OSError, ValueError, TypeError, IndexError):
+                break  # not a numeric address: the caller's sendto resolves it
+            at = n * self.size
+            self.view[at : at + len(payload)] = payload
+            self.iovecs[n].iov_len = len(payload)
+            name_view[n * _ADDR_SPACE : n * _ADDR_SPACE + len(name)] = name
+            hdr = headers[n].msg_hdr
             hdr.msg_namelen = len(name)
             hdr.msg_controllen = 0
-        sent = self._send(sock.fileno(), headers, n, 0)
-        for i in range(n):
-            self.iovecs[i].iov_len = self.size
+            n += 1
+        if not n:
+            return 0
+        sent = self._send(fd, headers, n, 0)
+        ctypes.memmove(self.iovecs, self._iov_pristine, len(self._iov_pristine))
         if sent < 0:
             code = ctypes.get_errno()
-            if code in (_errno.EAGAIN, _errno.EINTR):
-                return 0
-            raise OSError(code, _errno_text(code))
+            raise OSError(code, os.strerror(code))
         return int(sent)
 
 
-def _errno_text(code: int) -> str:
-    import os
-
-    return os.strerror(code)
+_CMSG_HEADER = struct.Struct("=QiI") if ctypes.sizeof(ctypes.c_size_t) == 8 else struct.Struct("=IiI")
 
 
 def _decode_name(raw: bytes) -> tuple[Any, ...]:
@@ -201,10 +276,12 @@ def _decode_name(raw: bytes) -> tuple[Any, ...]:
 
 
 def _encode_name(family: int, peer: tuple[Any, ...]) -> bytes:
+    if family == socket.AF_INET6 and "%" in peer[0]:
+        raise ValueError("a scope by name is left to sendto")
     if family == socket.AF_INET:
         return struct.pack("=H", socket.AF_INET) + struct.pack("!H", peer[1]) + socket.inet_pton(socket.AF_INET, peer[0]) \
             + b"\0" * 8
     flow = peer[2] if len(peer) > 2 else 0
     scope = peer[3] if len(peer) > 3 else 0
     return (struct.pack("=H", socket.AF_INET6) + struct.pack("!HI", peer[1], flow)
-            + socket.inet_pton(socket.AF_INET6, peer[0].partition("%")[0]) + struct.pack("=I", scope))
+            + socket.inet_pton(socket.AF_INET6, peer[0]) + struct.pack("=I", scope))

@@ -18,12 +18,14 @@ import errno
 import socket
 import struct
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from udpkit.net.bind import IP_PKTINFO, SO_RXQ_OVFL, SO_TIMESTAMPNS
-from udpkit.net.mmsg import Batch
 
-__all__ = ["Datagram", "MAX_DATAGRAM", "OnError", "TIMESTAMP_SPACE", "count_and_forget", "error_name",
+if TYPE_CHECKING:
+    from udpkit.net.mmsg import Batch
+
+__all__ = ["Datagram", "MAX_DATAGRAM", "OnError", "TIMESTAMP_SPACE", "count_and_forget", "datagram_of", "error_name",
            "kernel_time", "receive", "send_reply", "socket_drops"]
 
 IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
@@ -69,7 +71,7 @@ def error_name(exc: OSError) -> str:
 
 
 def receive(sock: socket.socket, limit: int = 64, *, ancillary: bool = True,
-            on_error: OnError | None = None) -> list[Datagram]:
+            on_error: OnError | None = None, batch: Batch | None = None) -> list[Datagram]:
     """Up to ``limit`` datagrams waiting on the non-blocking ``sock`` (an empty list when none).
 
     ``ancillary=False`` when the socket was bound without timestamps or destination addresses:
@@ -79,7 +81,12 @@ def receive(sock: socket.socket, limit: int = 64, *, ancillary: bool = True,
     Strategy for the destination: ``IP_PKTINFO`` carries both the header's destination
     (``ipi_addr``) and the address the kernel would answer from (``ipi_spec_dst``); they differ
     exactly when the datagram was not sent to one of our unicast addresses (a broadcast or a group).
+
+    ``batch`` (:func:`udpkit.net.mmsg.new_batch`, made with ``ancillary`` to match): read with
+    ``recvmmsg`` instead, a batch per system call, with the same records.
     """
+    if batch is not None:
+        return _receive_batched(sock, limit, batch, on_error)
     out: list[Datagram] = []
     recvmsg = sock.recvmsg
     space = _ANCILLARY if ancillary else 0
@@ -92,29 +99,50 @@ def receive(sock: socket.socket, limit: int = 64, *, ancillary: bool = True,
             if on_error is not None:
                 on_error(exc)
             continue
-        timestamp = drops = local = None
-        unicast = True
-        for level, kind, value in control:
-            if level == _SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
-                sec, nsec = _TIMESPEC.unpack_from(value)
-                timestamp = sec + nsec / 1e9
-            elif level == _SOL_SOCKET and kind == SO_RXQ_OVFL and len(value) >= 4:
-                drops = _U32.unpack_from(value)[0]
-            elif level == _IPPROTO_IP and kind == IP_PKTINFO and len(value) >= _IN_PKTINFO.size:
-                _index, spec_dst, header_dst = _IN_PKTINFO.unpack_from(value)
-                if spec_dst != header_dst or header_dst == _LIMITED_BROADCAST or 224 <= header_dst[0] < 240:
-                    unicast = False
-                if local is None:
-                    local = socket.inet_ntop(socket.AF_INET, header_dst)
-            elif level == _IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(value) >= _IN6_PKTINFO.size:
-                address, index = _IN6_PKTINFO.unpack_from(value)
-                if address[0] == 0xFF or (address[:12] == _MAPPED and 224 <= address[12] < 240):
-                    unicast = False
-                local = socket.inet_ntop(socket.AF_INET6, address)
-                if address[0] == 0xFE and address[1] & 0xC0 == 0x80:  # link-local: only with its scope
-                    local = f"{local}%{index}"
-        out.append(Datagram(data, peer, local, timestamp, drops, bool(flags & _MSG_TRUNC), unicast))
+        out.append(datagram_of(data, control, flags, peer))
     return out
+
+
+def _receive_batched(sock: socket.socket, limit: int, batch: Batch, on_error: OnError | None) -> list[Datagram]:
+    out: list[Datagram] = []
+    fd, receive_batch = sock.fileno(), batch.receive
+    for _ in range(max(1, -(-limit // batch.count))):
+        try:
+            got = receive_batch(fd)
+        except OSError as exc:  # in place of a datagram, reported once: read on
+            if on_error is not None:
+                on_error(exc)
+            continue
+        out += got
+        if len(got) < batch.count:
+            break  # the queue is empty: no second call to learn it
+    return out
+
+
+def datagram_of(data: bytes, control: list[tuple[int, int, bytes]], flags: int, peer: Any) -> Datagram:
+    """One ``recvmsg`` result as a :class:`Datagram`: its control messages decoded."""
+    timestamp = drops = local = None
+    unicast = True
+    for level, kind, value in control:
+        if level == _SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
+            sec, nsec = _TIMESPEC.unpack_from(value)
+            timestamp = sec + nsec / 1e9
+        elif level == _SOL_SOCKET and kind == SO_RXQ_OVFL and len(value) >= 4:
+            drops = _U32.unpack_from(value)[0]
+        elif level == _IPPROTO_IP and kind == IP_PKTINFO and len(value) >= _IN_PKTINFO.size:
+            _index, spec_dst, header_dst = _IN_PKTINFO.unpack_from(value)
+            if spec_dst != header_dst or header_dst == _LIMITED_BROADCAST or 224 <= header_dst[0] < 240:
+                unicast = False
+            if local is None:
+                local = socket.inet_ntop(socket.AF_INET, header_dst)
+        elif level == _IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(value) >= _IN6_PKTINFO.size:
+            address, index = _IN6_PKTINFO.unpack_from(value)
+            if address[0] == 0xFF or (address[:12] == _MAPPED and 224 <= address[12] < 240):
+                unicast = False
+            local = socket.inet_ntop(socket.AF_INET6, address)
+            if address[0] == 0xFE and address[1] & 0xC0 == 0x80:  # link-local: only with its scope
+                local = f"{local}%{index}"
+    return Datagram(data, peer, local, timestamp, drops, bool(flags & _MSG_TRUNC), unicast)
 
 
 _MAPPED = b"\0" * 10 + b"\xff\xff"
@@ -181,30 +209,37 @@ def _count_batched(sock: socket.socket, limit: int, batch: Batch, add: Callable[
                    write: Callable[[memoryview], object] | None, expect: tuple[Any, ...] | None,
                    strays: list[tuple[bytes, tuple[Any, ...]]] | None, on_error: OnError | None,
                    max_bytes: int) -> tuple[int, int]:
-    count = total = 0
-    receive, peer_of, length = batch.receive, batch.peer, batch.length
-    while count < limit and total < max_bytes:
+    """``count_and_forget`` a batch per call: ``tally`` (counts and senders only, no datagram
+    object) when nothing is written or checked, else the batch's records."""
+    count = total = errors = 0
+    fd, full = sock.fileno(), batch.count
+    while count < limit and total < max_bytes and errors < limit:
         try:
-            n = receive(sock)
+            if write is None and expect is None:
+                n, nbytes, senders = batch.tally(fd)
+                count += n
+                total += nbytes
+                for peer in senders:
+                    add(peer)
+            else:
+                got = batch.receive(fd)
+                n = len(got)
+                for dgram in got:
+                    if expect is not None and dgram.peer != expect:
+                        if strays is not None:
+                            strays.append((dgram.data, dgram.peer))
+                        continue
+                    count += 1
+                    total += len(dgram.data)
+                    add(dgram.peer)
+                    if write is not None:
+                        write(memoryview(dgram.data))
         except OSError as exc:
+            errors += 1
             if on_error is not None:
                 on_error(exc)
             continue
-        if not n:
-            break
-        for i in range(n):
-            peer = peer_of(i)
-            nbytes = length(i)
-            if expect is not None and peer != expect:
-                if strays is not None:
-                    strays.append((bytes(batch.data(i)), peer))
-                continue
-            count += 1
-            total += nbytes
-            add(peer)
-            if write is not None:
-                write(batch.data(i))
-        if n < batch.count:
+        if n < full:
             break  # the queue is empty: no second call to learn it
     return count, total
 
