@@ -13,7 +13,9 @@ carries its "client" flag, and an echo sends the request back unchanged — so t
 here is ours: it sends sockperf-format requests (which ``sockperf server`` answers) and accepts any
 answer with its sequence number. The same client measures both servers.
 
-    sudo .venv/bin/python bench/listen_bench.py [--seconds 5] [--rate 260000]
+    sudo .venv/bin/python bench/listen_bench.py [--seconds 5] [--rate 260000] [--busy]
+
+``--busy``: a competing busy loop (not pinned) the whole run, as on a user's busy machine.
 
 Needs sockperf and socat (``apt-get install sockperf socat``).
 """
@@ -142,18 +144,21 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=int, default=260_000)
     parser.add_argument("--udpkit", default=str(Path(sys.executable).with_name("udpkit")))
+    parser.add_argument("--busy", action="store_true", help="keep a competing busy loop running")
     args = parser.parse_args()
     for tool in ("sockperf", "socat"):
         if shutil.which(tool) is None:
             print(f"listen_bench: needs {tool} (apt-get install {tool})", file=sys.stderr)
             return 1
     netns = enter_netns()
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
     udpkit = [args.udpkit, "listen"]
     port = 11000
     rows: list[tuple[str, int, int, str]] = []
     try:
         print(f"udpkit: {args.udpkit}; {'own network namespace' if netns else 'host namespace (not root)'}; "
-              f"{args.seconds:g} s per run, {args.rate} datagrams/s of 64 bytes offered\n")
+              f"{args.seconds:g} s per run, {args.rate} datagrams/s of 64 bytes offered"
+              f"{'; a competing busy loop' if busy else ''}\n")
         cases = [
             ("sockperf server", ["sockperf", "server", "-i", "127.0.0.1", "-p", "{port}"], 0),
             ("udpkit listen --respond discard", [*udpkit, "127.0.0.1:{port}", "--respond", "discard"], 0),
@@ -162,6 +167,8 @@ def main() -> int:
                                                            "/tmp/udpkit-bench.out", "--format", "raw"], 0),
             ("udpkit listen ... --out FILE --format pcap", [*udpkit, "127.0.0.1:{port}", "--out",
                                                             "/tmp/udpkit-bench.out", "--format", "pcap"], 0),
+            ("udpkit listen ... --out FILE --format jsonl", [*udpkit, "127.0.0.1:{port}", "--out",
+                                                             "/tmp/udpkit-bench.out", "--format", "jsonl"], 0),
             ("udpkit listen ... --fork, 1000 sessions", [*udpkit, "127.0.0.1:{port}", "--fork"], 1000),
         ]
         for label, argv, sessions in cases:
@@ -207,6 +214,9 @@ def main() -> int:
         ratio = results["udpkit listen --respond echo"] / max(results["sockperf server"], 1)
         print(f"\nudpkit echo / sockperf server round trips per second: {ratio:.3f}")
     finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
         if netns:
             subprocess.run(["ip", "netns", "delete", netns], check=False)
     return 0

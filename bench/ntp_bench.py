@@ -6,7 +6,9 @@ Not a test: it prints, per offered rate, the replies a second, the fraction answ
 and 99th-percentile round trip (the generator stamps each request's transmit time and reads it back
 from the reply's origin field). Needs root for its own network namespace and for chronyd.
 
-    sudo .venv/bin/python bench/ntp_bench.py [--rates 20000,50000,100000,200000,0] [--seconds 2]
+    sudo .venv/bin/python bench/ntp_bench.py [--rates 20000,50000,100000,200000,0] [--seconds 2] [--busy]
+
+``--busy``: a competing busy loop (not pinned) the whole run, as on a user's busy machine.
 
 Rate 0 means "as fast as the generator can send".
 """
@@ -14,6 +16,7 @@ Rate 0 means "as fast as the generator can send".
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import select
 import shutil
@@ -29,56 +32,86 @@ from pathlib import Path
 OFFSET = 2_208_988_800
 UDPKIT_PORT, CHRONY_PORT = 11123, 11124
 REQUEST = struct.Struct("!B39xQ")
+_SAMPLE = itertools.count()  # every 16th reply's round trip is kept
 
 
-def generate(port: int, rate: int, seconds: float) -> tuple[int, int, list[float]]:
-    """Offer ``rate`` requests a second for ``seconds``; return (sent, answered, round trips)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-    sock.connect(("127.0.0.1", port))
-    sock.setblocking(False)
+def generate(port: int, rate: int, seconds: float, clients: int = 1, burst: int = 32) -> tuple[int, int, list[float]]:
+    """Offer ``rate`` requests a second (0: all it can) for ``seconds`` from ``clients`` sockets,
+    ``burst`` requests from each in turn; return (sent, answered, round trips). With udpkit's C
+    extension built, each burst is one ``sendmmsg`` and replies are read a batch per call, so the
+    generator outruns both servers and the figure is theirs, not the generator's."""
+    from udpkit.net.mmsg import new_batch
+
+    server = ("127.0.0.1", port)
+    socks = []
+    for _ in range(clients):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        sock.connect(server)
+        sock.setblocking(False)
+        socks.append(sock)
+    batch = new_batch(64, 2048, False, kind="c")
     sent = answered = 0
     rtts: list[float] = []
     start = time.perf_counter()
     end = start + seconds
-    batch = 32
     while True:
         now = time.perf_counter()
         if now >= end:
             break
-        due = batch if rate == 0 else min(batch, int((now - start) * rate) - sent)
-        for _ in range(max(0, due)):
+        for sock in socks:
+            due = burst if rate == 0 else min(burst, int((now - start) * rate) - sent)
+            if due <= 0:
+                continue
             stamp = int(time.perf_counter() * 2**32)
+            request = REQUEST.pack(0x23, stamp)
             try:
-                sock.send(REQUEST.pack(0x23, stamp))
-                sent += 1
-            except (BlockingIOError, ConnectionRefusedError):
-                break
-        while True:
-            try:
-                reply = sock.recv(128)
-            except (BlockingIOError, ConnectionRefusedError):
-                break
-            answered += 1
-            if len(reply) >= 48 and answered % 16 == 0:
-                origin = struct.unpack_from("!Q", reply, 24)[0]
-                rtts.append(time.perf_counter() - origin / 2**32)
-    deadline = time.perf_counter() + 0.2
-    while time.perf_counter() < deadline:
-        if select.select([sock], [], [], 0.05)[0]:
-            try:
-                while sock.recv(128):
-                    answered += 1
+                if batch is not None:
+                    sent += batch.send(sock.fileno(), socket.AF_INET, [(request, server)] * due)
+                else:
+                    for _ in range(due):
+                        sock.send(request)
+                        sent += 1
             except (BlockingIOError, ConnectionRefusedError):
                 pass
-    sock.close()
+            answered += drain(sock, batch, rtts)
+    deadline = time.perf_counter() + 0.2
+    while time.perf_counter() < deadline:
+        for sock in select.select(socks, [], [], 0.05)[0]:
+            answered += drain(sock, batch, None)
+    for sock in socks:
+        sock.close()
     return sent, answered, rtts
+
+
+def drain(sock: socket.socket, batch: object, rtts: list[float] | None) -> int:
+    """Replies waiting on ``sock``: how many; every 16th one's round trip goes to ``rtts``."""
+    got = 0
+    for _ in range(64):
+        try:
+            if batch is not None:
+                replies = [record[0] for record in batch.receive(sock.fileno())]  # type: ignore[attr-defined]
+            else:
+                replies = [sock.recv(128)]
+        except (BlockingIOError, ConnectionRefusedError):
+            break
+        if not replies:
+            break
+        for reply in replies:
+            got += 1
+            if rtts is not None and len(reply) >= 48 and next(_SAMPLE) % 16 == 0:
+                origin = struct.unpack_from("!Q", reply, 24)[0]
+                rtts.append(time.perf_counter() - origin / 2**32)
+    return got
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="20000,50000,100000,200000,0")
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--busy", action="store_true", help="keep a competing busy loop running")
+    parser.add_argument("--clients", type=int, default=1, help="client sockets (distinct source ports)")
+    parser.add_argument("--burst", type=int, default=32, help="requests each client sends in turn")
     parser.add_argument("--in-netns", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not args.in_netns:
@@ -89,8 +122,15 @@ def main() -> int:
         subprocess.run(["ip", "netns", "add", name], check=True)
         try:
             subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-            return subprocess.run(["ip", "netns", "exec", name, "taskset", "-c", "1", sys.executable, __file__,
-                                   "--in-netns", "--rates", args.rates, "--seconds", str(args.seconds)]).returncode
+            busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
+            try:
+                return subprocess.run(["ip", "netns", "exec", name, "taskset", "-c", "1", sys.executable, __file__,
+                                       "--in-netns", "--rates", args.rates, "--seconds", str(args.seconds),
+                                       "--clients", str(args.clients), "--burst", str(args.burst)]).returncode
+            finally:
+                if busy is not None:
+                    busy.kill()
+                    busy.wait()
         finally:
             subprocess.run(["ip", "netns", "delete", name], check=False)
     udpkit = str(Path(sys.executable).with_name("udpkit"))
@@ -105,11 +145,12 @@ def main() -> int:
         }
         time.sleep(1.0)
         try:
+            print(f"{args.clients} client socket(s), {args.burst} requests each in turn\n")
             print(f"{'offered/s':>10} {'server':>8} {'replies/s':>10} {'answered':>9} {'p50 ms':>8} {'p99 ms':>8}")
             best = {"udpkit": 0.0, "chronyd": 0.0}
             for rate in (int(r) for r in args.rates.split(",")):
                 for name, port in (("chronyd", CHRONY_PORT), ("udpkit", UDPKIT_PORT)):
-                    sent, answered, rtts = generate(port, rate, args.seconds)
+                    sent, answered, rtts = generate(port, rate, args.seconds, args.clients, args.burst)
                     per_second = answered / args.seconds
                     best[name] = max(best[name], per_second)
                     rtts.sort()

@@ -187,3 +187,50 @@ def test_the_test_command_builds_the_c_extension() -> None:
 
     if "c" not in KINDS:
         _unavailable("the C extension udpkit.net._mmsg was not built (no compiler or Python headers)")
+
+
+@pytest.mark.parametrize("gso", [True, False], ids=["runs as UDP_SEGMENT", "one by one"])
+def test_runs_to_one_peer_arrive_as_the_same_datagrams_each_with_the_trailer(gso: bool) -> None:
+    """Replies to one peer are grouped into segmented sends; the receiver still gets every datagram
+    whole, in order, each followed by the trailer — runs cut by a longer, a shorter or an empty
+    payload, by another peer, and by the 64-segment bound."""
+    if "c" not in KINDS:
+        pytest.skip("segmented sends are the C extension's")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        for rx in (a, b):
+            rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            rx.bind(("127.0.0.1", 0))
+            rx.settimeout(0.3)
+        batch = batch_of("c", 128, 2048, ancillary=False)
+        batch.gso = gso  # type: ignore[attr-defined]
+        payloads = [b"%03d" % i for i in range(70)] + [b"", b"longer one", b"x", b"%03d" % 999] + [b"y" * 1300] * 3
+        messages = [(p, a.getsockname()) for p in payloads] + [(b"to b", b.getsockname()), (b"a again", a.getsockname())]
+        sent = 0
+        for _ in range(10):
+            if sent == len(messages):
+                break
+            sent += batch.send(tx.fileno(), socket.AF_INET, messages, sent, b"#")
+        assert sent == len(messages)
+        got: dict[str, list[bytes]] = {"a": [], "b": []}
+        for name, rx in (("a", a), ("b", b)):
+            try:
+                while True:
+                    got[name].append(rx.recv(4096))
+            except TimeoutError:
+                pass
+    assert got["a"] == [p + b"#" for p in payloads] + [b"a again#"]
+    assert got["b"] == [b"to b#"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_echo_batch_answers_as_handle_does(kind: str) -> None:
+    from udpkit.services.classic import Echo
+
+    with receiver(socket.AF_INET) as rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        for size in SIZES:
+            tx.sendto(b"e" * size, rx.getsockname())
+        records = read_all(rx, batch_of(kind), len(SIZES))
+    echo = Echo(rate_limit=None)
+    assert echo.handle_batch(records, time.time()) == [(r.data, r.peer) for r in records]
+    assert Echo().handle_batch(records, time.time()) is None  # a budget per peer: one by one

@@ -79,9 +79,12 @@ def test_capabilities_are_read_with_the_declared_defaults() -> None:
         def handle(self, datagram: bytes, peer: Endpoint, now: float) -> bytes:
             return datagram
 
-    assert capabilities(Bare()) == (True, True, None, {})  # type: ignore[arg-type]
+    assert capabilities(Bare()) == (True, True, None, {}, None, None)  # type: ignore[arg-type]
     assert capabilities(Discard())[:3] == (False, False, None)
     assert capabilities(Echo()).finish is None and capabilities(NtpResponder()).finish is not None
+    # the batch answerers: echo's has no trailer, NTP's writes its transmit time there
+    assert capabilities(Echo()).handle_batch is not None and capabilities(Echo()).trailer is None
+    assert capabilities(NtpResponder()).trailer is not None
 
 
 class Full(io.RawIOBase):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from udpkit.addr import Endpoint
 from udpkit.services.ntp import (
@@ -105,3 +107,43 @@ def test_the_client_limiter_refills_at_its_rate() -> None:
     assert [limiter.admit("a", 0.0) for _ in range(5)] == [True] * 4 + [False]  # a burst of twice the rate
     assert limiter.admit("a", 0.5) and not limiter.admit("a", 0.5)  # one token back in half a second
     assert limiter.notice("a", 0.5) and not limiter.notice("a", 1.0) and limiter.notice("a", 1.6)
+
+
+# -- a batch at a time: the same replies as handle and finish, byte for byte ----------------------
+
+def _record(data: bytes, port: int, stamp: float | None) -> tuple[object, ...]:
+    """A received datagram as udpkit.net.rx.Datagram lays it out."""
+    from udpkit.net.rx import Datagram
+
+    return Datagram(data, ("192.0.2.1", port), None, stamp, None, False, True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.binary(min_size=0, max_size=60), st.floats(min_value=0, max_value=4e9),
+                          st.booleans()), max_size=40),
+       st.floats(min_value=1e9, max_value=3e9), st.floats(min_value=1e9, max_value=3e9))
+def test_a_batch_is_answered_as_handle_and_finish_answer_it(requests: list[tuple[bytes, float, bool]], now: float,
+                                                            sent: float) -> None:
+    """Random datagrams (many of them requests: the first byte is often a client's), with and without
+    a receive time: the batch's replies plus the trailer are handle's replies after finish."""
+    one, batched = NtpResponder(), NtpResponder()
+    records = []
+    expected = []
+    for n, (data, stamp, client) in enumerate(requests):
+        if client and data:
+            data = bytes([0x23]) + data[1:]
+        record = _record(data, 40000 + n, stamp if n % 3 else None)
+        records.append(record)
+        reply = one.handle(data, Endpoint("192.0.2.1", 40000 + n, 2), now if record[3] is None else record[3])
+        if reply is not None:
+            assert isinstance(reply, bytes)
+            expected.append((one.finish(reply, sent), record[1]))
+    answered = batched.handle_batch(records, now)
+    assert answered is not None
+    trailer = batched.trailer(sent)
+    assert [(payload + trailer, peer) for payload, peer in answered] == expected
+    assert batched.stats == one.stats
+
+
+def test_with_a_rate_limit_the_batch_is_left_to_handle() -> None:
+    assert NtpResponder(rate_limit=10).handle_batch([_record(b"\x23" + bytes(47), 40000, 1e9)], 1e9) is None

@@ -46,13 +46,14 @@ from udpkit.net import (
     socket_drops,
 )
 from udpkit.net.loops import drain_plain, drain_timed, serve_blocking
-from udpkit.net.mmsg import MSG_WAITFORONE, Batch, new_batch
+from udpkit.net.mmsg import MSG_WAITFORONE, Batch, CtypesBatch, new_batch
 from udpkit.services import Responder, responder
 from udpkit.services.base import capabilities
 
 __all__ = ["Listener", "ListenerStats"]
 
 BATCH = 64
+_NO_PEER = object()
 
 
 class Listener:
@@ -225,8 +226,8 @@ class Listener:
 
     def receive_paths(self) -> list[str]:
         """How each listening socket is read (after ``open``): ``udp 0.0.0.0:9: discard, recvmmsg x64 (c)``."""
-        batched = f"recvmmsg x{self._batch.count} ({type(self._batch).__module__.rpartition('.')[2].strip('_')})" \
-            if self._batch is not None else None
+        kind = "ctypes" if isinstance(self._batch, CtypesBatch) else "C extension"
+        batched = f"recvmmsg x{self._batch.count} ({kind})" if self._batch is not None else None
         plain = {paths.DISCARD: "recvfrom_into", paths.PLAIN: "recvfrom and sendto", paths.TIMED: "recvmsg and sendto",
                  paths.BLOCKING: "blocking recvfrom and sendto"}
         out = []
@@ -483,46 +484,68 @@ class Listener:
         family = self._bound[index].family
         handle, finish, clock = self.responder.handle, self.capabilities.finish, self.clock
         counts, faults, add, count = self.counts, self.counts.faults, self._peers.add, self.config.count
-        replies: list[tuple[bytes, Any]] = []
-        done = False
-        last_peer: Any = None
-        endpoint = Endpoint("", 0, family)
+        done = count is not None and counts.datagrams_in + len(got) >= count
+        if done:
+            assert count is not None
+            got = got[: max(0, count - counts.datagrams_in)]
         batch_time = clock()
-        for dgram in got:
-            data, peer = dgram.data, dgram.peer
-            if peer is None:  # a wake-up by stop()'s shutdown(SHUT_RD), not a datagram
-                continue
-            counts.datagrams_in += 1
-            counts.bytes_in += len(data)
+        caps = self.capabilities
+        if caps.handle_batch is not None:
+            senders = {record[1] for record in got}
+            if None not in senders:  # (None: a wake-up by stop()'s shutdown(SHUT_RD) is in the batch)
+                try:
+                    answered = caps.handle_batch(got, batch_time)
+                except Exception as exc:  # noqa: BLE001 - a datagram may not end the service
+                    faults[f"responder_error:{type(exc).__name__}"] += 1
+                    answered = []
+                if answered is not None:
+                    for peer in senders:
+                        add(peer)
+                    counts.datagrams_in += len(got)
+                    counts.bytes_in += sum([len(record[0]) for record in got])
+                    if answered:
+                        self._send_batch(sock, answered, caps.trailer)
+                    return done
+        replies: list[tuple[bytes, Any]] = []
+        append = replies.append
+        received = nbytes = 0
+        last_peer: Any = _NO_PEER  # (not None: None marks a wake-up, below)
+        endpoint = Endpoint("", 0, family)
+        # Per datagram only what the service needs: the records unpacked as tuples (no attribute
+        # lookups), the sender's Endpoint made once while it repeats, the counters added per batch.
+        for data, peer, _local, stamp, _drops, _cut, _unicast in got:
             if peer is not last_peer:  # the batch hands out one tuple while the sender repeats
+                if peer is None:  # a wake-up by stop()'s shutdown(SHUT_RD), not a datagram
+                    continue
                 add(peer)
                 endpoint = Endpoint(peer[0], peer[1], family)
                 last_peer = peer
-            now = dgram.timestamp if timed and dgram.timestamp is not None else batch_time
+            received += 1
+            nbytes += len(data)
             try:
-                reply = handle(data, endpoint, now)
+                reply = handle(data, endpoint, stamp if timed and stamp is not None else batch_time)
             except Exception as exc:  # noqa: BLE001 - a datagram may not end the service
                 faults[f"responder_error:{type(exc).__name__}"] += 1
-                reply = None
+                continue
             if reply is not None:
                 if isinstance(reply, bytes):
-                    replies.append((reply, peer))
+                    append((reply, peer))
                 else:
                     replies.extend((payload, peer) for payload in reply)
-            if count is not None and counts.datagrams_in >= count:
-                done = True
-                break
+        counts.datagrams_in += received
+        counts.bytes_in += nbytes
         if replies:
             if finish is not None:
-                stamp = clock()
-                replies = [(finish(payload, stamp), peer) for payload, peer in replies]
+                now = clock()
+                replies = [(finish(payload, now), peer) for payload, peer in replies]
             self._send_batch(sock, replies)
         return done
 
-    def _send_batch(self, sock: socket.socket, replies: list[tuple[bytes, Any]]) -> None:
+    def _send_batch(self, sock: socket.socket, replies: list[tuple[bytes, Any]],
+                    trailer: Callable[[float], bytes] | None = None) -> None:
         """``sendmmsg`` the replies, counted as ``sendto``'s would be: a reply the kernel refuses
         (a full buffer, a pending ICMP error) is counted and skipped; one whose peer is a name goes
-        by ``sendto``."""
+        by ``sendto``. ``trailer(now)``: bytes every reply ends with, made just before each call."""
         assert self._batch is not None
         send_batch, fd, family = self._batch.send, sock.fileno(), sock.family
         counts, faults = self.counts, self.counts.faults
@@ -530,14 +553,17 @@ class Listener:
         for _ in range(total):  # each round sends at least one reply or skips one
             if start >= total:
                 break
+            tail = None if trailer is None else trailer(self.clock())
             try:
-                sent = send_batch(fd, family, replies, start)
+                sent = send_batch(fd, family, replies, start, tail)
             except OSError as exc:
                 faults[f"reply_failed:{error_name(exc)}"] += 1
                 start += 1
                 continue
             if not sent:  # not a numeric address, or too long for the batch: sendto
                 payload, peer = replies[start]
+                if tail:
+                    payload += tail
                 try:
                     sock.sendto(payload, peer)
                     counts.datagrams_out += 1
@@ -548,6 +574,8 @@ class Listener:
                 continue
             counts.datagrams_out += sent
             counts.bytes_out += sum([len(payload) for payload, _peer in replies[start : start + sent]])
+            if tail:
+                counts.bytes_out += sent * len(tail)
             start += sent
 
     def _plain_answerer(self, index: int, sock: socket.socket) -> Callable[..., bool]:

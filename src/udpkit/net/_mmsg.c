@@ -30,6 +30,12 @@
 #endif
 
 #define CONTROL_SPACE 256
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
 #define NAME_SPACE ((socklen_t)sizeof(struct sockaddr_in6))
 
 typedef struct {
@@ -42,6 +48,9 @@ typedef struct {
     struct iovec *iovecs;
     char *buffer;
     struct sockaddr_in6 *names;
+    socklen_t *namelens;       /* send: each message's address length */
+    unsigned int *members;     /* send: how many messages each sendmmsg header carries */
+    int gso;                   /* send: runs to one peer go as one UDP_SEGMENT message */
     char *controls;
     /* the previous datagram's sender, to hand out the same tuple while the sender repeats */
     struct sockaddr_in6 last_name;
@@ -56,17 +65,20 @@ static void Batch_dealloc(Batch *self) {
     PyMem_Free(self->iovecs);
     PyMem_Free(self->buffer);
     PyMem_Free(self->names);
+    PyMem_Free(self->namelens);
+    PyMem_Free(self->members);
     PyMem_Free(self->controls);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static int Batch_init(Batch *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"count", "size", "ancillary", "factory", NULL};
+    static char *kwlist[] = {"count", "size", "ancillary", "factory", "gso", NULL};
     unsigned int count = 64;
     Py_ssize_t size = 65536;
     int ancillary = 0;
     PyObject *factory = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|InpO", kwlist, &count, &size, &ancillary, &factory))
+    int gso = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|InpOp", kwlist, &count, &size, &ancillary, &factory, &gso))
         return -1;
     if (count < 1 || count > 1024 || size < 1 || size > (1 << 17)) {
         PyErr_SetString(PyExc_ValueError, "count must be 1..1024 and size 1..131072");
@@ -85,11 +97,15 @@ static int Batch_init(Batch *self, PyObject *args, PyObject *kwds) {
     self->ancillary = ancillary;
     self->factory = factory == Py_None ? NULL : (PyTypeObject *)Py_NewRef(factory);
     self->headers = PyMem_Calloc(count, sizeof(struct mmsghdr));
-    self->iovecs = PyMem_Calloc(count, sizeof(struct iovec));
+    self->iovecs = PyMem_Calloc(2 * (size_t)count, sizeof(struct iovec)); /* send: payload and trailer */
     self->buffer = PyMem_Malloc((size_t)count * (size_t)size);
     self->names = PyMem_Calloc(count, sizeof(struct sockaddr_in6));
     self->controls = PyMem_Calloc(count, CONTROL_SPACE);
-    if (!self->headers || !self->iovecs || !self->buffer || !self->names || !self->controls) {
+    self->namelens = PyMem_Calloc(count, sizeof(socklen_t));
+    self->members = PyMem_Calloc(count, sizeof(unsigned int));
+    self->gso = gso;
+    if (!self->headers || !self->iovecs || !self->buffer || !self->names || !self->controls || !self->namelens ||
+        !self->members) {
         PyErr_NoMemory();
         return -1;
     }
@@ -346,19 +362,79 @@ static socklen_t encode_peer(int family, PyObject *peer, struct sockaddr_in6 *ou
     return (socklen_t)sizeof(struct sockaddr_in6);
 }
 
+/* The n messages laid out by Batch_send (names, namelens, two iovecs each) as sendmmsg headers:
+ * a run of consecutive messages to the same peer, of one length (the last may be shorter), goes
+ * as one message with UDP_SEGMENT (generic segmentation offload: the kernel or the NIC cuts it
+ * into the same datagrams, for one route lookup and one skb instead of one per datagram). Runs are
+ * bounded by GSO_SEGMENTS, GSO_BYTES and a segment size that fits any path's MTU (GSO_MAX_SIZE). */
+#define GSO_SEGMENTS 64
+#define GSO_BYTES 60000
+#define GSO_MAX_SIZE 1232
+static unsigned int group_messages(Batch *self, unsigned int n) {
+    unsigned int groups = 0;
+    for (unsigned int i = 0; i < n;) {
+        size_t size = self->iovecs[2 * i].iov_len + self->iovecs[2 * i + 1].iov_len;
+        unsigned int j = i + 1;
+        if (self->gso && size > 0 && size <= GSO_MAX_SIZE) {
+            size_t bytes = size;
+            while (j < n && j - i < GSO_SEGMENTS && self->namelens[j] == self->namelens[i] &&
+                   memcmp(&self->names[j], &self->names[i], self->namelens[i]) == 0) {
+                size_t next = self->iovecs[2 * j].iov_len + self->iovecs[2 * j + 1].iov_len;
+                if (next > size || next == 0 || bytes + next > GSO_BYTES)
+                    break;
+                bytes += next;
+                j++;
+                if (next < size) /* a shorter one can only end the run */
+                    break;
+            }
+        }
+        struct msghdr *h = &self->headers[groups].msg_hdr;
+        h->msg_name = &self->names[i];
+        h->msg_namelen = self->namelens[i];
+        h->msg_iov = &self->iovecs[2 * i];
+        h->msg_iovlen = 2 * (size_t)(j - i);
+        h->msg_control = NULL;
+        h->msg_controllen = 0;
+        h->msg_flags = 0;
+        if (j - i > 1) {
+            char *room = self->controls + (size_t)groups * CONTROL_SPACE;
+            h->msg_control = room;
+            h->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+            struct cmsghdr *c = CMSG_FIRSTHDR(h);
+            c->cmsg_level = SOL_UDP;
+            c->cmsg_type = UDP_SEGMENT;
+            c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+            uint16_t segment = (uint16_t)size;
+            memcpy(CMSG_DATA(c), &segment, sizeof segment);
+        }
+        self->members[groups++] = j - i;
+        i = j;
+    }
+    return groups;
+}
+
 PyDoc_STRVAR(send_doc,
-"send(fd, family, messages, start=0) -> int\n\n"
+"send(fd, family, messages, start=0, trailer=None) -> int\n\n"
 "Send messages[start:start+count], each (payload, peer), in one sendmmsg; how many the kernel\n"
 "took. It stops before a message whose peer is not a numeric address (the caller sends that one\n"
-"with sendto, which resolves names). An error on the first message is raised as OSError.");
+"with sendto, which resolves names). An error on the first message is raised as OSError.\n"
+"Consecutive messages to one peer go as one UDP_SEGMENT message when gso is on (see group_messages).\n"
+"trailer: bytes sent after every payload (a second iovec): what must be written last, such as\n"
+"NTP's transmit timestamp, made once for the whole batch just before the call.");
 
 static PyObject *Batch_send(Batch *self, PyObject *args) {
     int fd, family;
-    PyObject *messages;
+    PyObject *messages, *trailer_obj = Py_None;
     Py_ssize_t start = 0;
-    if (!PyArg_ParseTuple(args, "iiO|n", &fd, &family, &messages, &start))
+    if (!PyArg_ParseTuple(args, "iiO|nO", &fd, &family, &messages, &start, &trailer_obj))
+        return NULL;
+    Py_buffer trailer = {0};
+    int has_trailer = trailer_obj != Py_None;
+    if (has_trailer && PyObject_GetBuffer(trailer_obj, &trailer, PyBUF_SIMPLE) < 0)
         return NULL;
     if (!PyList_Check(messages)) {
+        if (has_trailer)
+            PyBuffer_Release(&trailer);
         PyErr_SetString(PyExc_TypeError, "messages must be a list of (payload, peer)");
         return NULL;
     }
@@ -376,33 +452,43 @@ static PyObject *Batch_send(Batch *self, PyObject *args) {
             PyErr_Clear();
             break;
         }
-        struct msghdr *h = &self->headers[n].msg_hdr;
-        self->iovecs[n].iov_base = views[n].buf;
-        self->iovecs[n].iov_len = (size_t)views[n].len;
-        h->msg_name = &self->names[n];
-        h->msg_namelen = len;
-        h->msg_iov = &self->iovecs[n];
-        h->msg_iovlen = 1;
-        h->msg_control = NULL;
-        h->msg_controllen = 0;
-        h->msg_flags = 0;
+        struct iovec *iov = &self->iovecs[2 * (size_t)n];
+        iov[0].iov_base = views[n].buf;
+        iov[0].iov_len = (size_t)views[n].len;
+        iov[1].iov_base = has_trailer ? trailer.buf : NULL;
+        iov[1].iov_len = has_trailer ? (size_t)trailer.len : 0;
+        self->namelens[n] = len;
     }
-    int sent = 0;
-    if (n > 0) {
+    unsigned int groups = 0, taken = 0;
+    int sent = 0, code = 0;
+    for (int attempt = 0; attempt < 2 && n > 0; attempt++) {
+        groups = group_messages(self, n);
         Py_BEGIN_ALLOW_THREADS
         do {
-            sent = sendmmsg(fd, self->headers, n, 0);
+            sent = sendmmsg(fd, self->headers, groups, 0);
         } while (sent < 0 && errno == EINTR);
         Py_END_ALLOW_THREADS
+        code = errno;
+        /* A kernel or route that cannot segment (no UDP_SEGMENT, a device without checksum
+         * offload, an IPsec route): segment no more on this batch, and send again one by one. */
+        if (sent < 0 && self->members[0] > 1 && (code == EIO || code == EINVAL || code == ENOPROTOOPT ||
+                                                 code == EOPNOTSUPP)) {
+            self->gso = 0;
+            continue;
+        }
+        break;
     }
-    int code = errno;
+    for (int g = 0; g < sent; g++)
+        taken += self->members[g];
     for (unsigned int k = 0; k < n; k++)
         PyBuffer_Release(&views[k]);
+    if (has_trailer)
+        PyBuffer_Release(&trailer);
     if (sent < 0) {
         errno = code;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    return PyLong_FromLong(sent);
+    return PyLong_FromLong((long)taken);
 }
 
 static PyMethodDef Batch_methods[] = {
@@ -415,6 +501,7 @@ static PyMethodDef Batch_methods[] = {
 static PyMemberDef Batch_members[] = {
     {"count", T_UINT, offsetof(Batch, count), READONLY, "datagrams per call"},
     {"size", T_PYSSIZET, offsetof(Batch, size), READONLY, "bytes kept per datagram"},
+    {"gso", T_INT, offsetof(Batch, gso), 0, "send runs to one peer as one UDP_SEGMENT message (cleared if refused)"},
     {NULL, 0, 0, 0, NULL},
 };
 

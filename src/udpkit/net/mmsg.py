@@ -26,7 +26,7 @@ import socket
 import struct
 from typing import Any, Protocol
 
-__all__ = ["Batch", "available", "chosen", "implementations", "new_batch"]
+__all__ = ["Batch", "CtypesBatch", "MSG_WAITFORONE", "available", "chosen", "implementations", "new_batch"]
 
 _MSG_DONTWAIT = int(socket.MSG_DONTWAIT)
 _MSG_TRUNC = int(socket.MSG_TRUNC)
@@ -53,8 +53,10 @@ class Batch(Protocol):
     def tally(self, fd: int, flags: int = ..., /) -> tuple[int, int, list[Any]]:
         """(datagrams, bytes, senders without consecutive repeats): a discard service's read."""
 
-    def send(self, fd: int, family: int, messages: list[tuple[bytes, Any]], start: int = ..., /) -> int:
-        """``messages[start:start+count]`` as (payload, peer) in one ``sendmmsg``: how many it took."""
+    def send(self, fd: int, family: int, messages: list[tuple[bytes, Any]], start: int = ...,
+             trailer: bytes | None = ..., /) -> int:
+        """``messages[start:start+count]`` as (payload, peer) in one ``sendmmsg``, each followed by
+        ``trailer`` if given (written once for the batch, just before the call): how many it took."""
 
 
 class _IoVec(ctypes.Structure):
@@ -232,10 +234,13 @@ class CtypesBatch:
             at += (cmsg_len + align - 1) & ~(align - 1)
         return out
 
-    def send(self, fd: int, family: int, messages: list[tuple[bytes, Any]], start: int = 0) -> int:
+    def send(self, fd: int, family: int, messages: list[tuple[bytes, Any]], start: int = 0,
+             trailer: bytes | None = None) -> int:
         n = 0
         headers, name_view = self.headers, self.name_view
         for payload, peer in messages[start : start + self.count]:
+            if trailer:
+                payload = payload + trailer
             if len(payload) > self.size:
                 break
             try:

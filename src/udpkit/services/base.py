@@ -25,7 +25,14 @@ class Responder(Protocol):
       for a receive timestamp per datagram;
     - ``finish(payload, now) -> bytes``: called just before each reply is sent, with the time then
       (NTP writes its transmit timestamp there);
-    - ``stats`` (``{}``): named counts of what it answered and refused, for the listener's summary.
+    - ``stats`` (``{}``): named counts of what it answered and refused, for the listener's summary;
+    - ``handle_batch(datagrams, now) -> list[(payload, peer)] | None`` with ``trailer(now) -> bytes``:
+      a batch of received datagrams (:class:`udpkit.net.rx.Datagram` records, each with its own
+      receive time or ``None``; ``now`` is the batch's) answered at once, each payload then sent
+      followed by ``trailer`` of the send time if it has one — ``finish``'s work written once per batch. It
+      returns ``None`` when it cannot batch right now (a rate limit per client, say): the listener
+      then calls ``handle`` per datagram. What it answers must be what ``handle`` and ``finish``
+      would have, byte for byte, the trailer's time apart.
     """
 
     name: str
@@ -54,6 +61,8 @@ class Capabilities(NamedTuple):
     uses_time: bool
     finish: Any
     stats: dict[str, int]
+    handle_batch: Any = None
+    trailer: Any = None
 
 
 def capabilities(responder: Responder) -> Capabilities:
@@ -62,8 +71,9 @@ def capabilities(responder: Responder) -> Capabilities:
     if finish is not None and getattr(type(responder), "finish", None) is BaseResponder.finish:
         finish = None  # the default does nothing: skip the call per reply
     stats = getattr(responder, "stats", None)
+    handle_batch, trailer = getattr(responder, "handle_batch", None), getattr(responder, "trailer", None)
     return Capabilities(bool(getattr(responder, "replies", True)), bool(getattr(responder, "uses_time", True)),
-                        finish, stats if isinstance(stats, dict) else {})
+                        finish, stats if isinstance(stats, dict) else {}, handle_batch, trailer)
 
 
 class Evidence(NamedTuple):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import struct
 import time as _time
+from typing import Any
 
 from udpkit.addr import Endpoint
 from udpkit.services.base import BaseResponder, Evidence, Reply
@@ -87,6 +88,17 @@ class Echo(_Guarded):
         if self._limiter is None and peer[1] >= FIRST_CLIENT_PORT:
             return datagram  # no budget, an ordinary port: the benchmark's path, without a call
         return datagram if self.admit(peer, now) else None
+
+    def handle_batch(self, datagrams: list[Any], now: float) -> list[tuple[bytes, Any]] | None:
+        """A batch echoed as ``handle`` would, in one pass; ``None`` (one by one, through the
+        budget) with a budget per peer or a peer on a low port."""
+        if self._limiter is not None:
+            return None
+        out = [(record[0], record[1]) for record in datagrams]
+        for _data, peer in out:
+            if peer[1] < FIRST_CLIENT_PORT:
+                return None
+        return out
 
 
 class Daytime(_Guarded):

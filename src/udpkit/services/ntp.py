@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import struct
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from udpkit.addr import Endpoint
 from udpkit.services.base import BaseResponder, Evidence, Reply
@@ -32,8 +32,12 @@ _ERA = 2**32
 # RFC 5905 §7.3: LI/VN/Mode, stratum, poll, precision, root delay, root dispersion, refid, 4 timestamps.
 PACKET = struct.Struct("!BBbbII4sQQQQ")
 MODE_SYMMETRIC_ACTIVE, MODE_CLIENT, MODE_SERVER, MODE_BROADCAST, MODE_CONTROL, MODE_PRIVATE = 1, 3, 4, 5, 6, 7
+#: First bytes of a request a server answers: any leap bits, version 1..4, client or symmetric active mode.
+_ANSWERABLE = frozenset(leap << 6 | version << 3 | mode for leap in range(4) for version in range(1, 5)
+                        for mode in (MODE_SYMMETRIC_ACTIVE, MODE_CLIENT))
 LEAP_UNSYNCHRONIZED = 3
 _STAMP = struct.Struct("!Q")
+_BODY = struct.Struct("!24s8sII")  # a reply less its transmit time: header and reference, origin, receive
 
 
 class NtpPacket(NamedTuple):
@@ -123,6 +127,9 @@ class NtpResponder(BaseResponder):
         self.stats = {"answered": 0, "kiss_rate": 0, "short": 0, "mode": 0, "version": 0, "rate_limited": 0}
         self._heads: dict[tuple[int, int], bytes] = {}  # (version, poll) -> the reply's first 16 bytes
         self._ref_second, self._ref = -1, b""
+        self._finished_at, self._finished_stamp = -1.0, b""
+        self._batch_starts: dict[int, bytes] = {}  # at most 8,192: (first byte << 8 | poll) -> first 24 bytes
+        self._batch_second = -1
 
     def handle(self, datagram: bytes, peer: Endpoint, now: float) -> Reply:
         # Strategy: read the three fields that matter straight from the bytes and build the reply
@@ -152,21 +159,79 @@ class NtpResponder(BaseResponder):
         key = (version, poll)
         head = self._heads.get(key)
         if head is None:
-            head = self._heads[key] = struct.pack(
-                "!BBbbII4s", (self.leap << 6) | (version << 3) | MODE_SERVER, self.stratum,
-                max(4, min(17, poll if poll < 128 else 4)), self.precision, _to_short(self.root_delay),
-                _to_short(self.root_dispersion), self.refid)
+            head = self._heads[key] = self._head(version, poll)
         second = math.floor(now)
         if second != self._ref_second:
             self._ref_second, self._ref = second, _STAMP.pack(to_ntp(second))
         stamp = _STAMP.pack(to_ntp(now))
         return head + self._ref + transmit + stamp + stamp
 
+    def handle_batch(self, datagrams: list[Any], now: float) -> list[tuple[bytes, Any]] | None:
+        """A batch of requests answered as ``handle`` would, less the transmit timestamp, which
+        :meth:`trailer` writes once for the batch just before it is sent. ``None`` with a rate
+        limit: that is decided client by client, in ``handle``.
+
+        Strategy: one pass with every lookup bound to a local; the header cached by the request's
+        first and third bytes (version, client's leap bits and mode, poll: at most 8,192 of them)."""
+        if self._limiter is not None:
+            return None
+        answerable, stats, convert, offset = _ANSWERABLE, self.stats, to_ntp, NTP_EPOCH_OFFSET
+        body, pack = _BODY.pack, _STAMP.pack
+        out: list[tuple[bytes, Any]] = []
+        append = out.append
+        starts = self._batch_starts  # (first byte << 8 | poll) -> header and reference time, this second
+        ref_second = self._batch_second
+        for data, peer, _local, stamp, _drops, _cut, _unicast in datagrams:
+            if len(data) < 48 or data[0] not in answerable:
+                self._refuse(data)
+                continue
+            when = now if stamp is None else stamp
+            if when < 0:  # before 1970: to_ntp's floor, not int()'s truncation
+                second = math.floor(when)
+                seconds, fraction = divmod(to_ntp(when), 1 << 32)
+            else:  # to_ntp inlined: this runs once per request
+                second = int(when)
+                seconds, fraction = (second + offset) & 0xFFFFFFFF, int((when - second) * 4294967296.0)
+                if fraction > 0xFFFFFFFF:
+                    fraction = 0xFFFFFFFF
+            if second != ref_second:
+                starts.clear()
+                ref_second = second
+            key = data[0] << 8 | data[2]
+            start = starts.get(key)
+            if start is None:
+                start = starts[key] = self._head(data[0] >> 3 & 7, data[2]) + pack(convert(second))
+            append((body(start, data[40:48], seconds, fraction), peer))
+        self._batch_second = ref_second
+        stats["answered"] += len(out)
+        return out
+
+    def trailer(self, now: float) -> bytes:
+        """The transmit timestamp every reply of a batch ends with (see :meth:`handle_batch`)."""
+        return _STAMP.pack(to_ntp(now))
+
+    def _refuse(self, data: bytes) -> None:
+        """Count why a request is not answered, as ``handle`` does."""
+        if len(data) < PACKET.size:
+            self.stats["short"] += 1
+        elif data[0] & 7 not in (MODE_CLIENT, MODE_SYMMETRIC_ACTIVE):
+            self.stats["mode"] += 1
+        else:
+            self.stats["version"] += 1
+
+    def _head(self, version: int, poll: int) -> bytes:
+        """A reply's first 16 bytes for a request of this version and poll."""
+        return struct.pack("!BBbbII4s", (self.leap << 6) | (version << 3) | MODE_SERVER, self.stratum,
+                           max(4, min(17, poll if poll < 128 else 4)), self.precision, _to_short(self.root_delay),
+                           _to_short(self.root_dispersion), self.refid)
+
     def finish(self, reply: bytes, now: float) -> bytes:
         """Write the transmit timestamp, read as late as possible: just before the datagram is sent."""
         if len(reply) != PACKET.size or reply[1] == 0:  # a kiss-o'-death keeps its zero timestamps
             return reply
-        return reply[:40] + _STAMP.pack(to_ntp(now))
+        if now != self._finished_at:  # a batch of replies shares one send time: convert it once
+            self._finished_at, self._finished_stamp = now, _STAMP.pack(to_ntp(now))
+        return reply[:40] + self._finished_stamp
 
 
 class NtpProbe:
