@@ -232,5 +232,77 @@ def test_an_echo_batch_answers_as_handle_does(kind: str) -> None:
             tx.sendto(b"e" * size, rx.getsockname())
         records = read_all(rx, batch_of(kind), len(SIZES))
     echo = Echo(rate_limit=None)
-    assert echo.handle_batch(records, time.time()) == [(r.data, r.peer) for r in records]
+    # the records themselves: data, sender and destination are the reply's payload, peer and source
+    assert echo.handle_batch(records, time.time()) == records
     assert Echo().handle_batch(records, time.time()) is None  # a budget per peer: one by one
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_reply_leaves_from_the_source_it_names(kind: str) -> None:
+    """(payload, peer, source) messages: runs split where the source changes; the receiver sees each
+    datagram from the address named (the C batch sets IP_PKTINFO; ctypes leaves them to the caller)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(0.3)
+        tx.bind(("0.0.0.0", 0))
+        port = tx.getsockname()[1]
+        sources = ["127.0.0.1", "127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.1", "127.0.0.1"]
+        messages = [(b"m%d" % n, rx.getsockname(), source) for n, source in enumerate(sources)]
+        batch = batch_of(kind, 16, 2048, ancillary=False)
+        sent = batch.send(tx.fileno(), socket.AF_INET, messages, 0, b"!")
+        if kind == "ctypes":
+            assert sent == 0  # a source is the caller's to set (send_reply)
+            return
+        assert sent == len(messages)
+        got = [rx.recvfrom(100) for _ in sources]
+    assert got == [(b"m%d!" % n, (source, port)) for n, source in enumerate(sources)]
+
+
+@pytest.mark.parametrize("kind", ["plain", *KINDS])
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+@pytest.mark.parametrize("respond", ["echo", "ntp"])
+def test_a_wildcard_listener_answers_each_request_from_the_address_it_was_sent_to(
+        monkeypatch: pytest.MonkeyPatch, kind: str, family: int, respond: str) -> None:
+    from udpkit.listen import Listener
+    from udpkit.services.classic import Echo
+    from udpkit.services.ntp import NtpResponder
+
+    monkeypatch.setenv("UDPKIT_MMSG", "0" if kind == "plain" else kind)
+    responder = Echo(rate_limit=None) if respond == "echo" else NtpResponder()
+    wildcard, targets = ("0.0.0.0", ["127.0.0.1", "127.0.0.2", "127.0.0.3"]) if family == socket.AF_INET else ("::", ["::1"])
+    with Listener([Endpoint(wildcard, 0, family)], respond=responder) as listener:
+        assert listener.receive_paths()[0].split(": ")[1].startswith("wildcard")
+        listener.start()
+        port = listener.bound[0].port
+        request = b"\x23" + bytes(47) if respond == "ntp" else b"hello"
+        with socket.socket(family, socket.SOCK_DGRAM) as client:
+            client.settimeout(1)
+            for n in range(30):
+                target = targets[n % len(targets)]
+                client.sendto(request, (target, port))
+                reply, sender = client.recvfrom(100)
+                assert sender[:2] == (target, port)
+                assert reply == request if respond == "echo" else len(reply) == 48
+        listener.stop()
+        listener.join()
+    assert listener.stats.datagrams_in == listener.stats.datagrams_out == 30
+
+
+@pytest.mark.parametrize("kind", ["plain", *KINDS])
+def test_a_dual_stack_listener_answers_ipv4_peers_from_the_mapped_address_they_asked(
+        monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    from udpkit.listen import Listener
+    from udpkit.services.classic import Echo
+
+    monkeypatch.setenv("UDPKIT_MMSG", "0" if kind == "plain" else kind)
+    with Listener([Endpoint("::", 0, socket.AF_INET6)], respond=Echo(rate_limit=None),
+                  bind=BindOptions(v6only=False)) as listener:
+        listener.start()
+        port = listener.bound[0].port
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(1)
+            for target in ["127.0.0.2", "127.0.0.3", "127.0.0.1"] * 5:
+                client.sendto(b"v4 over v6", (target, port))
+                assert client.recvfrom(100) == (b"v4 over v6", (target, port))
+        listener.stop()
+        listener.join()

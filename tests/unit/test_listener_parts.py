@@ -27,8 +27,8 @@ V4 = Endpoint("127.0.0.1", 0, socket.AF_INET)
     ({"replies": False, "uses_time": False, "sink_format": "pcap", "routed": False, "bound_ip": "::"}, paths.RECORDING),
     ({"replies": True, "uses_time": False, "sink_format": None, "routed": False, "bound_ip": "127.0.0.1"}, paths.BLOCKING),
     ({"replies": True, "uses_time": True, "sink_format": None, "routed": False, "bound_ip": "127.0.0.1"}, paths.TIMED),
-    ({"replies": True, "uses_time": False, "sink_format": None, "routed": False, "bound_ip": "0.0.0.0"}, paths.GENERAL),
-    ({"replies": True, "uses_time": False, "sink_format": None, "routed": False, "bound_ip": "224.0.0.1"}, paths.GENERAL),
+    ({"replies": True, "uses_time": False, "sink_format": None, "routed": False, "bound_ip": "0.0.0.0"}, paths.WILDCARD),
+    ({"replies": True, "uses_time": False, "sink_format": None, "routed": False, "bound_ip": "224.0.0.1"}, paths.WILDCARD),
     ({"replies": False, "uses_time": False, "sink_format": None, "routed": True, "bound_ip": "127.0.0.1"}, paths.GENERAL),
 ])
 def test_the_path_table(kwargs: dict[str, object], path: str) -> None:

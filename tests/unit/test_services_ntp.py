@@ -141,7 +141,8 @@ def test_a_batch_is_answered_as_handle_and_finish_answer_it(requests: list[tuple
     answered = batched.handle_batch(records, now)
     assert answered is not None
     trailer = batched.trailer(sent)
-    assert [(payload + trailer, peer) for payload, peer in answered] == expected
+    assert [(payload + trailer, peer) for payload, peer, _source in answered] == expected
+    assert all(source is None for _payload, _peer, source in answered)  # the records' destination
     assert batched.stats == one.stats
 
 

@@ -235,7 +235,8 @@ class Listener:
             if batched is None:
                 how = plain.get(path, "recvmsg")
             else:
-                how = batched + (" and sendmmsg" if path in (paths.PLAIN, paths.TIMED, paths.BLOCKING) else "")
+                how = batched + (" and sendmmsg" if path in (paths.PLAIN, paths.TIMED, paths.BLOCKING, paths.WILDCARD)
+                                 else "")
             out.append(f"udp {ep}: {path}, {how}")
         if self.config.sessions:
             out.append(f"sessions: {batched or 'recvfrom_into when discarding, else recvmsg'}")
@@ -368,8 +369,9 @@ class Listener:
         path = self._paths[index]
         if path == paths.DISCARD:
             return self._drain_discard(sock)
-        if path in (paths.PLAIN, paths.TIMED) and self._batch is not None:
-            return self._drain_batched(index, sock, timed=path == paths.TIMED)
+        if path in (paths.PLAIN, paths.TIMED, paths.WILDCARD) and self._batch is not None:
+            return self._drain_batched(index, sock, timed=path == paths.TIMED or (
+                path == paths.WILDCARD and self.capabilities.uses_time))
         if path == paths.PLAIN:
             return drain_plain(sock, self._plain_answerer(index, sock), BATCH, self._count_socket_error)
         if path == paths.TIMED:
@@ -477,19 +479,27 @@ class Listener:
 
     def _answer_batch(self, index: int, sock: socket.socket, got: list[Datagram], timed: bool) -> bool:
         """One batch's datagrams through the responder, then every reply in one ``sendmmsg`` (per
-        ``BATCH``). Each datagram's time is its kernel receive time when ``timed``; a time service's
-        transmit stamps (``finish``) are written just before that call, microseconds before the
+        ``BATCH``), each from the address its request came to when the socket is bound to a
+        wildcard. Datagrams to a group or broadcast address go the general way, one by one. Each
+        datagram's time is its kernel receive time when ``timed``; a time service's transmit stamps
+        (``finish``, or ``trailer``) are written just before the send, microseconds before the
         replies leave. ``True`` once ``count`` is reached."""
-        assert self._batch is not None
-        family = self._bound[index].family
-        handle, finish, clock = self.responder.handle, self.capabilities.finish, self.clock
-        counts, faults, add, count = self.counts, self.counts.faults, self._peers.add, self.config.count
+        count, counts = self.config.count, self.counts
+        if self._paths[index] == paths.WILDCARD and not all([record[6] for record in got]):
+            ours = []
+            for record in got:
+                if record[6]:
+                    ours.append(record)
+                elif self._route(index, record):
+                    return True
+            got = ours
         done = count is not None and counts.datagrams_in + len(got) >= count
         if done:
             assert count is not None
             got = got[: max(0, count - counts.datagrams_in)]
+        family = self._bound[index].family
+        caps, clock, faults, add = self.capabilities, self.clock, counts.faults, self._peers.add
         batch_time = clock()
-        caps = self.capabilities
         if caps.handle_batch is not None:
             senders = {record[1] for record in got}
             if None not in senders:  # (None: a wake-up by stop()'s shutdown(SHUT_RD) is in the batch)
@@ -506,14 +516,15 @@ class Listener:
                     if answered:
                         self._send_batch(sock, answered, caps.trailer)
                     return done
-        replies: list[tuple[bytes, Any]] = []
+        handle, finish = self.responder.handle, caps.finish
+        replies: list[tuple[bytes, Any, str | None]] = []
         append = replies.append
         received = nbytes = 0
         last_peer: Any = _NO_PEER  # (not None: None marks a wake-up, below)
         endpoint = Endpoint("", 0, family)
         # Per datagram only what the service needs: the records unpacked as tuples (no attribute
         # lookups), the sender's Endpoint made once while it repeats, the counters added per batch.
-        for data, peer, _local, stamp, _drops, _cut, _unicast in got:
+        for data, peer, local, stamp, _drops, _cut, _unicast in got:
             if peer is not last_peer:  # the batch hands out one tuple while the sender repeats
                 if peer is None:  # a wake-up by stop()'s shutdown(SHUT_RD), not a datagram
                     continue
@@ -529,23 +540,24 @@ class Listener:
                 continue
             if reply is not None:
                 if isinstance(reply, bytes):
-                    append((reply, peer))
+                    append((reply, peer, local))
                 else:
-                    replies.extend((payload, peer) for payload in reply)
+                    replies.extend((payload, peer, local) for payload in reply)
         counts.datagrams_in += received
         counts.bytes_in += nbytes
         if replies:
             if finish is not None:
                 now = clock()
-                replies = [(finish(payload, now), peer) for payload, peer in replies]
+                replies = [(finish(payload, now), peer, local) for payload, peer, local in replies]
             self._send_batch(sock, replies)
         return done
 
-    def _send_batch(self, sock: socket.socket, replies: list[tuple[bytes, Any]],
+    def _send_batch(self, sock: socket.socket, replies: Sequence[tuple[Any, ...]],
                     trailer: Callable[[float], bytes] | None = None) -> None:
-        """``sendmmsg`` the replies, counted as ``sendto``'s would be: a reply the kernel refuses
-        (a full buffer, a pending ICMP error) is counted and skipped; one whose peer is a name goes
-        by ``sendto``. ``trailer(now)``: bytes every reply ends with, made just before each call."""
+        """``sendmmsg`` the replies — (payload, peer, source address or ``None``) — counted as
+        ``send_reply``'s would be: a reply the kernel refuses (a full buffer, a pending ICMP error)
+        is counted and skipped; one the batch cannot take (a peer or source given by name) goes by
+        ``send_reply``. ``trailer(now)``: bytes every reply ends with, made just before each call."""
         assert self._batch is not None
         send_batch, fd, family = self._batch.send, sock.fileno(), sock.family
         counts, faults = self.counts, self.counts.faults
@@ -560,20 +572,21 @@ class Listener:
                 faults[f"reply_failed:{error_name(exc)}"] += 1
                 start += 1
                 continue
-            if not sent:  # not a numeric address, or too long for the batch: sendto
-                payload, peer = replies[start]
+            if not sent:  # a name for an address: send_reply resolves it
+                payload, peer = replies[start][0], replies[start][1]
+                source = replies[start][2] if len(replies[start]) > 2 else None
                 if tail:
                     payload += tail
-                try:
-                    sock.sendto(payload, peer)
+                failed = send_reply(sock, payload, peer, source)
+                if failed is None:
                     counts.datagrams_out += 1
                     counts.bytes_out += len(payload)
-                except OSError as exc:
-                    faults[f"reply_failed:{error_name(exc)}"] += 1
+                else:
+                    faults[f"reply_failed:{failed}"] += 1
                 start += 1
                 continue
             counts.datagrams_out += sent
-            counts.bytes_out += sum([len(payload) for payload, _peer in replies[start : start + sent]])
+            counts.bytes_out += sum([len(reply[0]) for reply in replies[start : start + sent]])
             if tail:
                 counts.bytes_out += sent * len(tail)
             start += sent

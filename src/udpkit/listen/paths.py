@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import ipaddress
 
-__all__ = ["BLOCKING", "DISCARD", "GENERAL", "PLAIN", "RECORDING", "TIMED", "choose_path", "knows_destination"]
+__all__ = ["BLOCKING", "DISCARD", "GENERAL", "PLAIN", "RECORDING", "TIMED", "WILDCARD", "choose_path",
+           "knows_destination"]
 
 DISCARD = "discard"  # recvfrom_into into one buffer: count (and write raw) only
 RECORDING = "recording"  # recvmsg with time and destination, straight to the sink
 BLOCKING = "blocking"  # a blocking recvfrom/sendto loop without epoll
 PLAIN = "plain"  # recvfrom/sendto under epoll
 TIMED = "timed"  # recvmsg with the kernel's receive time, then sendto
+WILDCARD = "wildcard"  # recvmsg with time and destination, answered from that destination
 GENERAL = "general"  # recvmsg with time and destination, then routing: filters, sessions, replies
 
 
@@ -43,18 +45,22 @@ def choose_path(*, replies: bool, uses_time: bool, sink_format: str | None, rout
     yes        no                none        no      one unicast address, one socket  BLOCKING
     yes        no                none        no      one unicast address              PLAIN
     yes        yes               none        no      one unicast address              TIMED
+    yes        —                 none        no      a wildcard or group address      WILDCARD
     anything else                                                                     GENERAL
     =========  ================  ==========  ======  ===============================  ===========
 
-    A replying socket bound to a wildcard (or group) address takes GENERAL: it needs each
-    datagram's destination, to answer from it and to leave multicast and broadcast unanswered.
+    A replying socket bound to a wildcard (or group) address takes WILDCARD: it needs each
+    datagram's destination, to answer from it and to leave multicast and broadcast unanswered
+    (those go the GENERAL way, one by one).
     """
     if routed:
         return GENERAL
     if not replies:
         return DISCARD if sink_format in (None, "raw") else RECORDING
-    if sink_format is not None or not knows_destination(bound_ip):
+    if sink_format is not None:
         return GENERAL
+    if not knows_destination(bound_ip):
+        return WILDCARD
     if uses_time:
         return TIMED
     return BLOCKING if sockets == 1 else PLAIN

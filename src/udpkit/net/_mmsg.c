@@ -38,6 +38,16 @@
 #endif
 #define NAME_SPACE ((socklen_t)sizeof(struct sockaddr_in6))
 
+/* A reply's source address (IP_PKTINFO / IPV6_PKTINFO), for a socket bound to a wildcard address
+ * that answers from the address each request came to. */
+typedef struct {
+    int family; /* 0: none, the kernel picks */
+    union {
+        struct in_pktinfo v4;
+        struct in6_pktinfo v6;
+    } info;
+} Source;
+
 typedef struct {
     PyObject_HEAD
     unsigned int count;
@@ -49,6 +59,7 @@ typedef struct {
     char *buffer;
     struct sockaddr_in6 *names;
     socklen_t *namelens;       /* send: each message's address length */
+    Source *sources;           /* send: each message's source address, if it names one */
     unsigned int *members;     /* send: how many messages each sendmmsg header carries */
     int gso;                   /* send: runs to one peer go as one UDP_SEGMENT message */
     char *controls;
@@ -66,6 +77,7 @@ static void Batch_dealloc(Batch *self) {
     PyMem_Free(self->buffer);
     PyMem_Free(self->names);
     PyMem_Free(self->namelens);
+    PyMem_Free(self->sources);
     PyMem_Free(self->members);
     PyMem_Free(self->controls);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -102,10 +114,11 @@ static int Batch_init(Batch *self, PyObject *args, PyObject *kwds) {
     self->names = PyMem_Calloc(count, sizeof(struct sockaddr_in6));
     self->controls = PyMem_Calloc(count, CONTROL_SPACE);
     self->namelens = PyMem_Calloc(count, sizeof(socklen_t));
+    self->sources = PyMem_Calloc(count, sizeof(Source));
     self->members = PyMem_Calloc(count, sizeof(unsigned int));
     self->gso = gso;
     if (!self->headers || !self->iovecs || !self->buffer || !self->names || !self->controls || !self->namelens ||
-        !self->members) {
+        !self->members || !self->sources) {
         PyErr_NoMemory();
         return -1;
     }
@@ -362,6 +375,39 @@ static socklen_t encode_peer(int family, PyObject *peer, struct sockaddr_in6 *ou
     return (socklen_t)sizeof(struct sockaddr_in6);
 }
 
+/* A source address text ("192.0.2.1", "fe80::1%3") as pktinfo; None: none. 0 when it cannot be
+ * read here (an interface named, not numbered): the caller sends that message itself. */
+static int encode_source(int family, PyObject *source, Source *out) {
+    memset(out, 0, sizeof *out);
+    if (source == Py_None)
+        return 1;
+    const char *text = PyUnicode_Check(source) ? PyUnicode_AsUTF8(source) : NULL;
+    if (text == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (family == AF_INET) {
+        out->family = AF_INET;
+        return inet_pton(AF_INET, text, &out->info.v4.ipi_spec_dst) == 1;
+    }
+    char address[INET6_ADDRSTRLEN];
+    const char *scope = strchr(text, '%');
+    size_t length = scope ? (size_t)(scope - text) : strlen(text);
+    if (family != AF_INET6 || length >= sizeof address)
+        return 0;
+    memcpy(address, text, length);
+    address[length] = '\0';
+    if (scope != NULL) {
+        char *end;
+        unsigned long index = strtoul(scope + 1, &end, 10);
+        if (scope[1] == '\0' || *end != '\0' || index > 0xFFFFFFFFul)
+            return 0;
+        out->info.v6.ipi6_ifindex = (unsigned int)index;
+    }
+    out->family = AF_INET6;
+    return inet_pton(AF_INET6, address, &out->info.v6.ipi6_addr) == 1;
+}
+
 /* The n messages laid out by Batch_send (names, namelens, two iovecs each) as sendmmsg headers:
  * a run of consecutive messages to the same peer, of one length (the last may be shorter), goes
  * as one message with UDP_SEGMENT (generic segmentation offload: the kernel or the NIC cuts it
@@ -378,7 +424,8 @@ static unsigned int group_messages(Batch *self, unsigned int n) {
         if (self->gso && size > 0 && size <= GSO_MAX_SIZE) {
             size_t bytes = size;
             while (j < n && j - i < GSO_SEGMENTS && self->namelens[j] == self->namelens[i] &&
-                   memcmp(&self->names[j], &self->names[i], self->namelens[i]) == 0) {
+                   memcmp(&self->names[j], &self->names[i], self->namelens[i]) == 0 &&
+                   memcmp(&self->sources[j], &self->sources[i], sizeof(Source)) == 0) {
                 size_t next = self->iovecs[2 * j].iov_len + self->iovecs[2 * j + 1].iov_len;
                 if (next > size || next == 0 || bytes + next > GSO_BYTES)
                     break;
@@ -396,16 +443,34 @@ static unsigned int group_messages(Batch *self, unsigned int n) {
         h->msg_control = NULL;
         h->msg_controllen = 0;
         h->msg_flags = 0;
-        if (j - i > 1) {
-            char *room = self->controls + (size_t)groups * CONTROL_SPACE;
-            h->msg_control = room;
-            h->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+        const Source *src = &self->sources[i];
+        if (j - i > 1 || src->family) {
+            h->msg_control = self->controls + (size_t)groups * CONTROL_SPACE;
+            h->msg_controllen = (src->family == AF_INET ? CMSG_SPACE(sizeof(struct in_pktinfo)) :
+                                 src->family == AF_INET6 ? CMSG_SPACE(sizeof(struct in6_pktinfo)) : 0) +
+                                (j - i > 1 ? CMSG_SPACE(sizeof(uint16_t)) : 0);
+            memset(h->msg_control, 0, h->msg_controllen);
             struct cmsghdr *c = CMSG_FIRSTHDR(h);
-            c->cmsg_level = SOL_UDP;
-            c->cmsg_type = UDP_SEGMENT;
-            c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-            uint16_t segment = (uint16_t)size;
-            memcpy(CMSG_DATA(c), &segment, sizeof segment);
+            if (src->family == AF_INET) {
+                c->cmsg_level = IPPROTO_IP;
+                c->cmsg_type = IP_PKTINFO;
+                c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
+                memcpy(CMSG_DATA(c), &src->info.v4, sizeof src->info.v4);
+                c = CMSG_NXTHDR(h, c);
+            } else if (src->family == AF_INET6) {
+                c->cmsg_level = IPPROTO_IPV6;
+                c->cmsg_type = IPV6_PKTINFO;
+                c->cmsg_len = CMSG_LEN(sizeof(struct in6_pktinfo));
+                memcpy(CMSG_DATA(c), &src->info.v6, sizeof src->info.v6);
+                c = CMSG_NXTHDR(h, c);
+            }
+            if (j - i > 1) {
+                c->cmsg_level = SOL_UDP;
+                c->cmsg_type = UDP_SEGMENT;
+                c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+                uint16_t segment = (uint16_t)size;
+                memcpy(CMSG_DATA(c), &segment, sizeof segment);
+            }
         }
         self->members[groups++] = j - i;
         i = j;
@@ -415,7 +480,8 @@ static unsigned int group_messages(Batch *self, unsigned int n) {
 
 PyDoc_STRVAR(send_doc,
 "send(fd, family, messages, start=0, trailer=None) -> int\n\n"
-"Send messages[start:start+count], each (payload, peer), in one sendmmsg; how many the kernel\n"
+"Send messages[start:start+count], each (payload, peer) or (payload, peer, source), in one\n"
+"sendmmsg; how many the kernel took. source: the address to send from (IP_PKTINFO), or None.\n"
 "took. It stops before a message whose peer is not a numeric address (the caller sends that one\n"
 "with sendto, which resolves names). An error on the first message is raised as OSError.\n"
 "Consecutive messages to one peer go as one UDP_SEGMENT message when gso is on (see group_messages).\n"
@@ -447,6 +513,9 @@ static PyObject *Batch_send(Batch *self, PyObject *args) {
             break;
         socklen_t len = encode_peer(family, PyTuple_GET_ITEM(item, 1), &self->names[n]);
         if (len == 0)
+            break;
+        PyObject *source = PyTuple_GET_SIZE(item) >= 3 ? PyTuple_GET_ITEM(item, 2) : Py_None;
+        if (!encode_source(family, source, &self->sources[n]))
             break;
         if (PyObject_GetBuffer(PyTuple_GET_ITEM(item, 0), &views[n], PyBUF_SIMPLE) < 0) {
             PyErr_Clear();

@@ -24,6 +24,7 @@ import errno as _errno
 import os
 import socket
 import struct
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 __all__ = ["Batch", "CtypesBatch", "MSG_WAITFORONE", "available", "chosen", "implementations", "new_batch"]
@@ -53,10 +54,11 @@ class Batch(Protocol):
     def tally(self, fd: int, flags: int = ..., /) -> tuple[int, int, list[Any]]:
         """(datagrams, bytes, senders without consecutive repeats): a discard service's read."""
 
-    def send(self, fd: int, family: int, messages: list[tuple[bytes, Any]], start: int = ...,
+    def send(self, fd: int, family: int, messages: Sequence[tuple[Any, ...]], start: int = ...,
              trailer: bytes | None = ..., /) -> int:
-        """``messages[start:start+count]`` as (payload, peer) in one ``sendmmsg``, each followed by
-        ``trailer`` if given (written once for the batch, just before the call): how many it took."""
+        """``messages[start:start+count]`` — (payload, peer) or (payload, peer, source address) —
+        in one ``sendmmsg``, each followed by ``trailer`` if given (written once for the batch,
+        just before the call): how many it took."""
 
 
 class _IoVec(ctypes.Structure):
@@ -234,11 +236,14 @@ class CtypesBatch:
             at += (cmsg_len + align - 1) & ~(align - 1)
         return out
 
-    def send(self, fd: int, family: int, messages: list[tuple[bytes, Any]], start: int = 0,
+    def send(self, fd: int, family: int, messages: Sequence[tuple[Any, ...]], start: int = 0,
              trailer: bytes | None = None) -> int:
         n = 0
         headers, name_view = self.headers, self.name_view
-        for payload, peer in messages[start : start + self.count]:
+        for message in messages[start : start + self.count]:
+            payload, peer = message[0], message[1]
+            if len(message) > 2 and message[2] is not None:
+                break  # a source address (IP_PKTINFO): the caller's send_reply sets it
             if trailer:
                 payload = payload + trailer
             if len(payload) > self.size:

@@ -26,7 +26,8 @@ class Responder(Protocol):
     - ``finish(payload, now) -> bytes``: called just before each reply is sent, with the time then
       (NTP writes its transmit timestamp there);
     - ``stats`` (``{}``): named counts of what it answered and refused, for the listener's summary;
-    - ``handle_batch(datagrams, now) -> list[(payload, peer)] | None`` with ``trailer(now) -> bytes``:
+    - ``handle_batch(datagrams, now) -> list[(payload, peer, source)] | None`` (``source``: the
+      request's destination, which the reply is sent from) and ``trailer(now) -> bytes``:
       a batch of received datagrams (:class:`udpkit.net.rx.Datagram` records, each with its own
       receive time or ``None``; ``now`` is the batch's) answered at once, each payload then sent
       followed by ``trailer`` of the send time if it has one — ``finish``'s work written once per batch. It

@@ -89,16 +89,16 @@ class Echo(_Guarded):
             return datagram  # no budget, an ordinary port: the benchmark's path, without a call
         return datagram if self.admit(peer, now) else None
 
-    def handle_batch(self, datagrams: list[Any], now: float) -> list[tuple[bytes, Any]] | None:
-        """A batch echoed as ``handle`` would, in one pass; ``None`` (one by one, through the
-        budget) with a budget per peer or a peer on a low port."""
+    def handle_batch(self, datagrams: list[Any], now: float) -> list[Any] | None:
+        """A batch echoed as ``handle`` would: the received records themselves, whose first three
+        fields — data, sender, destination — are each reply's payload, peer and source. ``None``
+        (one by one, through the budget) with a budget per peer or a peer on a low port."""
         if self._limiter is not None:
             return None
-        out = [(record[0], record[1]) for record in datagrams]
-        for _data, peer in out:
-            if peer[1] < FIRST_CLIENT_PORT:
+        for record in datagrams:
+            if record[1][1] < FIRST_CLIENT_PORT:
                 return None
-        return out
+        return datagrams
 
 
 class Daytime(_Guarded):

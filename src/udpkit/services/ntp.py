@@ -166,7 +166,7 @@ class NtpResponder(BaseResponder):
         stamp = _STAMP.pack(to_ntp(now))
         return head + self._ref + transmit + stamp + stamp
 
-    def handle_batch(self, datagrams: list[Any], now: float) -> list[tuple[bytes, Any]] | None:
+    def handle_batch(self, datagrams: list[Any], now: float) -> list[tuple[bytes, Any, str | None]] | None:
         """A batch of requests answered as ``handle`` would, less the transmit timestamp, which
         :meth:`trailer` writes once for the batch just before it is sent. ``None`` with a rate
         limit: that is decided client by client, in ``handle``.
@@ -177,11 +177,11 @@ class NtpResponder(BaseResponder):
             return None
         answerable, stats, convert, offset = _ANSWERABLE, self.stats, to_ntp, NTP_EPOCH_OFFSET
         body, pack = _BODY.pack, _STAMP.pack
-        out: list[tuple[bytes, Any]] = []
+        out: list[tuple[bytes, Any, str | None]] = []
         append = out.append
         starts = self._batch_starts  # (first byte << 8 | poll) -> header and reference time, this second
         ref_second = self._batch_second
-        for data, peer, _local, stamp, _drops, _cut, _unicast in datagrams:
+        for data, peer, local, stamp, _drops, _cut, _unicast in datagrams:
             if len(data) < 48 or data[0] not in answerable:
                 self._refuse(data)
                 continue
@@ -201,7 +201,7 @@ class NtpResponder(BaseResponder):
             start = starts.get(key)
             if start is None:
                 start = starts[key] = self._head(data[0] >> 3 & 7, data[2]) + pack(convert(second))
-            append((body(start, data[40:48], seconds, fraction), peer))
+            append((body(start, data[40:48], seconds, fraction), peer, local))
         self._batch_second = ref_second
         stats["answered"] += len(out)
         return out
