@@ -35,21 +35,31 @@ REQUEST = struct.Struct("!B39xQ")
 _SAMPLE = itertools.count()  # every 16th reply's round trip is kept
 
 
-def generate(port: int, rate: int, seconds: float, clients: int = 1, burst: int = 32) -> tuple[int, int, list[float]]:
+def generate(port: int, rate: int, seconds: float, clients: int = 1, burst: int = 32,
+             addresses: int = 0) -> tuple[int, int, list[float]]:
     """Offer ``rate`` requests a second (0: all it can) for ``seconds`` from ``clients`` sockets,
     ``burst`` requests from each in turn; return (sent, answered, round trips). With udpkit's C
     extension built, each burst is one ``sendmmsg`` and replies are read a batch per call, so the
-    generator outruns both servers and the figure is theirs, not the generator's."""
+    generator outruns both servers and the figure is theirs, not the generator's.
+
+    ``addresses``: instead, one socket sends each request of a burst from the next of that many
+    loopback addresses (127.0.1.1, 127.0.1.2, ...; IP_PKTINFO), so no two requests in a row come
+    from the same peer — a server cannot send two replies to one peer together."""
     from udpkit.net.mmsg import new_batch
 
     server = ("127.0.0.1", port)
     socks = []
-    for _ in range(clients):
+    for _ in range(1 if addresses else clients):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        sock.connect(server)
+        if addresses:
+            sock.bind(("0.0.0.0", 0))
+        else:
+            sock.connect(server)
         sock.setblocking(False)
         socks.append(sock)
+    sources = [f"127.0.{1 + k // 250}.{1 + k % 250}" for k in range(addresses)]
+    turn = 0
     batch = new_batch(64, 2048, False, kind="c")
     sent = answered = 0
     rtts: list[float] = []
@@ -66,7 +76,11 @@ def generate(port: int, rate: int, seconds: float, clients: int = 1, burst: int 
             stamp = int(time.perf_counter() * 2**32)
             request = REQUEST.pack(0x23, stamp)
             try:
-                if batch is not None:
+                if batch is not None and sources:
+                    messages = [(request, server, sources[(turn + k) % len(sources)]) for k in range(due)]
+                    turn += due
+                    sent += batch.send(sock.fileno(), socket.AF_INET, messages)
+                elif batch is not None:
                     sent += batch.send(sock.fileno(), socket.AF_INET, [(request, server)] * due)
                 else:
                     for _ in range(due):
@@ -112,6 +126,8 @@ def main() -> int:
     parser.add_argument("--busy", action="store_true", help="keep a competing busy loop running")
     parser.add_argument("--clients", type=int, default=1, help="client sockets (distinct source ports)")
     parser.add_argument("--burst", type=int, default=32, help="requests each client sends in turn")
+    parser.add_argument("--addresses", type=int, default=0,
+                        help="one socket, each request from the next of this many loopback addresses")
     parser.add_argument("--in-netns", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not args.in_netns:
@@ -126,7 +142,8 @@ def main() -> int:
             try:
                 return subprocess.run(["ip", "netns", "exec", name, "taskset", "-c", "1", sys.executable, __file__,
                                        "--in-netns", "--rates", args.rates, "--seconds", str(args.seconds),
-                                       "--clients", str(args.clients), "--burst", str(args.burst)]).returncode
+                                       "--clients", str(args.clients), "--burst", str(args.burst),
+                                       "--addresses", str(args.addresses)]).returncode
             finally:
                 if busy is not None:
                     busy.kill()
@@ -138,19 +155,20 @@ def main() -> int:
         conf = Path(work) / "chrony.conf"
         conf.write_text(f"port {CHRONY_PORT}\ncmdport 0\nlocal stratum 10\nallow\npidfile {work}/pid\n")
         servers = {
-            "udpkit": subprocess.Popen(["taskset", "-c", "0", udpkit, "listen", f"127.0.0.1:{UDPKIT_PORT}",
+            "udpkit": subprocess.Popen(["taskset", "-c", "0", udpkit, "listen", f"0.0.0.0:{UDPKIT_PORT}",
                                         "--respond", "ntp"], stderr=subprocess.DEVNULL),
             "chronyd": subprocess.Popen(["taskset", "-c", "0", "chronyd", "-d", "-x", "-f", str(conf)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
         }
         time.sleep(1.0)
         try:
-            print(f"{args.clients} client socket(s), {args.burst} requests each in turn\n")
+            print(f"one socket, requests from {args.addresses} addresses in turn, {args.burst} per call\n" if args.addresses
+                  else f"{args.clients} client socket(s), {args.burst} requests each in turn\n")
             print(f"{'offered/s':>10} {'server':>8} {'replies/s':>10} {'answered':>9} {'p50 ms':>8} {'p99 ms':>8}")
             best = {"udpkit": 0.0, "chronyd": 0.0}
             for rate in (int(r) for r in args.rates.split(",")):
                 for name, port in (("chronyd", CHRONY_PORT), ("udpkit", UDPKIT_PORT)):
-                    sent, answered, rtts = generate(port, rate, args.seconds, args.clients, args.burst)
+                    sent, answered, rtts = generate(port, rate, args.seconds, args.clients, args.burst, args.addresses)
                     per_second = answered / args.seconds
                     best[name] = max(best[name], per_second)
                     rtts.sort()

@@ -306,3 +306,25 @@ def test_a_dual_stack_listener_answers_ipv4_peers_from_the_mapped_address_they_a
                 assert client.recvfrom(100) == (b"v4 over v6", (target, port))
         listener.stop()
         listener.join()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_senders_and_destinations_read_as_recvfrom_reads_them(kind: str) -> None:
+    """Every width of an address byte (0, 9, 10, 99, 100, 255), in the sender and the destination."""
+    addresses = ["127.0.0.1", "127.9.10.99", "127.100.255.0", "127.255.255.254", "127.1.0.100"]
+    receivers = [bind_udp(Endpoint("0.0.0.0", 0, socket.AF_INET), BindOptions(pktinfo=True)) for _ in range(2)]
+    senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in addresses]
+    try:
+        for n, tx in enumerate(senders):
+            tx.bind((addresses[n], 0))
+            for rx in receivers:
+                tx.sendto(b"x", (addresses[(n + 1) % len(addresses)], rx.getsockname()[1]))
+        for rx in receivers:
+            rx.setblocking(False)
+        plain = read_all(receivers[0], None, len(addresses))
+        batched = read_all(receivers[1], batch_of(kind), len(addresses))
+        expected = [(tx.getsockname(), addresses[(n + 1) % len(addresses)]) for n, tx in enumerate(senders)]
+    finally:
+        for sock in [*receivers, *senders]:
+            sock.close()
+    assert [(r.peer, r.local_ip) for r in plain] == [(r.peer, r.local_ip) for r in batched] == expected
