@@ -41,6 +41,17 @@ class BindOptions(NamedTuple):
     send: MulticastSend | None = None
 
 
+SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
+
+
+def _meminfo_works(sock: socket.socket) -> bool:
+    """Does the kernel report this socket's drop count (``SO_MEMINFO``, Linux >= 4.12)?"""
+    try:
+        return len(sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36)) >= 36
+    except OSError:
+        return False
+
+
 def unprivileged_port_start() -> int:
     """The lowest port an unprivileged process may bind (``net.ipv4.ip_unprivileged_port_start``)."""
     try:
@@ -65,7 +76,11 @@ def bind_udp(endpoint: Endpoint, options: BindOptions = BindOptions()) -> socket
                 sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         if options.timestamps:
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+        if not _meminfo_works(sock):
+            # a kernel before 4.12: drops are learnt per datagram. Otherwise SO_MEMINFO is read
+            # when the count is wanted, and the kernel writes no drop count into every datagram's
+            # control data (a cost paid exactly when a flood overflows the queue)
+            sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
         if options.reuseaddr:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if options.reuseport:

@@ -20,7 +20,7 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from udpkit.net.bind import IP_PKTINFO, SO_RXQ_OVFL, SO_TIMESTAMPNS
+from udpkit.net.bind import IP_PKTINFO, SO_MEMINFO, SO_RXQ_OVFL, SO_TIMESTAMPNS
 
 if TYPE_CHECKING:
     from udpkit.net.mmsg import Batch
@@ -48,8 +48,9 @@ OnError = Callable[[OSError], None]
 class Datagram(NamedTuple):
     """One received datagram: its bytes, the sender's socket address as the kernel gave it (IPv6:
     ``(ip, port, flowinfo, scope_id)``), the address it was sent to, the kernel's receive time (UNIX
-    seconds, ``None`` if not reported), the socket's cumulative receive-queue drop count at that
-    moment, whether it was cut (``MSG_TRUNC``), and whether it was sent to one of our unicast
+    seconds, ``None`` if not reported), the socket's cumulative receive-queue drop count when it was
+    queued (``SO_RXQ_OVFL``: reported only on kernels without ``SO_MEMINFO``, where
+    :func:`socket_drops` cannot say it; else ``None``), whether it was cut (``MSG_TRUNC``), and whether it was sent to one of our unicast
     addresses (``False``: to a multicast or broadcast address, which a service does not answer)."""
 
     data: bytes
@@ -146,7 +147,6 @@ def datagram_of(data: bytes, control: list[tuple[int, int, bytes]], flags: int, 
 
 
 _MAPPED = b"\0" * 10 + b"\xff\xff"
-SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
 _SK_MEMINFO_DROPS = 8
 
 
