@@ -7,6 +7,8 @@ import json
 import socket
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from udpkit.addr import Endpoint
 from udpkit.errors import UsageError
@@ -41,3 +43,34 @@ def test_raw_is_the_payload_and_pcap_starts_with_a_file_header() -> None:
     assert buf.getvalue()[:4] == bytes.fromhex("4d3cb2a1") and buf.getvalue().endswith(b"abc")
     with pytest.raises(UsageError):
         Sink(io.BytesIO(), "xml")
+
+
+# -- a batch at a time: the same bytes as one record at a time --------------------------------------
+
+# (sender, the record's own destination or None, the socket's bound address): what one socket sees
+_CASES = [
+    (("127.0.0.1", 40000), None, "127.0.0.1"), (("127.0.0.1", 40000), "127.0.0.2", "0.0.0.0"),
+    (("::1", 5353, 0, 0), None, "::1"), (("fe80::1%3", 546, 0, 3), "fe80::2%3", "::"),
+    (("::ffff:192.0.2.7", 123, 0, 0), "::ffff:192.0.2.1", "::"),
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["pcap", "jsonl", "text", "hex", "raw"]),
+       st.lists(st.tuples(st.binary(max_size=300), st.sampled_from(_CASES),
+                          st.one_of(st.none(), st.floats(min_value=0, max_value=4e9))), max_size=30))
+def test_a_batch_is_recorded_as_its_datagrams_one_by_one(
+        fmt: str, datagrams: list[tuple[bytes, tuple[tuple[object, ...], str | None, str], float | None]]) -> None:
+    from udpkit.net.rx import Datagram
+
+    default_time = 1_795_000_000.125
+    one, batch = Sink(io.BytesIO(), fmt), Sink(io.BytesIO(), fmt)
+    by_socket: dict[str, list[Datagram]] = {}
+    for data, (peer, local, bound), stamp in datagrams:
+        by_socket.setdefault(bound, []).append(Datagram(data, peer, local, stamp, None, False, True))
+    for bound, records in by_socket.items():
+        for r in records:
+            one.write_fields(default_time if r.timestamp is None else r.timestamp, r.peer[0], r.peer[1],
+                             r.local_ip or bound, 9, r.data)
+        batch.write_records(records, bound, 9, default_time)
+    assert batch._buffer == one._buffer and batch._pending == one._pending

@@ -442,21 +442,20 @@ class Listener:
 
     def _drain_recording(self, index: int, sock: socket.socket) -> bool:
         """Record each datagram and nothing more (a silent responder, no sessions or filters): the
-        recording formats' path, without the per-datagram routing of ``_route``."""
+        recording formats' path, a batch at a time (:meth:`Sink.write_records`), without the
+        per-datagram routing of ``_route``."""
         assert self.sink is not None
-        write, clock = self.sink.write_fields, self.clock
         local = self._bound[index]
-        counts, add, count = self.counts, self._peers.add, self.config.count
-        for dgram in receive(sock, BATCH, ancillary=True, on_error=self._count_socket_error, batch=self._batch):
-            data = dgram.data
-            counts.datagrams_in += 1
-            counts.bytes_in += len(data)
-            add(dgram.peer)
-            when = dgram.timestamp if dgram.timestamp is not None else clock()
-            write(when, dgram.peer[0], dgram.peer[1], dgram.local_ip or local.ip, local.port, data)
-            if count is not None and counts.datagrams_in >= count:
-                return True
-        return False
+        counts, count = self.counts, self.config.count
+        got = receive(sock, BATCH, ancillary=True, on_error=self._count_socket_error, batch=self._batch)
+        if count is not None and counts.datagrams_in + len(got) >= count:
+            got = got[: max(0, count - counts.datagrams_in)]
+        counts.datagrams_in += len(got)
+        counts.bytes_in += sum([len(record[0]) for record in got])
+        self._peers.update([record[1] for record in got])
+        if got:
+            self.sink.write_records(got, local.ip, local.port, self.clock())
+        return count is not None and counts.datagrams_in >= count
 
     def _drain_batched(self, index: int, sock: socket.socket, *, timed: bool) -> bool:
         """The plain and timed paths a batch at a time (:meth:`_answer_batch`), up to ``BATCH``
@@ -509,8 +508,7 @@ class Listener:
                     faults[f"responder_error:{type(exc).__name__}"] += 1
                     answered = []
                 if answered is not None:
-                    for peer in senders:
-                        add(peer)
+                    self._peers.update(senders)
                     counts.datagrams_in += len(got)
                     counts.bytes_in += sum([len(record[0]) for record in got])
                     if answered:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from typing import Any
 
 __all__ = ["LINKTYPE_RAW", "PacketBuilder", "file_header", "ip_udp_packet", "record", "udp_checksum"]
 
@@ -112,6 +113,37 @@ class PacketBuilder:
             total = (total & 0xFFFF) + (total >> 16)
         checksum = (~total & 0xFFFF) or 0xFFFF
         return b"".join((ip_header, udp_prefix, checksum.to_bytes(2, "big"), payload))
+
+    def records(self, datagrams: list[Any], dst_ip: str, dst_port: int, default_time: float) -> bytes:
+        """pcap records for a batch of received datagrams (:class:`udpkit.net.rx.Datagram`: data,
+        sender, destination, receive time...) sent to ``dst_ip:dst_port`` unless a record names its
+        own destination: record headers, IP/UDP headers and checksums in one pass, one join."""
+        cache, limit, headers, pack = self._cache, self.limit, self._headers, RECORD_HEADER.pack
+        parts: list[bytes] = []
+        append = parts.append
+        for data, peer, local, stamp, *_rest in datagrams:
+            key = (peer[0].partition("%")[0], peer[1], (local or dst_ip).partition("%")[0], dst_port, len(data))
+            entry = cache.get(key)
+            if entry is None:
+                if len(cache) >= limit:
+                    cache.clear()
+                entry = cache[key] = headers(*key)
+            ip_header, udp_prefix, partial = entry
+            odd = data + b"\0" if len(data) % 2 else data
+            value = int.from_bytes(odd, "big")
+            payload_sum = value % 0xFFFF or (0xFFFF if value else 0)
+            total = partial + payload_sum
+            while total >> 16:
+                total = (total & 0xFFFF) + (total >> 16)
+            when = default_time if stamp is None else stamp
+            seconds = int(when)
+            size = len(ip_header) + 8 + len(data)
+            append(pack(seconds, min(int(round((when - seconds) * 1e9)), 999_999_999), size, size))
+            append(ip_header)
+            append(udp_prefix)
+            append(((~total & 0xFFFF) or 0xFFFF).to_bytes(2, "big"))
+            append(data)
+        return b"".join(parts)
 
     @staticmethod
     def _headers(src_ip: str, src_port: int, dst_ip: str, dst_port: int, length: int) -> tuple[bytes, bytes, int]:

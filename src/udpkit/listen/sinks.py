@@ -151,6 +151,29 @@ class Sink:
         if len(self._buffer) >= self.FLUSH_AT:
             self.flush()
 
+    def write_records(self, datagrams: list[Any], local_ip: str, local_port: int, default_time: float) -> None:
+        """A batch of received datagrams (:class:`udpkit.net.rx.Datagram`) sent to ``local_ip:local_port``
+        (or each record's own destination), formatted a batch at a time: pcap's headers in one
+        pass (:meth:`pcap.PacketBuilder.records`), JSON lines encoded once for the batch."""
+        if self.failure is not None:
+            self.not_recorded += len(datagrams)
+            return
+        if self._packets is not None:
+            self._buffer += self._packets.records(datagrams, local_ip, local_port, default_time)
+        elif self.format == "jsonl":
+            self._buffer += "".join([
+                f'{{"time":{default_time if stamp is None else stamp!r},"peer":{{"address":"{peer[0]}",'
+                f'"port":{peer[1]}}},"local":{{"address":"{local or local_ip}","port":{local_port}}},'
+                f'"bytes":{len(data)},"data_hex":"{data.hex()}"}}\n'
+                for data, peer, local, stamp, *_rest in datagrams]).encode()
+        else:
+            for data, peer, local, stamp, *_rest in datagrams:
+                self._buffer += format_fields(self.format, default_time if stamp is None else stamp, peer[0], peer[1],
+                                              local or local_ip, local_port, data)
+        self._pending += len(datagrams)
+        if len(self._buffer) >= self.FLUSH_AT:
+            self.flush()
+
     def flush(self) -> None:
         """Write what is buffered; on failure stop recording (see the module docstring)."""
         if self.failure is not None or not self._buffer or self.stream is None:

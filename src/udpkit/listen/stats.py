@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 __all__ = ["Counters", "EXACT_PEERS", "ListenerStats", "PeerTally"]
@@ -27,12 +27,14 @@ class PeerTally:
     """How many distinct peers: ``add(peer)`` per datagram (the set's own ``add`` while exact, so the
     hot loops pay a C call), ``settle()`` once per batch to switch to the estimate when it grows."""
 
-    __slots__ = ("_exact", "_registers", "add")
+    __slots__ = ("_exact", "_registers", "add", "update")
 
     def __init__(self) -> None:
         self._exact: set[Any] | None = set()
         self._registers = bytearray(_M)
         self.add: Callable[[Any], None] = self._exact.add
+        #: ``add`` for each of an iterable's peers (the set's own ``update`` while exact)
+        self.update: Callable[[Iterable[Any]], None] = self._exact.update
 
     @property
     def estimated(self) -> bool:
@@ -46,6 +48,11 @@ class PeerTally:
             for peer in exact:
                 self._add_estimate(peer)
             self.add = self._add_estimate
+            self.update = self._update_estimate
+
+    def _update_estimate(self, peers: Iterable[Any]) -> None:
+        for peer in peers:
+            self._add_estimate(peer)
 
     def _add_estimate(self, peer: Any) -> None:
         h = hash(peer) & _MASK
