@@ -36,7 +36,7 @@ _SAMPLE = itertools.count()  # every 16th reply's round trip is kept
 
 
 def generate(port: int, rate: int, seconds: float, clients: int = 1, burst: int = 32,
-             addresses: int = 0) -> tuple[int, int, list[float]]:
+             addresses: int = 0, read: bool = True) -> tuple[int, int, list[float]]:
     """Offer ``rate`` requests a second (0: all it can) for ``seconds`` from ``clients`` sockets,
     ``burst`` requests from each in turn; return (sent, answered, round trips). With udpkit's C
     extension built, each burst is one ``sendmmsg`` and replies are read a batch per call, so the
@@ -88,7 +88,8 @@ def generate(port: int, rate: int, seconds: float, clients: int = 1, burst: int 
                         sent += 1
             except (BlockingIOError, ConnectionRefusedError):
                 pass
-            answered += drain(sock, batch, rtts)
+            if read:
+                answered += drain(sock, batch, rtts)
     deadline = time.perf_counter() + 0.2
     while time.perf_counter() < deadline:
         for sock in select.select(socks, [], [], 0.05)[0]:
@@ -119,6 +120,98 @@ def drain(sock: socket.socket, batch: object, rtts: list[float] | None) -> int:
     return got
 
 
+def closed_loop(port: int, seconds: float, clients: int, window: int) -> int:
+    """Clients that wait for answers, as real ones do: each keeps ``window`` requests in flight and
+    sends one more per reply (a lost request is replaced after 50 ms), so no CPU goes into
+    requests the server would drop. Returns the replies received in ``seconds``."""
+    from udpkit.net.mmsg import new_batch
+
+    batch = new_batch(64, 2048, False, kind="c")
+    assert batch is not None, "the closed-loop generator needs udpkit's C extension"
+    server = ("127.0.0.1", port)
+    request = REQUEST.pack(0x23, 0)
+    socks = []
+    for _ in range(clients):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.connect(server)
+        sock.setblocking(False)
+        socks.append(sock)
+    poller = select.epoll()
+    for sock in socks:
+        poller.register(sock.fileno(), select.EPOLLIN)
+    by_fd = {sock.fileno(): sock for sock in socks}
+    last = {sock.fileno(): time.perf_counter() for sock in socks}
+    answered = 0
+    for sock in socks:
+        batch.send(sock.fileno(), socket.AF_INET, [(request, server)] * window)
+    end = time.perf_counter() + seconds
+    while (now := time.perf_counter()) < end:
+        for fd, _mask in poller.poll(0.05):
+            got = len(batch.receive(fd))
+            if got:
+                answered += got
+                last[fd] = now
+                try:
+                    batch.send(fd, socket.AF_INET, [(request, server)] * got)
+                except BlockingIOError:
+                    pass
+        for fd, when in last.items():
+            if now - when > 0.05:  # its requests were dropped: a new window
+                last[fd] = now
+                try:
+                    batch.send(fd, socket.AF_INET, [(request, server)] * window)
+                except BlockingIOError:
+                    pass
+    poller.close()
+    for sock in by_fd.values():
+        sock.close()
+    return answered
+
+
+def workers_scaling(udpkit: str, counts: list[int], args: argparse.Namespace) -> int:
+    """``udpkit listen --workers N`` for each N, nothing pinned (workers and this generator share
+    the machine's cores as they would on a server). The clients are distinct sockets: the workers'
+    sockets share the port with SO_REUSEPORT, which spreads flows (not datagrams) over them.
+
+    Two loads: a flood (all the generator can from ``--clients`` sockets, replies not read; the
+    replies are udpkit's own count from its exit summary) — which on a machine with as many cores
+    as workers spends the cores on requests that will be dropped — and closed-loop clients
+    (``--clients`` sockets, 32 requests in flight each), where what a second worker adds shows."""
+    os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    rates = {}
+    print(f"udpkit listen --respond ntp --workers N, {args.clients} client sockets, {args.seconds:g} s, "
+          f"{os.cpu_count()} cores, nothing pinned\n")
+    print(f"{'workers':>8} {'offered/s':>10} {'replies/s':>10} {'answered':>9}")
+    for n in counts:
+        server = subprocess.Popen([udpkit, "listen", f"0.0.0.0:{UDPKIT_PORT}", "--respond", "ntp", "--workers", str(n)],
+                                  stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        sent, _answered, _rtts = generate(UDPKIT_PORT, 0, args.seconds, args.clients, args.burst,
+                                          read=False)
+        server.terminate()
+        _out, err = server.communicate(timeout=30)
+        summary = next((line for line in err.splitlines() if "datagrams (" in line), "")
+        out = int(summary.split(" in, ")[1].split()[0]) if " in, " in summary else 0
+        rates[n] = out / args.seconds
+        print(f"{n:>8} {sent / args.seconds:>10.0f} {rates[n]:>10.0f} {out / max(1, sent):>8.1%}")
+    first = rates[counts[0]]
+    for n in counts[1:]:
+        print(f"flood: scaling {counts[0]} -> {n} workers: {rates[n] / max(1.0, first):.2f}x")
+    print(f"\n{'workers':>8} {'replies/s':>10}   closed loop: {args.clients} clients, 32 requests in flight each")
+    closed = {}
+    for n in counts:
+        server = subprocess.Popen([udpkit, "listen", f"0.0.0.0:{UDPKIT_PORT}", "--respond", "ntp", "--workers", str(n)],
+                                  stderr=subprocess.DEVNULL)
+        time.sleep(1.0)
+        closed[n] = closed_loop(UDPKIT_PORT, args.seconds, args.clients, 32) / args.seconds
+        server.terminate()
+        server.wait(timeout=30)
+        print(f"{n:>8} {closed[n]:>10.0f}")
+    for n in counts[1:]:
+        print(f"closed loop: scaling {counts[0]} -> {n} workers: {closed[n] / max(1.0, closed[counts[0]]):.2f}x")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="20000,50000,100000,200000,0")
@@ -128,6 +221,7 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=32, help="requests each client sends in turn")
     parser.add_argument("--addresses", type=int, default=0,
                         help="one socket, each request from the next of this many loopback addresses")
+    parser.add_argument("--workers", default="", help="e.g. 1,2: udpkit --workers N alone, scaling printed")
     parser.add_argument("--in-netns", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not args.in_netns:
@@ -143,7 +237,7 @@ def main() -> int:
                 return subprocess.run(["ip", "netns", "exec", name, "taskset", "-c", "1", sys.executable, __file__,
                                        "--in-netns", "--rates", args.rates, "--seconds", str(args.seconds),
                                        "--clients", str(args.clients), "--burst", str(args.burst),
-                                       "--addresses", str(args.addresses)]).returncode
+                                       "--addresses", str(args.addresses), "--workers", args.workers]).returncode
             finally:
                 if busy is not None:
                     busy.kill()
@@ -151,6 +245,8 @@ def main() -> int:
         finally:
             subprocess.run(["ip", "netns", "delete", name], check=False)
     udpkit = str(Path(sys.executable).with_name("udpkit"))
+    if args.workers:
+        return workers_scaling(udpkit, [int(n) for n in args.workers.split(",")], args)
     with tempfile.TemporaryDirectory() as work:
         conf = Path(work) / "chrony.conf"
         conf.write_text(f"port {CHRONY_PORT}\ncmdport 0\nlocal stratum 10\nallow\npidfile {work}/pid\n")
