@@ -328,3 +328,21 @@ def test_senders_and_destinations_read_as_recvfrom_reads_them(kind: str) -> None
         for sock in [*receivers, *senders]:
             sock.close()
     assert [(r.peer, r.local_ip) for r in plain] == [(r.peer, r.local_ip) for r in batched] == expected
+
+
+def test_a_probers_reader_takes_batches_once_replies_come_and_reads_them_as_before() -> None:
+    from udpkit.net.probing import ProbeSocket
+
+    with ProbeSocket(socket.AF_INET) as probe, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        rounds = []
+        for n in range(3):
+            for k in range(40):
+                peer.sendto(b"reply %d %d" % (n, k), ("127.0.0.1", probe.port))
+            time.sleep(0.05)
+            rounds.append((probe._batch is not None, probe.replies(limit=100)))
+        sender = peer.getsockname()
+    # the first round one recvfrom each, the next ones a batch per call ("c" where it was built)
+    assert [batched for batched, _ in rounds] == [False, "c" in KINDS, "c" in KINDS] or not KINDS
+    for n, (_batched, replies) in enumerate(rounds):
+        assert replies == [(b"reply %d %d" % (n, k), *sender) for k in range(40)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import socket
 
 from udpkit.net.errqueue import IcmpError, enable_errors, read_error, read_errors
+from udpkit.net.mmsg import Batch, chosen, new_batch
 
 __all__ = ["ProbeSocket", "is_local"]
 
@@ -51,6 +52,10 @@ class ProbeSocket:
         # Quoted payload to read with each error: one byte more than the longest datagram sent, so
         # that a quote longer than anything we sent shows as one.
         self.quote = 1
+        # replies() reads a batch per call once replies have come (made then: a scan of closed
+        # ports never needs its 2 MiB)
+        self._batch: Batch | None = None
+        self._batch_kind = chosen()
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -95,7 +100,13 @@ class ProbeSocket:
         return read_errors(self.sock, limit, self._senders, self.quote)
 
     def replies(self, limit: int = 256) -> list[tuple[bytes, str, int]]:
-        """Up to ``limit`` datagrams that arrived, as ``(data, source ip, source port)``; never blocks."""
+        """Up to ``limit`` datagrams that arrived, as ``(data, source ip, source port)``; never blocks.
+
+        A batch per ``recvmmsg`` where the C extension is built (:mod:`udpkit.net.mmsg`), else one
+        ``recvfrom`` each. An error reported in place of a datagram is skipped either way: it is
+        read from the error queue, where it carries its sender."""
+        if self._batch is not None:
+            return self._replies_batched(self._batch, limit)
         found = []
         recvfrom = self.sock.recvfrom
         for _ in range(limit):
@@ -106,6 +117,21 @@ class ProbeSocket:
             except OSError:
                 continue  # the pending error of a queued ICMP message, read from the error queue instead
             found.append((data, peer[0], peer[1]))
+        if found and self._batch_kind is not None:  # replies come: read them in batches from now on
+            self._batch, self._batch_kind = new_batch(32, 65536, False, kind=self._batch_kind), None
+        return found
+
+    def _replies_batched(self, batch: Batch, limit: int) -> list[tuple[bytes, str, int]]:
+        found: list[tuple[bytes, str, int]] = []
+        fd = self.sock.fileno()
+        for _ in range(-(-limit // batch.count)):
+            try:
+                got = batch.receive(fd)
+            except OSError:
+                continue  # as in replies()
+            found += [(record[0], record[1][0], record[1][1]) for record in got]
+            if len(got) < batch.count:
+                break
         return found
 
 
