@@ -152,6 +152,7 @@ class Listener:
         self._strays: list[tuple[int, Datagram]] = []
         self._only_peer: tuple[Any, ...] | None = None
         self._single: socket.socket | None = None  # the socket _serve_blocking waits on
+        self._answerers: dict[int, Callable[..., bool]] = {}  # per listening socket: _plain_answerer's
         self._latest: SessionKey | None = None  # the latest peer (and its listening socket), for input_fd
 
     # -- what the facade shows -------------------------------------------------------------------
@@ -484,6 +485,16 @@ class Listener:
         (``finish``, or ``trailer``) are written just before the send, microseconds before the
         replies leave. ``True`` once ``count`` is reached."""
         count, counts = self.config.count, self.counts
+        if len(got) == 1 and self._paths[index] != paths.WILDCARD:
+            # one request (a client that waits for each answer): a batch's set-up costs more than
+            # it saves, so the one-per-call answerer takes it (1.6 µs less a round trip, measured)
+            data, peer, _local, stamp = got[0][:4]
+            if peer is None:  # a wake-up by stop()'s shutdown(SHUT_RD)
+                return False
+            answer = self._answerers.get(index)
+            if answer is None:
+                answer = self._answerers[index] = self._plain_answerer(index, sock)
+            return answer(data, peer, stamp if timed else None)
         if self._paths[index] == paths.WILDCARD and not all([record[6] for record in got]):
             ours = []
             for record in got:
