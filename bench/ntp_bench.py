@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import select
 import shutil
@@ -32,11 +33,12 @@ from pathlib import Path
 OFFSET = 2_208_988_800
 UDPKIT_PORT, CHRONY_PORT = 11123, 11124
 REQUEST = struct.Struct("!B39xQ")
+SO_TIMESTAMPNS = 35
 _SAMPLE = itertools.count()  # every 16th reply's round trip is kept
 
 
 def generate(port: int, rate: int, seconds: float, clients: int = 1, burst: int = 32,
-             addresses: int = 0, read: bool = True) -> tuple[int, int, list[float]]:
+             addresses: int = 0, read: bool = True) -> tuple[int, int, list[float], list[float]]:
     """Offer ``rate`` requests a second (0: all it can) for ``seconds`` from ``clients`` sockets,
     ``burst`` requests from each in turn; return (sent, answered, round trips). With udpkit's C
     extension built, each burst is one ``sendmmsg`` and replies are read a batch per call, so the
@@ -52,6 +54,7 @@ def generate(port: int, rate: int, seconds: float, clients: int = 1, burst: int 
     for _ in range(1 if addresses else clients):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)  # each reply's arrival, for the stamp error
         if addresses:
             sock.bind(("0.0.0.0", 0))
         else:
@@ -60,9 +63,10 @@ def generate(port: int, rate: int, seconds: float, clients: int = 1, burst: int 
         socks.append(sock)
     sources = [f"127.0.{1 + k // 250}.{1 + k % 250}" for k in range(addresses)]
     turn = 0
-    batch = new_batch(64, 2048, False, kind="c")
+    batch = new_batch(64, 2048, True, kind="c")
     sent = answered = 0
     rtts: list[float] = []
+    errors: list[float] = []
     start = time.perf_counter()
     end = start + seconds
     while True:
@@ -89,34 +93,39 @@ def generate(port: int, rate: int, seconds: float, clients: int = 1, burst: int 
             except (BlockingIOError, ConnectionRefusedError):
                 pass
             if read:
-                answered += drain(sock, batch, rtts)
+                answered += drain(sock, batch, rtts, errors)
     deadline = time.perf_counter() + 0.2
     while time.perf_counter() < deadline:
         for sock in select.select(socks, [], [], 0.05)[0]:
-            answered += drain(sock, batch, None)
+            answered += drain(sock, batch, None, None)
     for sock in socks:
         sock.close()
-    return sent, answered, rtts
+    return sent, answered, rtts, errors
 
 
-def drain(sock: socket.socket, batch: object, rtts: list[float] | None) -> int:
-    """Replies waiting on ``sock``: how many; every 16th one's round trip goes to ``rtts``."""
+def drain(sock: socket.socket, batch: object, rtts: list[float] | None, errors: list[float] | None) -> int:
+    """Replies waiting on ``sock``: how many. Every 16th one's round trip goes to ``rtts``, and how
+    long before it reached this socket the server wrote its transmit time — the kernel's receive
+    time less the transmit timestamp, on loopback the stamp's error — to ``errors``."""
     got = 0
     for _ in range(64):
         try:
             if batch is not None:
-                replies = [record[0] for record in batch.receive(sock.fileno())]  # type: ignore[attr-defined]
+                replies = [(record[0], record[3]) for record in batch.receive(sock.fileno())]  # type: ignore[attr-defined]
             else:
-                replies = [sock.recv(128)]
+                replies = [(sock.recv(128), None)]
         except (BlockingIOError, ConnectionRefusedError):
             break
         if not replies:
             break
-        for reply in replies:
+        for reply, arrived in replies:
             got += 1
             if rtts is not None and len(reply) >= 48 and next(_SAMPLE) % 16 == 0:
                 origin = struct.unpack_from("!Q", reply, 24)[0]
                 rtts.append(time.perf_counter() - origin / 2**32)
+                if errors is not None and arrived is not None:
+                    seconds, fraction = struct.unpack_from("!II", reply, 40)
+                    errors.append(arrived - (seconds - OFFSET + fraction / 2**32))
     return got
 
 
@@ -168,6 +177,48 @@ def closed_loop(port: int, seconds: float, clients: int, window: int) -> int:
     return answered
 
 
+def percentiles(values: list[float], scale: float) -> tuple[float, float]:
+    """(median, 99th percentile) of ``values`` times ``scale``; NaN when there are none."""
+    if not values:
+        return float("nan"), float("nan")
+    ordered = sorted(values)
+    return statistics.median(ordered) * scale, ordered[int(len(ordered) * 0.99)] * scale
+
+
+def ntpdig_offsets(server: list[str], flood: bool, seconds: float) -> list[float]:
+    """``ntpdig``'s offsets (µs) against ``server`` started on port 123 (ntpdig has no port option):
+    five queries, with the generator flooding the same port during them when ``flood``."""
+    import threading
+
+    if shutil.which("ntpdig") is None:
+        return []
+    proc = subprocess.Popen(server, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    offsets: list[float] = []
+
+    def ask() -> None:
+        for _ in range(5):
+            out = subprocess.run(["ntpdig", "-j", "-t", "1", "127.0.0.1"], capture_output=True, text=True).stdout
+            try:
+                offsets.append(float(json.loads(out)["offset"]) * 1e6)
+            except (ValueError, KeyError):
+                pass
+            time.sleep(0.1)
+
+    try:
+        if flood:
+            asker = threading.Thread(target=ask)
+            asker.start()
+            generate(123, 200_000, seconds, 1, 32)
+            asker.join()
+        else:
+            ask()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+    return offsets
+
+
 def workers_scaling(udpkit: str, counts: list[int], args: argparse.Namespace) -> int:
     """``udpkit listen --workers N`` for each N, nothing pinned (workers and this generator share
     the machine's cores as they would on a server). The clients are distinct sockets: the workers'
@@ -186,8 +237,8 @@ def workers_scaling(udpkit: str, counts: list[int], args: argparse.Namespace) ->
         server = subprocess.Popen([udpkit, "listen", f"0.0.0.0:{UDPKIT_PORT}", "--respond", "ntp", "--workers", str(n)],
                                   stderr=subprocess.PIPE, text=True)
         time.sleep(1.0)
-        sent, _answered, _rtts = generate(UDPKIT_PORT, 0, args.seconds, args.clients, args.burst,
-                                          read=False)
+        sent, _answered, _rtts, _errors = generate(UDPKIT_PORT, 0, args.seconds, args.clients, args.burst,
+                                                   read=False)
         server.terminate()
         _out, err = server.communicate(timeout=30)
         summary = next((line for line in err.splitlines() if "datagrams (" in line), "")
@@ -222,6 +273,7 @@ def main() -> int:
     parser.add_argument("--addresses", type=int, default=0,
                         help="one socket, each request from the next of this many loopback addresses")
     parser.add_argument("--workers", default="", help="e.g. 1,2: udpkit --workers N alone, scaling printed")
+    parser.add_argument("--ntpdig", action="store_true", help="also ntpdig's offsets, idle and under a flood")
     parser.add_argument("--in-netns", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not args.in_netns:
@@ -237,7 +289,8 @@ def main() -> int:
                 return subprocess.run(["ip", "netns", "exec", name, "taskset", "-c", "1", sys.executable, __file__,
                                        "--in-netns", "--rates", args.rates, "--seconds", str(args.seconds),
                                        "--clients", str(args.clients), "--burst", str(args.burst),
-                                       "--addresses", str(args.addresses), "--workers", args.workers]).returncode
+                                       "--addresses", str(args.addresses), "--workers", args.workers]
+                                      + (["--ntpdig"] if args.ntpdig else [])).returncode
             finally:
                 if busy is not None:
                     busy.kill()
@@ -260,24 +313,36 @@ def main() -> int:
         try:
             print(f"one socket, requests from {args.addresses} addresses in turn, {args.burst} per call\n" if args.addresses
                   else f"{args.clients} client socket(s), {args.burst} requests each in turn\n")
-            print(f"{'offered/s':>10} {'server':>8} {'replies/s':>10} {'answered':>9} {'p50 ms':>8} {'p99 ms':>8}")
+            print(f"{'offered/s':>10} {'server':>8} {'replies/s':>10} {'answered':>9} {'p50 ms':>8} {'p99 ms':>8} "
+                  f"{'tx50 us':>8} {'tx99 us':>8}")
+            print("(tx: how long before the reply reached the client the server wrote its transmit time)")
             best = {"udpkit": 0.0, "chronyd": 0.0}
             for rate in (int(r) for r in args.rates.split(",")):
                 for name, port in (("chronyd", CHRONY_PORT), ("udpkit", UDPKIT_PORT)):
-                    sent, answered, rtts = generate(port, rate, args.seconds, args.clients, args.burst, args.addresses)
+                    sent, answered, rtts, errors = generate(port, rate, args.seconds, args.clients, args.burst,
+                                                            args.addresses)
                     per_second = answered / args.seconds
                     best[name] = max(best[name], per_second)
-                    rtts.sort()
-                    p50 = statistics.median(rtts) * 1000 if rtts else float("nan")
-                    p99 = rtts[int(len(rtts) * 0.99)] * 1000 if rtts else float("nan")
+                    p50, p99 = percentiles(rtts, 1000)
+                    e50, e99 = percentiles(errors, 1e6)
                     print(f"{rate or 'max':>10} {name:>8} {per_second:>10.0f} {answered / max(1, sent):>8.1%} "
-                          f"{p50:>8.3f} {p99:>8.3f}")
+                          f"{p50:>8.3f} {p99:>8.3f} {e50:>8.1f} {e99:>8.1f}")
             print(f"best reply rate: udpkit {best['udpkit']:.0f}/s, chronyd {best['chronyd']:.0f}/s, "
                   f"ratio {best['udpkit'] / max(1.0, best['chronyd']):.2f}")
         finally:
             for proc in servers.values():
                 proc.terminate()
                 proc.wait(timeout=5)
+        if args.ntpdig:
+            conf123 = Path(work) / "chrony123.conf"
+            conf123.write_text(f"port 123\ncmdport 0\nlocal stratum 10\nallow\npidfile {work}/pid123\n")
+            print("\nntpdig |offset| on loopback, port 123, five queries (us): median, max")
+            for name, argv in (("udpkit", ["taskset", "-c", "0", udpkit, "listen", "0.0.0.0:123", "--respond", "ntp"]),
+                               ("chronyd", ["taskset", "-c", "0", "chronyd", "-d", "-x", "-f", str(conf123)])):
+                for flood in (False, True):
+                    found = [abs(o) for o in ntpdig_offsets(argv, flood, 3.0)]
+                    shown = f"{statistics.median(found):8.1f} {max(found):8.1f}" if found else "  (no answer)"
+                    print(f"{name:>8} {'under a 200,000/s flood' if flood else 'idle':<24} {shown}")
     return 0
 
 

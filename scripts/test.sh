@@ -30,6 +30,7 @@ declare -A PEERS=(
   [prometheus-node-exporter]=prometheus-node-exporter
   [snmpd]=snmpd
   [gcc]=gcc  # builds udpkit's optional C extension (recvmmsg/sendmmsg), so its tests run too
+  [libc6-dev]=/usr/include/stdio.h
 )
 
 missing=()

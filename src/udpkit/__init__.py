@@ -5,7 +5,9 @@ Names are imported on first use (PEP 562) so that ``import udpkit`` and each com
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # typing is not imported at run time: see udpkit._typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
 

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import socket
 from functools import cache
-from typing import NamedTuple
-
 from udpkit.errors import UsageError
+
+TYPE_CHECKING = False  # typing is not imported at run time: see udpkit._typing
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from udpkit._typing import NamedTuple
 
 __all__ = [
     "Endpoint",

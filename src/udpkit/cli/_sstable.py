@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from itertools import islice
-from typing import NamedTuple
+
+TYPE_CHECKING = False  # typing is not imported at run time: see udpkit._typing
+if TYPE_CHECKING:
+    from typing import NamedTuple
+else:
+    from udpkit._typing import NamedTuple
 
 __all__ = ["BLOCK", "Column", "NETID_COLUMN", "SS_COLUMNS", "render_blocks"]
 
@@ -94,12 +99,15 @@ def render_blocks(
     header: bool,
     screen: int | None,
     max_len: Sequence[int | None] | None = None,
+    constant: Sequence[bool] | None = None,
 ) -> Iterator[str]:
     """Lay out ``fields`` as ss does, yielding blocks of lines.
 
     Fields are printed with ``%s``, so a column may hold numbers; ``max_len`` then must give its
     longest field (``None``: measure the strings). Blocks keep the peak memory of a 50,000-line
-    table small: the page faults of one big string cost more than formatting it.
+    table small: the page faults of one big string cost more than formatting it. ``constant``:
+    the columns whose every field is the same (``-uln``'s State, Recv-Q and Send-Q, as a rule):
+    each is written once, padded, into the line's format, and not formatted line by line.
     """
     known = max_len or [None] * len(columns)
     lengths = [
@@ -116,6 +124,11 @@ def render_blocks(
     fmt = "".join(parts) + "\n"
     if header:
         yield fmt % tuple(c.header for c in columns)
+    fixed = [bool(c) and len(f) > 0 for c, f in zip(constant or [False] * len(columns), fields)]
+    if any(fixed):  # each constant column's padded text becomes part of the format itself
+        fmt = "".join((part % fields[i][0]).replace("%", "%%") if fixed[i] else part
+                      for i, part in enumerate(parts)) + "\n"
+        fields = [f for f, constant_column in zip(fields, fixed) if not constant_column]
     rows = zip(*fields)
     while True:
         block = "".join(map(fmt.__mod__, islice(rows, BLOCK)))

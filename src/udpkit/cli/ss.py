@@ -13,12 +13,16 @@ import os
 import socket
 from collections.abc import Iterator, Sequence
 from itertools import repeat
-from typing import Any, NamedTuple, TextIO
-
 from udpkit.errors import UsageError
 from udpkit.inventory import Backend, Process, SocketState, SocketTable, TcpSocket, UdpSocket, scan_tcp_sockets
 from udpkit.inventory import cgroup_path_for_id, scan_udp_sockets, service_name, socket_owners
 from udpkit.inventory.summary import read_summary
+
+TYPE_CHECKING = False  # typing is not imported at run time: see udpkit._typing
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple, TextIO
+else:
+    from udpkit._typing import NamedTuple
 
 __all__ = ["SsOptions", "parse_args", "render_text", "run"]
 
@@ -447,14 +451,16 @@ def render_blocks(
     # ss measures a field when it moves past it; the last line's Process field is never moved
     # past, so it does not count towards the column's width (a one-line listing is not padded).
     max_len[8] = max(map(len, columns[8][:-1]), default=0)
+    # Columns whose every field is the same: one table's Netid; a cache of one distinct text.
+    constant = [len([t for t in tables if len(t)]) == 1] + [cache is not None and len(cache) == 1 for cache in caches[1:]]
     header = [NETID_COLUMN, *SS_COLUMNS]
     if not options.netid:
-        del header[0], columns[0], max_len[0]
+        del header[0], columns[0], max_len[0], constant[0]
     if not options.states & (options.states - 1):
         # ss hides the State column when the state filter selects exactly one state.
         at = 1 if options.netid else 0
-        del header[at], columns[at], max_len[at]
-    return layout(header, columns, header=options.header, screen=screen, max_len=max_len)
+        del header[at], columns[at], max_len[at], constant[at]
+    return layout(header, columns, header=options.header, screen=screen, max_len=max_len, constant=constant)
 
 
 def _process_field(sock: UdpSocket | TcpSocket, options: SsOptions) -> str:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, Literal
-
 from udpkit.errors import BackendUnavailable, UsageError
 from udpkit.inventory import _netlink, _procfs
 from udpkit.inventory._records import Process, SocketState, TcpSocket, UdpSocket
@@ -14,7 +12,13 @@ from udpkit.inventory._table import SocketTable
 
 __all__ = ["Backend", "list_tcp_sockets", "list_udp_sockets", "scan_tcp_sockets", "scan_udp_sockets"]
 
-Backend = Literal["auto", "netlink", "proc"]
+TYPE_CHECKING = False  # typing is not imported at run time: see udpkit._typing
+if TYPE_CHECKING:
+    from typing import Any, Literal
+
+    Backend = Literal["auto", "netlink", "proc"]
+else:
+    Backend = str  # for type checkers, the Literal of the three names
 
 _ALL_STATES = frozenset(SocketState)
 

@@ -11,9 +11,13 @@ from __future__ import annotations
 import socket
 import struct
 from enum import IntEnum
-from typing import Any, NamedTuple
-
 from udpkit.addr import Endpoint
+
+TYPE_CHECKING = False  # typing is not imported at run time: see udpkit._typing
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+else:
+    from udpkit._typing import NamedTuple
 
 __all__ = ["CongestionInfo", "Process", "SkMem", "SocketState", "TcpInfo", "TcpSocket", "UdpSocket"]
 

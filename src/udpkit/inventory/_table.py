@@ -12,8 +12,6 @@ import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from itertools import chain, repeat
-from typing import Any, Generic, TypeVar, overload
-
 from udpkit.inventory import _netlink
 from udpkit.inventory._records import CongestionInfo, Process, SkMem, SocketState, TcpInfo, TcpSocket, UdpSocket
 from udpkit.inventory._system import interface_name
@@ -21,7 +19,15 @@ from udpkit.inventory._system import interface_name
 __all__ = ["FIELDS", "SocketTable"]
 
 FIELDS = UdpSocket._fields
-Record = TypeVar("Record", UdpSocket, TcpSocket)
+TYPE_CHECKING = False  # typing is not imported at run time: see udpkit._typing
+if TYPE_CHECKING:
+    from typing import Any, Generic, TypeVar, overload
+
+    Record = TypeVar("Record", UdpSocket, TcpSocket)
+else:
+    from udpkit._typing import Generic, overload
+
+    Record = object
 _FAMILIES = {socket.AF_INET.value: socket.AF_INET, socket.AF_INET6.value: socket.AF_INET6}
 _STATES = dict(SocketState._value2member_map_)
 _V6ONLY = {0: False, 1: True}
