@@ -54,6 +54,8 @@ __all__ = ["Listener", "ListenerStats"]
 
 BATCH = 64
 _NO_PEER = object()
+#: sendmmsg messages sent per fresh trailer: the transmit time's age bound (see _send_batch)
+TRAILER_MESSAGES = 16
 
 
 class Listener:
@@ -576,7 +578,11 @@ class Listener:
                 break
             tail = None if trailer is None else trailer(self.clock())
             try:
-                sent = send_batch(fd, family, replies, start, tail)
+                # with a trailer (a transmit time), at most TRAILER_MESSAGES system-call messages per
+                # call: the kernel sends them in turn (~3 µs each on loopback). Measured with 64
+                # replies to 64 peers (bench/ntp_bench.py --addresses): one call for all left the
+                # last 190 µs after its stamp (p99); 16 a call, 51-61 µs, at 3% fewer replies a second
+                sent = send_batch(fd, family, replies, start, tail, 0 if tail is None else TRAILER_MESSAGES)
             except OSError as exc:
                 faults[f"reply_failed:{error_name(exc)}"] += 1
                 start += 1

@@ -517,20 +517,23 @@ static unsigned int group_messages(Batch *self, unsigned int n) {
 }
 
 PyDoc_STRVAR(send_doc,
-"send(fd, family, messages, start=0, trailer=None) -> int\n\n"
+"send(fd, family, messages, start=0, trailer=None, most=0) -> int\n\n"
 "Send messages[start:start+count], each (payload, peer) or (payload, peer, source), in one\n"
 "sendmmsg; how many the kernel took. source: the address to send from (IP_PKTINFO), or None.\n"
 "took. It stops before a message whose peer is not a numeric address (the caller sends that one\n"
 "with sendto, which resolves names). An error on the first message is raised as OSError.\n"
 "Consecutive messages to one peer go as one UDP_SEGMENT message when gso is on (see group_messages).\n"
 "trailer: bytes sent after every payload (a second iovec): what must be written last, such as\n"
-"NTP's transmit timestamp, made once for the whole batch just before the call.");
+"NTP's transmit timestamp, made once for the whole batch just before the call.\n"
+"most: send at most this many sendmmsg messages (a run to one peer is one), 0 for all: the\n"
+"kernel sends them one after another, so a trailer written before the call ages with each.");
 
 static PyObject *Batch_send(Batch *self, PyObject *args) {
     int fd, family;
     PyObject *messages, *trailer_obj = Py_None;
     Py_ssize_t start = 0;
-    if (!PyArg_ParseTuple(args, "iiO|nO", &fd, &family, &messages, &start, &trailer_obj))
+    unsigned int most = 0;
+    if (!PyArg_ParseTuple(args, "iiO|nOI", &fd, &family, &messages, &start, &trailer_obj, &most))
         return NULL;
     Py_buffer trailer = {0};
     int has_trailer = trailer_obj != Py_None;
@@ -570,6 +573,8 @@ static PyObject *Batch_send(Batch *self, PyObject *args) {
     int sent = 0, code = 0;
     for (int attempt = 0; attempt < 2 && n > 0; attempt++) {
         groups = group_messages(self, n);
+        if (most > 0 && groups > most)
+            groups = most; /* the rest: the caller's next call, with a fresh trailer */
         Py_BEGIN_ALLOW_THREADS
         do {
             sent = sendmmsg(fd, self->headers, groups, 0);

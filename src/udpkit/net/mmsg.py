@@ -55,10 +55,10 @@ class Batch(Protocol):
         """(datagrams, bytes, senders without consecutive repeats): a discard service's read."""
 
     def send(self, fd: int, family: int, messages: Sequence[tuple[Any, ...]], start: int = ...,
-             trailer: bytes | None = ..., /) -> int:
+             trailer: bytes | None = ..., most: int = ..., /) -> int:
         """``messages[start:start+count]`` — (payload, peer) or (payload, peer, source address) —
         in one ``sendmmsg``, each followed by ``trailer`` if given (written once for the batch,
-        just before the call): how many it took."""
+        just before the call), at most ``most`` system-call messages (0: no limit): how many it took."""
 
 
 class _IoVec(ctypes.Structure):
@@ -237,10 +237,10 @@ class CtypesBatch:
         return out
 
     def send(self, fd: int, family: int, messages: Sequence[tuple[Any, ...]], start: int = 0,
-             trailer: bytes | None = None) -> int:
+             trailer: bytes | None = None, most: int = 0) -> int:
         n = 0
         headers, name_view = self.headers, self.name_view
-        for message in messages[start : start + self.count]:
+        for message in messages[start : start + (min(most, self.count) if most else self.count)]:
             payload, peer = message[0], message[1]
             if len(message) > 2 and message[2] is not None:
                 break  # a source address (IP_PKTINFO): the caller's send_reply sets it
