@@ -424,9 +424,12 @@ def render_blocks(
         col = table.column
         families, v6only = col("family"), col("ipv6only")
         columns[0].extend(repeat(table.netid, n))
-        columns[1].extend(map(labels.__getitem__, col("state")))
-        columns[2].extend(map(recv_q.__getitem__, col("recv_q")))
-        columns[3].extend(map(send_q.__getitem__, col("send_q")))
+        for at, cache, name in ((1, labels, "state"), (2, recv_q, "recv_q"), (3, send_q, "send_q")):
+            values = col(name)
+            if n and values.count(values[0]) == n:  # one value (UNCONN, 0, 0 as a rule): one lookup
+                columns[at].extend(repeat(cache[values[0]], n))
+            else:
+                columns[at].extend(map(cache.__getitem__, values))
         columns[4].extend(map(local.__getitem__, zip(families, col("local_ip"), v6only, col("interface"))))
         columns[5].extend(_port_texts(col("local_port"), options.numeric, table.netid))
         columns[6].extend(map(peer.__getitem__, zip(families, col("peer_ip"), v6only, repeat(None, n))))
@@ -453,6 +456,7 @@ def render_blocks(
     max_len[8] = max(map(len, columns[8][:-1]), default=0)
     # Columns whose every field is the same: one table's Netid; a cache of one distinct text.
     constant = [len([t for t in tables if len(t)]) == 1] + [cache is not None and len(cache) == 1 for cache in caches[1:]]
+    constant[7] = bool(ports[1]) and ports[1].count(ports[1][0]) == len(ports[1])  # the peer port: * when unconnected
     header = [NETID_COLUMN, *SS_COLUMNS]
     if not options.netid:
         del header[0], columns[0], max_len[0], constant[0]

@@ -129,7 +129,12 @@ class SocketTable(Sequence[Record], Generic[Record]):
             return list(raw("sport" if name == "local_port" else "dport") or ())
         if name == "interface":
             values = raw("ifindex")
-            return list(map(_IfName().__getitem__, values)) if values is not None else [None] * n
+            if values is None:
+                return [None] * n
+            indexes = list(values)
+            if indexes.count(0) == n:  # no socket bound to a device, as a rule: no lookup per socket
+                return [None] * n
+            return list(map(_IfName().__getitem__, indexes))
         if name == "ipv6only":
             values = raw("v6only")
             return list(map(_V6ONLY.get, values)) if values is not None else [None] * n
