@@ -614,12 +614,19 @@ class Listener:
         counts, faults, tally, clock, count = self.counts, self.counts.faults, self._peers, self.clock, self.config.count
         finish = self.capabilities.finish
 
+        last_peer: Any = _NO_PEER
+        endpoint = Endpoint("", 0, family)
+
         def answer(data: bytes, peer: Any, now: float | None = None) -> bool:
+            nonlocal last_peer, endpoint
             counts.datagrams_in += 1
             counts.bytes_in += len(data)
-            tally.add(peer)
+            if peer != last_peer:  # a client that waits for each answer is the same peer again
+                tally.add(peer)
+                endpoint = Endpoint(peer[0], peer[1], family)
+                last_peer = peer
             try:
-                reply = handle(data, Endpoint(peer[0], peer[1], family), clock() if now is None else now)
+                reply = handle(data, endpoint, clock() if now is None else now)
             except Exception as exc:  # noqa: BLE001 - a datagram may not end the service
                 faults[f"responder_error:{type(exc).__name__}"] += 1
                 reply = None
