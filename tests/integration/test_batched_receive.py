@@ -7,6 +7,7 @@ counts and answers the same whichever way it reads."""
 from __future__ import annotations
 
 import socket
+import struct
 import time
 from typing import Any
 
@@ -346,3 +347,22 @@ def test_a_probers_reader_takes_batches_once_replies_come_and_reads_them_as_befo
     assert [batched for batched, _ in rounds] == [False, "c" in KINDS, "c" in KINDS] or not KINDS
     for n, (_batched, replies) in enumerate(rounds):
         assert replies == [(b"reply %d %d" % (n, k), *sender) for k in range(40)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_send_time_trailer_is_the_time_of_the_call_as_an_ntp_timestamp(kind: str) -> None:
+    from udpkit.net.mmsg import NTP_TIME_TRAILER
+    from udpkit.services.ntp import NTP_EPOCH_OFFSET
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(1)
+        before = time.time()
+        assert batch_of(kind, 4, 2048, ancillary=False).send(
+            tx.fileno(), socket.AF_INET, [(b"x" * 40, rx.getsockname())] * 3, 0, NTP_TIME_TRAILER) == 3
+        after = time.time()
+        got = [rx.recv(100) for _ in range(3)]
+    for datagram in got:
+        seconds, fraction = struct.unpack("!II", datagram[40:])
+        assert datagram[:40] == b"x" * 40
+        assert before - 1e-6 <= seconds - NTP_EPOCH_OFFSET + fraction / 2**32 <= after + 1e-6

@@ -46,7 +46,7 @@ from udpkit.net import (
     socket_drops,
 )
 from udpkit.net.loops import drain_plain, drain_timed, serve_blocking
-from udpkit.net.mmsg import MSG_WAITFORONE, Batch, CtypesBatch, new_batch
+from udpkit.net.mmsg import MSG_WAITFORONE, NTP_TIME_TRAILER, Batch, CtypesBatch, new_batch
 from udpkit.services import Responder, responder
 from udpkit.services.base import capabilities
 
@@ -572,11 +572,15 @@ class Listener:
         assert self._batch is not None
         send_batch, fd, family = self._batch.send, sock.fileno(), sock.family
         counts, faults = self.counts, self.counts.faults
+        read_in_call = trailer is not None and self.capabilities.trailer_clock == "ntp" and self.clock is time.time
         start, total = 0, len(replies)
         for _ in range(total):  # each round sends at least one reply or skips one
             if start >= total:
                 break
-            tail = None if trailer is None else trailer(self.clock())
+            # the send time: read by the C call itself right before sendmmsg when it can be (the
+            # real clock, an NTP timestamp), else here
+            tail: bytes | int | None = None if trailer is None else (
+                NTP_TIME_TRAILER if read_in_call else trailer(self.clock()))
             try:
                 # with a trailer (a transmit time), at most TRAILER_MESSAGES system-call messages per
                 # call: the kernel sends them in turn (~3 µs each on loopback). Measured with 64
@@ -590,8 +594,8 @@ class Listener:
             if not sent:  # a name for an address: send_reply resolves it
                 payload, peer = replies[start][0], replies[start][1]
                 source = replies[start][2] if len(replies[start]) > 2 else None
-                if tail:
-                    payload += tail
+                if trailer is not None:
+                    payload += trailer(self.clock())
                 failed = send_reply(sock, payload, peer, source)
                 if failed is None:
                     counts.datagrams_out += 1
@@ -602,8 +606,8 @@ class Listener:
                 continue
             counts.datagrams_out += sent
             counts.bytes_out += sum([len(reply[0]) for reply in replies[start : start + sent]])
-            if tail:
-                counts.bytes_out += sent * len(tail)
+            if tail is not None:
+                counts.bytes_out += sent * (8 if isinstance(tail, int) else len(tail))
             start += sent
 
     def _plain_answerer(self, index: int, sock: socket.socket) -> Callable[..., bool]:

@@ -27,13 +27,16 @@ import struct
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-__all__ = ["Batch", "CtypesBatch", "MSG_WAITFORONE", "available", "chosen", "implementations", "new_batch"]
+__all__ = ["Batch", "CtypesBatch", "MSG_WAITFORONE", "NTP_TIME_TRAILER", "available", "chosen", "implementations", "new_batch"]
 
 _MSG_DONTWAIT = int(socket.MSG_DONTWAIT)
 _MSG_TRUNC = int(socket.MSG_TRUNC)
 #: recvmmsg's flag to block for the first datagram only, then take what is queued.
 MSG_WAITFORONE = 0x10000
 _ADDR_SPACE = 28  # sockaddr_in6, the larger of the two
+#: ``send``'s trailer that is the send time as an NTP timestamp (RFC 5905 §6), read by the call
+#: itself right before the system call (the C extension reads it in C: nothing comes between)
+NTP_TIME_TRAILER = 1
 _CONTROL_SPACE = 256
 
 try:
@@ -55,7 +58,7 @@ class Batch(Protocol):
         """(datagrams, bytes, senders without consecutive repeats): a discard service's read."""
 
     def send(self, fd: int, family: int, messages: Sequence[tuple[Any, ...]], start: int = ...,
-             trailer: bytes | None = ..., most: int = ..., /) -> int:
+             trailer: bytes | int | None = ..., most: int = ..., /) -> int:
         """``messages[start:start+count]`` — (payload, peer) or (payload, peer, source address) —
         in one ``sendmmsg``, each followed by ``trailer`` if given (written once for the batch,
         just before the call), at most ``most`` system-call messages (0: no limit): how many it took."""
@@ -237,7 +240,9 @@ class CtypesBatch:
         return out
 
     def send(self, fd: int, family: int, messages: Sequence[tuple[Any, ...]], start: int = 0,
-             trailer: bytes | None = None, most: int = 0) -> int:
+             trailer: bytes | int | None = None, most: int = 0) -> int:
+        if isinstance(trailer, int):
+            trailer = _ntp_now()
         n = 0
         headers, name_view = self.headers, self.name_view
         for message in messages[start : start + (min(most, self.count) if most else self.count)]:
@@ -268,6 +273,15 @@ class CtypesBatch:
             code = ctypes.get_errno()
             raise OSError(code, os.strerror(code))
         return int(sent)
+
+
+def _ntp_now() -> bytes:
+    """The time now as an NTP timestamp: seconds since 1900 modulo 2**32, then a 32-bit fraction."""
+    import time
+
+    nanos = time.time_ns()
+    seconds, rest = divmod(nanos, 1_000_000_000)
+    return struct.pack("!II", (seconds + 2_208_988_800) & 0xFFFFFFFF, (rest << 32) // 1_000_000_000)
 
 
 _CMSG_HEADER = struct.Struct("=QiI") if ctypes.sizeof(ctypes.c_size_t) == 8 else struct.Struct("=IiI")

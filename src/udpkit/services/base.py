@@ -33,7 +33,9 @@ class Responder(Protocol):
       followed by ``trailer`` of the send time if it has one — ``finish``'s work written once per batch. It
       returns ``None`` when it cannot batch right now (a rate limit per client, say): the listener
       then calls ``handle`` per datagram. What it answers must be what ``handle`` and ``finish``
-      would have, byte for byte, the trailer's time apart.
+      would have, byte for byte, the trailer's time apart;
+    - ``trailer_clock`` (``None``): ``"ntp"`` when ``trailer(now)`` is ``now`` as an NTP timestamp,
+      which the send layer may then read itself, right before the system call.
     """
 
     name: str
@@ -64,6 +66,7 @@ class Capabilities(NamedTuple):
     stats: dict[str, int]
     handle_batch: Any = None
     trailer: Any = None
+    trailer_clock: str | None = None
 
 
 def capabilities(responder: Responder) -> Capabilities:
@@ -74,7 +77,8 @@ def capabilities(responder: Responder) -> Capabilities:
     stats = getattr(responder, "stats", None)
     handle_batch, trailer = getattr(responder, "handle_batch", None), getattr(responder, "trailer", None)
     return Capabilities(bool(getattr(responder, "replies", True)), bool(getattr(responder, "uses_time", True)),
-                        finish, stats if isinstance(stats, dict) else {}, handle_batch, trailer)
+                        finish, stats if isinstance(stats, dict) else {}, handle_batch, trailer,
+                        getattr(responder, "trailer_clock", None))
 
 
 class Evidence(NamedTuple):

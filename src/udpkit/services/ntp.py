@@ -206,6 +206,9 @@ class NtpResponder(BaseResponder):
         stats["answered"] += len(out)
         return out
 
+    #: the trailer is the send time as an NTP timestamp: a send layer may read the clock itself
+    trailer_clock = "ntp"
+
     def trailer(self, now: float) -> bytes:
         """The transmit timestamp every reply of a batch ends with (see :meth:`handle_batch`)."""
         return _STAMP.pack(to_ntp(now))
