@@ -228,7 +228,8 @@ class Listener:
         return list(self._bound)
 
     def receive_paths(self) -> list[str]:
-        """How each listening socket is read (after ``open``): ``udp 0.0.0.0:9: discard, recvmmsg x64 (c)``."""
+        """How each listening socket is read (after ``open``), e.g.
+        ``udp 0.0.0.0:123: wildcard, recvmmsg x64 (C extension) and sendmmsg``."""
         kind = "ctypes" if isinstance(self._batch, CtypesBatch) else "C extension"
         batched = f"recvmmsg x{self._batch.count} ({kind})" if self._batch is not None else None
         plain = {paths.DISCARD: "recvfrom_into", paths.PLAIN: "recvfrom and sendto", paths.TIMED: "recvmsg and sendto",
@@ -461,8 +462,8 @@ class Listener:
         return count is not None and counts.datagrams_in >= count
 
     def _drain_batched(self, index: int, sock: socket.socket, *, timed: bool) -> bool:
-        """The plain and timed paths a batch at a time (:meth:`_answer_batch`), up to ``BATCH``
-        batches per wake-up; ``True`` once ``count`` is reached."""
+        """The plain, timed and wildcard paths a batch at a time (:meth:`_answer_batch`), up to
+        ``BATCH`` batches per wake-up; ``True`` once ``count`` is reached."""
         assert self._batch is not None
         receive_batch, fd = self._batch.receive, sock.fileno()
         for _ in range(BATCH):
