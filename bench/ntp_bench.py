@@ -198,9 +198,12 @@ def ntpdig_offsets(server: list[str], flood: bool, seconds: float) -> list[float
 
     def ask() -> None:
         for _ in range(5):
-            out = subprocess.run(["ntpdig", "-j", "-t", "1", "127.0.0.1"], capture_output=True, text=True).stdout
+            # any core: this process (and so a child) is pinned to the generator's, where ntpdig
+            # would wait behind the generator's loop and measure its own scheduling
+            out = subprocess.run(["taskset", "-c", ",".join(map(str, range(os.cpu_count() or 1))), "ntpdig", "-j",
+                                  "-t", "1", "127.0.0.1"], capture_output=True, text=True).stdout
             try:
-                offsets.append(float(json.loads(out)["offset"]) * 1e6)
+                offsets.append(float(json.loads(out)["offset"]) * 1e6)  # signed: the caller takes |x|
             except (ValueError, KeyError):
                 pass
             time.sleep(0.1)
