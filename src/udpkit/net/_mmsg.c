@@ -188,6 +188,8 @@ static PyObject *decode_peer(const struct sockaddr_in6 *name, socklen_t len) {
 }
 
 static PyObject *peer_of(Batch *self, const struct sockaddr_in6 *name, socklen_t len) {
+    if (len > NAME_SPACE) /* the kernel reports the full length even when it cut the address */
+        len = NAME_SPACE;
     if (self->last_peer != NULL && len == self->last_len && memcmp(name, &self->last_name, len) == 0)
         return Py_NewRef(self->last_peer);
     PyObject *peer = decode_peer(name, len);
@@ -656,7 +658,8 @@ static PyMemberDef Batch_members[] = {
 static PyTypeObject BatchType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "udpkit.net._mmsg.Batch",
-    .tp_doc = PyDoc_STR("Batch(count=64, size=65536, ancillary=False, factory=None): preallocated recvmmsg/sendmmsg arrays"),
+    .tp_doc = PyDoc_STR("Batch(count=64, size=65536, ancillary=False, factory=None, gso=True): preallocated "
+                        "recvmmsg/sendmmsg arrays, for one thread at a time (the calls release the GIL)"),
     .tp_basicsize = sizeof(Batch),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,
