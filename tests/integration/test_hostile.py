@@ -280,10 +280,14 @@ def _rss_kb(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-@pytest.mark.parametrize("flags", [["--respond", "discard"], ["--respond", "echo"]], ids=["discard", "echo"])
-def test_a_flood_of_distinct_spoofed_peers_leaves_memory_bounded(lan: tuple[Host, Host], flags: list[str]) -> None:
+@pytest.mark.parametrize("bind, flags", [(SERVER4, ["--respond", "discard"]), (SERVER4, ["--respond", "echo"]),
+                                         ("0.0.0.0", ["--respond", "echo"])],
+                         ids=["discard", "echo", "echo-wildcard"])
+def test_a_flood_of_distinct_spoofed_peers_leaves_memory_bounded(lan: tuple[Host, Host], bind: str,
+                                                                  flags: list[str]) -> None:
+    """The batched paths too: a wildcard-bound echo answers each batch from its destinations."""
     server_host, client = lan
-    server = Server(server_host, "listen", f"{SERVER4}:{PORT}", *flags, "--rcvbuf", str(1 << 22))
+    server = Server(server_host, "listen", f"{bind}:{PORT}", *flags, "--rcvbuf", str(1 << 22))
     try:
         wait_bound(server_host, PORT)
         client.peer("forge", "10.98.0.2", "1", SERVER4, str(PORT), "--count", "20000", "--random-sources",
