@@ -366,3 +366,21 @@ def test_a_send_time_trailer_is_the_time_of_the_call_as_an_ntp_timestamp(kind: s
         seconds, fraction = struct.unpack("!II", datagram[40:])
         assert datagram[:40] == b"x" * 40
         assert before - 1e-6 <= seconds - NTP_EPOCH_OFFSET + fraction / 2**32 <= after + 1e-6
+
+
+def test_the_c_batch_refuses_what_it_cannot_send_without_crashing() -> None:
+    """Malformed messages stop a send before them (the caller's sendto reports them); an
+    uninitialised batch raises."""
+    if "c" not in KINDS:
+        pytest.skip("the C extension's own checks")
+    from udpkit.net._mmsg import Batch as CBatch  # type: ignore[attr-defined]
+
+    batch = batch_of("c", 4, 2048, ancillary=False)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        for junk in ([("x", ("127.0.0.1", 9))], [(b"x", ("127.0.0.1", 70000))], [(b"x", "127.0.0.1")],
+                     [(b"x",)], ["x"], [(b"x", ("127.0.0.1", 9), 42)], [(b"x", ("no such host", 9))]):
+            assert batch.send(tx.fileno(), socket.AF_INET, junk) == 0, junk  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            batch.send(tx.fileno(), socket.AF_INET, ((b"x", ("127.0.0.1", 9)),))  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError):
+        CBatch.__new__(CBatch).receive(0)

@@ -290,7 +290,15 @@ static int receive_call(Batch *self, int fd, int flags) {
 
 /* receive() and tally()'s (fd, flags=MSG_DONTWAIT) and their call: how many datagrams came, 0 when
  * none was waiting (or a wait was interrupted), -1 with an exception set. */
+static int initialised(Batch *self) {
+    if (self->headers == NULL)
+        PyErr_SetString(PyExc_RuntimeError, "Batch.__init__ was not called");
+    return self->headers != NULL;
+}
+
 static int receive_from_args(Batch *self, PyObject *args) {
+    if (!initialised(self))
+        return -1;
     int fd, flags = MSG_DONTWAIT;
     if (!PyArg_ParseTuple(args, "i|i", &fd, &flags))
         return -1;
@@ -553,6 +561,8 @@ PyDoc_STRVAR(send_doc,
 "kernel sends them one after another, so a trailer written before the call ages with each.");
 
 static PyObject *Batch_send(Batch *self, PyObject *args) {
+    if (!initialised(self))
+        return NULL;
     int fd, family;
     PyObject *messages, *trailer_obj = Py_None;
     Py_ssize_t start = 0;
