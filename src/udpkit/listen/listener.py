@@ -34,13 +34,11 @@ from udpkit.listen.sinks import Sink
 from udpkit.listen.stats import Counters, ListenerStats, PeerTally
 from udpkit.net import (
     MAX_DATAGRAM,
-    TIMESTAMP_SPACE,
     BindOptions,
     Datagram,
     bind_udp,
     count_and_forget,
     error_name,
-    kernel_time,
     receive,
     send_reply,
     socket_drops,
