@@ -562,7 +562,7 @@ class Listener:
             self._send_batch(sock, replies)
         return done
 
-    def _send_batch(self, sock: socket.socket, replies: Sequence[tuple[Any, ...]],
+    def _send_batch(self, sock: socket.socket, replies: list[Any],
                     trailer: Callable[[float], bytes] | None = None) -> None:
         """``sendmmsg`` the replies — (payload, peer, source address or ``None``) — counted as
         ``send_reply``'s would be: a reply the kernel refuses (a full buffer, a pending ICMP error)
