@@ -360,7 +360,7 @@ def _parse_prefixes(text: str, family: int | None) -> tuple[Prefix, ...]:
             continue
         try:
             packed = socket.inet_pton(fam, host)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL in the word
             continue
         width = 32 if fam == socket.AF_INET else 128
         bits = width
@@ -373,7 +373,7 @@ def _parse_prefixes(text: str, family: int | None) -> tuple[Prefix, ...]:
         raise UsageError(f'bad filter: an inet prefix is expected rather than "{text}"')
     try:
         infos = socket.getaddrinfo(host, None, family or socket.AF_UNSPEC, socket.SOCK_DGRAM)
-    except (OSError, UnicodeError):
+    except (OSError, ValueError):  # not resolvable; a NUL or a label IDNA refuses (UnicodeError)
         raise UsageError(f'bad filter: an inet prefix is expected rather than "{text}"') from None
     found: dict[tuple[int, bytes], Prefix] = {}
     for fam, _type, _proto, _name, sockaddr in infos:
