@@ -384,3 +384,139 @@ def test_the_c_batch_refuses_what_it_cannot_send_without_crashing() -> None:
             batch.send(tx.fileno(), socket.AF_INET, ((b"x", ("127.0.0.1", 9)),))  # type: ignore[arg-type]
     with pytest.raises(RuntimeError):
         CBatch.__new__(CBatch).receive(0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_reflect_echoes_each_datagram_unchanged_and_leaves_low_ports_to_the_caller(kind: str, family: int) -> None:
+    """``Batch.reflect`` (echo without a call per datagram): every datagram from a port of at least
+    ``lowest_port`` comes back byte for byte, in order, empty and 65,507-byte ones too; the others
+    are handed back as the records ``receive`` makes, unanswered; the counts are exact."""
+    rx = bind_udp(Endpoint(HOSTS[family], 0, family), BindOptions(pktinfo=False, rcvbuf=8 << 20))  # one address
+    rx.setblocking(False)
+    with rx, socket.socket(family, socket.SOCK_DGRAM) as high, socket.socket(family, socket.SOCK_DGRAM) as low:
+        for client in (high, low):
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            client.bind((HOSTS[family], 0))
+            client.settimeout(0.3)
+        if low.getsockname()[1] > high.getsockname()[1]:
+            high, low = low, high  # "low": the one whose port is below lowest_port
+        lowest = high.getsockname()[1]
+        names = {"high": high.getsockname()[:2], "low": low.getsockname()[:2]}
+        sizes = SIZES
+        for size in sizes:
+            high.sendto(b"h" * size, rx.getsockname())
+        low.sendto(b"from a low port", rx.getsockname())
+        batch = batch_of(kind)
+        results = []
+        deadline = time.monotonic() + 5
+        while sum(r[0] + len(r[6]) for r in results) < len(sizes) + 1 and time.monotonic() < deadline:
+            results.append(batch.reflect(rx.fileno(), socket.MSG_DONTWAIT, lowest))
+        echoed = [high.recv(65536) for _ in sizes]
+        with pytest.raises(TimeoutError):
+            low.recv(100)
+    assert echoed == [b"h" * size for size in sizes]
+    assert sum(r[0] for r in results) == sum(r[3] for r in results) == len(sizes)
+    assert sum(r[1] for r in results) == sum(r[4] for r in results) == sum(sizes)
+    assert {peer[:2] for r in results for peer in r[2]} == {names["high"]}
+    assert [f for r in results for f in r[5]] == []
+    rest = [record for r in results for record in r[6]]
+    assert [(record.data, record.peer[:2]) for record in rest] == [(b"from a low port", names["low"])]
+
+
+def test_reflect_answers_from_the_address_each_datagram_was_sent_to() -> None:
+    """On a wildcard socket (destinations read), each echo leaves from its request's destination."""
+    if "c" not in KINDS:
+        pytest.skip("the ctypes batch leaves sources to the caller (send_reply)")
+    rx = bind_udp(Endpoint("0.0.0.0", 0, socket.AF_INET), BindOptions(pktinfo=True))
+    rx.setblocking(False)
+    with rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.settimeout(0.5)
+        port = rx.getsockname()[1]
+        targets = ["127.0.0.1", "127.0.0.2", "127.0.0.2", "127.0.0.3"]
+        for n, target in enumerate(targets):
+            client.sendto(b"to %d" % n, (target, port))
+        time.sleep(0.05)
+        result = batch_of("c").reflect(rx.fileno(), socket.MSG_DONTWAIT, 1024)
+        got = [client.recvfrom(100) for _ in targets]
+    assert result[0] == result[3] == len(targets)
+    assert got == [(b"to %d" % n, (target, port)) for n, target in enumerate(targets)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_batch_sends_on_a_connected_socket_without_an_address(kind: str) -> None:
+    """Peer ``None``: the connected socket's own peer (a session's or the relay's sends)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(0.3)
+        tx.connect(rx.getsockname())
+        payloads = [b"%d" % n for n in range(20)] + [b"", b"z" * 3000]
+        sent = batch_of(kind, 64, 4096, ancillary=False).send(tx.fileno(), socket.AF_INET,
+                                                              [(p, None) for p in payloads])
+        assert sent == len(payloads)
+        assert [rx.recv(4096) for _ in payloads] == payloads
+
+
+@pytest.mark.parametrize("kind", ["plain", *KINDS])
+@pytest.mark.parametrize("rate_limit", [None, 100.0], ids=["no budget (reflect)", "a budget per peer"])
+def test_an_echo_listener_answers_and_counts_the_same_whichever_way_it_reads(
+        monkeypatch: pytest.MonkeyPatch, kind: str, rate_limit: float | None) -> None:
+    """Bursts from two clients, every size, one socket (the blocking path) and two (the plain
+    path): every datagram echoed, the statistics exact."""
+    from udpkit.listen import Listener
+    from udpkit.services.classic import Echo
+
+    monkeypatch.setenv("UDPKIT_MMSG", "0" if kind == "plain" else kind)
+    for endpoints in ([Endpoint("127.0.0.1", 0, socket.AF_INET)],
+                      [Endpoint("127.0.0.1", 0, socket.AF_INET), Endpoint("::1", 0, socket.AF_INET6)]):
+        with Listener(endpoints, respond=Echo(rate_limit=rate_limit), bind=BindOptions(rcvbuf=4 << 20)) as listener:
+            listener.start()
+            sent = 0
+            for ep in listener.bound:
+                with socket.socket(ep.family, socket.SOCK_DGRAM) as a, socket.socket(ep.family, socket.SOCK_DGRAM) as b:
+                    for client in (a, b):
+                        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+                        client.settimeout(2)
+                    sizes = [0, 1, 48, 1472, 9000] * 8
+                    for size in sizes:
+                        a.sendto(b"a" * size, (ep.ip, ep.port))
+                        b.sendto(b"b" * size, (ep.ip, ep.port))
+                    assert [a.recv(65536) for _ in sizes] == [b"a" * size for size in sizes]
+                    assert [b.recv(65536) for _ in sizes] == [b"b" * size for size in sizes]
+                    sent += 2 * len(sizes)
+            listener.stop()
+            listener.join()
+        stats = listener.stats
+        assert (stats.datagrams_in, stats.datagrams_out, stats.peers) == (sent, sent, 2 * len(endpoints))
+        assert stats.bytes_in == stats.bytes_out and not stats.faults
+
+
+def test_a_relay_carries_a_burst_both_ways_in_order() -> None:
+    """A session's datagrams go upstream, and the answers back, a ``sendmmsg`` per batch: a burst
+    of numbered datagrams arrives whole and in order, every one counted."""
+    from udpkit.listen import Listener
+    from udpkit.services.classic import Echo
+
+    v4 = Endpoint("127.0.0.1", 0, socket.AF_INET)
+    with Listener([v4], respond=Echo(rate_limit=None), bind=BindOptions(rcvbuf=4 << 20)) as upstream:
+        upstream.start()
+        target = (socket.AF_INET, ("127.0.0.1", upstream.bound[0].port))
+        with Listener([v4], relay=target, bind=BindOptions(rcvbuf=4 << 20)) as proxy:
+            proxy.start()
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+                client.settimeout(2)
+                client.sendto(b"hello", ("127.0.0.1", proxy.bound[0].port))
+                assert client.recv(100) == b"hello"  # the session (and its upstream socket) exists
+                payloads = [n.to_bytes(4, "big") * (1 + n % 300) for n in range(1000)]
+                for n, payload in enumerate(payloads):
+                    client.sendto(payload, ("127.0.0.1", proxy.bound[0].port))
+                    if n % 100 == 99:
+                        time.sleep(0.002)
+                got = [client.recv(2048) for _ in payloads]
+            assert got == payloads
+            proxy.stop()
+            proxy.join()
+        stats = proxy.stats
+    assert stats.datagrams_in == stats.datagrams_out == 1001 and stats.sessions_total == 1
+    assert not stats.faults

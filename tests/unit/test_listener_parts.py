@@ -79,7 +79,7 @@ def test_capabilities_are_read_with_the_declared_defaults() -> None:
         def handle(self, datagram: bytes, peer: Endpoint, now: float) -> bytes:
             return datagram
 
-    assert capabilities(Bare()) == (True, True, None, {}, None, None, None)  # type: ignore[arg-type]
+    assert capabilities(Bare()) == (True, True, None, {}, None, None, None, None)  # type: ignore[arg-type]
     assert capabilities(Discard())[:3] == (False, False, None)
     assert capabilities(Echo()).finish is None and capabilities(NtpResponder()).finish is not None
     # the batch answerers: echo's has no trailer, NTP's writes its transmit time there

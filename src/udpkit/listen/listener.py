@@ -15,6 +15,7 @@ default (:mod:`~udpkit.listen.config`); distinct peers are counted in bounded me
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -236,6 +237,8 @@ class Listener:
         for ep, path in zip(self._bound, self._paths):
             if batched is None:
                 how = plain.get(path, "recvmsg")
+            elif path in (paths.PLAIN, paths.BLOCKING, paths.WILDCARD) and self._reflect_from() is not None:
+                how = batched + " echoed in the same call (reflect) with sendmmsg"
             else:
                 how = batched + (" and sendmmsg" if path in (paths.PLAIN, paths.TIMED, paths.BLOCKING, paths.WILDCARD)
                                  else "")
@@ -464,7 +467,12 @@ class Listener:
         ``BATCH`` batches per wake-up; ``True`` once ``count`` is reached."""
         assert self._batch is not None
         receive_batch, fd = self._batch.receive, sock.fileno()
+        lowest = self._reflect_from()
         for _ in range(BATCH):
+            if lowest is not None:
+                if self._reflect(index, sock, socket.MSG_DONTWAIT, lowest) < self._batch.count:
+                    return False
+                continue
             try:
                 got = receive_batch(fd)
             except OSError as exc:  # in place of a datagram, reported once: read on
@@ -609,6 +617,37 @@ class Listener:
                 counts.bytes_out += sent * (8 if isinstance(tail, int) else len(tail))
             start += sent
 
+    def _reflect_from(self) -> int | None:
+        """The lowest sender port an echo responder answers unchanged (see ``Batch.reflect``), when
+        its datagrams may be echoed without a call per datagram: no ``count`` to stop at."""
+        if self._batch is None or self.config.count is not None:
+            return None
+        return self.capabilities.reflect_from
+
+    def _reflect(self, index: int, sock: socket.socket, flags: int, lowest: int) -> int:
+        """One ``Batch.reflect``: the waiting datagrams echoed in one call, counted as
+        ``_answer_batch`` counts them; the ones it leaves (a low port, a group address) go through
+        ``_answer_batch``. How many datagrams were read."""
+        assert self._batch is not None
+        try:
+            echoed, nbytes, senders, sent, sent_bytes, failures, rest = self._batch.reflect(sock.fileno(), flags,
+                                                                                             lowest)
+        except OSError as exc:  # in place of a datagram (an ICMP error for an earlier reply): read on
+            self._count_socket_error(exc)
+            return self._batch.count
+        counts = self.counts
+        if echoed:
+            counts.datagrams_in += echoed
+            counts.bytes_in += nbytes
+            counts.datagrams_out += sent
+            counts.bytes_out += sent_bytes
+            self._peers.update(senders)
+        for code in failures:
+            counts.faults[f"reply_failed:{errno.errorcode.get(code, str(code))}"] += 1
+        if rest:
+            self._answer_batch(index, sock, rest, False)
+        return echoed + len(rest)
+
     def _plain_answerer(self, index: int, sock: socket.socket) -> Callable[..., bool]:
         """The per-datagram work of the plain paths: count, answer with ``sendto``; the function
         returns ``True`` once ``count`` datagrams have been handled."""
@@ -670,10 +709,15 @@ class Listener:
         # A blocking socket whose waits end every 250 ms (SO_RCVTIMEO), to look at the deadline.
         sock.setblocking(True)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, 250_000))
+        lowest = self._reflect_from()
         try:
             while not reactor.stopping:
                 if deadline is not None and time.monotonic() >= deadline:
                     break
+                if lowest is not None:
+                    self._reflect(0, sock, MSG_WAITFORONE, lowest)
+                    self._peers.settle()
+                    continue
                 try:
                     got = receive_batch(fd, MSG_WAITFORONE)
                 except OSError as exc:
@@ -723,17 +767,20 @@ class Listener:
             return self._drain_discard(session.down, session)
         errors: list[OSError] = []
         done = False
+        outbox: list[tuple[socket.socket, bytes, bool]] = []  # sent after the batch, a sendmmsg per socket
         for dgram in receive(session.down, BATCH, ancillary=self._timestamps, on_error=errors.append,
                              batch=self._batch):
             if dgram.peer != key[1]:  # queued here before connect(): route it by its real sender
                 if self._route(key[0], dgram._replace(local_ip=session.local.ip)):
-                    return True
+                    done = True
+                    break
                 continue
             done = self._count_in(key[0], dgram)
-            self._handle(session.down, session, dgram, session.local)
+            self._handle(session.down, session, dgram, session.local, outbox)
             if done:
                 break
-        if errors:
+        self._send_outbox(outbox, session)
+        if errors and self._sessions.get(key) is session:
             self._session_failed(key, errors[0])
         return done
 
@@ -744,12 +791,14 @@ class Listener:
         if isinstance(session.up, StreamUpstream):
             return self._from_stream(key, session, session.up)
         errors: list[OSError] = []
-        for dgram in receive(session.up, BATCH, ancillary=False, on_error=errors.append, batch=self._batch):
+        got = receive(session.up, BATCH, ancillary=False, on_error=errors.append, batch=self._batch)
+        if got:
             self._touch(key)
             if self.tap is not None:
-                self.tap(dgram.data, True, key)
-            self._send(session.down, dgram.data, session=session)
-        if errors:
+                for dgram in got:
+                    self.tap(dgram.data, True, key)
+            self._send_all(session.down, [dgram.data for dgram in got], session=session)
+        if errors and self._sessions.get(key) is session:
             self._session_failed(key, errors[0])
         return False
 
@@ -799,7 +848,11 @@ class Listener:
     def _peer(dgram: Datagram, local: Endpoint) -> Endpoint:
         return Endpoint(dgram.peer[0], dgram.peer[1], local.family)
 
-    def _handle(self, sock: socket.socket, session: Session | None, dgram: Datagram, local: Endpoint) -> None:
+    def _handle(self, sock: socket.socket, session: Session | None, dgram: Datagram, local: Endpoint,
+                outbox: list[tuple[socket.socket, bytes, bool]] | None = None) -> None:
+        """One datagram: recorded, then relayed, streamed or answered. ``outbox``: a session's
+        datagrams to send are queued there — (socket, payload, whether counted out) — for the
+        caller to send a batch at a time, instead of one ``send`` each."""
         now = self._when(dgram)
         peer = self._peer(dgram, local)
         tap = self.tap
@@ -816,7 +869,10 @@ class Listener:
                     self._session_failed(session.key, exc)
                 return
             if session.up is not None:
-                self._send(session.up, dgram.data, session=session, count=False)
+                if outbox is not None:
+                    outbox.append((session.up, dgram.data, False))
+                else:
+                    self._send(session.up, dgram.data, session=session, count=False)
                 return
         try:
             reply = self.responder.handle(dgram.data, peer, now)
@@ -831,7 +887,9 @@ class Listener:
                 payload = finish(payload, self.clock())
             if tap is not None:
                 tap(payload, True, None if session is None else session.key)
-            if session is not None:
+            if session is not None and outbox is not None:
+                outbox.append((sock, payload, True))
+            elif session is not None:
                 self._send(sock, payload, session=session)
             else:
                 self._reply(sock, payload, dgram.peer, dgram.local_ip)
@@ -844,6 +902,56 @@ class Listener:
             self.counts.bytes_out += len(payload)
         else:
             self.counts.faults[f"reply_failed:{failed}"] += 1
+
+    def _send_outbox(self, outbox: list[tuple[socket.socket, bytes, bool]], session: Session) -> None:
+        """What ``_handle`` queued for ``session``'s sockets, in order: each run to one socket in one
+        ``sendmmsg`` (``_send_all``); nothing more once a send has ended the session."""
+        at = 0
+        while at < len(outbox) and self._sessions.get(session.key) is session:
+            sock, _payload, count = outbox[at]
+            end = at + 1
+            while end < len(outbox) and outbox[end][0] is sock and outbox[end][2] == count:
+                end += 1
+            self._send_all(sock, [entry[1] for entry in outbox[at:end]], session=session, count=count)
+            at = end
+
+    def _send_all(self, sock: socket.socket, payloads: list[bytes], *, session: Session | None = None,
+                  count: bool = True) -> None:
+        """``_send`` for many payloads on one connected socket: a ``sendmmsg`` takes as many as the
+        kernel will (the relay's and the sessions' hot path), the errors handled as ``_send``'s: a
+        full buffer costs that datagram, any other error ends the session and its sends."""
+        batch = self._batch
+        if batch is None or len(payloads) == 1:
+            for payload in payloads:
+                self._send(sock, payload, session=session, count=count)
+            return
+        counts, fd, family = self.counts, sock.fileno(), sock.family
+        messages: list[tuple[bytes, None]] = [(payload, None) for payload in payloads]
+        start, total = 0, len(messages)
+        for _ in range(total):  # each round sends at least one or gives one up
+            if start >= total:
+                break
+            try:
+                sent = batch.send(fd, family, messages, start)
+            except (BlockingIOError, InterruptedError) as exc:
+                counts.faults[f"reply_failed:{error_name(exc)}"] += 1
+                start += 1
+                continue
+            except OSError as exc:
+                if session is not None and self._sessions.get(session.key) is session:
+                    self._session_failed(session.key, exc)
+                    return
+                counts.faults[f"reply_failed:{error_name(exc)}"] += 1
+                start += 1
+                continue
+            if not sent:  # (not expected: every peer is None) the one-by-one way
+                self._send(sock, payloads[start], session=session, count=count)
+                start += 1
+                continue
+            if count:
+                counts.datagrams_out += sent
+                counts.bytes_out += sum([len(payload) for payload in payloads[start : start + sent]])
+            start += sent
 
     def _send(self, sock: socket.socket, payload: bytes, *, session: Session | None = None,
               count: bool = True) -> None:

@@ -207,11 +207,13 @@ typedef struct {
     double timestamp;
     unsigned int drops;
     char local[INET6_ADDRSTRLEN + 16];
+    Source reply_from; /* the destination as a reply's source (what encode_source makes of local) */
 } Control;
 
 static void read_control(struct msghdr *h, Control *out) {
     out->has_time = out->has_drops = out->has_local = 0;
     out->unicast = 1;
+    out->reply_from.family = 0;
     if (h->msg_control == NULL || h->msg_controllen == 0)
         return;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c != NULL; c = CMSG_NXTHDR(h, c)) {
@@ -236,6 +238,9 @@ static void read_control(struct msghdr *h, Control *out) {
             if (!out->has_local) {
                 format_v4(&info.ipi_addr, out->local);
                 out->has_local = 1;
+                memset(&out->reply_from, 0, sizeof out->reply_from);
+                out->reply_from.family = AF_INET;
+                out->reply_from.info.v4.ipi_spec_dst = info.ipi_addr;
             }
         } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO &&
                    room >= sizeof(struct in6_pktinfo)) {
@@ -247,8 +252,13 @@ static void read_control(struct msghdr *h, Control *out) {
                 out->unicast = 0;
             if (inet_ntop(AF_INET6, &info.ipi6_addr, out->local, INET6_ADDRSTRLEN)) {
                 out->has_local = 1;
-                if (a[0] == 0xfe && (a[1] & 0xc0) == 0x80) /* link-local: only with its scope */
+                memset(&out->reply_from, 0, sizeof out->reply_from);
+                out->reply_from.family = AF_INET6;
+                out->reply_from.info.v6.ipi6_addr = info.ipi6_addr;
+                if (a[0] == 0xfe && (a[1] & 0xc0) == 0x80) { /* link-local: only with its scope */
                     snprintf(out->local + strlen(out->local), 16, "%%%u", info.ipi6_ifindex);
+                    out->reply_from.info.v6.ipi6_ifindex = info.ipi6_ifindex;
+                }
             }
         }
     }
@@ -275,6 +285,31 @@ static PyObject *make_record(Batch *self, PyObject *fields[7]) {
     for (int k = 0; k < 7; k++)
         PyTuple_SET_ITEM(record, k, fields[k]);
     return record;
+}
+
+/* Received message i as a record (data, peer, local_ip, timestamp, drops, truncated, unicast). The
+ * data is read from the buffer, not through iovecs[i], which reflect() may have reused. */
+static PyObject *record_at(Batch *self, int i, const Control *control) {
+    struct msghdr *h = &self->headers[i].msg_hdr;
+    Py_ssize_t length = (Py_ssize_t)self->headers[i].msg_len;
+    if (length > self->size)
+        length = self->size;
+    PyObject *fields[7];
+    fields[0] = PyBytes_FromStringAndSize(self->buffer + (size_t)i * (size_t)self->size, length);
+    fields[1] = peer_of(self, (struct sockaddr_in6 *)h->msg_name, h->msg_namelen);
+    fields[2] = control->has_local ? local_text(self, control->local) : Py_NewRef(Py_None);
+    fields[3] = control->has_time ? PyFloat_FromDouble(control->timestamp) : Py_NewRef(Py_None);
+    fields[4] = control->has_drops ? PyLong_FromUnsignedLong(control->drops) : Py_NewRef(Py_None);
+    fields[5] = PyBool_FromLong(h->msg_flags & MSG_TRUNC);
+    fields[6] = PyBool_FromLong(control->unicast);
+    for (int k = 0; k < 7; k++) {
+        if (fields[k] == NULL) {
+            for (int j = 0; j < 7; j++)
+                Py_XDECREF(fields[j]);
+            return NULL;
+        }
+    }
+    return make_record(self, fields);
 }
 
 static int receive_call(Batch *self, int fd, int flags) {
@@ -326,29 +361,9 @@ static PyObject *Batch_receive(Batch *self, PyObject *args) {
     if (out == NULL)
         return NULL;
     for (int i = 0; i < n; i++) {
-        struct msghdr *h = &self->headers[i].msg_hdr;
-        Py_ssize_t length = (Py_ssize_t)self->headers[i].msg_len;
-        if (length > self->size)
-            length = self->size;
         Control control;
-        read_control(h, &control);
-        PyObject *fields[7];
-        fields[0] = PyBytes_FromStringAndSize(self->iovecs[i].iov_base, length);
-        fields[1] = peer_of(self, (struct sockaddr_in6 *)h->msg_name, h->msg_namelen);
-        fields[2] = control.has_local ? local_text(self, control.local) : Py_NewRef(Py_None);
-        fields[3] = control.has_time ? PyFloat_FromDouble(control.timestamp) : Py_NewRef(Py_None);
-        fields[4] = control.has_drops ? PyLong_FromUnsignedLong(control.drops) : Py_NewRef(Py_None);
-        fields[5] = PyBool_FromLong(h->msg_flags & MSG_TRUNC);
-        fields[6] = PyBool_FromLong(control.unicast);
-        for (int k = 0; k < 7; k++) {
-            if (fields[k] == NULL) {
-                for (int j = 0; j < 7; j++)
-                    Py_XDECREF(fields[j]);
-                Py_DECREF(out);
-                return NULL;
-            }
-        }
-        PyObject *record = make_record(self, fields);
+        read_control(&self->headers[i].msg_hdr, &control);
+        PyObject *record = record_at(self, i, &control);
         if (record == NULL) {
             Py_DECREF(out);
             return NULL;
@@ -485,9 +500,9 @@ static int encode_source(int family, PyObject *source, Source *out) {
 #define GSO_SEGMENTS 64
 #define GSO_BYTES 60000
 #define GSO_MAX_SIZE 1232
-static unsigned int group_messages(Batch *self, unsigned int n) {
+static unsigned int group_messages(Batch *self, unsigned int first, unsigned int n) {
     unsigned int groups = 0;
-    for (unsigned int i = 0; i < n;) {
+    for (unsigned int i = first; i < n;) {
         size_t size = self->iovecs[2 * i].iov_len + self->iovecs[2 * i + 1].iov_len;
         unsigned int j = i + 1;
         if (self->gso && size > 0 && size <= GSO_MAX_SIZE) {
@@ -505,7 +520,7 @@ static unsigned int group_messages(Batch *self, unsigned int n) {
             }
         }
         struct msghdr *h = &self->headers[groups].msg_hdr;
-        h->msg_name = &self->names[i];
+        h->msg_name = self->namelens[i] ? &self->names[i] : NULL;
         h->msg_namelen = self->namelens[i];
         h->msg_iov = &self->iovecs[2 * i];
         h->msg_iovlen = 2 * (size_t)(j - i);
@@ -547,12 +562,49 @@ static unsigned int group_messages(Batch *self, unsigned int n) {
     return groups;
 }
 
+/* Send messages first..n-1 of those laid out in names, namelens, sources and iovecs (two per message), grouped by
+ * group_messages, at most `most` sendmmsg messages (0: all); `clock`: an 8-byte trailer to write the
+ * NTP time into right before the call, or NULL. The sendmmsg result (-1 with *code set); *taken:
+ * how many messages the sent ones carried. The GIL is released for the call. */
+static int send_laid_out(Batch *self, int fd, unsigned int first, unsigned int n, unsigned int most,
+                         unsigned char *clock, unsigned int *taken, int *code) {
+    unsigned int groups = 0;
+    int sent = 0;
+    *taken = 0;
+    *code = 0;
+    for (int attempt = 0; attempt < 2 && n > first; attempt++) {
+        groups = group_messages(self, first, n);
+        if (most > 0 && groups > most)
+            groups = most; /* the rest: the caller's next call, with a fresh trailer */
+        Py_BEGIN_ALLOW_THREADS
+        do {
+            if (clock != NULL)
+                write_ntp_now(clock); /* as late as it can be read: the call is next */
+            sent = sendmmsg(fd, self->headers, groups, 0);
+        } while (sent < 0 && errno == EINTR);
+        Py_END_ALLOW_THREADS
+        *code = errno;
+        /* A kernel or route that cannot segment (no UDP_SEGMENT, a device without checksum
+         * offload, an IPsec route): segment no more on this batch, and send again one by one. */
+        if (sent < 0 && self->members[0] > 1 && (*code == EIO || *code == EINVAL || *code == ENOPROTOOPT ||
+                                                  *code == EOPNOTSUPP)) {
+            self->gso = 0;
+            continue;
+        }
+        break;
+    }
+    for (int g = 0; g < sent; g++)
+        *taken += self->members[g];
+    return sent;
+}
+
 PyDoc_STRVAR(send_doc,
 "send(fd, family, messages, start=0, trailer=None, most=0) -> int\n\n"
 "Send messages[start:start+count], each (payload, peer) or (payload, peer, source), in one\n"
-"sendmmsg; how many the kernel took. source: the address to send from (IP_PKTINFO), or None.\n"
-"took. It stops before a message whose peer is not a numeric address (the caller sends that one\n"
-"with sendto, which resolves names). An error on the first message is raised as OSError.\n"
+"sendmmsg; how many the kernel took. peer: None on a connected socket (to its peer). source: the\n"
+"address to send from (IP_PKTINFO), or None. It stops before a message whose peer is not a\n"
+"numeric address (the caller sends that one with sendto, which resolves names). An error on the\n"
+"first message is raised as OSError.\n"
 "Consecutive messages to one peer go as one UDP_SEGMENT message when gso is on (see group_messages).\n"
 "trailer: bytes sent after every payload (a second iovec): what must be written last, such as\n"
 "NTP's transmit timestamp, made once for the whole batch just before the call; or\n"
@@ -598,8 +650,9 @@ static PyObject *Batch_send(Batch *self, PyObject *args) {
         PyObject *item = PyList_GET_ITEM(messages, k);
         if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 2)
             break;
-        socklen_t len = encode_peer(family, PyTuple_GET_ITEM(item, 1), &self->names[n]);
-        if (len == 0)
+        PyObject *peer = PyTuple_GET_ITEM(item, 1);
+        socklen_t len = encode_peer(family, peer, &self->names[n]); /* None: a connected socket's peer */
+        if (len == 0 && peer != Py_None)
             break;
         PyObject *source = PyTuple_GET_SIZE(item) >= 3 ? PyTuple_GET_ITEM(item, 2) : Py_None;
         if (!encode_source(family, source, &self->sources[n]))
@@ -615,31 +668,10 @@ static PyObject *Batch_send(Batch *self, PyObject *args) {
         iov[1].iov_len = has_trailer ? (size_t)trailer.len : 0;
         self->namelens[n] = len;
     }
-    unsigned int groups = 0, taken = 0;
-    int sent = 0, code = 0;
-    for (int attempt = 0; attempt < 2 && n > 0; attempt++) {
-        groups = group_messages(self, n);
-        if (most > 0 && groups > most)
-            groups = most; /* the rest: the caller's next call, with a fresh trailer */
-        Py_BEGIN_ALLOW_THREADS
-        do {
-            if (clock_kind == TRAILER_NTP_TIME)
-                write_ntp_now(clock_trailer); /* as late as it can be read: the call is next */
-            sent = sendmmsg(fd, self->headers, groups, 0);
-        } while (sent < 0 && errno == EINTR);
-        Py_END_ALLOW_THREADS
-        code = errno;
-        /* A kernel or route that cannot segment (no UDP_SEGMENT, a device without checksum
-         * offload, an IPsec route): segment no more on this batch, and send again one by one. */
-        if (sent < 0 && self->members[0] > 1 && (code == EIO || code == EINVAL || code == ENOPROTOOPT ||
-                                                 code == EOPNOTSUPP)) {
-            self->gso = 0;
-            continue;
-        }
-        break;
-    }
-    for (int g = 0; g < sent; g++)
-        taken += self->members[g];
+    unsigned int taken = 0;
+    int code = 0;
+    unsigned char *clock = clock_kind == TRAILER_NTP_TIME ? clock_trailer : NULL;
+    int sent = send_laid_out(self, fd, 0, n, most, clock, &taken, &code);
     for (unsigned int k = 0; k < n; k++)
         PyBuffer_Release(&views[k]);
     if (owned)
@@ -651,10 +683,117 @@ static PyObject *Batch_send(Batch *self, PyObject *args) {
     return PyLong_FromLong((long)taken);
 }
 
+PyDoc_STRVAR(reflect_doc,
+"reflect(fd, flags=MSG_DONTWAIT, lowest_port=1024) -> (datagrams, bytes, senders, sent, sent_bytes,\n"
+"failures, rest)\n\n"
+"An echo service's read and answer in one call (RFC 862), without a Python object per datagram:\n"
+"each waiting datagram (up to count) to a unicast address of ours from a sender port of at least\n"
+"lowest_port goes back unchanged to its sender, from the address it came to when the batch reads\n"
+"destinations, with one sendmmsg (runs to one peer as UDP_SEGMENT messages, as send does).\n"
+"datagrams, bytes, senders: those echoed, as tally counts them; sent, sent_bytes: the replies the\n"
+"kernel took; failures: the errno of each reply it refused (skipped; the rest still go); rest: the\n"
+"other datagrams as receive's records (a low port, a group or broadcast address), for the caller.");
+
+static PyObject *Batch_reflect(Batch *self, PyObject *args) {
+    if (!initialised(self))
+        return NULL;
+    int fd, flags = MSG_DONTWAIT, lowest = 1024;
+    if (!PyArg_ParseTuple(args, "i|ii", &fd, &flags, &lowest))
+        return NULL;
+    int n = receive_call(self, fd, flags);
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        n = 0;
+    }
+    PyObject *senders = PyList_New(0), *rest = PyList_New(0), *failures = PyList_New(0);
+    if (senders == NULL || rest == NULL || failures == NULL)
+        goto fail;
+    /* Lay the replies out in place as send() would (names, namelens, sources, two iovecs each):
+     * reply k comes from datagram i >= k, so nothing is overwritten before it is read. */
+    unsigned int k = 0;
+    long long received_bytes = 0;
+    PyObject *previous = NULL;
+    for (int i = 0; i < n; i++) {
+        struct msghdr *h = &self->headers[i].msg_hdr;
+        socklen_t namelen = h->msg_namelen > NAME_SPACE ? NAME_SPACE : h->msg_namelen;
+        if (namelen == 0)
+            continue; /* a wake-up by shutdown(SHUT_RD), not a datagram */
+        Control control;
+        read_control(h, &control);
+        int port = ntohs(self->names[i].sin6_port); /* sin_port and sin6_port share their place */
+        int family = self->names[i].sin6_family;
+        int known = (family == AF_INET && namelen >= (socklen_t)sizeof(struct sockaddr_in)) ||
+                    (family == AF_INET6 && namelen >= (socklen_t)sizeof(struct sockaddr_in6));
+        if (!known || port < lowest || !control.unicast) {
+            PyObject *record = record_at(self, i, &control);
+            if (record == NULL || PyList_Append(rest, record) < 0) {
+                Py_XDECREF(record);
+                goto fail;
+            }
+            Py_DECREF(record);
+            continue;
+        }
+        PyObject *peer = peer_of(self, &self->names[i], namelen);
+        if (peer == NULL)
+            goto fail;
+        if (peer != previous && PyList_Append(senders, peer) < 0) {
+            Py_DECREF(peer);
+            goto fail;
+        }
+        previous = peer;
+        Py_DECREF(peer); /* the list (or last_peer) holds it */
+        size_t length = self->headers[i].msg_len > (unsigned int)self->size ? (size_t)self->size
+                                                                            : self->headers[i].msg_len;
+        received_bytes += (long long)length;
+        if ((unsigned int)i != k)
+            memmove(&self->names[k], &self->names[i], namelen);
+        self->namelens[k] = namelen;
+        self->sources[k] = control.reply_from;
+        self->iovecs[2 * (size_t)k].iov_base = self->buffer + (size_t)i * (size_t)self->size;
+        self->iovecs[2 * (size_t)k].iov_len = length;
+        self->iovecs[2 * (size_t)k + 1].iov_base = NULL;
+        self->iovecs[2 * (size_t)k + 1].iov_len = 0;
+        k++;
+    }
+    unsigned int start = 0, sent = 0;
+    long long sent_bytes = 0;
+    while (start < k) { /* each round sends at least one reply or skips one */
+        unsigned int taken = 0;
+        int code = 0;
+        int groups = send_laid_out(self, fd, start, k, 0, NULL, &taken, &code);
+        if (groups < 0) {
+            unsigned int skipped = self->members[0] > 0 ? self->members[0] : 1;
+            for (unsigned int m = 0; m < skipped && start < k; m++, start++) {
+                PyObject *number = PyLong_FromLong(code);
+                if (number == NULL || PyList_Append(failures, number) < 0) {
+                    Py_XDECREF(number);
+                    goto fail;
+                }
+                Py_DECREF(number);
+            }
+            continue;
+        }
+        for (unsigned int m = start; m < start + taken; m++)
+            sent_bytes += (long long)self->iovecs[2 * (size_t)m].iov_len;
+        sent += taken;
+        start += taken;
+        if (taken == 0)
+            break; /* (sendmmsg took nothing without an error: not expected; the rest are not sent) */
+    }
+    return Py_BuildValue("(ILNILNN)", k, received_bytes, senders, sent, sent_bytes, failures, rest);
+fail:
+    Py_XDECREF(senders);
+    Py_XDECREF(rest);
+    Py_XDECREF(failures);
+    return NULL;
+}
+
 static PyMethodDef Batch_methods[] = {
     {"receive", (PyCFunction)Batch_receive, METH_VARARGS, receive_doc},
     {"tally", (PyCFunction)Batch_tally, METH_VARARGS, tally_doc},
     {"send", (PyCFunction)Batch_send, METH_VARARGS, send_doc},
+    {"reflect", (PyCFunction)Batch_reflect, METH_VARARGS, reflect_doc},
     {NULL, NULL, 0, NULL},
 };
 

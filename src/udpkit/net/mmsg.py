@@ -59,9 +59,18 @@ class Batch(Protocol):
 
     def send(self, fd: int, family: int, messages: Sequence[tuple[Any, ...]], start: int = ...,
              trailer: bytes | int | None = ..., most: int = ..., /) -> int:
-        """``messages[start:start+count]`` — (payload, peer) or (payload, peer, source address) —
-        in one ``sendmmsg``, each followed by ``trailer`` if given (written once for the batch,
-        just before the call), at most ``most`` system-call messages (0: no limit): how many it took."""
+        """``messages[start:start+count]`` — (payload, peer) or (payload, peer, source address);
+        peer ``None`` on a connected socket — in one ``sendmmsg``, each followed by ``trailer`` if
+        given (written once for the batch, just before the call), at most ``most`` system-call
+        messages (0: no limit): how many it took."""
+
+    def reflect(self, fd: int, flags: int = ..., lowest_port: int = ..., /) -> tuple[int, int, list[Any], int, int,
+                                                                                     list[int], list[Any]]:
+        """An echo's read and answer in one call: each waiting unicast datagram from a port of at
+        least ``lowest_port`` sent back unchanged from where it came to. (datagrams, bytes, senders)
+        of those, as ``tally``; (sent, sent bytes) of the replies; each refused reply's errno; the
+        other datagrams' records (a low port, a group or broadcast address; in the ctypes batch,
+        also those to be answered from their destination), for the caller to handle."""
 
 
 class _IoVec(ctypes.Structure):
@@ -254,7 +263,7 @@ class CtypesBatch:
             if len(payload) > self.size:
                 break
             try:
-                name = _encode_name(family, peer)
+                name = b"" if peer is None else _encode_name(family, peer)  # None: a connected socket's
             except (OSError, ValueError, TypeError, IndexError):
                 break  # not a numeric address: the caller's sendto resolves it
             at = n * self.size
@@ -273,6 +282,44 @@ class CtypesBatch:
             code = ctypes.get_errno()
             raise OSError(code, os.strerror(code))
         return int(sent)
+
+
+    def reflect(self, fd: int, flags: int = _MSG_DONTWAIT, lowest_port: int = 1024) -> tuple[
+            int, int, list[Any], int, int, list[int], list[Any]]:
+        # Here a datagram to be answered from its destination (a wildcard-bound socket's) is left
+        # to the caller with the rest: send() leaves source addresses to send_reply.
+        echoed, rest = [], []
+        for record in self.receive(fd, flags):
+            if record[1] is None:
+                continue  # a wake-up by shutdown(SHUT_RD)
+            if record[6] and record[2] is None and record[1][0] and record[1][1] >= lowest_port:
+                echoed.append(record)
+            else:
+                rest.append(record)
+        senders: list[Any] = []
+        for record in echoed:
+            if not senders or senders[-1] is not record[1]:
+                senders.append(record[1])
+        family = socket.AF_INET6 if echoed and len(echoed[0][1]) > 2 else socket.AF_INET
+        start = sent = sent_bytes = 0
+        failures: list[int] = []
+        for _ in range(len(echoed)):  # each round sends at least one reply or skips one
+            if start >= len(echoed):
+                break
+            try:
+                took = self.send(fd, family, echoed, start)
+            except OSError as exc:
+                took, code = 0, exc.errno or _errno.EIO
+            else:
+                code = _errno.EINVAL  # (took nothing: a peer send() cannot encode)
+            if not took:
+                failures.append(code)
+                start += 1
+                continue
+            sent += took
+            sent_bytes += sum(len(record[0]) for record in echoed[start : start + took])
+            start += took
+        return len(echoed), sum(len(record[0]) for record in echoed), senders, sent, sent_bytes, failures, rest
 
 
 def _ntp_now() -> bytes:

@@ -35,7 +35,10 @@ class Responder(Protocol):
       then calls ``handle`` per datagram. What it answers must be what ``handle`` and ``finish``
       would have, byte for byte, the trailer's time apart;
     - ``trailer_clock`` (``None``): ``"ntp"`` when ``trailer(now)`` is ``now`` as an NTP timestamp,
-      which the send layer may then read itself, right before the system call.
+      which the send layer may then read itself, right before the system call;
+    - ``reflect_from`` (``None``): a port number when ``handle`` is, for now, the plain echo of
+      every unicast datagram from a sender port at least that high — the send layer may then read
+      and send such datagrams back without a call per datagram (the others still reach ``handle``).
     """
 
     name: str
@@ -67,6 +70,7 @@ class Capabilities(NamedTuple):
     handle_batch: Any = None
     trailer: Any = None
     trailer_clock: str | None = None
+    reflect_from: int | None = None
 
 
 def capabilities(responder: Responder) -> Capabilities:
@@ -78,7 +82,7 @@ def capabilities(responder: Responder) -> Capabilities:
     handle_batch, trailer = getattr(responder, "handle_batch", None), getattr(responder, "trailer", None)
     return Capabilities(bool(getattr(responder, "replies", True)), bool(getattr(responder, "uses_time", True)),
                         finish, stats if isinstance(stats, dict) else {}, handle_batch, trailer,
-                        getattr(responder, "trailer_clock", None))
+                        getattr(responder, "trailer_clock", None), getattr(responder, "reflect_from", None))
 
 
 class Evidence(NamedTuple):

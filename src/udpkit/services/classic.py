@@ -100,6 +100,14 @@ class Echo(_Guarded):
                 return None
         return datagrams
 
+    @property
+    def reflect_from(self) -> int | None:
+        """Without a budget per peer, ``handle`` echoes every datagram from a port of at least
+        this: the listener may then echo those without calling it (``Batch.reflect``)."""
+        if self._limiter is not None:
+            return None
+        return 0 if self.low_ports else FIRST_CLIENT_PORT
+
 
 class Daytime(_Guarded):
     """RFC 867: the date and time as ASCII text; the RFC suggests ``Weekday, Month Day, Year HH:MM:SS-Zone``."""
