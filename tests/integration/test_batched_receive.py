@@ -419,7 +419,7 @@ def test_reflect_echoes_each_datagram_unchanged_and_leaves_low_ports_to_the_call
     assert sum(r[0] for r in results) == sum(r[3] for r in results) == len(sizes)
     assert sum(r[1] for r in results) == sum(r[4] for r in results) == sum(sizes)
     assert {peer[:2] for r in results for peer in r[2]} == {names["high"]}
-    assert [f for r in results for f in r[5]] == []
+    assert [f for r in results for f in r[5]] == [] and not any(r[7] for r in results)
     rest = [record for r in results for record in r[6]]
     assert [(record.data, record.peer[:2]) for record in rest] == [(b"from a low port", names["low"])]
 
@@ -520,3 +520,51 @@ def test_a_relay_carries_a_burst_both_ways_in_order() -> None:
         stats = proxy.stats
     assert stats.datagrams_in == stats.datagrams_out == 1001 and stats.sessions_total == 1
     assert not stats.faults
+
+
+def test_reflect_in_rounds_is_an_echo_servers_loop_that_hands_back_what_it_cannot_echo() -> None:
+    """``rounds`` on a blocking socket (``MSG_WAITFORONE``): a client that waits for each answer is
+    served round after round within one call (each lone request read with ``recvfrom``); the call
+    ends when a datagram it must not echo comes (handed back), when the socket is shut for reading
+    (``stop()``'s wake-up), and when nothing comes within ``SO_RCVTIMEO``."""
+    import threading
+
+    if "c" not in KINDS:
+        pytest.skip("rounds are the C batch's")
+    server = bind_udp(Endpoint("127.0.0.1", 0, socket.AF_INET), BindOptions(pktinfo=False))
+    server.setblocking(True)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, 200_000))
+    high, low = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for client in (high, low):
+        client.bind(("127.0.0.1", 0))
+        client.settimeout(2)
+    if low.getsockname()[1] > high.getsockname()[1]:
+        high, low = low, high
+    answers: list[bytes] = []
+
+    def ping_pong() -> None:
+        for n in range(300):
+            high.sendto(b"%d" % n, server.getsockname())
+            answers.append(high.recv(100))
+        low.sendto(b"low", server.getsockname())
+
+    client_thread = threading.Thread(target=ping_pong)
+    batch = batch_of("c", ancillary=True)
+    calls = []
+    with server, high, low:
+        client_thread.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            calls.append(batch.reflect(server.fileno(), 0x10000, high.getsockname()[1], 64))  # MSG_WAITFORONE
+            if calls[-1][6]:
+                break
+        client_thread.join()
+        idle = batch.reflect(server.fileno(), 0x10000, 1024, 64)  # nothing comes: SO_RCVTIMEO ends it
+        with pytest.raises(OSError):  # ENOTCONN on an unconnected socket, which it shuts all the same
+            server.shutdown(socket.SHUT_RD)
+        woken = batch.reflect(server.fileno(), 0x10000, 1024, 64)
+    assert answers == [b"%d" % n for n in range(300)]
+    assert sum(c[0] for c in calls) == sum(c[3] for c in calls) == 300
+    assert max(c[0] for c in calls) > 16  # many round trips a call, not one
+    assert [r.data for r in calls[-1][6]] == [b"low"] and not any(c[5] or c[7] for c in calls)
+    assert idle[:1] == woken[:1] == (0,) and idle[7] == woken[7] == 0

@@ -127,6 +127,7 @@ def legit(client: Host, host: str = SERVER4, port: int = PORT, payload: bytes = 
 NTP_REQUEST = b"\x23" + bytes(47)
 SERVICES = {
     "echo": (["--respond", "echo"], b"udpkit legit"),
+    "echo-reflect": (["--respond", "echo", "--rate-limit", "0"], b"udpkit legit"),  # echoed in C (Batch.reflect)
     "daytime": (["--respond", "daytime"], b"\n"),
     "time": (["--respond", "time"], b""),
     "ntp": (["--respond", "ntp"], NTP_REQUEST),
@@ -171,10 +172,11 @@ def test_answering_groups_is_a_choice(lan: tuple[Host, Host]) -> None:
 
 @pytest.mark.parametrize("argv", [
     ["listen", f"[::]:{PORT}", "--respond", "echo"],
+    ["listen", f"[::]:{PORT}", "--respond", "echo", "--rate-limit", "0"],  # echoed in C (Batch.reflect)
     ["listen", f"[::]:{PORT}", "--respond", "echo", "--fork"],
     ["socat", f"UDP6-LISTEN:{PORT},fork", "PIPE"],
     ["socat", f"UDP6-RECVFROM:{PORT},fork", "PIPE"],
-], ids=["listen", "listen-fork", "socat-listen-fork", "socat-recvfrom-fork"])
+], ids=["listen", "listen-reflect", "listen-fork", "socat-listen-fork", "socat-recvfrom-fork"])
 def test_a_link_local_peer_is_answered(lan: tuple[Host, Host], argv: list[str]) -> None:
     server_host, client = lan
     server = Server(server_host, *argv)

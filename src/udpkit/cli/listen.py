@@ -82,7 +82,8 @@ def build_parser() -> Parser:
     p.add_argument("--reuseaddr", action="store_true", help="set SO_REUSEADDR")
     p.add_argument("--reuseport", action="store_true", help="set SO_REUSEPORT (several listeners share the port)")
     p.add_argument("--bind-device", metavar="IFACE", help="receive only through this interface (SO_BINDTODEVICE)")
-    p.add_argument("--rcvbuf", type=_positive_int, metavar="BYTES", help="receive buffer size (SO_RCVBUF)")
+    p.add_argument("--rcvbuf", type=_positive_int, metavar="BYTES",
+                   help="receive buffer size (SO_RCVBUF) of every socket: listening, sessions, relay upstreams")
     p.add_argument("--out", metavar="FILE", help="record every datagram to FILE ('-' for standard output)")
     p.add_argument("--format", choices=FORMATS, default=None, help="how --out records datagrams (default: text)")
     p.add_argument("--fork", action="store_true",

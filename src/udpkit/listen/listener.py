@@ -624,17 +624,13 @@ class Listener:
             return None
         return self.capabilities.reflect_from
 
-    def _reflect(self, index: int, sock: socket.socket, flags: int, lowest: int) -> int:
-        """One ``Batch.reflect``: the waiting datagrams echoed in one call, counted as
-        ``_answer_batch`` counts them; the ones it leaves (a low port, a group address) go through
-        ``_answer_batch``. How many datagrams were read."""
+    def _reflect(self, index: int, sock: socket.socket, flags: int, lowest: int, rounds: int = 1) -> int:
+        """One ``Batch.reflect``: the waiting datagrams echoed in one call (``rounds``: and again,
+        while only that happens), counted as ``_answer_batch`` counts them; the ones it leaves (a
+        low port, a group address) go through ``_answer_batch``. How many datagrams were read."""
         assert self._batch is not None
-        try:
-            echoed, nbytes, senders, sent, sent_bytes, failures, rest = self._batch.reflect(sock.fileno(), flags,
-                                                                                             lowest)
-        except OSError as exc:  # in place of a datagram (an ICMP error for an earlier reply): read on
-            self._count_socket_error(exc)
-            return self._batch.count
+        echoed, nbytes, senders, sent, sent_bytes, failures, rest, error = self._batch.reflect(
+            sock.fileno(), flags, lowest, rounds)
         counts = self.counts
         if echoed:
             counts.datagrams_in += echoed
@@ -646,6 +642,9 @@ class Listener:
             counts.faults[f"reply_failed:{errno.errorcode.get(code, str(code))}"] += 1
         if rest:
             self._answer_batch(index, sock, rest, False)
+        if error:  # in place of a datagram (an ICMP error for an earlier reply): read on
+            self._count_socket_error(OSError(error, os.strerror(error)))
+            return self._batch.count
         return echoed + len(rest)
 
     def _plain_answerer(self, index: int, sock: socket.socket) -> Callable[..., bool]:
@@ -714,8 +713,8 @@ class Listener:
             while not reactor.stopping:
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-                if lowest is not None:
-                    self._reflect(0, sock, MSG_WAITFORONE, lowest)
+                if lowest is not None:  # the echo loop itself in C, up to 64 rounds a call
+                    self._reflect(0, sock, MSG_WAITFORONE, lowest, BATCH)
                     self._peers.settle()
                     continue
                 try:

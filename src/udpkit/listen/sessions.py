@@ -55,7 +55,7 @@ class Session:
             down.connect(key[1])
             strays = [stray._replace(local_ip=local.ip) for stray in receive(down, 1 << 16, ancillary=False)]
             if relay is not None:
-                up = upstream_socket(relay[0], relay[1])
+                up = upstream_socket(relay[0], relay[1], rcvbuf=bind.rcvbuf)
             elif stream is not None:
                 up = open_stream(stream)
         except BaseException:

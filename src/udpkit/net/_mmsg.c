@@ -683,105 +683,211 @@ static PyObject *Batch_send(Batch *self, PyObject *args) {
     return PyLong_FromLong((long)taken);
 }
 
+/* reflect()'s receive of one datagram with recvfrom into message 0's place, laid out as recvmmsg
+ * would have (msg_len, the sender, no control, MSG_TRUNC): a lone request costs a plain recvfrom,
+ * which measured cheaper than recvmmsg's msghdr handling and MSG_WAITFORONE's second attempt.
+ * reply: the previous round's one reply (message 0's data to names[0]), sent first with sendto in
+ * the same stretch without the GIL (one release per round trip, not two); *sent_errno: 0 when the
+ * kernel took it, else its errno. */
+static int receive_one(Batch *self, int fd, int flags, size_t reply, int *sent_errno) {
+    socklen_t len;
+    ssize_t got;
+    int code = 0;
+    Py_BEGIN_ALLOW_THREADS
+    if (reply != (size_t)-1) {
+        ssize_t out;
+        do {
+            out = sendto(fd, self->buffer, reply, 0, (struct sockaddr *)&self->names[0], self->namelens[0]);
+        } while (out < 0 && errno == EINTR);
+        code = out < 0 ? errno : 0;
+    }
+    len = NAME_SPACE; /* EINTR is not retried: the caller returns, and Python runs its signal handlers */
+    got = recvfrom(fd, self->buffer, (size_t)self->size, flags | MSG_TRUNC, (struct sockaddr *)&self->names[0], &len);
+    Py_END_ALLOW_THREADS
+    if (sent_errno != NULL)
+        *sent_errno = code;
+    if (got < 0)
+        return -1;
+    struct mmsghdr *m = &self->headers[0];
+    m->msg_len = (unsigned int)got;
+    m->msg_hdr.msg_name = &self->names[0];
+    m->msg_hdr.msg_namelen = len;
+    m->msg_hdr.msg_control = NULL;
+    m->msg_hdr.msg_controllen = 0;
+    m->msg_hdr.msg_flags = got > self->size ? MSG_TRUNC : 0;
+    return 1;
+}
+
+/* The one reply receive_one did not get to send (the loop ends, or a recvmmsg round is next). */
+static int send_one(Batch *self, int fd, size_t reply) {
+    ssize_t out;
+    Py_BEGIN_ALLOW_THREADS
+    do {
+        out = sendto(fd, self->buffer, reply, 0, (struct sockaddr *)&self->names[0], self->namelens[0]);
+    } while (out < 0 && errno == EINTR);
+    Py_END_ALLOW_THREADS
+    return out < 0 ? errno : 0;
+}
+
+static int append_long(PyObject *list, long value) {
+    PyObject *number = PyLong_FromLong(value);
+    int failed = number == NULL || PyList_Append(list, number) < 0;
+    Py_XDECREF(number);
+    return failed ? -1 : 0;
+}
+
 PyDoc_STRVAR(reflect_doc,
-"reflect(fd, flags=MSG_DONTWAIT, lowest_port=1024) -> (datagrams, bytes, senders, sent, sent_bytes,\n"
-"failures, rest)\n\n"
+"reflect(fd, flags=MSG_DONTWAIT, lowest_port=1024, rounds=1) -> (datagrams, bytes, senders, sent,\n"
+"sent_bytes, failures, rest, error)\n\n"
 "An echo service's read and answer in one call (RFC 862), without a Python object per datagram:\n"
 "each waiting datagram (up to count) to a unicast address of ours from a sender port of at least\n"
 "lowest_port goes back unchanged to its sender, from the address it came to when the batch reads\n"
 "destinations, with one sendmmsg (runs to one peer as UDP_SEGMENT messages, as send does).\n"
+"rounds: read and answer again, up to that many times, while every datagram was echoed and\n"
+"nothing else happened (with flags=MSG_WAITFORONE on a blocking socket: the loop of a one-socket\n"
+"echo server, in C; a lone request is then read with recvfrom and answered with sendto).\n"
 "datagrams, bytes, senders: those echoed, as tally counts them; sent, sent_bytes: the replies the\n"
 "kernel took; failures: the errno of each reply it refused (skipped; the rest still go); rest: the\n"
-"other datagrams as receive's records (a low port, a group or broadcast address), for the caller.");
+"other datagrams as receive's records (a low port, a group or broadcast address), for the caller;\n"
+"error: the errno the kernel reported in place of a datagram (an ICMP error), or 0. The call ends\n"
+"at the first round with a failure, a rest, an error, a wake-up by shutdown(SHUT_RD), nothing\n"
+"waiting (or a receive timeout), or a short batch without MSG_WAITFORONE.");
 
 static PyObject *Batch_reflect(Batch *self, PyObject *args) {
     if (!initialised(self))
         return NULL;
     int fd, flags = MSG_DONTWAIT, lowest = 1024;
-    if (!PyArg_ParseTuple(args, "i|ii", &fd, &flags, &lowest))
+    unsigned int rounds = 1;
+    if (!PyArg_ParseTuple(args, "i|iiI", &fd, &flags, &lowest, &rounds))
         return NULL;
-    int n = receive_call(self, fd, flags);
-    if (n < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            return PyErr_SetFromErrno(PyExc_OSError);
-        n = 0;
-    }
     PyObject *senders = PyList_New(0), *rest = PyList_New(0), *failures = PyList_New(0);
     if (senders == NULL || rest == NULL || failures == NULL)
         goto fail;
-    /* Lay the replies out in place as send() would (names, namelens, sources, two iovecs each):
-     * reply k comes from datagram i >= k, so nothing is overwritten before it is read. */
-    unsigned int k = 0;
-    long long received_bytes = 0;
+    unsigned long long echoed = 0, sent = 0;
+    long long received_bytes = 0, sent_bytes = 0;
+    int error = 0, single = 0;
+    size_t pending = (size_t)-1; /* the length of a reply in message 0's place not sent yet */
     PyObject *previous = NULL;
-    for (int i = 0; i < n; i++) {
-        struct msghdr *h = &self->headers[i].msg_hdr;
-        socklen_t namelen = h->msg_namelen > NAME_SPACE ? NAME_SPACE : h->msg_namelen;
-        if (namelen == 0)
-            continue; /* a wake-up by shutdown(SHUT_RD), not a datagram */
-        Control control;
-        read_control(h, &control);
-        int port = ntohs(self->names[i].sin6_port); /* sin_port and sin6_port share their place */
-        int family = self->names[i].sin6_family;
-        int known = (family == AF_INET && namelen >= (socklen_t)sizeof(struct sockaddr_in)) ||
-                    (family == AF_INET6 && namelen >= (socklen_t)sizeof(struct sockaddr_in6));
-        if (!known || port < lowest || !control.unicast) {
-            PyObject *record = record_at(self, i, &control);
-            if (record == NULL || PyList_Append(rest, record) < 0) {
-                Py_XDECREF(record);
-                goto fail;
+    for (unsigned int round = 0; round < rounds; round++) {
+        /* After a round of one datagram without control messages (a client waiting for each
+         * answer), read one with recvfrom; every 16th round asks recvmmsg again, so a flood that
+         * starts gets batches back within 16 datagrams. */
+        int n, code = 0;
+        if (single && (round & 15)) {
+            n = receive_one(self, fd, flags & ~MSG_WAITFORONE, pending, &code);
+        } else {
+            if (pending != (size_t)-1)
+                code = send_one(self, fd, pending);
+            n = pending != (size_t)-1 && code ? -2 : receive_call(self, fd, flags);
+        }
+        if (pending != (size_t)-1) {
+            if (code == 0) {
+                sent++;
+                sent_bytes += (long long)pending;
             }
-            Py_DECREF(record);
-            continue;
+            pending = (size_t)-1;
+            if (code && append_long(failures, code) < 0)
+                goto fail;
+            if (n == -2)
+                break; /* the reply failed before a recvmmsg round: end here, as a failed send does */
         }
-        PyObject *peer = peer_of(self, &self->names[i], namelen);
-        if (peer == NULL)
-            goto fail;
-        if (peer != previous && PyList_Append(senders, peer) < 0) {
-            Py_DECREF(peer);
-            goto fail;
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                error = errno;
+            break;
         }
-        previous = peer;
-        Py_DECREF(peer); /* the list (or last_peer) holds it */
-        size_t length = self->headers[i].msg_len > (unsigned int)self->size ? (size_t)self->size
-                                                                            : self->headers[i].msg_len;
-        received_bytes += (long long)length;
-        if ((unsigned int)i != k)
-            memmove(&self->names[k], &self->names[i], namelen);
-        self->namelens[k] = namelen;
-        self->sources[k] = control.reply_from;
-        self->iovecs[2 * (size_t)k].iov_base = self->buffer + (size_t)i * (size_t)self->size;
-        self->iovecs[2 * (size_t)k].iov_len = length;
-        self->iovecs[2 * (size_t)k + 1].iov_base = NULL;
-        self->iovecs[2 * (size_t)k + 1].iov_len = 0;
-        k++;
-    }
-    unsigned int start = 0, sent = 0;
-    long long sent_bytes = 0;
-    while (start < k) { /* each round sends at least one reply or skips one */
-        unsigned int taken = 0;
-        int code = 0;
-        int groups = send_laid_out(self, fd, start, k, 0, NULL, &taken, &code);
-        if (groups < 0) {
-            unsigned int skipped = self->members[0] > 0 ? self->members[0] : 1;
-            for (unsigned int m = 0; m < skipped && start < k; m++, start++) {
-                PyObject *number = PyLong_FromLong(code);
-                if (number == NULL || PyList_Append(failures, number) < 0) {
-                    Py_XDECREF(number);
+        if (n == 0)
+            break;
+        int stop = code != 0; /* a reply refused: this round's datagrams are still answered */
+        single = n == 1 && self->headers[0].msg_hdr.msg_controllen == 0;
+        /* Lay the replies out in place as send() would (names, namelens, sources, two iovecs each):
+         * reply k comes from datagram i >= k, so nothing is overwritten before it is read. */
+        unsigned int k = 0;
+        for (int i = 0; i < n; i++) {
+            struct msghdr *h = &self->headers[i].msg_hdr;
+            socklen_t namelen = h->msg_namelen > NAME_SPACE ? NAME_SPACE : h->msg_namelen;
+            if (namelen == 0) { /* a wake-up by shutdown(SHUT_RD), not a datagram */
+                stop = 1;
+                continue;
+            }
+            Control control;
+            read_control(h, &control);
+            int port = ntohs(self->names[i].sin6_port); /* sin_port and sin6_port share their place */
+            int family = self->names[i].sin6_family;
+            int known = (family == AF_INET && namelen >= (socklen_t)sizeof(struct sockaddr_in)) ||
+                        (family == AF_INET6 && namelen >= (socklen_t)sizeof(struct sockaddr_in6));
+            if (!known || port < lowest || !control.unicast) {
+                PyObject *record = record_at(self, i, &control);
+                if (record == NULL || PyList_Append(rest, record) < 0) {
+                    Py_XDECREF(record);
                     goto fail;
                 }
-                Py_DECREF(number);
+                Py_DECREF(record);
+                stop = 1;
+                continue;
             }
-            continue;
+            PyObject *peer = peer_of(self, &self->names[i], namelen);
+            if (peer == NULL)
+                goto fail;
+            if (peer != previous && PyList_Append(senders, peer) < 0) {
+                Py_DECREF(peer);
+                goto fail;
+            }
+            previous = peer;
+            Py_DECREF(peer); /* the list (or last_peer) holds it */
+            size_t length = self->headers[i].msg_len > (unsigned int)self->size ? (size_t)self->size
+                                                                                : self->headers[i].msg_len;
+            received_bytes += (long long)length;
+            if ((unsigned int)i != k)
+                memmove(&self->names[k], &self->names[i], namelen);
+            self->namelens[k] = namelen;
+            self->sources[k] = control.reply_from;
+            self->iovecs[2 * (size_t)k].iov_base = self->buffer + (size_t)i * (size_t)self->size;
+            self->iovecs[2 * (size_t)k].iov_len = length;
+            self->iovecs[2 * (size_t)k + 1].iov_base = NULL;
+            self->iovecs[2 * (size_t)k + 1].iov_len = 0;
+            k++;
         }
-        for (unsigned int m = start; m < start + taken; m++)
-            sent_bytes += (long long)self->iovecs[2 * (size_t)m].iov_len;
-        sent += taken;
-        start += taken;
-        if (taken == 0)
-            break; /* (sendmmsg took nothing without an error: not expected; the rest are not sent) */
+        echoed += k;
+        if (k == 1 && n == 1 && self->sources[0].family == 0) {
+            /* one reply, from message 0's place: sent with sendto by the next round's receive_one
+             * (or after the loop), as a C echo server sends it */
+            pending = self->iovecs[0].iov_len;
+            k = 0;
+        }
+        unsigned int start = 0;
+        while (start < k) { /* each round sends at least one reply or skips one */
+            unsigned int taken = 0;
+            int code = 0;
+            int groups = send_laid_out(self, fd, start, k, 0, NULL, &taken, &code);
+            if (groups < 0) {
+                unsigned int skipped = self->members[0] > 0 ? self->members[0] : 1;
+                for (unsigned int m = 0; m < skipped && start < k; m++, start++)
+                    if (append_long(failures, code) < 0)
+                        goto fail;
+                stop = 1;
+                continue;
+            }
+            for (unsigned int m = start; m < start + taken; m++)
+                sent_bytes += (long long)self->iovecs[2 * (size_t)m].iov_len;
+            sent += taken;
+            start += taken;
+            if (taken == 0)
+                break; /* (sendmmsg took nothing without an error: not expected; the rest are not sent) */
+        }
+        if (stop || (!(flags & MSG_WAITFORONE) && (unsigned int)n < self->count))
+            break;
     }
-    return Py_BuildValue("(ILNILNN)", k, received_bytes, senders, sent, sent_bytes, failures, rest);
+    if (pending != (size_t)-1) {
+        int code = send_one(self, fd, pending);
+        if (code && append_long(failures, code) < 0)
+            goto fail;
+        if (!code) {
+            sent++;
+            sent_bytes += (long long)pending;
+        }
+    }
+    return Py_BuildValue("(KLNKLNNi)", echoed, received_bytes, senders, sent, sent_bytes, failures, rest, error);
 fail:
     Py_XDECREF(senders);
     Py_XDECREF(rest);

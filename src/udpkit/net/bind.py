@@ -122,14 +122,17 @@ def bind_udp(endpoint: Endpoint, options: BindOptions = BindOptions()) -> socket
 
 def upstream_socket(family: int, address: tuple[Any, ...], source: tuple[str, int] | None = None,
                     reuseaddr: bool = False, *, connect: bool = True, send: MulticastSend | None = None,
-                    memberships: tuple[Membership, ...] = ()) -> socket.socket:
+                    memberships: tuple[Membership, ...] = (), rcvbuf: int | None = None) -> socket.socket:
     """A non-blocking UDP socket connected to ``address`` (a relay's way to its upstream, a client's to
     its peer), bound first to ``source`` when given; ``OSError`` (no route, no file descriptor left,
     the source taken) is the caller's. ``connect=False``: left unconnected, for a client that sends
     to a group or a broadcast address and hears answers from anyone (socat's UDP-DATAGRAM), with
-    ``send`` options and ``memberships`` joined."""
+    ``send`` options and ``memberships`` joined. ``rcvbuf``: ``SO_RCVBUF``, as the listening side
+    has it (a relay's upstream answers in bursts as large as what it is sent)."""
     sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         if reuseaddr:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if source is not None or memberships:

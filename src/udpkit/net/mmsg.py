@@ -64,13 +64,15 @@ class Batch(Protocol):
         given (written once for the batch, just before the call), at most ``most`` system-call
         messages (0: no limit): how many it took."""
 
-    def reflect(self, fd: int, flags: int = ..., lowest_port: int = ..., /) -> tuple[int, int, list[Any], int, int,
-                                                                                     list[int], list[Any]]:
+    def reflect(self, fd: int, flags: int = ..., lowest_port: int = ..., rounds: int = ..., /) -> tuple[
+            int, int, list[Any], int, int, list[int], list[Any], int]:
         """An echo's read and answer in one call: each waiting unicast datagram from a port of at
-        least ``lowest_port`` sent back unchanged from where it came to. (datagrams, bytes, senders)
-        of those, as ``tally``; (sent, sent bytes) of the replies; each refused reply's errno; the
-        other datagrams' records (a low port, a group or broadcast address; in the ctypes batch,
-        also those to be answered from their destination), for the caller to handle."""
+        least ``lowest_port`` sent back unchanged from where it came to; again, up to ``rounds``
+        times, while nothing else happens (the C batch; ctypes does one round). (datagrams, bytes,
+        senders) of those, as ``tally``; (sent, sent bytes) of the replies; each refused reply's
+        errno; the other datagrams' records (a low port, a group or broadcast address; in the
+        ctypes batch, also those to be answered from their destination), for the caller; the
+        errno reported in place of a datagram, or 0."""
 
 
 class _IoVec(ctypes.Structure):
@@ -284,12 +286,16 @@ class CtypesBatch:
         return int(sent)
 
 
-    def reflect(self, fd: int, flags: int = _MSG_DONTWAIT, lowest_port: int = 1024) -> tuple[
-            int, int, list[Any], int, int, list[int], list[Any]]:
-        # Here a datagram to be answered from its destination (a wildcard-bound socket's) is left
-        # to the caller with the rest: send() leaves source addresses to send_reply.
+    def reflect(self, fd: int, flags: int = _MSG_DONTWAIT, lowest_port: int = 1024, rounds: int = 1) -> tuple[
+            int, int, list[Any], int, int, list[int], list[Any], int]:
+        # One round. A datagram to be answered from its destination (a wildcard-bound socket's) is
+        # left to the caller with the rest: send() leaves source addresses to send_reply.
         echoed, rest = [], []
-        for record in self.receive(fd, flags):
+        try:
+            got = self.receive(fd, flags)
+        except OSError as exc:
+            return 0, 0, [], 0, 0, [], [], exc.errno or _errno.EIO
+        for record in got:
             if record[1] is None:
                 continue  # a wake-up by shutdown(SHUT_RD)
             if record[6] and record[2] is None and record[1][0] and record[1][1] >= lowest_port:
@@ -319,7 +325,7 @@ class CtypesBatch:
             sent += took
             sent_bytes += sum(len(record[0]) for record in echoed[start : start + took])
             start += took
-        return len(echoed), sum(len(record[0]) for record in echoed), senders, sent, sent_bytes, failures, rest
+        return len(echoed), sum(len(record[0]) for record in echoed), senders, sent, sent_bytes, failures, rest, 0
 
 
 def _ntp_now() -> bytes:
