@@ -745,7 +745,8 @@ PyDoc_STRVAR(reflect_doc,
 "destinations, with one sendmmsg (runs to one peer as UDP_SEGMENT messages, as send does).\n"
 "rounds: read and answer again, up to that many times, while every datagram was echoed and\n"
 "nothing else happened (with flags=MSG_WAITFORONE on a blocking socket: the loop of a one-socket\n"
-"echo server, in C; a lone request is then read with recvfrom and answered with sendto).\n"
+"echo server, in C; lone requests are then read with recvfrom and answered with sendto, and\n"
+"recvmmsg is asked again every 64 of them).\n"
 "datagrams, bytes, senders: those echoed, as tally counts them; sent, sent_bytes: the replies the\n"
 "kernel took; failures: the errno of each reply it refused (skipped; the rest still go); rest: the\n"
 "other datagrams as receive's records (a low port, a group or broadcast address), for the caller;\n"
@@ -770,10 +771,11 @@ static PyObject *Batch_reflect(Batch *self, PyObject *args) {
     PyObject *previous = NULL;
     for (unsigned int round = 0; round < rounds; round++) {
         /* After a round of one datagram without control messages (a client waiting for each
-         * answer), read one with recvfrom; every 16th round asks recvmmsg again, so a flood that
-         * starts gets batches back within 16 datagrams. */
+         * answer), read one with recvfrom. Each call's first round, and every 64th, asks recvmmsg:
+         * it learns what this socket delivers (control messages: recvfrom would lose them), and
+         * a flood that starts gets batches back within one batch's worth of datagrams. */
         int n, code = 0;
-        if (single && (round & 15)) {
+        if (single && (round & 63)) {
             n = receive_one(self, fd, flags & ~MSG_WAITFORONE, pending, &code);
         } else {
             if (pending != (size_t)-1)
