@@ -6,6 +6,7 @@ counts and answers the same whichever way it reads."""
 
 from __future__ import annotations
 
+import errno
 import socket
 import struct
 import time
@@ -568,3 +569,42 @@ def test_reflect_in_rounds_is_an_echo_servers_loop_that_hands_back_what_it_canno
     assert max(c[0] for c in calls) > 16  # many round trips a call, not one
     assert [r.data for r in calls[-1][6]] == [b"low"] and not any(c[5] or c[7] for c in calls)
     assert idle[:1] == woken[:1] == (0,) and idle[7] == woken[7] == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_forward_passes_datagrams_on_unchanged_and_stops_at_an_error(kind: str) -> None:
+    """``Batch.forward`` (a relay's hop): what waits on one connected socket goes out on another,
+    byte for byte and in order — empty, GSO-sized runs and 65,507-byte datagrams; an error the
+    destination reports (an ICMP port unreachable for an earlier send) ends the call, reported."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as src, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dst, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        for sock in (src, peer, sink):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            sock.bind(("127.0.0.1", 0))
+            sock.settimeout(0.5)
+        src.connect(peer.getsockname())
+        peer.connect(src.getsockname())
+        dst.connect(sink.getsockname())
+        payloads = [b"", b"x"] + [b"%04d" % n for n in range(50)] + [b"y" * 1200] * 5 + [b"z" * 65507, b"end"]
+        for payload in payloads:
+            peer.send(payload)
+        time.sleep(0.05)
+        batch = batch_of(kind, 64, 65536, ancillary=False)
+        got, nbytes, sent, sent_bytes, failures, error = batch.forward(src.fileno(), dst.fileno())
+        assert (got, sent, failures, error) == (len(payloads), len(payloads), [], 0)
+        assert nbytes == sent_bytes == sum(map(len, payloads))
+        assert [sink.recv(65536) for _ in payloads] == payloads
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as gone:
+            gone.bind(("127.0.0.1", 0))
+            nowhere = gone.getsockname()
+        dst.connect(nowhere)  # nothing listens there: the first send draws a port unreachable
+        peer.send(b"first")
+        time.sleep(0.05)
+        assert batch.forward(src.fileno(), dst.fileno())[2] == 1
+        time.sleep(0.05)
+        peer.send(b"second")
+        peer.send(b"third")
+        time.sleep(0.05)
+        got, _nbytes, sent, _sent_bytes, failures, error = batch.forward(src.fileno(), dst.fileno())
+    assert (got, sent, failures, error) == (2, 0, [errno.ECONNREFUSED], 0)

@@ -155,6 +155,10 @@ class Listener:
         self._single: socket.socket | None = None  # the socket _serve_blocking waits on
         self._answerers: dict[int, Callable[..., bool]] = {}  # per listening socket: _plain_answerer's
         self._latest: SessionKey | None = None  # the latest peer (and its listening socket), for input_fd
+        # A relay's sessions forward whole batches in one call each (Batch.forward) when nothing
+        # must see each datagram: no tap, recording, standard input or count to stop at.
+        self._forwards = (self._batch is not None and config.relay is not None and tap is None and sink is None
+                          and config.input_fd is None and config.count is None)
 
     # -- what the facade shows -------------------------------------------------------------------
     @property
@@ -764,6 +768,9 @@ class Listener:
                 and self.tap is None):
             self._touch(key)
             return self._drain_discard(session.down, session)
+        if self._forwards and isinstance(session.up, socket.socket):
+            self._forward(key, session, session.down, session.up, upstream=True)
+            return False
         errors: list[OSError] = []
         done = False
         outbox: list[tuple[socket.socket, bytes, bool]] = []  # sent after the batch, a sendmmsg per socket
@@ -789,6 +796,9 @@ class Listener:
             return False
         if isinstance(session.up, StreamUpstream):
             return self._from_stream(key, session, session.up)
+        if self._forwards:
+            self._forward(key, session, session.up, session.down, upstream=False)
+            return False
         errors: list[OSError] = []
         got = receive(session.up, BATCH, ancillary=False, on_error=errors.append, batch=self._batch)
         if got:
@@ -901,6 +911,35 @@ class Listener:
             self.counts.bytes_out += len(payload)
         else:
             self.counts.faults[f"reply_failed:{failed}"] += 1
+
+    def _forward(self, key: SessionKey, session: Session, source: socket.socket, to: socket.socket, *,
+                 upstream: bool) -> None:
+        """A relay session's hop, a batch at a time in one call each (``Batch.forward``: no Python
+        object per datagram), counted as the datagram-by-datagram path counts: what the peer sent
+        is in, what goes back to it is out. An error ends the session as there; a full buffer
+        costs the datagram (``reply_failed:EAGAIN``)."""
+        assert self._batch is not None
+        forward, counts = self._batch.forward, self.counts
+        for _ in range(16):  # up to 16 full batches a wake-up; epoll wakes again for the rest
+            got, nbytes, sent, sent_bytes, failures, error = forward(source.fileno(), to.fileno())
+            if got:
+                self._touch(key)
+                if upstream:
+                    counts.datagrams_in += got
+                    counts.bytes_in += nbytes
+                else:
+                    counts.datagrams_out += sent
+                    counts.bytes_out += sent_bytes
+            for code in failures:
+                if code not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    self._session_failed(key, OSError(code, os.strerror(code)))
+                    return
+                counts.faults[f"reply_failed:{errno.errorcode[code]}"] += 1
+            if error:
+                self._session_failed(key, OSError(error, os.strerror(error)))
+                return
+            if got < self._batch.count:
+                return
 
     def _send_outbox(self, outbox: list[tuple[socket.socket, bytes, bool]], session: Session) -> None:
         """What ``_handle`` queued for ``session``'s sockets, in order: each run to one socket in one

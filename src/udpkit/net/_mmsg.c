@@ -897,11 +897,75 @@ fail:
     return NULL;
 }
 
+PyDoc_STRVAR(forward_doc,
+"forward(from_fd, to_fd, flags=MSG_DONTWAIT) -> (datagrams, bytes, sent, sent_bytes, failures, error)\n\n"
+"A relay's hop in one call, without a Python object per datagram: the datagrams waiting on from_fd\n"
+"(up to count) sent on, unchanged and in order, on the connected socket to_fd with one sendmmsg\n"
+"(runs of one size as UDP_SEGMENT messages). datagrams, bytes: read; sent, sent_bytes: taken by\n"
+"the kernel; failures: the errno of each send it refused — a full buffer (EAGAIN) skips that\n"
+"datagram and goes on, any other ends the call there (the rest are not sent); error: the errno\n"
+"reported on from_fd in place of a datagram (an ICMP error), or 0.");
+
+static PyObject *Batch_forward(Batch *self, PyObject *args) {
+    if (!initialised(self))
+        return NULL;
+    int from_fd, to_fd, flags = MSG_DONTWAIT;
+    if (!PyArg_ParseTuple(args, "ii|i", &from_fd, &to_fd, &flags))
+        return NULL;
+    PyObject *failures = PyList_New(0);
+    if (failures == NULL)
+        return NULL;
+    int n = receive_call(self, from_fd, flags), error = 0;
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            error = errno;
+        n = 0;
+    }
+    long long received_bytes = 0, sent_bytes = 0;
+    /* laid out as send() lays out messages to a connected socket's peer (no name, no source);
+     * iovecs[2i] may be message j > i's receive iovec: the data is read from the buffer itself */
+    for (int i = 0; i < n; i++) {
+        size_t length = self->headers[i].msg_len > (unsigned int)self->size ? (size_t)self->size
+                                                                            : self->headers[i].msg_len;
+        received_bytes += (long long)length;
+        self->namelens[i] = 0;
+        memset(&self->sources[i], 0, sizeof(Source));
+        self->iovecs[2 * (size_t)i].iov_base = self->buffer + (size_t)i * (size_t)self->size;
+        self->iovecs[2 * (size_t)i].iov_len = length;
+        self->iovecs[2 * (size_t)i + 1].iov_base = NULL;
+        self->iovecs[2 * (size_t)i + 1].iov_len = 0;
+    }
+    unsigned int start = 0, sent = 0, total = (unsigned int)n;
+    while (start < total) { /* each round sends at least one or skips one */
+        unsigned int taken = 0;
+        int code = 0;
+        int groups = send_laid_out(self, to_fd, start, total, 0, NULL, &taken, &code);
+        if (groups < 0) {
+            if (append_long(failures, code) < 0) {
+                Py_DECREF(failures);
+                return NULL;
+            }
+            if (code != EAGAIN && code != EWOULDBLOCK)
+                break;
+            start += self->members[0] > 0 ? self->members[0] : 1;
+            continue;
+        }
+        for (unsigned int m = start; m < start + taken; m++)
+            sent_bytes += (long long)self->iovecs[2 * (size_t)m].iov_len;
+        sent += taken;
+        start += taken;
+        if (taken == 0)
+            break;
+    }
+    return Py_BuildValue("(iLILNi)", n, received_bytes, sent, sent_bytes, failures, error);
+}
+
 static PyMethodDef Batch_methods[] = {
     {"receive", (PyCFunction)Batch_receive, METH_VARARGS, receive_doc},
     {"tally", (PyCFunction)Batch_tally, METH_VARARGS, tally_doc},
     {"send", (PyCFunction)Batch_send, METH_VARARGS, send_doc},
     {"reflect", (PyCFunction)Batch_reflect, METH_VARARGS, reflect_doc},
+    {"forward", (PyCFunction)Batch_forward, METH_VARARGS, forward_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -74,6 +74,12 @@ class Batch(Protocol):
         ctypes batch, also those to be answered from their destination), for the caller; the
         errno reported in place of a datagram, or 0."""
 
+    def forward(self, from_fd: int, to_fd: int, flags: int = ..., /) -> tuple[int, int, int, int, list[int], int]:
+        """A relay's hop: the datagrams waiting on ``from_fd`` sent on, unchanged and in order, on
+        the connected socket ``to_fd``. (datagrams, bytes) read; (sent, sent bytes); each refused
+        send's errno (a full buffer skips one, any other error ends the call); the errno reported
+        on ``from_fd`` in place of a datagram, or 0."""
+
 
 class _IoVec(ctypes.Structure):
     _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
@@ -326,6 +332,34 @@ class CtypesBatch:
             sent_bytes += sum(len(record[0]) for record in echoed[start : start + took])
             start += took
         return len(echoed), sum(len(record[0]) for record in echoed), senders, sent, sent_bytes, failures, rest, 0
+
+
+    def forward(self, from_fd: int, to_fd: int, flags: int = _MSG_DONTWAIT) -> tuple[
+            int, int, int, int, list[int], int]:
+        try:
+            got = self.receive(from_fd, flags)
+        except OSError as exc:
+            return 0, 0, 0, 0, [], exc.errno or _errno.EIO
+        messages = [(record[0], None) for record in got]
+        start = sent = sent_bytes = 0
+        failures: list[int] = []
+        for _ in range(len(messages)):  # each round sends at least one or skips one
+            if start >= len(messages):
+                break
+            try:
+                took = self.send(to_fd, socket.AF_INET, messages, start)  # (no address: the family is unused)
+            except OSError as exc:
+                failures.append(exc.errno or _errno.EIO)
+                if exc.errno not in (_errno.EAGAIN, _errno.EWOULDBLOCK):
+                    break
+                start += 1
+                continue
+            if not took:
+                break
+            sent += took
+            sent_bytes += sum(len(message[0]) for message in messages[start : start + took])
+            start += took
+        return len(got), sum(len(record[0]) for record in got), sent, sent_bytes, failures, 0
 
 
 def _ntp_now() -> bytes:
