@@ -736,6 +736,37 @@ static int append_long(PyObject *list, long value) {
     return failed ? -1 : 0;
 }
 
+/* Send messages 0..total-1 laid out in names, namelens, sources and iovecs, in as many calls as it
+ * takes: a refused sendmmsg message (a run to one peer is one) is skipped, each of its datagrams'
+ * errno appended to failures; with fatal_ends, an error other than a full buffer ends the sending
+ * there (a connected socket's error: the rest would go nowhere). *sent and *sent_bytes grow by
+ * what the kernel took. How many failures were appended; -1 with an exception set. */
+static int send_all_laid_out(Batch *self, int fd, unsigned int total, int fatal_ends, PyObject *failures,
+                             unsigned long long *sent, long long *sent_bytes) {
+    unsigned int start = 0;
+    int refused = 0;
+    while (start < total) { /* each round sends at least one or skips one */
+        unsigned int taken = 0;
+        int code = 0;
+        if (send_laid_out(self, fd, start, total, 0, NULL, &taken, &code) < 0) {
+            unsigned int skipped = self->members[0] > 0 ? self->members[0] : 1;
+            for (unsigned int m = 0; m < skipped && start < total; m++, start++, refused++)
+                if (append_long(failures, code) < 0)
+                    return -1;
+            if (fatal_ends && code != EAGAIN && code != EWOULDBLOCK)
+                break;
+            continue;
+        }
+        for (unsigned int m = start; m < start + taken; m++)
+            *sent_bytes += (long long)self->iovecs[2 * (size_t)m].iov_len;
+        *sent += taken;
+        start += taken;
+        if (taken == 0)
+            break; /* (sendmmsg took nothing without an error: not expected; the rest are not sent) */
+    }
+    return refused;
+}
+
 PyDoc_STRVAR(reflect_doc,
 "reflect(fd, flags=MSG_DONTWAIT, lowest_port=1024, rounds=1) -> (datagrams, bytes, senders, sent,\n"
 "sent_bytes, failures, rest, error)\n\n"
@@ -857,26 +888,11 @@ static PyObject *Batch_reflect(Batch *self, PyObject *args) {
             pending = self->iovecs[0].iov_len;
             k = 0;
         }
-        unsigned int start = 0;
-        while (start < k) { /* each round sends at least one reply or skips one */
-            unsigned int taken = 0;
-            int code = 0;
-            int groups = send_laid_out(self, fd, start, k, 0, NULL, &taken, &code);
-            if (groups < 0) {
-                unsigned int skipped = self->members[0] > 0 ? self->members[0] : 1;
-                for (unsigned int m = 0; m < skipped && start < k; m++, start++)
-                    if (append_long(failures, code) < 0)
-                        goto fail;
-                stop = 1;
-                continue;
-            }
-            for (unsigned int m = start; m < start + taken; m++)
-                sent_bytes += (long long)self->iovecs[2 * (size_t)m].iov_len;
-            sent += taken;
-            start += taken;
-            if (taken == 0)
-                break; /* (sendmmsg took nothing without an error: not expected; the rest are not sent) */
-        }
+        int refused = send_all_laid_out(self, fd, k, 0, failures, &sent, &sent_bytes);
+        if (refused < 0)
+            goto fail;
+        if (refused > 0)
+            stop = 1;
         if (stop || (!(flags & MSG_WAITFORONE) && (unsigned int)n < self->count))
             break;
     }
@@ -935,29 +951,12 @@ static PyObject *Batch_forward(Batch *self, PyObject *args) {
         self->iovecs[2 * (size_t)i + 1].iov_base = NULL;
         self->iovecs[2 * (size_t)i + 1].iov_len = 0;
     }
-    unsigned int start = 0, sent = 0, total = (unsigned int)n;
-    while (start < total) { /* each round sends at least one or skips one */
-        unsigned int taken = 0;
-        int code = 0;
-        int groups = send_laid_out(self, to_fd, start, total, 0, NULL, &taken, &code);
-        if (groups < 0) {
-            if (append_long(failures, code) < 0) {
-                Py_DECREF(failures);
-                return NULL;
-            }
-            if (code != EAGAIN && code != EWOULDBLOCK)
-                break;
-            start += self->members[0] > 0 ? self->members[0] : 1;
-            continue;
-        }
-        for (unsigned int m = start; m < start + taken; m++)
-            sent_bytes += (long long)self->iovecs[2 * (size_t)m].iov_len;
-        sent += taken;
-        start += taken;
-        if (taken == 0)
-            break;
+    unsigned long long sent = 0;
+    if (send_all_laid_out(self, to_fd, (unsigned int)n, 1, failures, &sent, &sent_bytes) < 0) {
+        Py_DECREF(failures);
+        return NULL;
     }
-    return Py_BuildValue("(iLILNi)", n, received_bytes, sent, sent_bytes, failures, error);
+    return Py_BuildValue("(iLKLNi)", n, received_bytes, sent, sent_bytes, failures, error);
 }
 
 static PyMethodDef Batch_methods[] = {
