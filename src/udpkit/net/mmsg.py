@@ -291,7 +291,6 @@ class CtypesBatch:
             raise OSError(code, os.strerror(code))
         return int(sent)
 
-
     def reflect(self, fd: int, flags: int = _MSG_DONTWAIT, lowest_port: int = 1024, rounds: int = 1) -> tuple[
             int, int, list[Any], int, int, list[int], list[Any], int]:
         # One round. A datagram to be answered from its destination (a wildcard-bound socket's) is
@@ -332,7 +331,6 @@ class CtypesBatch:
             sent_bytes += sum(len(record[0]) for record in echoed[start : start + took])
             start += took
         return len(echoed), sum(len(record[0]) for record in echoed), senders, sent, sent_bytes, failures, rest, 0
-
 
     def forward(self, from_fd: int, to_fd: int, flags: int = _MSG_DONTWAIT) -> tuple[
             int, int, int, int, list[int], int]:
