@@ -283,8 +283,11 @@ def _rss_kb(pid: int) -> int:
 
 
 @pytest.mark.parametrize("bind, flags", [(SERVER4, ["--respond", "discard"]), (SERVER4, ["--respond", "echo"]),
-                                         ("0.0.0.0", ["--respond", "echo"])],
-                         ids=["discard", "echo", "echo-wildcard"])
+                                         ("0.0.0.0", ["--respond", "echo"]),
+                                         # echoed in C (Batch.reflect): the one-socket loop, and batches on a wildcard
+                                         (SERVER4, ["--respond", "echo", "--rate-limit", "0"]),
+                                         ("0.0.0.0", ["--respond", "echo", "--rate-limit", "0"])],
+                         ids=["discard", "echo", "echo-wildcard", "echo-reflect", "echo-reflect-wildcard"])
 def test_a_flood_of_distinct_spoofed_peers_leaves_memory_bounded(lan: tuple[Host, Host], bind: str,
                                                                   flags: list[str]) -> None:
     """The batched paths too: a wildcard-bound echo answers each batch from its destinations."""
