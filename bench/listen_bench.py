@@ -140,12 +140,88 @@ def open_sessions(port: int, count: int) -> list[socket.socket]:
     return peers
 
 
+def throughput_part(args: argparse.Namespace, udpkit: list[str], port: int) -> None:
+    """The stream: each server in turn, the share of it the kernel delivered."""
+    rows: list[tuple[str, int, int, str]] = []
+    cases = [
+        ("sockperf server", ["sockperf", "server", "-i", "127.0.0.1", "-p", "{port}"], 0),
+        ("udpkit listen --respond discard", [*udpkit, "127.0.0.1:{port}", "--respond", "discard"], 0),
+        ("socat UDP4-LISTEN:P,fork /dev/null", ["socat", "UDP4-LISTEN:{port},fork", "/dev/null"], 0),
+        ("udpkit listen ... --out FILE --format raw", [*udpkit, "127.0.0.1:{port}", "--out",
+                                                       "/tmp/udpkit-bench.out", "--format", "raw"], 0),
+        ("udpkit listen ... --out FILE --format pcap", [*udpkit, "127.0.0.1:{port}", "--out",
+                                                        "/tmp/udpkit-bench.out", "--format", "pcap"], 0),
+        ("udpkit listen ... --out FILE --format jsonl", [*udpkit, "127.0.0.1:{port}", "--out",
+                                                         "/tmp/udpkit-bench.out", "--format", "jsonl"], 0),
+        ("udpkit listen ... --fork, 1000 sessions", [*udpkit, "127.0.0.1:{port}", "--fork"], 1000),
+    ]
+    for label, argv, sessions in cases:
+        port += 1
+        server = start_server([a.replace("{port}", str(port)) for a in argv])
+        peers = open_sessions(port, sessions) if sessions else []
+        delivered, dropped = throughput(port, args.seconds, args.rate)
+        err = stop_server(server)
+        for s in peers:
+            s.close()
+        own = next((line.split(":", 1)[1].strip() for line in err.splitlines() if "datagrams (" in line), "")
+        rows.append((label, delivered, dropped, own))
+    reference = rows[0][1] / max(rows[0][1] + rows[0][2], 1)
+    discard = rows[1][1] / max(rows[1][1] + rows[1][2], 1)
+    print(f"{'throughput':<42}{'delivered':>10}{'dropped':>10}{'fraction':>10}  vs discard")
+    for label, delivered, dropped, own in rows:
+        fraction = delivered / max(delivered + dropped, 1)
+        print(f"{label:<42}{delivered:>10}{dropped:>10}{fraction:>9.1%}  {fraction / discard:>6.2f}x"
+              + (f"   (udpkit: {own})" if own else ""))
+    print(f"\nudpkit discard / sockperf server delivered fraction: {discard / reference:.3f}")
+    try:
+        os.unlink("/tmp/udpkit-bench.out")
+    except OSError:
+        pass
+
+
+def ping_pong_part(args: argparse.Namespace, udpkit: list[str], port: int) -> None:
+    """One request in flight: round trips a second, both servers up, asked in turns."""
+    print(f"\n{'ping-pong (one request in flight)':<42}{'trips/s':>10}{'p50 us':>10}{'p99 us':>10}")
+    # Both servers run at once (each pinned to the first core, idle while the other is asked) and
+    # are asked in alternating half-second rounds, 2 × seconds / 0.5 each: the machine's drift
+    # over the run falls on both.
+    servers, samples = {}, {}
+    for label, argv in (
+        ("sockperf server", ["sockperf", "server", "-i", "127.0.0.1", "-p", "{port}"]),
+        # no reply budget: one client at full speed is the point here (by default echo answers a peer
+        # address at most 100 times a second, which would measure the budget, not the server)
+        ("udpkit listen --respond echo", [*udpkit, "127.0.0.1:{port}", "--respond", "echo", "--rate-limit", "0"]),
+    ):
+        port += 1
+        servers[label] = (port, start_server([a.replace("{port}", str(port)) for a in argv]))
+        samples[label] = []
+    try:
+        # the order flips every round (ABBA...): whichever goes first in a round measured up to
+        # 3 % apart from the other on a quiet machine, where each wake-up from idle dominates
+        for turn in range(2 * max(1, round(args.seconds / 0.5))):
+            for label in list(servers)[:: 1 if turn % 2 == 0 else -1]:
+                samples[label].append(ping_pong(servers[label][0], 0.5))
+    finally:
+        for _port, proc in servers.values():
+            stop_server(proc)
+    results = {}
+    for label, got in samples.items():
+        rate = statistics.median(s[0] for s in got)
+        p50 = statistics.median(s[1] for s in got)
+        p99 = statistics.median(s[2] for s in got)
+        results[label] = rate
+        print(f"{label:<42}{rate:>10.0f}{p50:>10.1f}{p99:>10.1f}")
+    ratio = results["udpkit listen --respond echo"] / max(results["sockperf server"], 1)
+    print(f"\nudpkit echo / sockperf server round trips per second: {ratio:.3f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=int, default=260_000)
     parser.add_argument("--udpkit", default=str(Path(sys.executable).with_name("udpkit")))
     parser.add_argument("--busy", action="store_true", help="keep a competing busy loop running")
+    parser.add_argument("--only", choices=["throughput", "ping-pong"], help="run one of the two parts")
     args = parser.parse_args()
     for tool in ("sockperf", "socat"):
         if shutil.which(tool) is None:
@@ -155,75 +231,14 @@ def main() -> int:
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
     udpkit = [args.udpkit, "listen"]
     port = 11000
-    rows: list[tuple[str, int, int, str]] = []
     try:
         print(f"udpkit: {args.udpkit}; {'own network namespace' if netns else 'host namespace (not root)'}; "
               f"{args.seconds:g} s per run, {args.rate} datagrams/s of 64 bytes offered"
               f"{'; a competing busy loop' if busy else ''}\n")
-        cases = [
-            ("sockperf server", ["sockperf", "server", "-i", "127.0.0.1", "-p", "{port}"], 0),
-            ("udpkit listen --respond discard", [*udpkit, "127.0.0.1:{port}", "--respond", "discard"], 0),
-            ("socat UDP4-LISTEN:P,fork /dev/null", ["socat", "UDP4-LISTEN:{port},fork", "/dev/null"], 0),
-            ("udpkit listen ... --out FILE --format raw", [*udpkit, "127.0.0.1:{port}", "--out",
-                                                           "/tmp/udpkit-bench.out", "--format", "raw"], 0),
-            ("udpkit listen ... --out FILE --format pcap", [*udpkit, "127.0.0.1:{port}", "--out",
-                                                            "/tmp/udpkit-bench.out", "--format", "pcap"], 0),
-            ("udpkit listen ... --out FILE --format jsonl", [*udpkit, "127.0.0.1:{port}", "--out",
-                                                             "/tmp/udpkit-bench.out", "--format", "jsonl"], 0),
-            ("udpkit listen ... --fork, 1000 sessions", [*udpkit, "127.0.0.1:{port}", "--fork"], 1000),
-        ]
-        for label, argv, sessions in cases:
-            port += 1
-            server = start_server([a.replace("{port}", str(port)) for a in argv])
-            peers = open_sessions(port, sessions) if sessions else []
-            delivered, dropped = throughput(port, args.seconds, args.rate)
-            err = stop_server(server)
-            for s in peers:
-                s.close()
-            own = next((line.split(":", 1)[1].strip() for line in err.splitlines() if "datagrams (" in line), "")
-            rows.append((label, delivered, dropped, own))
-        reference = rows[0][1] / max(rows[0][1] + rows[0][2], 1)
-        discard = rows[1][1] / max(rows[1][1] + rows[1][2], 1)
-        print(f"{'throughput':<42}{'delivered':>10}{'dropped':>10}{'fraction':>10}  vs discard")
-        for label, delivered, dropped, own in rows:
-            fraction = delivered / max(delivered + dropped, 1)
-            print(f"{label:<42}{delivered:>10}{dropped:>10}{fraction:>9.1%}  {fraction / discard:>6.2f}x"
-                  + (f"   (udpkit: {own})" if own else ""))
-        print(f"\nudpkit discard / sockperf server delivered fraction: {discard / reference:.3f}")
-        try:
-            os.unlink("/tmp/udpkit-bench.out")
-        except OSError:
-            pass
-
-        print(f"\n{'ping-pong (one request in flight)':<42}{'trips/s':>10}{'p50 us':>10}{'p99 us':>10}")
-        # Both servers run at once (each pinned to the first core, idle while the other is asked) and
-        # are asked in alternating half-second rounds: the machine's drift over the run falls on both.
-        servers, samples = {}, {}
-        for label, argv in (
-            ("sockperf server", ["sockperf", "server", "-i", "127.0.0.1", "-p", "{port}"]),
-            # no reply budget: one client at full speed is the point here (by default echo answers a peer
-            # address at most 100 times a second, which would measure the budget, not the server)
-            ("udpkit listen --respond echo", [*udpkit, "127.0.0.1:{port}", "--respond", "echo", "--rate-limit", "0"]),
-        ):
-            port += 1
-            servers[label] = (port, start_server([a.replace("{port}", str(port)) for a in argv]))
-            samples[label] = []
-        try:
-            for _ in range(max(1, round(args.seconds / 0.5))):
-                for label, (server_port, _proc) in servers.items():
-                    samples[label].append(ping_pong(server_port, 0.5))
-        finally:
-            for _port, proc in servers.values():
-                stop_server(proc)
-        results = {}
-        for label, got in samples.items():
-            rate = statistics.median(s[0] for s in got)
-            p50 = statistics.median(s[1] for s in got)
-            p99 = statistics.median(s[2] for s in got)
-            results[label] = rate
-            print(f"{label:<42}{rate:>10.0f}{p50:>10.1f}{p99:>10.1f}")
-        ratio = results["udpkit listen --respond echo"] / max(results["sockperf server"], 1)
-        print(f"\nudpkit echo / sockperf server round trips per second: {ratio:.3f}")
+        if args.only != "ping-pong":
+            throughput_part(args, udpkit, port)
+        if args.only != "throughput":
+            ping_pong_part(args, udpkit, port + 100)
     finally:
         if busy is not None:
             busy.kill()

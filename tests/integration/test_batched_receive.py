@@ -492,6 +492,34 @@ def test_an_echo_listener_answers_and_counts_the_same_whichever_way_it_reads(
         assert stats.bytes_in == stats.bytes_out and not stats.faults
 
 
+@pytest.mark.parametrize("kind", ["c", "ctypes"])
+def test_the_statistics_are_live_while_the_echo_loop_waits(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """The one-socket echo loop waits in C with no timeout between datagrams: what it echoed, and
+    to whom, shows in ``stats`` at once, not when the next datagram (or stop) comes."""
+    from tests.integration.conftest import eventually
+    from udpkit.listen import Listener
+    from udpkit.services.classic import Echo
+
+    monkeypatch.setenv("UDPKIT_MMSG", kind)
+    with Listener([Endpoint("127.0.0.1", 0, socket.AF_INET)], respond=Echo(rate_limit=None)) as listener:
+        listener.start()
+        ep = listener.bound[0]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
+            for client in (a, b):
+                client.settimeout(2)
+            for i in range(5):  # one client waiting for each answer: the loop in C with one sender
+                a.sendto(b"%d" % i, (ep.ip, ep.port))
+                assert a.recv(64) == b"%d" % i
+            assert eventually(lambda: listener.stats[:4] == (5, 5, 5, 5), timeout=2)
+            assert listener.stats.peers == 1
+            b.sendto(b"bb", (ep.ip, ep.port))
+            assert b.recv(64) == b"bb"
+            assert eventually(lambda: listener.stats[:5] == (6, 7, 6, 7, 2), timeout=2)
+        listener.stop()
+        listener.join()
+        assert listener.stats[:5] == (6, 7, 6, 7, 2)
+
+
 def test_a_relay_carries_a_burst_both_ways_in_order() -> None:
     """A session's datagrams go upstream, and the answers back, a ``sendmmsg`` per batch: a burst
     of numbered datagrams arrives whole and in order, every one counted."""

@@ -44,7 +44,7 @@ from udpkit.net import (
     send_reply,
     socket_drops,
 )
-from udpkit.net.loops import drain_plain, drain_timed, serve_blocking
+from udpkit.net.loops import drain_plain, drain_timed, serve_beside_main, serve_blocking
 from udpkit.net.mmsg import MSG_WAITFORONE, NTP_TIME_TRAILER, Batch, CtypesBatch, new_batch
 from udpkit.services import Responder, responder
 from udpkit.services.base import capabilities
@@ -146,6 +146,8 @@ class Listener:
         self._reactor = Reactor()
         self.counts = Counters()
         self._peers = PeerTally()
+        # reflect's senders as it finds them, added to _peers after each call (stats counts them meanwhile)
+        self._reflected_peers: list[Any] = []
         self._drops: dict[int, int] = {}
         self._sessions = SessionTable(config.idle_timeout, config.max_sessions)
         self._session_drops = 0  # the open sessions' sockets, as of the last look
@@ -181,13 +183,18 @@ class Listener:
     @property
     def stats(self) -> ListenerStats:
         self._read_drops()
-        c = self.counts
+        c, b = self.counts, self._batch
         faults = dict(c.faults)
         if self.sink is not None and self.sink.not_recorded:
             faults["not_recorded"] = self.sink.not_recorded
+        # What Batch.reflect echoed lives in the batch (up to date while its loop waits in C)
+        reflected = (0, 0, 0, 0) if b is None else (b.reflected_in, b.reflected_in_bytes, b.reflected_out,
+                                                   b.reflected_out_bytes)
         return ListenerStats(
-            datagrams_in=c.datagrams_in, bytes_in=c.bytes_in, datagrams_out=c.datagrams_out, bytes_out=c.bytes_out,
-            peers=len(self._peers), sessions_open=len(self._sessions), sessions_total=self._sessions.total,
+            datagrams_in=c.datagrams_in + reflected[0], bytes_in=c.bytes_in + reflected[1],
+            datagrams_out=c.datagrams_out + reflected[2], bytes_out=c.bytes_out + reflected[3],
+            peers=self._peers.count_with(self._reflected_peers), sessions_open=len(self._sessions),
+            sessions_total=self._sessions.total,
             refused=c.refused, replies_dropped=sum(v for k, v in faults.items() if k.startswith("reply_failed")),
             truncated=c.truncated,
             kernel_drops=sum(self._drops.values()) + self._ended_session_drops + self._session_drops,
@@ -630,18 +637,17 @@ class Listener:
 
     def _reflect(self, index: int, sock: socket.socket, flags: int, lowest: int, rounds: int = 1) -> int:
         """One ``Batch.reflect``: the waiting datagrams echoed in one call (``rounds``: and again,
-        while only that happens), counted as ``_answer_batch`` counts them; the ones it leaves (a
-        low port, a group address) go through ``_answer_batch``. How many datagrams were read."""
+        while only that happens): their datagrams and bytes are the batch's live ``reflected_*``
+        totals (``stats`` adds them), their senders go to the peer tally as the call finds them;
+        the ones it leaves (a low port, a group address) go through ``_answer_batch``. How many
+        datagrams were read."""
         assert self._batch is not None
-        echoed, nbytes, senders, sent, sent_bytes, failures, rest, error = self._batch.reflect(
-            sock.fileno(), flags, lowest, rounds)
-        counts = self.counts
-        if echoed:
-            counts.datagrams_in += echoed
-            counts.bytes_in += nbytes
-            counts.datagrams_out += sent
-            counts.bytes_out += sent_bytes
+        echoed, _nbytes, senders, _sent, _sent_bytes, failures, rest, error = self._batch.reflect(
+            sock.fileno(), flags, lowest, rounds, self._reflected_peers)
+        counts = self.counts  # (the datagrams and bytes are the batch's reflected_* totals: see stats)
+        if senders:
             self._peers.update(senders)
+            senders.clear()
         for code in failures:
             counts.faults[f"reply_failed:{errno.errorcode.get(code, str(code))}"] += 1
         if rest:
@@ -696,22 +702,32 @@ class Listener:
         ``shutdown(SHUT_RD)`` on ``_single``."""
         sock = self._sockets[0]
         self._single = sock
-        try:
+
+        def serve() -> None:
             if self._batch is not None:
                 self._serve_blocking_batched(sock, deadline)
             else:
                 serve_blocking(sock, self._plain_answerer(0, sock), deadline=deadline,
                                stopping=lambda: self._reactor.stopping, on_error=self._count_socket_error,
                                every_1024=self._peers.settle)
+
+        try:
+            if deadline is None:  # waits with no timeout: signals must still reach a handler at once
+                serve_beside_main(serve, self.stop)
+            else:
+                serve()
         finally:
             self._single = None
 
     def _serve_blocking_batched(self, sock: socket.socket, deadline: float | None) -> None:
         assert self._batch is not None
         receive_batch, fd, reactor = self._batch.receive, sock.fileno(), self._reactor
-        # A blocking socket whose waits end every 250 ms (SO_RCVTIMEO), to look at the deadline.
+        # A blocking socket; with a deadline, its waits end every 250 ms (SO_RCVTIMEO) to look at it.
+        # Without, no timeout: it would arm a timer each time the socket sleeps (2 % of an echo round
+        # trip), and stop() wakes the wait with shutdown(SHUT_RD) (see serve_beside_main for signals).
         sock.setblocking(True)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, 250_000))
+        if deadline is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, 250_000))
         lowest = self._reflect_from()
         try:
             while not reactor.stopping:

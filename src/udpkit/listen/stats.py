@@ -54,22 +54,45 @@ class PeerTally:
         for peer in peers:
             self._add_estimate(peer)
 
-    def _add_estimate(self, peer: Any) -> None:
+    def _add_estimate(self, peer: Any, registers: bytearray | None = None) -> None:
+        registers = self._registers if registers is None else registers
+        # Python's hashes of similar peers (one address, consecutive ports) are spread too evenly, not
+        # at random, which filled the registers too evenly: 1.6x the truth at 5,000 such peers. A
+        # 64-bit finalizer (MurmurHash3's fmix64) makes them look random, as HyperLogLog needs.
         h = hash(peer) & _MASK
-        h = (h * 0x9E3779B97F4A7C15) & _MASK  # spread small hashes (ints hash to themselves) over 64 bits
+        h = ((h ^ (h >> 33)) * 0xFF51AFD7ED558CCD) & _MASK
+        h = ((h ^ (h >> 33)) * 0xC4CEB9FE1A85EC53) & _MASK
+        h ^= h >> 33
         index, rest = h >> (64 - _P), h & ((1 << (64 - _P)) - 1)
         rank = (64 - _P) - rest.bit_length() + 1
-        if rank > self._registers[index]:
-            self._registers[index] = rank
+        if rank > registers[index]:
+            registers[index] = rank
 
     def __len__(self) -> int:
         if self._exact is not None:
             return len(self._exact)
-        zeros = self._registers.count(0)
-        estimate = _ALPHA * _M * _M / sum(2.0 ** -r for r in self._registers)
-        if estimate <= 2.5 * _M and zeros:
-            estimate = _M * math.log(_M / zeros)  # small-range correction (linear counting)
-        return int(round(estimate))
+        return _estimate(self._registers)
+
+    def count_with(self, pending: Iterable[Any]) -> int:
+        """How many distinct peers, ``pending`` included, without adding them: for a reader on
+        another thread while the serving thread holds peers it has not added yet."""
+        pending = list(pending)  # (a snapshot: the serving thread may append meanwhile)
+        exact = self._exact
+        if exact is not None:
+            return len(exact) + len({peer for peer in pending if peer not in exact})
+        registers = bytearray(self._registers)
+        for peer in pending:
+            self._add_estimate(peer, registers)
+        return _estimate(registers)
+
+
+def _estimate(registers: bytearray) -> int:
+    """HyperLogLog's estimate of the distinct peers behind ``registers``."""
+    zeros = registers.count(0)
+    estimate = _ALPHA * _M * _M / sum(2.0 ** -r for r in registers)
+    if estimate <= 2.5 * _M and zeros:
+        estimate = _M * math.log(_M / zeros)  # small-range correction (linear counting)
+    return int(round(estimate))
 
 
 class Counters:

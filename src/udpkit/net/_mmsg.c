@@ -70,6 +70,10 @@ typedef struct {
     /* the previous datagram's destination text, which repeats even more */
     char last_local_text[INET6_ADDRSTRLEN + 16];
     PyObject *last_local;
+    /* reflect()'s totals since the batch was made, kept up to date datagram by datagram (also
+     * while its loop waits without the GIL), so another thread reads them live */
+    unsigned long long reflected_in, reflected_out;
+    long long reflected_in_bytes, reflected_out_bytes;
 } Batch;
 
 static void Batch_dealloc(Batch *self) {
@@ -683,29 +687,64 @@ static PyObject *Batch_send(Batch *self, PyObject *args) {
     return PyLong_FromLong((long)taken);
 }
 
-/* reflect()'s receive of one datagram with recvfrom into message 0's place, laid out as recvmmsg
- * would have (msg_len, the sender, no control, MSG_TRUNC): a lone request costs a plain recvfrom,
- * which measured cheaper than recvmmsg's msghdr handling and MSG_WAITFORONE's second attempt.
- * reply: the previous round's one reply (message 0's data to names[0]), sent first with sendto in
- * the same stretch without the GIL (one release per round trip, not two); *sent_errno: 0 when the
- * kernel took it, else its errno. */
-static int receive_one(Batch *self, int fd, int flags, size_t reply, int *sent_errno) {
+/* Whether message 0, just read by recvfrom (so without control messages: a unicast destination of
+ * a socket that reads none), may be echoed with no Python object made: from the same sender as the
+ * datagram before it, whose peer reflect() already listed, at a port of at least lowest. */
+static int repeats_sender(const Batch *self, socklen_t len, int lowest) {
+    const struct sockaddr_in6 *name = &self->names[0];
+    int family = name->sin6_family;
+    if (!((family == AF_INET && len == (socklen_t)sizeof(struct sockaddr_in)) ||
+          (family == AF_INET6 && len == (socklen_t)sizeof(struct sockaddr_in6))))
+        return 0;
+    return ntohs(name->sin6_port) >= lowest && self->last_peer != NULL && len == self->last_len &&
+           memcmp(name, &self->last_name, len) == 0;
+}
+
+/* reflect()'s loop for a client that waits for each answer, in one release of the GIL: the pending
+ * reply (message 0's data to names[0]) sent with sendto, the next datagram read with recvfrom into
+ * message 0's place, and while it repeats the sender (repeats_sender) and more allows, echoed the
+ * same way — a C echo server's loop, which measured cheaper than recvmmsg's msghdr handling and
+ * cheaper than a GIL release per round trip. The datagram that ends the loop is laid out as
+ * recvmmsg would have (msg_len, the sender, no control, MSG_TRUNC) for reflect's general path.
+ * *echoed, *bytes, *sent, *sent_bytes grow by what the loop did; *used: the datagrams it echoed
+ * itself (rounds used); *sent_errno: the errno of a refused reply (the loop ends after the receive
+ * that follows it), else 0. 1, or -1 with errno when the receive failed. */
+static int receive_one(Batch *self, int fd, int flags, size_t reply, unsigned int more, int lowest,
+                       unsigned long long *echoed, long long *bytes, unsigned long long *sent,
+                       long long *sent_bytes, unsigned int *used, int *sent_errno) {
     socklen_t len;
     ssize_t got;
     int code = 0;
+    unsigned int extra = 0;
     Py_BEGIN_ALLOW_THREADS
-    if (reply != (size_t)-1) {
-        ssize_t out;
-        do {
-            out = sendto(fd, self->buffer, reply, 0, (struct sockaddr *)&self->names[0], self->namelens[0]);
-        } while (out < 0 && errno == EINTR);
-        code = out < 0 ? errno : 0;
+    for (;;) {
+        if (reply != (size_t)-1) {
+            ssize_t out;
+            do {
+                out = sendto(fd, self->buffer, reply, 0, (struct sockaddr *)&self->names[0], self->namelens[0]);
+            } while (out < 0 && errno == EINTR);
+            if (out < 0) {
+                code = errno;
+            } else {
+                *sent += 1;
+                *sent_bytes += (long long)reply;
+            }
+            reply = (size_t)-1;
+        }
+        len = NAME_SPACE; /* EINTR is not retried: the caller returns, and Python runs its signal handlers */
+        got = recvfrom(fd, self->buffer, (size_t)self->size, flags | MSG_TRUNC, (struct sockaddr *)&self->names[0],
+                       &len);
+        if (got < 0 || code || extra == more || !repeats_sender(self, len, lowest))
+            break;
+        reply = got > self->size ? (size_t)self->size : (size_t)got;
+        self->namelens[0] = len;
+        *echoed += 1;
+        *bytes += (long long)reply;
+        extra++;
     }
-    len = NAME_SPACE; /* EINTR is not retried: the caller returns, and Python runs its signal handlers */
-    got = recvfrom(fd, self->buffer, (size_t)self->size, flags | MSG_TRUNC, (struct sockaddr *)&self->names[0], &len);
     Py_END_ALLOW_THREADS
-    if (sent_errno != NULL)
-        *sent_errno = code;
+    *used = extra;
+    *sent_errno = code;
     if (got < 0)
         return -1;
     struct mmsghdr *m = &self->headers[0];
@@ -768,8 +807,8 @@ static int send_all_laid_out(Batch *self, int fd, unsigned int total, int fatal_
 }
 
 PyDoc_STRVAR(reflect_doc,
-"reflect(fd, flags=MSG_DONTWAIT, lowest_port=1024, rounds=1) -> (datagrams, bytes, senders, sent,\n"
-"sent_bytes, failures, rest, error)\n\n"
+"reflect(fd, flags=MSG_DONTWAIT, lowest_port=1024, rounds=1, senders=None) -> (datagrams, bytes,\n"
+"senders, sent, sent_bytes, failures, rest, error)\n\n"
 "An echo service's read and answer in one call (RFC 862), without a Python object per datagram:\n"
 "each waiting datagram (up to count) to a unicast address of ours from a sender port of at least\n"
 "lowest_port goes back unchanged to its sender, from the address it came to when the batch reads\n"
@@ -778,9 +817,11 @@ PyDoc_STRVAR(reflect_doc,
 "nothing else happened (with flags=MSG_WAITFORONE on a blocking socket: the loop of a one-socket\n"
 "echo server, in C; lone requests are then read with recvfrom and answered with sendto, and\n"
 "recvmmsg is asked again every 64 of them).\n"
-"datagrams, bytes, senders: those echoed, as tally counts them; sent, sent_bytes: the replies the\n"
-"kernel took; failures: the errno of each reply it refused (skipped; the rest still go); rest: the\n"
-"other datagrams as receive's records (a low port, a group or broadcast address), for the caller;\n"
+"datagrams, bytes, senders: those echoed, as tally counts them (senders: appended to the list given,\n"
+"as they come, so another thread sees them before the call returns; the batch's reflected_* totals\n"
+"grow datagram by datagram too); sent, sent_bytes: the replies the kernel took; failures: the errno\n"
+"of each reply it refused (skipped; the rest still go); rest: the other datagrams as receive's\n"
+"records (a low port, a group or broadcast address), for the caller;\n"
 "error: the errno the kernel reported in place of a datagram (an ICMP error), or 0. The call ends\n"
 "at the first round with a failure, a rest, an error, a wake-up by shutdown(SHUT_RD), nothing\n"
 "waiting (or a receive timeout), or a short batch without MSG_WAITFORONE.");
@@ -790,13 +831,18 @@ static PyObject *Batch_reflect(Batch *self, PyObject *args) {
         return NULL;
     int fd, flags = MSG_DONTWAIT, lowest = 1024;
     unsigned int rounds = 1;
-    if (!PyArg_ParseTuple(args, "i|iiI", &fd, &flags, &lowest, &rounds))
+    PyObject *senders = NULL;
+    if (!PyArg_ParseTuple(args, "i|iiIO!", &fd, &flags, &lowest, &rounds, &PyList_Type, &senders))
         return NULL;
-    PyObject *senders = PyList_New(0), *rest = PyList_New(0), *failures = PyList_New(0);
+    senders = senders != NULL ? Py_NewRef(senders) : PyList_New(0);
+    PyObject *rest = PyList_New(0), *failures = PyList_New(0);
     if (senders == NULL || rest == NULL || failures == NULL)
         goto fail;
-    unsigned long long echoed = 0, sent = 0;
-    long long received_bytes = 0, sent_bytes = 0;
+    /* the counts go to the batch's live totals as they happen; this call's are the difference */
+    unsigned long long *echoed = &self->reflected_in, *sent = &self->reflected_out;
+    long long *received_bytes = &self->reflected_in_bytes, *sent_bytes = &self->reflected_out_bytes;
+    const unsigned long long echoed_before = *echoed, sent_before = *sent;
+    const long long received_before = *received_bytes, sent_bytes_before = *sent_bytes;
     int error = 0, single = 0;
     size_t pending = (size_t)-1; /* the length of a reply in message 0's place not sent yet */
     PyObject *previous = NULL;
@@ -807,23 +853,26 @@ static PyObject *Batch_reflect(Batch *self, PyObject *args) {
          * a flood that starts gets batches back within one batch's worth of datagrams. */
         int n, code = 0;
         if (single && (round & 63)) {
-            n = receive_one(self, fd, flags & ~MSG_WAITFORONE, pending, &code);
+            unsigned int used = 0, more = rounds - 1 - round;
+            if (more > 63 - (round & 63))
+                more = 63 - (round & 63); /* the loop stops short of the next recvmmsg round */
+            n = receive_one(self, fd, flags & ~MSG_WAITFORONE, pending, more, lowest, echoed, received_bytes,
+                            sent, sent_bytes, &used, &code);
+            round += used;
+        } else if (pending != (size_t)-1 && (code = send_one(self, fd, pending)) != 0) {
+            n = -2; /* the reply failed before a recvmmsg round: end here, as a failed send does */
         } else {
-            if (pending != (size_t)-1)
-                code = send_one(self, fd, pending);
-            n = pending != (size_t)-1 && code ? -2 : receive_call(self, fd, flags);
-        }
-        if (pending != (size_t)-1) {
-            if (code == 0) {
-                sent++;
-                sent_bytes += (long long)pending;
+            if (pending != (size_t)-1) {
+                *sent += 1;
+                *sent_bytes += (long long)pending;
             }
-            pending = (size_t)-1;
-            if (code && append_long(failures, code) < 0)
-                goto fail;
-            if (n == -2)
-                break; /* the reply failed before a recvmmsg round: end here, as a failed send does */
+            n = receive_call(self, fd, flags);
         }
+        pending = (size_t)-1;
+        if (code && append_long(failures, code) < 0)
+            goto fail;
+        if (n == -2)
+            break;
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
                 error = errno;
@@ -870,7 +919,7 @@ static PyObject *Batch_reflect(Batch *self, PyObject *args) {
             Py_DECREF(peer); /* the list (or last_peer) holds it */
             size_t length = self->headers[i].msg_len > (unsigned int)self->size ? (size_t)self->size
                                                                                 : self->headers[i].msg_len;
-            received_bytes += (long long)length;
+            *received_bytes += (long long)length;
             if ((unsigned int)i != k)
                 memmove(&self->names[k], &self->names[i], namelen);
             self->namelens[k] = namelen;
@@ -881,14 +930,14 @@ static PyObject *Batch_reflect(Batch *self, PyObject *args) {
             self->iovecs[2 * (size_t)k + 1].iov_len = 0;
             k++;
         }
-        echoed += k;
+        *echoed += k;
         if (k == 1 && n == 1 && self->sources[0].family == 0) {
             /* one reply, from message 0's place: sent with sendto by the next round's receive_one
              * (or after the loop), as a C echo server sends it */
             pending = self->iovecs[0].iov_len;
             k = 0;
         }
-        int refused = send_all_laid_out(self, fd, k, 0, failures, &sent, &sent_bytes);
+        int refused = send_all_laid_out(self, fd, k, 0, failures, sent, sent_bytes);
         if (refused < 0)
             goto fail;
         if (refused > 0)
@@ -901,11 +950,12 @@ static PyObject *Batch_reflect(Batch *self, PyObject *args) {
         if (code && append_long(failures, code) < 0)
             goto fail;
         if (!code) {
-            sent++;
-            sent_bytes += (long long)pending;
+            *sent += 1;
+            *sent_bytes += (long long)pending;
         }
     }
-    return Py_BuildValue("(KLNKLNNi)", echoed, received_bytes, senders, sent, sent_bytes, failures, rest, error);
+    return Py_BuildValue("(KLNKLNNi)", *echoed - echoed_before, *received_bytes - received_before, senders,
+                         *sent - sent_before, *sent_bytes - sent_bytes_before, failures, rest, error);
 fail:
     Py_XDECREF(senders);
     Py_XDECREF(rest);
@@ -972,6 +1022,10 @@ static PyMemberDef Batch_members[] = {
     {"count", T_UINT, offsetof(Batch, count), READONLY, "datagrams per call"},
     {"size", T_PYSSIZET, offsetof(Batch, size), READONLY, "bytes kept per datagram"},
     {"gso", T_INT, offsetof(Batch, gso), 0, "send runs to one peer as one UDP_SEGMENT message (cleared if refused)"},
+    {"reflected_in", T_ULONGLONG, offsetof(Batch, reflected_in), READONLY, "datagrams reflect() echoed, in all"},
+    {"reflected_in_bytes", T_LONGLONG, offsetof(Batch, reflected_in_bytes), READONLY, "their bytes"},
+    {"reflected_out", T_ULONGLONG, offsetof(Batch, reflected_out), READONLY, "their replies the kernel took"},
+    {"reflected_out_bytes", T_LONGLONG, offsetof(Batch, reflected_out_bytes), READONLY, "those replies' bytes"},
     {NULL, 0, 0, 0, NULL},
 };
 

@@ -50,6 +50,12 @@ class Batch(Protocol):
 
     count: int
     size: int
+    #: ``reflect``'s totals since the batch was made (datagrams and bytes echoed, replies and bytes
+    #: the kernel took), up to date while a call runs: another thread reads them live
+    reflected_in: int
+    reflected_in_bytes: int
+    reflected_out: int
+    reflected_out_bytes: int
 
     def receive(self, fd: int, flags: int = ..., /) -> list[Any]:
         """The waiting datagrams (up to ``count``) as :class:`~udpkit.net.rx.Datagram` records."""
@@ -64,12 +70,13 @@ class Batch(Protocol):
         given (written once for the batch, just before the call), at most ``most`` system-call
         messages (0: no limit): how many it took."""
 
-    def reflect(self, fd: int, flags: int = ..., lowest_port: int = ..., rounds: int = ..., /) -> tuple[
-            int, int, list[Any], int, int, list[int], list[Any], int]:
+    def reflect(self, fd: int, flags: int = ..., lowest_port: int = ..., rounds: int = ...,
+                senders: list[Any] | None = ..., /) -> tuple[int, int, list[Any], int, int, list[int], list[Any], int]:
         """An echo's read and answer in one call: each waiting unicast datagram from a port of at
         least ``lowest_port`` sent back unchanged from where it came to; again, up to ``rounds``
         times, while nothing else happens (the C batch; ctypes does one round). (datagrams, bytes,
-        senders) of those, as ``tally``; (sent, sent bytes) of the replies; each refused reply's
+        senders) of those, as ``tally`` (senders: appended to the list given, as they come, and
+        that list returned); (sent, sent bytes) of the replies; each refused reply's
         errno; the other datagrams' records (a low port, a group or broadcast address; in the
         ctypes batch, also those to be answered from their destination), for the caller; the
         errno reported in place of a datagram, or 0."""
@@ -161,6 +168,7 @@ class CtypesBatch:
         if _LIB is None:
             raise OSError(_errno.ENOSYS, "recvmmsg is not available here")
         self.count, self.size = count, size
+        self.reflected_in = self.reflected_in_bytes = self.reflected_out = self.reflected_out_bytes = 0
         control = _CONTROL_SPACE if ancillary else 0
         self.control_size = control
         self.buffer = (ctypes.c_char * (count * size))()
@@ -291,15 +299,15 @@ class CtypesBatch:
             raise OSError(code, os.strerror(code))
         return int(sent)
 
-    def reflect(self, fd: int, flags: int = _MSG_DONTWAIT, lowest_port: int = 1024, rounds: int = 1) -> tuple[
-            int, int, list[Any], int, int, list[int], list[Any], int]:
+    def reflect(self, fd: int, flags: int = _MSG_DONTWAIT, lowest_port: int = 1024, rounds: int = 1,
+                senders: list[Any] | None = None) -> tuple[int, int, list[Any], int, int, list[int], list[Any], int]:
         # One round. A datagram to be answered from its destination (a wildcard-bound socket's) is
         # left to the caller with the rest: send() leaves source addresses to send_reply.
         echoed, rest = [], []
         try:
             got = self.receive(fd, flags)
         except OSError as exc:
-            return 0, 0, [], 0, 0, [], [], exc.errno or _errno.EIO
+            return 0, 0, [] if senders is None else senders, 0, 0, [], [], exc.errno or _errno.EIO
         for record in got:
             if record[1] is None:
                 continue  # a wake-up by shutdown(SHUT_RD)
@@ -307,10 +315,12 @@ class CtypesBatch:
                 echoed.append(record)
             else:
                 rest.append(record)
-        senders: list[Any] = []
+        senders = [] if senders is None else senders
+        previous = None
         for record in echoed:
-            if not senders or senders[-1] is not record[1]:
+            if record[1] is not previous:
                 senders.append(record[1])
+                previous = record[1]
         family = socket.AF_INET6 if echoed and len(echoed[0][1]) > 2 else socket.AF_INET
         start = sent = sent_bytes = 0
         failures: list[int] = []
@@ -330,7 +340,12 @@ class CtypesBatch:
             sent += took
             sent_bytes += sum(len(record[0]) for record in echoed[start : start + took])
             start += took
-        return len(echoed), sum(len(record[0]) for record in echoed), senders, sent, sent_bytes, failures, rest, 0
+        received_bytes = sum(len(record[0]) for record in echoed)
+        self.reflected_in += len(echoed)
+        self.reflected_in_bytes += received_bytes
+        self.reflected_out += sent
+        self.reflected_out_bytes += sent_bytes
+        return len(echoed), received_bytes, senders, sent, sent_bytes, failures, rest, 0
 
     def forward(self, from_fd: int, to_fd: int, flags: int = _MSG_DONTWAIT) -> tuple[
             int, int, int, int, list[int], int]:
