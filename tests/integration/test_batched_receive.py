@@ -636,3 +636,142 @@ def test_forward_passes_datagrams_on_unchanged_and_stops_at_an_error(kind: str) 
         time.sleep(0.05)
         got, _nbytes, sent, _sent_bytes, failures, error = batch.forward(src.fileno(), dst.fileno())
     assert (got, sent, error) == (2, 0, 0) and set(failures) == {errno.ECONNREFUSED}  # the call ends there
+
+
+def ntp_request(first: int, poll: int = 6, transmit: int = 0, extra: bytes = b"") -> bytes:
+    """A request's 48 bytes (first byte: leap, version, mode), its transmit time, then ``extra``."""
+    return bytes([first, 0, poll, 0xEC]) + bytes(36) + transmit.to_bytes(8, "big") + extra
+
+
+NTP_REQUESTS = [  # (request, answered)
+    (ntp_request(0x23, 6, 1), True),  # version 4, client
+    (ntp_request(0x1B, 10, 2), True),  # version 3
+    (ntp_request(0xE3, 200, 3), True),  # leap bits set; a poll out of range (clamped in the reply)
+    (ntp_request(0x21, 4, 4), True),  # symmetric active
+    (ntp_request(0x23, 6, 5, bytes(20)), True),  # with an extension field: answered as 48 bytes
+    (ntp_request(0x24, 6, 6), False),  # a server's reply, not a request
+    (ntp_request(0x16, 6, 7), False),  # control (mode 6): never answered
+    (ntp_request(0x03, 6, 8), False),  # version 0
+    (ntp_request(0x23, 6, 9)[:47], False),  # short
+    (ntp_request(0x13, 6, 10), True),  # version 2
+]
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_answer_ntp_replies_as_handle_does_and_leaves_the_rest_to_the_caller(family: int) -> None:
+    """``Batch.answer_ntp`` against ``NtpResponder.handle``: the same header, reference and origin,
+    the kernel's receive time, a transmit time read at the send; what handle would not answer is
+    handed back whole, in order; each sender once."""
+    from udpkit.services.ntp import NtpResponder, from_ntp
+
+    if "c" not in KINDS:
+        pytest.skip("answer_ntp is the C batch's")
+    made = dict(stratum=3, refid=b"GPS", leap=1, root_delay=0.25, root_dispersion=0.5, precision=-23)
+    responder, reference = NtpResponder(**made), NtpResponder(**made)  # type: ignore[arg-type]
+    template = responder.ntp_template
+    assert template is not None
+    accept, start_for, count_answered = template
+    batch = batch_of("c")
+    with receiver(family) as rx, socket.socket(family, socket.SOCK_DGRAM) as client:
+        client.settimeout(2)
+        client.bind((HOSTS[family], 0))
+        where = client.getsockname()[:2]
+        sent_at = time.time()
+        for request, _ in NTP_REQUESTS:
+            client.sendto(request, rx.getsockname()[:2])
+        time.sleep(0.05)
+        senders: list[Any] = []
+        before = time.time()
+        answered, nbytes, sent, sent_bytes, failures, rest, error = batch.answer_ntp(
+            rx.fileno(), socket.MSG_DONTWAIT, accept, start_for, 16, senders)
+        after = time.time()
+        replies = [client.recv(100) for _ in range(answered)]
+        client.sendto(ntp_request(0x23), rx.getsockname()[:2])  # the same sender again: not handed out again
+        time.sleep(0.05)
+        again: list[Any] = []
+        assert batch.answer_ntp(rx.fileno(), socket.MSG_DONTWAIT, accept, start_for, 16, again)[0] == 1
+        assert again == [] and len(client.recv(100)) == 48
+    wanted = [request for request, ok in NTP_REQUESTS if ok]
+    assert (answered, sent, failures, error) == (len(wanted), len(wanted), [], 0)
+    assert nbytes == sum(len(request) for request in wanted) and sent_bytes == 48 * len(wanted)
+    assert [record[0] for record in rest] == [request for request, ok in NTP_REQUESTS if not ok]
+    assert [peer[:2] for peer in senders] == [where]
+    peer = Endpoint(where[0], where[1], family)
+    for request, reply in zip(wanted, replies):
+        assert len(reply) == 48
+        received = from_ntp(int.from_bytes(reply[32:40], "big"), before)
+        transmit = from_ntp(int.from_bytes(reply[40:48], "big"), before)
+        assert sent_at - 0.001 <= received <= before and before <= transmit <= after + 0.001
+        expected = reference.handle(request, peer, received)
+        assert expected is not None and isinstance(expected, bytes)
+        assert reply[:32] == expected[:32]  # header, reference time, origin = the request's transmit
+        assert abs(int.from_bytes(reply[32:40], "big") - int.from_bytes(expected[32:40], "big")) < 2**32 // 10**6
+    count_answered(answered)
+    assert responder.stats["answered"] == len(wanted)
+
+
+def test_answer_ntp_answers_from_the_address_each_request_was_sent_to() -> None:
+    """On a wildcard socket (destinations read), each reply leaves from its request's destination."""
+    from udpkit.services.ntp import NtpResponder
+
+    if "c" not in KINDS:
+        pytest.skip("answer_ntp is the C batch's")
+    template = NtpResponder().ntp_template
+    assert template is not None
+    rx = bind_udp(Endpoint("0.0.0.0", 0, socket.AF_INET), BindOptions(pktinfo=True, timestamps=True))
+    rx.setblocking(False)
+    with rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.settimeout(1)
+        port = rx.getsockname()[1]
+        targets = ["127.0.0.1", "127.0.0.2", "127.0.0.2", "127.0.0.3", "255.255.255.255"]
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        for n, target in enumerate(targets):
+            client.sendto(ntp_request(0x23, 6, n), (target, port))
+        time.sleep(0.05)
+        answered, _, sent, _, _, rest, _ = batch_of("c").answer_ntp(
+            rx.fileno(), socket.MSG_DONTWAIT, template[0], template[1], 16, [])
+        got = [client.recvfrom(100) for _ in range(answered)]
+    assert answered == sent == 4
+    assert [(reply[24:32], where) for reply, where in got] == [
+        ((n).to_bytes(8, "big"), (target, port)) for n, target in enumerate(targets[:4])]
+    assert [record[6] for record in rest] == [False]  # the broadcast: not ours to answer here
+
+
+@pytest.mark.parametrize("kind", ["plain", *KINDS])
+def test_an_ntp_listener_answers_and_counts_the_same_whichever_way_it_reads(
+        monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """Requests good and bad from three clients to a wildcard and a unicast socket: the same replies
+    counted, the same refusals by reason, the same peers — through answer_ntp (C), handle_batch
+    (ctypes) and handle (one datagram per call)."""
+    from udpkit.listen import Listener
+    from udpkit.services.ntp import NtpResponder
+
+    monkeypatch.setenv("UDPKIT_MMSG", "0" if kind == "plain" else kind)
+    responder = NtpResponder()
+    endpoints = [Endpoint("0.0.0.0", 0, socket.AF_INET), Endpoint("::1", 0, socket.AF_INET6)]
+    with Listener(endpoints, respond=responder) as listener:
+        bound = listener.bound
+        how = " ".join(listener.receive_paths())
+        assert ("answer_ntp" in how) == (kind == "c"), how
+        listener.start()
+        replies = 0
+        for ep in bound:
+            target = "127.0.0.1" if ep.family == socket.AF_INET else "::1"
+            for _ in range(3):
+                with socket.socket(ep.family, socket.SOCK_DGRAM) as client:
+                    client.settimeout(1)
+                    for request, ok in NTP_REQUESTS:
+                        client.sendto(request, (target, ep.port))
+                    for request, ok in NTP_REQUESTS:
+                        if ok:
+                            reply = client.recv(100)
+                            assert len(reply) == 48 and reply[0] & 7 == 4
+                            replies += 1
+        listener.stop()
+        listener.join()
+    stats = listener.stats
+    answered = sum(ok for _, ok in NTP_REQUESTS) * 6
+    assert replies == answered and stats.datagrams_out == answered and stats.bytes_out == 48 * answered
+    assert stats.datagrams_in == len(NTP_REQUESTS) * 6 and stats.peers == 6
+    assert (responder.stats["answered"], responder.stats["mode"], responder.stats["version"],
+            responder.stats["short"]) == (answered, 12, 6, 6)

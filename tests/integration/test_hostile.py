@@ -286,26 +286,33 @@ def _rss_kb(pid: int) -> int:
                                          ("0.0.0.0", ["--respond", "echo"]),
                                          # echoed in C (Batch.reflect): the one-socket loop, and batches on a wildcard
                                          (SERVER4, ["--respond", "echo", "--rate-limit", "0"]),
-                                         ("0.0.0.0", ["--respond", "echo", "--rate-limit", "0"])],
-                         ids=["discard", "echo", "echo-wildcard", "echo-reflect", "echo-reflect-wildcard"])
+                                         ("0.0.0.0", ["--respond", "echo", "--rate-limit", "0"]),
+                                         # answered in C (Batch.answer_ntp): a timed socket, and a wildcard
+                                         (SERVER4, ["--respond", "ntp"]), ("0.0.0.0", ["--respond", "ntp"])],
+                         ids=["discard", "echo", "echo-wildcard", "echo-reflect", "echo-reflect-wildcard", "ntp",
+                              "ntp-wildcard"])
 def test_a_flood_of_distinct_spoofed_peers_leaves_memory_bounded(lan: tuple[Host, Host], bind: str,
                                                                   flags: list[str]) -> None:
     """The batched paths too: a wildcard-bound echo answers each batch from its destinations."""
     server_host, client = lan
     server = Server(server_host, "listen", f"{bind}:{PORT}", *flags, "--rcvbuf", str(1 << 22))
+    payload = (NTP_REQUEST if flags[1] == "ntp" else b"forged").hex()
     try:
         wait_bound(server_host, PORT)
         client.peer("forge", "10.98.0.2", "1", SERVER4, str(PORT), "--count", "20000", "--random-sources",
-                    "--pace", "200")
+                    "--pace", "200", "--payload", payload)
         time.sleep(0.5)
         before = _rss_kb(server.pid())
         client.peer("forge", "10.98.0.2", "1", SERVER4, str(PORT), "--count", "150000", "--random-sources",
-                    "--pace", "200", timeout=180)
+                    "--pace", "200", "--payload", payload, timeout=180)
         time.sleep(0.5)
         grown = _rss_kb(server.pid()) - before
         assert server.alive() and grown < 8 * 1024, f"RSS grew {grown} KiB"  # 150,000 peers at ~200 B: 29 MiB
         if flags[1] == "echo":  # discard answers nobody: alive is all it can show
             assert legit(client, payload=b"after") == b"after"
+        if flags[1] == "ntp":
+            reply = legit(client, payload=NTP_REQUEST)
+            assert reply is not None and len(reply) == 48 and reply[0] & 7 == 4
     finally:
         summary = server.stop()
     assert "about " in summary, summary  # the peer count became an estimate

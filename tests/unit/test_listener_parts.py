@@ -114,12 +114,15 @@ def test_capabilities_are_read_with_the_declared_defaults() -> None:
         def handle(self, datagram: bytes, peer: Endpoint, now: float) -> bytes:
             return datagram
 
-    assert capabilities(Bare()) == (True, True, None, {}, None, None, None, None)  # type: ignore[arg-type]
+    assert capabilities(Bare()) == (True, True, None, {}, None, None, None, None, None)  # type: ignore[arg-type]
     assert capabilities(Discard())[:3] == (False, False, None)
     assert capabilities(Echo()).finish is None and capabilities(NtpResponder()).finish is not None
     # the batch answerers: echo's has no trailer, NTP's writes its transmit time there
     assert capabilities(Echo()).handle_batch is not None and capabilities(Echo()).trailer is None
     assert capabilities(NtpResponder()).trailer is not None
+    # answered in C from NTP's own rules (Batch.answer_ntp), unless each client has a budget
+    assert capabilities(NtpResponder()).ntp_template is not None
+    assert capabilities(NtpResponder(rate_limit=10)).ntp_template is None
 
 
 class Full(io.RawIOBase):

@@ -146,8 +146,8 @@ class Listener:
         self._reactor = Reactor()
         self.counts = Counters()
         self._peers = PeerTally()
-        # reflect's senders as it finds them, added to _peers after each call (stats counts them meanwhile)
-        self._reflected_peers: list[Any] = []
+        # the senders Batch.reflect and answer_ntp find, added to _peers after each call (stats counts them meanwhile)
+        self._pending_peers: list[Any] = []
         self._drops: dict[int, int] = {}
         self._sessions = SessionTable(config.idle_timeout, config.max_sessions)
         self._session_drops = 0  # the open sessions' sockets, as of the last look
@@ -193,7 +193,7 @@ class Listener:
         return ListenerStats(
             datagrams_in=c.datagrams_in + reflected[0], bytes_in=c.bytes_in + reflected[1],
             datagrams_out=c.datagrams_out + reflected[2], bytes_out=c.bytes_out + reflected[3],
-            peers=self._peers.count_with(self._reflected_peers), sessions_open=len(self._sessions),
+            peers=self._peers.count_with(self._pending_peers), sessions_open=len(self._sessions),
             sessions_total=self._sessions.total,
             refused=c.refused, replies_dropped=sum(v for k, v in faults.items() if k.startswith("reply_failed")),
             truncated=c.truncated,
@@ -250,6 +250,8 @@ class Listener:
                 how = plain.get(path, "recvmsg")
             elif path in (paths.PLAIN, paths.BLOCKING, paths.WILDCARD) and self._reflect_from() is not None:
                 how = batched + " echoed in the same call (reflect) with sendmmsg"
+            elif path in (paths.PLAIN, paths.TIMED, paths.WILDCARD) and self._ntp_template() is not None:
+                how = batched + " answered in the same call (answer_ntp) with sendmmsg"
             else:
                 how = batched + (" and sendmmsg" if path in (paths.PLAIN, paths.TIMED, paths.BLOCKING, paths.WILDCARD)
                                  else "")
@@ -479,9 +481,14 @@ class Listener:
         assert self._batch is not None
         receive_batch, fd = self._batch.receive, sock.fileno()
         lowest = self._reflect_from()
+        template = self._ntp_template()
         for _ in range(BATCH):
             if lowest is not None:
                 if self._reflect(index, sock, socket.MSG_DONTWAIT, lowest) < self._batch.count:
+                    return False
+                continue
+            if template is not None:
+                if self._answer_ntp(index, sock, template) < self._batch.count:
                     return False
                 continue
             try:
@@ -643,7 +650,7 @@ class Listener:
         datagrams were read."""
         assert self._batch is not None
         echoed, _nbytes, senders, _sent, _sent_bytes, failures, rest, error = self._batch.reflect(
-            sock.fileno(), flags, lowest, rounds, self._reflected_peers)
+            sock.fileno(), flags, lowest, rounds, self._pending_peers)
         counts = self.counts  # (the datagrams and bytes are the batch's reflected_* totals: see stats)
         if senders:
             self._peers.update(senders)
@@ -656,6 +663,46 @@ class Listener:
             self._count_socket_error(OSError(error, os.strerror(error)))
             return self._batch.count
         return echoed + len(rest)
+
+    def _ntp_template(self) -> Any:
+        """A time service's ``ntp_template`` (see ``Batch.answer_ntp``), when its requests may be
+        answered without a call per request: the C batch, the real clock, no ``count`` to stop at."""
+        if self._batch is None or self.config.count is not None or self.clock is not time.time:
+            return None
+        if getattr(self._batch, "answer_ntp", None) is None:
+            return None
+        return self.capabilities.ntp_template
+
+    def _answer_ntp(self, index: int, sock: socket.socket, template: Any) -> int:
+        """One ``Batch.answer_ntp``: the waiting requests answered in one call, counted as
+        ``_answer_batch`` counts them; the datagrams it leaves (short, another mode or version, a
+        group address) go through ``_answer_batch``. How many datagrams were read."""
+        accept, start_for, count_answered = template
+        assert self._batch is not None
+        counts, senders = self.counts, self._pending_peers
+        answer = self._batch.answer_ntp  # type: ignore[attr-defined]
+        try:
+            answered, nbytes, sent, sent_bytes, failures, rest, error = answer(
+                sock.fileno(), socket.MSG_DONTWAIT, accept, start_for, TRAILER_MESSAGES, senders)
+        except Exception as exc:  # noqa: BLE001 - the responder's start_for failed: the batch is lost, not the service
+            counts.faults[f"responder_error:{type(exc).__name__}"] += 1
+            return 0
+        counts.datagrams_in += answered
+        counts.bytes_in += nbytes
+        counts.datagrams_out += sent
+        counts.bytes_out += sent_bytes
+        count_answered(answered)
+        if senders:
+            self._peers.update(senders)
+            senders.clear()
+        for code in failures:
+            counts.faults[f"reply_failed:{errno.errorcode.get(code, str(code))}"] += 1
+        if rest:
+            self._answer_batch(index, sock, rest, True)
+        if error:  # in place of a datagram (an ICMP error for an earlier reply): read on
+            self._count_socket_error(OSError(error, os.strerror(error)))
+            return self._batch.count
+        return int(answered) + len(rest)
 
     def _plain_answerer(self, index: int, sock: socket.socket) -> Callable[..., bool]:
         """The per-datagram work of the plain paths: count, answer with ``sendto``; the function

@@ -74,6 +74,10 @@ typedef struct {
      * while its loop waits without the GIL), so another thread reads them live */
     unsigned long long reflected_in, reflected_out;
     long long reflected_in_bytes, reflected_out_bytes;
+    /* answer_ntp(): senders already handed to the caller (a direct-mapped table of SEEN_SLOTS
+     * addresses, made on first use), so a recurring client costs no Python object */
+    struct sockaddr_in6 *seen;
+    socklen_t *seen_lens;
 } Batch;
 
 static void Batch_dealloc(Batch *self) {
@@ -88,6 +92,8 @@ static void Batch_dealloc(Batch *self) {
     PyMem_Free(self->sources);
     PyMem_Free(self->members);
     PyMem_Free(self->controls);
+    PyMem_Free(self->seen);
+    PyMem_Free(self->seen_lens);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -209,6 +215,7 @@ static PyObject *peer_of(Batch *self, const struct sockaddr_in6 *name, socklen_t
 typedef struct {
     int has_time, has_drops, has_local, unicast;
     double timestamp;
+    struct timespec time; /* the same, exact */
     unsigned int drops;
     char local[INET6_ADDRSTRLEN + 16];
     Source reply_from; /* the destination as a reply's source (what encode_source makes of local) */
@@ -225,6 +232,7 @@ static void read_control(struct msghdr *h, Control *out) {
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_TIMESTAMPNS && room >= sizeof(struct timespec)) {
             struct timespec ts;
             memcpy(&ts, CMSG_DATA(c), sizeof ts);
+            out->time = ts;
             out->timestamp = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
             out->has_time = 1;
         } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL && room >= sizeof(uint32_t)) {
@@ -452,15 +460,20 @@ static socklen_t encode_peer(int family, PyObject *peer, struct sockaddr_in6 *ou
  * between the reading and the send: measured, a Python-side reading aged by a scheduler time slice
  * (~4 ms) for over 1% of replies when another process shared the core. */
 #define TRAILER_NTP_TIME 1
-static void write_ntp_now(unsigned char out[8]) {
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    uint32_t seconds = (uint32_t)((uint64_t)now.tv_sec + 2208988800u);
-    uint32_t fraction = (uint32_t)(((uint64_t)now.tv_nsec << 32) / 1000000000u);
+/* A time as an NTP timestamp (RFC 5905 §6: seconds since 1900, era wrapped, and a 32-bit fraction). */
+static void ntp_stamp(const struct timespec *t, unsigned char out[8]) {
+    uint32_t seconds = (uint32_t)((uint64_t)t->tv_sec + 2208988800u);
+    uint32_t fraction = (uint32_t)(((uint64_t)t->tv_nsec << 32) / 1000000000u);
     for (int k = 0; k < 4; k++) {
         out[k] = (unsigned char)(seconds >> (24 - 8 * k));
         out[4 + k] = (unsigned char)(fraction >> (24 - 8 * k));
     }
+}
+
+static void write_ntp_now(unsigned char out[8]) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    ntp_stamp(&now, out);
 }
 
 /* A source address text ("192.0.2.1", "fe80::1%3") as pktinfo; None: none. 0 when it cannot be
@@ -778,16 +791,18 @@ static int append_long(PyObject *list, long value) {
 /* Send messages 0..total-1 laid out in names, namelens, sources and iovecs, in as many calls as it
  * takes: a refused sendmmsg message (a run to one peer is one) is skipped, each of its datagrams'
  * errno appended to failures; with fatal_ends, an error other than a full buffer ends the sending
- * there (a connected socket's error: the rest would go nowhere). *sent and *sent_bytes grow by
- * what the kernel took. How many failures were appended; -1 with an exception set. */
-static int send_all_laid_out(Batch *self, int fd, unsigned int total, int fatal_ends, PyObject *failures,
-                             unsigned long long *sent, long long *sent_bytes) {
+ * there (a connected socket's error: the rest would go nowhere). most, clock: as send_laid_out's
+ * (at most that many sendmmsg messages a call, the NTP time written into clock before each).
+ * *sent and *sent_bytes grow by what the kernel took. How many failures were appended; -1 with an
+ * exception set. */
+static int send_all_timed(Batch *self, int fd, unsigned int total, int fatal_ends, unsigned int most,
+                          unsigned char *clock, PyObject *failures, unsigned long long *sent, long long *sent_bytes) {
     unsigned int start = 0;
     int refused = 0;
     while (start < total) { /* each round sends at least one or skips one */
         unsigned int taken = 0;
         int code = 0;
-        if (send_laid_out(self, fd, start, total, 0, NULL, &taken, &code) < 0) {
+        if (send_laid_out(self, fd, start, total, most, clock, &taken, &code) < 0) {
             unsigned int skipped = self->members[0] > 0 ? self->members[0] : 1;
             for (unsigned int m = 0; m < skipped && start < total; m++, start++, refused++)
                 if (append_long(failures, code) < 0)
@@ -797,13 +812,18 @@ static int send_all_laid_out(Batch *self, int fd, unsigned int total, int fatal_
             continue;
         }
         for (unsigned int m = start; m < start + taken; m++)
-            *sent_bytes += (long long)self->iovecs[2 * (size_t)m].iov_len;
+            *sent_bytes += (long long)(self->iovecs[2 * (size_t)m].iov_len + self->iovecs[2 * (size_t)m + 1].iov_len);
         *sent += taken;
         start += taken;
         if (taken == 0)
             break; /* (sendmmsg took nothing without an error: not expected; the rest are not sent) */
     }
     return refused;
+}
+
+static int send_all_laid_out(Batch *self, int fd, unsigned int total, int fatal_ends, PyObject *failures,
+                             unsigned long long *sent, long long *sent_bytes) {
+    return send_all_timed(self, fd, total, fatal_ends, 0, NULL, failures, sent, sent_bytes);
 }
 
 PyDoc_STRVAR(reflect_doc,
@@ -1009,12 +1029,177 @@ static PyObject *Batch_forward(Batch *self, PyObject *args) {
     return Py_BuildValue("(iLKLNi)", n, received_bytes, sent, sent_bytes, failures, error);
 }
 
+#define SEEN_SLOTS 4096
+
+/* Whether name is new to answer_ntp's table of senders handed out (and now in it): a recurring
+ * client is found there and costs no Python object. A slot holds the last address hashed to it,
+ * so a sender is handed out again at worst, never missed. */
+static int new_sender(Batch *self, const struct sockaddr_in6 *name, socklen_t len) {
+    if (self->seen == NULL) {
+        self->seen = PyMem_Calloc(SEEN_SLOTS, sizeof(struct sockaddr_in6));
+        self->seen_lens = PyMem_Calloc(SEEN_SLOTS, sizeof(socklen_t));
+        if (self->seen == NULL || self->seen_lens == NULL)
+            return 1; /* (no table: every sender is new, as without one) */
+    }
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    const unsigned char *bytes = (const unsigned char *)name;
+    for (socklen_t k = 0; k < len; k++)
+        h = (h ^ bytes[k]) * 1099511628211ull;
+    size_t slot = (size_t)((h ^ (h >> 32)) & (SEEN_SLOTS - 1));
+    if (self->seen_lens[slot] == len && memcmp(&self->seen[slot], name, len) == 0)
+        return 0;
+    memcpy(&self->seen[slot], name, len);
+    self->seen_lens[slot] = len;
+    return 1;
+}
+
+PyDoc_STRVAR(answer_ntp_doc,
+"answer_ntp(fd, flags, accept, start_for, most, senders) -> (answered, bytes, sent, sent_bytes,\n"
+"failures, rest, error)\n\n"
+"An NTP server's read and answer in one call (RFC 5905 §8, a server's mode 4 reply), without a\n"
+"Python object per request: what a reply says is the caller's, how it is put together is this.\n"
+"Each waiting datagram to a unicast address of ours, of at least 48 bytes, whose first byte is\n"
+"allowed by accept (256 bytes, one per first byte: nonzero answers) gets back the 24 bytes\n"
+"start_for(first byte, poll byte, second) returns (header and reference time, the caller's rules;\n"
+"asked once per call for each first byte, poll and second), origin = the request's transmit time,\n"
+"receive = its kernel receive time (SO_TIMESTAMPNS; else the time of the read), and transmit =\n"
+"the time read right before each sendmmsg of at most most messages (the kernel sends them in\n"
+"turn: the stamps age with each). It is sent from the address the request came to.\n"
+"answered, bytes: the requests answered; sent, sent_bytes: the replies the kernel took;\n"
+"failures: the errno of each reply it refused (skipped); senders: each sender not handed out\n"
+"before, appended (a recurring client is looked up in a table of the batch, not made again);\n"
+"rest: the other datagrams as receive's records, for the caller's general path (short, another\n"
+"mode or version, a group or broadcast address); error: the errno the kernel reported in place\n"
+"of a datagram (an ICMP error), or 0.");
+
+typedef struct {
+    int key;
+    time_t second;
+    unsigned char start[24];
+} Start;
+
+static PyObject *Batch_answer_ntp(Batch *self, PyObject *args) {
+    if (!initialised(self))
+        return NULL;
+    int fd, flags;
+    Py_buffer accept;
+    PyObject *start_for, *senders;
+    unsigned int most;
+    if (!PyArg_ParseTuple(args, "iiy*OIO!", &fd, &flags, &accept, &start_for, &most, &PyList_Type, &senders))
+        return NULL;
+    PyObject *rest = NULL, *failures = NULL;
+    if (accept.len != 256) {
+        PyErr_SetString(PyExc_ValueError, "accept: 256 bytes, one per first byte");
+        goto fail;
+    }
+    const unsigned char *allowed = accept.buf;
+    rest = PyList_New(0);
+    failures = PyList_New(0);
+    if (rest == NULL || failures == NULL)
+        goto fail;
+    unsigned long long answered = 0, sent = 0;
+    long long received_bytes = 0, sent_bytes = 0;
+    int error = 0;
+    int n = receive_call(self, fd, flags);
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            error = errno;
+        n = 0;
+    }
+    struct timespec read_at;
+    clock_gettime(CLOCK_REALTIME, &read_at);
+    Start starts[8]; /* this call's first byte, poll and second -> the caller's 24 bytes */
+    int known_starts = 0;
+    unsigned char transmit[8]; /* written right before each sendmmsg */
+    unsigned int k = 0;
+    for (int i = 0; i < n; i++) {
+        struct msghdr *h = &self->headers[i].msg_hdr;
+        socklen_t namelen = h->msg_namelen > NAME_SPACE ? NAME_SPACE : h->msg_namelen;
+        if (namelen == 0)
+            continue; /* a wake-up by shutdown(SHUT_RD), not a datagram */
+        Control control;
+        read_control(h, &control);
+        int family = self->names[i].sin6_family;
+        int known = (family == AF_INET && namelen >= (socklen_t)sizeof(struct sockaddr_in)) ||
+                    (family == AF_INET6 && namelen >= (socklen_t)sizeof(struct sockaddr_in6));
+        unsigned char *data = (unsigned char *)self->buffer + (size_t)i * (size_t)self->size;
+        size_t length = self->headers[i].msg_len > (unsigned int)self->size ? (size_t)self->size
+                                                                            : self->headers[i].msg_len;
+        if (!known || !control.unicast || length < 48 || !allowed[data[0]]) {
+            PyObject *record = record_at(self, i, &control);
+            if (record == NULL || PyList_Append(rest, record) < 0) {
+                Py_XDECREF(record);
+                goto fail;
+            }
+            Py_DECREF(record);
+            continue;
+        }
+        const struct timespec *when = control.has_time ? &control.time : &read_at;
+        int key = data[0] << 8 | data[2];
+        const unsigned char *start = NULL;
+        for (int s = 0; s < known_starts; s++)
+            if (starts[s].key == key && starts[s].second == when->tv_sec)
+                start = starts[s].start;
+        if (start == NULL) {
+            PyObject *made = PyObject_CallFunction(start_for, "iiL", data[0], data[2], (long long)when->tv_sec);
+            if (made == NULL)
+                goto fail;
+            if (!PyBytes_Check(made) || PyBytes_GET_SIZE(made) != 24) {
+                Py_DECREF(made);
+                PyErr_SetString(PyExc_ValueError, "start_for: 24 bytes");
+                goto fail;
+            }
+            Start *slot = &starts[known_starts < 8 ? known_starts++ : 7];
+            slot->key = key;
+            slot->second = when->tv_sec;
+            memcpy(slot->start, PyBytes_AS_STRING(made), 24);
+            Py_DECREF(made);
+            start = slot->start;
+        }
+        if (new_sender(self, &self->names[i], namelen)) {
+            PyObject *peer = peer_of(self, &self->names[i], namelen);
+            if (peer == NULL || PyList_Append(senders, peer) < 0) {
+                Py_XDECREF(peer);
+                goto fail;
+            }
+            Py_DECREF(peer);
+        }
+        received_bytes += (long long)length;
+        /* the reply in the request's place: its first 40 bytes, then the transmit time */
+        unsigned char origin[8];
+        memcpy(origin, data + 40, 8);
+        memcpy(data, start, 24);
+        memcpy(data + 24, origin, 8);
+        ntp_stamp(when, data + 32);
+        if ((unsigned int)i != k)
+            memmove(&self->names[k], &self->names[i], namelen);
+        self->namelens[k] = namelen;
+        self->sources[k] = control.reply_from;
+        self->iovecs[2 * (size_t)k].iov_base = data;
+        self->iovecs[2 * (size_t)k].iov_len = 40;
+        self->iovecs[2 * (size_t)k + 1].iov_base = transmit;
+        self->iovecs[2 * (size_t)k + 1].iov_len = sizeof transmit;
+        k++;
+    }
+    answered = k;
+    if (send_all_timed(self, fd, k, 0, most, transmit, failures, &sent, &sent_bytes) < 0)
+        goto fail;
+    PyBuffer_Release(&accept);
+    return Py_BuildValue("(KLKLNNi)", answered, received_bytes, sent, sent_bytes, failures, rest, error);
+fail:
+    PyBuffer_Release(&accept);
+    Py_XDECREF(rest);
+    Py_XDECREF(failures);
+    return NULL;
+}
+
 static PyMethodDef Batch_methods[] = {
     {"receive", (PyCFunction)Batch_receive, METH_VARARGS, receive_doc},
     {"tally", (PyCFunction)Batch_tally, METH_VARARGS, tally_doc},
     {"send", (PyCFunction)Batch_send, METH_VARARGS, send_doc},
     {"reflect", (PyCFunction)Batch_reflect, METH_VARARGS, reflect_doc},
     {"forward", (PyCFunction)Batch_forward, METH_VARARGS, forward_doc},
+    {"answer_ntp", (PyCFunction)Batch_answer_ntp, METH_VARARGS, answer_ntp_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -71,6 +71,7 @@ class Capabilities(NamedTuple):
     trailer: Any = None
     trailer_clock: str | None = None
     reflect_from: int | None = None
+    ntp_template: Any = None
 
 
 def capabilities(responder: Responder) -> Capabilities:
@@ -82,7 +83,8 @@ def capabilities(responder: Responder) -> Capabilities:
     handle_batch, trailer = getattr(responder, "handle_batch", None), getattr(responder, "trailer", None)
     return Capabilities(bool(getattr(responder, "replies", True)), bool(getattr(responder, "uses_time", True)),
                         finish, stats if isinstance(stats, dict) else {}, handle_batch, trailer,
-                        getattr(responder, "trailer_clock", None), getattr(responder, "reflect_from", None))
+                        getattr(responder, "trailer_clock", None), getattr(responder, "reflect_from", None),
+                        getattr(responder, "ntp_template", None))
 
 
 class Evidence(NamedTuple):
