@@ -701,7 +701,9 @@ def test_answer_ntp_replies_as_handle_does_and_leaves_the_rest_to_the_caller(fam
         assert len(reply) == 48
         received = from_ntp(int.from_bytes(reply[32:40], "big"), before)
         transmit = from_ntp(int.from_bytes(reply[40:48], "big"), before)
-        assert sent_at - 0.001 <= received <= before and before <= transmit <= after + 0.001
+        # (the receive time is the kernel's; when timestamping has just been turned on for the
+        # machine, Linux switches it on in the background and stamps at the read meanwhile)
+        assert sent_at - 0.001 <= received <= transmit and before - 0.001 <= transmit <= after + 0.001
         expected = reference.handle(request, peer, received)
         assert expected is not None and isinstance(expected, bytes)
         assert reply[:32] == expected[:32]  # header, reference time, origin = the request's transmit

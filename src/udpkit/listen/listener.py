@@ -649,20 +649,31 @@ class Listener:
         the ones it leaves (a low port, a group address) go through ``_answer_batch``. How many
         datagrams were read."""
         assert self._batch is not None
-        echoed, _nbytes, senders, _sent, _sent_bytes, failures, rest, error = self._batch.reflect(
+        echoed, _nbytes, _senders, _sent, _sent_bytes, failures, rest, error = self._batch.reflect(
             sock.fileno(), flags, lowest, rounds, self._pending_peers)
-        counts = self.counts  # (the datagrams and bytes are the batch's reflected_* totals: see stats)
+        # (the datagrams and bytes are the batch's reflected_* totals: see stats)
+        if self._after_batch_call(index, sock, failures, rest, error, timed=False):
+            return self._batch.count
+        return echoed + len(rest)
+
+    def _after_batch_call(self, index: int, sock: socket.socket, failures: list[int], rest: list[Any], error: int,
+                          *, timed: bool) -> bool:
+        """What a call that answered a batch in C (reflect, answer_ntp) leaves to Python: the new
+        senders into the peer tally, each refused reply's errno counted, the datagrams it did not
+        answer through ``_answer_batch``, the error reported in place of a datagram (an ICMP error
+        for an earlier reply) counted. Whether there was one: read on, the queue may hold more."""
+        senders = self._pending_peers
         if senders:
             self._peers.update(senders)
             senders.clear()
         for code in failures:
-            counts.faults[f"reply_failed:{errno.errorcode.get(code, str(code))}"] += 1
+            self.counts.faults[f"reply_failed:{errno.errorcode.get(code, str(code))}"] += 1
         if rest:
-            self._answer_batch(index, sock, rest, False)
-        if error:  # in place of a datagram (an ICMP error for an earlier reply): read on
+            self._answer_batch(index, sock, rest, timed)
+        if error:
             self._count_socket_error(OSError(error, os.strerror(error)))
-            return self._batch.count
-        return echoed + len(rest)
+            return True
+        return False
 
     def _ntp_template(self) -> Any:
         """A time service's ``ntp_template`` (see ``Batch.answer_ntp``), when its requests may be
@@ -679,11 +690,11 @@ class Listener:
         group address) go through ``_answer_batch``. How many datagrams were read."""
         accept, start_for, count_answered = template
         assert self._batch is not None
-        counts, senders = self.counts, self._pending_peers
+        counts = self.counts
         answer = self._batch.answer_ntp  # type: ignore[attr-defined]
         try:
             answered, nbytes, sent, sent_bytes, failures, rest, error = answer(
-                sock.fileno(), socket.MSG_DONTWAIT, accept, start_for, TRAILER_MESSAGES, senders)
+                sock.fileno(), socket.MSG_DONTWAIT, accept, start_for, TRAILER_MESSAGES, self._pending_peers)
         except Exception as exc:  # noqa: BLE001 - the responder's start_for failed: the batch is lost, not the service
             counts.faults[f"responder_error:{type(exc).__name__}"] += 1
             return 0
@@ -692,15 +703,7 @@ class Listener:
         counts.datagrams_out += sent
         counts.bytes_out += sent_bytes
         count_answered(answered)
-        if senders:
-            self._peers.update(senders)
-            senders.clear()
-        for code in failures:
-            counts.faults[f"reply_failed:{errno.errorcode.get(code, str(code))}"] += 1
-        if rest:
-            self._answer_batch(index, sock, rest, True)
-        if error:  # in place of a datagram (an ICMP error for an earlier reply): read on
-            self._count_socket_error(OSError(error, os.strerror(error)))
+        if self._after_batch_call(index, sock, failures, rest, error, timed=True):
             return self._batch.count
         return int(answered) + len(rest)
 
