@@ -190,6 +190,23 @@ def test_a_link_local_peer_is_answered(lan: tuple[Host, Host], argv: list[str]) 
         server.stop()
 
 
+def test_a_link_local_ntp_client_is_answered_from_its_link_local_destination(lan: tuple[Host, Host]) -> None:
+    """Answered in C (Batch.answer_ntp) on a wildcard socket: the reply leaves from the link-local
+    address the request came to, on the client's interface (the scope kept)."""
+    server_host, client = lan
+    server = Server(server_host, "listen", f"[::]:{PORT}", "--respond", "ntp")
+    try:
+        wait_bound(server_host, PORT)
+        reply = client.peer("ask", f"{SERVER_LL}%{client.iface}", str(PORT), "--payload", NTP_REQUEST.hex(),
+                            "--source", f"{CLIENT_LL}%{client.iface}")
+        answer = bytes.fromhex(str(reply["reply"]))
+        assert len(answer) == 48 and answer[0] & 7 == 4 and str(reply["from"]).startswith(SERVER_LL)
+        assert server.alive() and legit(client, SERVER6, payload=NTP_REQUEST) is not None
+    finally:
+        summary = server.stop()
+    assert "2 datagrams" in summary, summary
+
+
 def test_a_single_peer_listener_takes_a_link_local_peer(lan: tuple[Host, Host]) -> None:
     """socat's UDP6-LISTEN without fork connects to its first peer: with the whole address."""
     server_host, client = lan

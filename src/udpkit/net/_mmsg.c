@@ -826,6 +826,35 @@ static int send_all_laid_out(Batch *self, int fd, unsigned int total, int fatal_
     return send_all_timed(self, fd, total, fatal_ends, 0, NULL, failures, sent, sent_bytes);
 }
 
+/* Whether received message i's sender is an address a reply can go to (IPv4 or IPv6, whole). */
+static int known_sender(const Batch *self, int i, socklen_t namelen) {
+    int family = self->names[i].sin6_family;
+    return (family == AF_INET && namelen >= (socklen_t)sizeof(struct sockaddr_in)) ||
+           (family == AF_INET6 && namelen >= (socklen_t)sizeof(struct sockaddr_in6));
+}
+
+/* Received message i handed back to the caller as a record, appended to rest; -1 with an exception. */
+static int hand_back(Batch *self, int i, const Control *control, PyObject *rest) {
+    PyObject *record = record_at(self, i, control);
+    int failed = record == NULL || PyList_Append(rest, record) < 0;
+    Py_XDECREF(record);
+    return failed ? -1 : 0;
+}
+
+/* Reply k laid out as send() lays out a message (names, namelens, sources, two iovecs), to the
+ * sender of received message i >= k, from source: nothing is overwritten before it is read. */
+static void lay_out_reply(Batch *self, unsigned int k, int i, socklen_t namelen, const Source *source,
+                          void *data, size_t length, void *trailer, size_t trailer_length) {
+    if ((unsigned int)i != k)
+        memmove(&self->names[k], &self->names[i], namelen);
+    self->namelens[k] = namelen;
+    self->sources[k] = *source;
+    self->iovecs[2 * (size_t)k].iov_base = data;
+    self->iovecs[2 * (size_t)k].iov_len = length;
+    self->iovecs[2 * (size_t)k + 1].iov_base = trailer;
+    self->iovecs[2 * (size_t)k + 1].iov_len = trailer_length;
+}
+
 PyDoc_STRVAR(reflect_doc,
 "reflect(fd, flags=MSG_DONTWAIT, lowest_port=1024, rounds=1, senders=None) -> (datagrams, bytes,\n"
 "senders, sent, sent_bytes, failures, rest, error)\n\n"
@@ -915,16 +944,9 @@ static PyObject *Batch_reflect(Batch *self, PyObject *args) {
             Control control;
             read_control(h, &control);
             int port = ntohs(self->names[i].sin6_port); /* sin_port and sin6_port share their place */
-            int family = self->names[i].sin6_family;
-            int known = (family == AF_INET && namelen >= (socklen_t)sizeof(struct sockaddr_in)) ||
-                        (family == AF_INET6 && namelen >= (socklen_t)sizeof(struct sockaddr_in6));
-            if (!known || port < lowest || !control.unicast) {
-                PyObject *record = record_at(self, i, &control);
-                if (record == NULL || PyList_Append(rest, record) < 0) {
-                    Py_XDECREF(record);
+            if (!known_sender(self, i, namelen) || port < lowest || !control.unicast) {
+                if (hand_back(self, i, &control, rest) < 0)
                     goto fail;
-                }
-                Py_DECREF(record);
                 stop = 1;
                 continue;
             }
@@ -940,15 +962,8 @@ static PyObject *Batch_reflect(Batch *self, PyObject *args) {
             size_t length = self->headers[i].msg_len > (unsigned int)self->size ? (size_t)self->size
                                                                                 : self->headers[i].msg_len;
             *received_bytes += (long long)length;
-            if ((unsigned int)i != k)
-                memmove(&self->names[k], &self->names[i], namelen);
-            self->namelens[k] = namelen;
-            self->sources[k] = control.reply_from;
-            self->iovecs[2 * (size_t)k].iov_base = self->buffer + (size_t)i * (size_t)self->size;
-            self->iovecs[2 * (size_t)k].iov_len = length;
-            self->iovecs[2 * (size_t)k + 1].iov_base = NULL;
-            self->iovecs[2 * (size_t)k + 1].iov_len = 0;
-            k++;
+            lay_out_reply(self, k++, i, namelen, &control.reply_from, self->buffer + (size_t)i * (size_t)self->size,
+                          length, NULL, 0);
         }
         *echoed += k;
         if (k == 1 && n == 1 && self->sources[0].family == 0) {
@@ -1008,18 +1023,15 @@ static PyObject *Batch_forward(Batch *self, PyObject *args) {
         n = 0;
     }
     long long received_bytes = 0, sent_bytes = 0;
+    static const Source no_source; /* (zeroed: the kernel picks) */
     /* laid out as send() lays out messages to a connected socket's peer (no name, no source);
      * iovecs[2i] may be message j > i's receive iovec: the data is read from the buffer itself */
     for (int i = 0; i < n; i++) {
         size_t length = self->headers[i].msg_len > (unsigned int)self->size ? (size_t)self->size
                                                                             : self->headers[i].msg_len;
         received_bytes += (long long)length;
-        self->namelens[i] = 0;
-        memset(&self->sources[i], 0, sizeof(Source));
-        self->iovecs[2 * (size_t)i].iov_base = self->buffer + (size_t)i * (size_t)self->size;
-        self->iovecs[2 * (size_t)i].iov_len = length;
-        self->iovecs[2 * (size_t)i + 1].iov_base = NULL;
-        self->iovecs[2 * (size_t)i + 1].iov_len = 0;
+        lay_out_reply(self, (unsigned int)i, i, 0, &no_source, self->buffer + (size_t)i * (size_t)self->size, length,
+                      NULL, 0);
     }
     unsigned long long sent = 0;
     if (send_all_laid_out(self, to_fd, (unsigned int)n, 1, failures, &sent, &sent_bytes) < 0) {
@@ -1119,19 +1131,12 @@ static PyObject *Batch_answer_ntp(Batch *self, PyObject *args) {
             continue; /* a wake-up by shutdown(SHUT_RD), not a datagram */
         Control control;
         read_control(h, &control);
-        int family = self->names[i].sin6_family;
-        int known = (family == AF_INET && namelen >= (socklen_t)sizeof(struct sockaddr_in)) ||
-                    (family == AF_INET6 && namelen >= (socklen_t)sizeof(struct sockaddr_in6));
         unsigned char *data = (unsigned char *)self->buffer + (size_t)i * (size_t)self->size;
         size_t length = self->headers[i].msg_len > (unsigned int)self->size ? (size_t)self->size
                                                                             : self->headers[i].msg_len;
-        if (!known || !control.unicast || length < 48 || !allowed[data[0]]) {
-            PyObject *record = record_at(self, i, &control);
-            if (record == NULL || PyList_Append(rest, record) < 0) {
-                Py_XDECREF(record);
+        if (!known_sender(self, i, namelen) || !control.unicast || length < 48 || !allowed[data[0]]) {
+            if (hand_back(self, i, &control, rest) < 0)
                 goto fail;
-            }
-            Py_DECREF(record);
             continue;
         }
         const struct timespec *when = control.has_time ? &control.time : &read_at;
@@ -1171,15 +1176,7 @@ static PyObject *Batch_answer_ntp(Batch *self, PyObject *args) {
         memcpy(data, start, 24);
         memcpy(data + 24, origin, 8);
         ntp_stamp(when, data + 32);
-        if ((unsigned int)i != k)
-            memmove(&self->names[k], &self->names[i], namelen);
-        self->namelens[k] = namelen;
-        self->sources[k] = control.reply_from;
-        self->iovecs[2 * (size_t)k].iov_base = data;
-        self->iovecs[2 * (size_t)k].iov_len = 40;
-        self->iovecs[2 * (size_t)k + 1].iov_base = transmit;
-        self->iovecs[2 * (size_t)k + 1].iov_len = sizeof transmit;
-        k++;
+        lay_out_reply(self, k++, i, namelen, &control.reply_from, data, 40, transmit, sizeof transmit);
     }
     answered = k;
     if (send_all_timed(self, fd, k, 0, most, transmit, failures, &sent, &sent_bytes) < 0)
