@@ -777,3 +777,138 @@ def test_an_ntp_listener_answers_and_counts_the_same_whichever_way_it_reads(
     assert stats.datagrams_in == len(NTP_REQUESTS) * 6 and stats.peers == 6
     assert (responder.stats["answered"], responder.stats["mode"], responder.stats["version"],
             responder.stats["short"]) == (answered, 12, 6, 6)
+
+
+def dns_queries() -> list[bytes]:
+    """Queries a DNS listener is asked, good and bad: kept answers, new names, NXDOMAIN, a response
+    (never answered), garbage with a header (FORMERR), a short datagram (silence)."""
+    import dns.message
+
+    made = [dns.message.make_query(name, kind).to_wire() for name, kind in [
+        ("www.example.test", "A"), ("alias.example.test", "AAAA"), ("nope.example.test", "A"),
+        ("www.example.test", "A"), ("example.test", "MX")]]
+    response = dns.message.make_response(dns.message.make_query("www.example.test", "A")).to_wire()
+    return [*made, response, made[0][:12] + b"\xff" * 5, b"\x00\x01\x02"]
+
+
+def dns_server(**kwargs: Any) -> Any:
+    from pathlib import Path
+
+    from udpkit.services.dns import DnsResponder, load_zone
+
+    zone = load_zone(Path(__file__).parent.parent / "data" / "example.zone")
+    return DnsResponder([zone], rate_limit=0, **kwargs)
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_answer_kept_gives_handles_answers_again_and_leaves_the_rest_to_the_caller(family: int) -> None:
+    """``Batch.answer_kept`` against ``DnsResponder.handle``: a query answered before gets, under
+    its own ID, the bytes handle gives; new questions, a response, garbage and a short datagram
+    come back whole and in order; each outcome is handed over for counting; each sender once."""
+    if "c" not in KINDS:
+        pytest.skip("answer_kept is the C batch's")
+    responder, reference = dns_server(), dns_server(cache=0)
+    kept = responder.kept_answers
+    assert kept is not None
+    table, count = kept
+    queries = dns_queries()
+    for query in queries[:2]:  # two answers kept: www A (asked twice below) and alias AAAA
+        responder.handle(query, Endpoint("192.0.2.1", 1, socket.AF_INET), 0.0)
+    batch = batch_of("c")
+    with receiver(family) as rx, socket.socket(family, socket.SOCK_DGRAM) as client:
+        client.settimeout(2)
+        client.bind((HOSTS[family], 0))
+        where = client.getsockname()[:2]
+        asked = [bytes([n, 0x5A]) + query[2:] if len(query) > 2 else query for n, query in enumerate(queries)]
+        for query in asked:
+            client.sendto(query, rx.getsockname()[:2])
+        time.sleep(0.05)
+        senders: list[Any] = []
+        hits: list[Any] = []
+        answered, nbytes, sent, sent_bytes, failures, rest, error = batch.answer_kept(
+            rx.fileno(), socket.MSG_DONTWAIT, table, hits, senders)
+        replies = [client.recv(2048) for _ in range(answered)]
+        client.sendto(asked[0], rx.getsockname()[:2])  # the same sender again: not handed out again
+        time.sleep(0.05)
+        again: list[Any] = []
+        assert batch.answer_kept(rx.fileno(), socket.MSG_DONTWAIT, table, [], again)[0] == 1
+        assert again == [] and client.recv(2048)[:2] == asked[0][:2]
+    kept_ones = [asked[0], asked[1], asked[3]]
+    peer = Endpoint(where[0], where[1], family)
+    assert (answered, sent, failures, error) == (3, 3, [], 0)
+    assert replies == [reference.handle(query, peer, 0.0) for query in kept_ones]
+    assert nbytes == sum(len(query) for query in kept_ones) and sent_bytes == sum(len(reply) for reply in replies)
+    assert [record[0] for record in rest] == [query for query in asked if query not in kept_ones]
+    assert [p[:2] for p in senders] == [where]
+    count(hits)
+    assert responder.stats["answered"] == 2 + 3
+
+
+def test_answer_kept_answers_from_the_address_each_query_was_sent_to() -> None:
+    """On a wildcard socket (destinations read), each reply leaves from its query's destination;
+    the broadcast is handed back."""
+    if "c" not in KINDS:
+        pytest.skip("answer_kept is the C batch's")
+    responder = dns_server()
+    query = dns_queries()[0]
+    responder.handle(query, Endpoint("192.0.2.1", 1, socket.AF_INET), 0.0)
+    table, _count = responder.kept_answers
+    rx = bind_udp(Endpoint("0.0.0.0", 0, socket.AF_INET), BindOptions(pktinfo=True))
+    rx.setblocking(False)
+    with rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.settimeout(1)
+        port = rx.getsockname()[1]
+        targets = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "255.255.255.255"]
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        for n, target in enumerate(targets):
+            client.sendto(bytes([0, n]) + query[2:], (target, port))
+        time.sleep(0.05)
+        answered, _, sent, _, _, rest, _ = batch_of("c").answer_kept(rx.fileno(), socket.MSG_DONTWAIT, table, [], [])
+        got = [client.recvfrom(2048) for _ in range(answered)]
+    assert answered == sent == 3
+    assert [(reply[:2], where) for reply, where in got] == [(bytes([0, n]), (target, port))
+                                                            for n, target in enumerate(targets[:3])]
+    assert [record[6] for record in rest] == [False]
+
+
+@pytest.mark.parametrize("kind", ["plain", *KINDS])
+@pytest.mark.parametrize("where", ["one socket", "wildcard and v6"])
+def test_a_dns_listener_answers_and_counts_the_same_whichever_way_it_reads(
+        monkeypatch: pytest.MonkeyPatch, kind: str, where: str) -> None:
+    """Queries good and bad from three clients, three times each: the same answers (byte for byte,
+    IDs included), the same counts by outcome, the same peers — through answer_kept (C) for the
+    answers kept, handle for the rest, and handle alone (ctypes, one datagram per call)."""
+    from udpkit.listen import Listener
+
+    monkeypatch.setenv("UDPKIT_MMSG", "0" if kind == "plain" else kind)
+    responder, reference = dns_server(), dns_server(cache=0)
+    endpoints = ([Endpoint("127.0.0.1", 0, socket.AF_INET)] if where == "one socket"
+                 else [Endpoint("0.0.0.0", 0, socket.AF_INET), Endpoint("::1", 0, socket.AF_INET6)])
+    queries = dns_queries()
+    with Listener(endpoints, respond=responder) as listener:
+        bound = listener.bound
+        how = " ".join(listener.receive_paths())
+        assert ("answer_kept" in how) == (kind == "c"), how
+        listener.start()
+        got, expected = [], []
+        for ep in bound:
+            target = "127.0.0.1" if ep.family == socket.AF_INET else "::1"
+            for _ in range(3):
+                with socket.socket(ep.family, socket.SOCK_DGRAM) as client:
+                    client.settimeout(1)
+                    client.bind((target, 0))
+                    peer = Endpoint(target, client.getsockname()[1], ep.family)
+                    for n, query in enumerate(queries):
+                        asked = bytes([n, 7]) + query[2:] if len(query) > 2 else query
+                        client.sendto(asked, (target, ep.port))
+                        reply = reference.handle(asked, peer, 0.0)
+                        if reply is not None:
+                            expected.append(reply)
+                            got.append(client.recv(2048))
+        listener.stop()
+        listener.join()
+    stats = listener.stats
+    asked_count = len(queries) * 3 * len(bound)
+    assert got == expected
+    assert stats.datagrams_in == asked_count and stats.datagrams_out == len(expected) and stats.peers == 3 * len(bound)
+    assert responder.stats == reference.stats

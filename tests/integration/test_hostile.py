@@ -134,6 +134,7 @@ SERVICES = {
     "dns": (["--respond", "dns", "--zone", ZONE], bytes.fromhex("12340100000100000000000003777777076578616d706c650474657374000001")
             + b"\x00\x01"),
 }
+SERVICES["dns-kept"] = (SERVICES["dns"][0] + ["--rate-limit", "0"], SERVICES["dns"][1])  # answered again in C
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
@@ -144,11 +145,15 @@ def test_datagrams_to_groups_and_broadcasts_are_not_answered_and_stop_nothing(la
     server = Server(server_host, "listen", str(PORT), *flags)
     try:
         wait_bound(server_host, PORT, 2)
+        for host in (SERVER4, SERVER6):  # first answered to unicast (a DNS answer is then kept)
+            assert legit(client, host, payload=request), f"{service} does not answer on {host}"
+        same = ["--payload", request.hex()]  # the very request, now to groups and broadcasts
         for group in ("224.0.0.1", "ff02::1"):
-            assert client.peer("group", group, str(PORT), "--iface", client.iface)["replies"] == 0
-        assert client.peer("group", "10.98.0.255", str(PORT), "--iface", client.iface, "--broadcast")["replies"] == 0
-        assert client.peer("group", "255.255.255.255", str(PORT), "--iface", client.iface,
-                           "--broadcast")["replies"] == 0
+            assert client.peer("group", group, str(PORT), "--iface", client.iface, *same)["replies"] == 0
+        assert client.peer("group", "10.98.0.255", str(PORT), "--iface", client.iface, "--broadcast",
+                           *same)["replies"] == 0
+        assert client.peer("group", "255.255.255.255", str(PORT), "--iface", client.iface, "--broadcast",
+                           *same)["replies"] == 0
         assert server.alive()
         for host in (SERVER4, SERVER6):
             assert legit(client, host, payload=request), f"{service} no longer answers on {host}"
@@ -305,15 +310,17 @@ def _rss_kb(pid: int) -> int:
                                          (SERVER4, ["--respond", "echo", "--rate-limit", "0"]),
                                          ("0.0.0.0", ["--respond", "echo", "--rate-limit", "0"]),
                                          # answered in C (Batch.answer_ntp): a timed socket, and a wildcard
-                                         (SERVER4, ["--respond", "ntp"]), ("0.0.0.0", ["--respond", "ntp"])],
+                                         (SERVER4, ["--respond", "ntp"]), ("0.0.0.0", ["--respond", "ntp"]),
+                                         # answered again in C from kept answers (Batch.answer_kept)
+                                         (SERVER4, ["--respond", "dns", "--zone", ZONE, "--rate-limit", "0"])],
                          ids=["discard", "echo", "echo-wildcard", "echo-reflect", "echo-reflect-wildcard", "ntp",
-                              "ntp-wildcard"])
+                              "ntp-wildcard", "dns-kept"])
 def test_a_flood_of_distinct_spoofed_peers_leaves_memory_bounded(lan: tuple[Host, Host], bind: str,
                                                                   flags: list[str]) -> None:
     """The batched paths too: a wildcard-bound echo answers each batch from its destinations."""
     server_host, client = lan
     server = Server(server_host, "listen", f"{bind}:{PORT}", *flags, "--rcvbuf", str(1 << 22))
-    payload = (NTP_REQUEST if flags[1] == "ntp" else b"forged").hex()
+    payload = {"ntp": NTP_REQUEST, "dns": SERVICES["dns"][1]}.get(flags[1], b"forged").hex()
     try:
         wait_bound(server_host, PORT)
         client.peer("forge", "10.98.0.2", "1", SERVER4, str(PORT), "--count", "20000", "--random-sources",
@@ -330,6 +337,9 @@ def test_a_flood_of_distinct_spoofed_peers_leaves_memory_bounded(lan: tuple[Host
         if flags[1] == "ntp":
             reply = legit(client, payload=NTP_REQUEST)
             assert reply is not None and len(reply) == 48 and reply[0] & 7 == 4
+        if flags[1] == "dns":
+            reply = legit(client, payload=SERVICES["dns"][1])
+            assert reply is not None and reply[:2] == SERVICES["dns"][1][:2] and reply[2] & 0x80
     finally:
         summary = server.stop()
     assert "about " in summary, summary  # the peer count became an estimate

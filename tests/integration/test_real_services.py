@@ -71,10 +71,10 @@ def test_our_probe_agrees_with_ntpdig_about_a_real_chronyd(ns: Netns, tmp_path: 
     assert abs(detail["offset_ms"] / 1000 - theirs["offset"]) < 0.001
 
 
-@pytest.fixture
-def dns_server(ns: Netns) -> Iterator[int]:
+@pytest.fixture(params=[[], ["--rate-limit", "0"]], ids=["default", "answers kept and given in C"])
+def dns_server(ns: Netns, request: pytest.FixtureRequest) -> Iterator[int]:
     port = free_port()
-    proc = serve(ns, f"127.0.0.1:{port}", f"[::1]:{port}", "--respond", "dns", "--zone", str(ZONE))
+    proc = serve(ns, f"127.0.0.1:{port}", f"[::1]:{port}", "--respond", "dns", "--zone", str(ZONE), *request.param)
     try:
         yield port
     finally:
@@ -94,6 +94,23 @@ def test_dig_gets_answers_nxdomain_and_refused(ns: Netns, dns_server: int, serve
     assert "status: REFUSED" in dig(ns, dns_server, server, "example.org", "A")
     mx = dig(ns, dns_server, server, "example.test", "MX")
     assert "10 mail.example.test." in mx
+
+
+@pytest.mark.peer("dig")
+@pytest.mark.parametrize("server", ["@127.0.0.1", "@::1"])
+def test_dig_asking_again_gets_the_same_answer(ns: Netns, dns_server: int, server: str) -> None:
+    """Without a cookie dig asks in the same bytes but the ID: from the second time on, the answer
+    comes from the answers kept (in C, without a rate limit)."""
+    def asked(name: str, kind: str) -> list[str]:
+        time.sleep(0.1)  # within the default rate limit (20 a second, a burst of 5) of one client
+        out = dig(ns, dns_server, server, "+nocookie", name, kind)
+        return [line.split(", id:")[0] for line in out.splitlines()  # (the ID changes: the rest may not)
+                if "status:" in line or (line and not line.startswith(";"))]
+
+    for name, kind in [("www.example.test", "A"), ("alias.example.test", "AAAA"), ("nope.example.test", "A")]:
+        first = asked(name, kind)
+        assert first and all(asked(name, kind) == first for _ in range(3))
+        assert ("NXDOMAIN" in first[0]) == (name == "nope.example.test")
 
 
 @pytest.mark.peer("dig")

@@ -114,7 +114,7 @@ def test_capabilities_are_read_with_the_declared_defaults() -> None:
         def handle(self, datagram: bytes, peer: Endpoint, now: float) -> bytes:
             return datagram
 
-    assert capabilities(Bare()) == (True, True, None, {}, None, None, None, None, None)  # type: ignore[arg-type]
+    assert capabilities(Bare()) == (True, True, None, {}, None, None, None, None, None, None)  # type: ignore[arg-type]
     assert capabilities(Discard())[:3] == (False, False, None)
     assert capabilities(Echo()).finish is None and capabilities(NtpResponder()).finish is not None
     # the batch answerers: echo's has no trailer, NTP's writes its transmit time there
@@ -123,6 +123,14 @@ def test_capabilities_are_read_with_the_declared_defaults() -> None:
     # answered in C from NTP's own rules (Batch.answer_ntp), unless each client has a budget
     assert capabilities(NtpResponder()).ntp_template is not None
     assert capabilities(NtpResponder(rate_limit=10)).ntp_template is None
+    # DNS answers given before, given again in C (Batch.answer_kept), unless each client has a budget
+    from udpkit.services.dns import DnsResponder
+
+    assert capabilities(DnsResponder([], rate_limit=0)).kept_answers is not None
+    assert capabilities(DnsResponder([])).kept_answers is None  # the default: 20 answers a second per client
+    assert capabilities(DnsResponder([], rate_limit=0, cache=0)).kept_answers is None
+    # without a rate limit, the time does not matter to DNS: no kernel receive time is asked for
+    assert not capabilities(DnsResponder([], rate_limit=0)).uses_time and capabilities(DnsResponder([])).uses_time
 
 
 class Full(io.RawIOBase):

@@ -148,6 +148,7 @@ class Listener:
         self._peers = PeerTally()
         # the senders Batch.reflect and answer_ntp find, added to _peers after each call (stats counts them meanwhile)
         self._pending_peers: list[Any] = []
+        self._kept_hits: list[Any] = []  # answer_kept's outcomes, counted by the responder after each call
         self._drops: dict[int, int] = {}
         self._sessions = SessionTable(config.idle_timeout, config.max_sessions)
         self._session_drops = 0  # the open sessions' sockets, as of the last look
@@ -252,6 +253,9 @@ class Listener:
                 how = batched + " echoed in the same call (reflect) with sendmmsg"
             elif path in (paths.PLAIN, paths.TIMED, paths.WILDCARD) and self._ntp_template() is not None:
                 how = batched + " answered in the same call (answer_ntp) with sendmmsg"
+            elif path in (paths.PLAIN, paths.TIMED, paths.BLOCKING, paths.WILDCARD) and \
+                    self._kept_answers() is not None:
+                how = batched + " answered in the same call from kept answers (answer_kept) with sendmmsg"
             else:
                 how = batched + (" and sendmmsg" if path in (paths.PLAIN, paths.TIMED, paths.BLOCKING, paths.WILDCARD)
                                  else "")
@@ -482,6 +486,7 @@ class Listener:
         receive_batch, fd = self._batch.receive, sock.fileno()
         lowest = self._reflect_from()
         template = self._ntp_template()
+        kept = self._kept_answers()
         for _ in range(BATCH):
             if lowest is not None:
                 if self._reflect(index, sock, socket.MSG_DONTWAIT, lowest) < self._batch.count:
@@ -489,6 +494,10 @@ class Listener:
                 continue
             if template is not None:
                 if self._answer_ntp(index, sock, template) < self._batch.count:
+                    return False
+                continue
+            if kept is not None:
+                if self._answer_kept(index, sock, kept, socket.MSG_DONTWAIT, timed) < self._batch.count:
                     return False
                 continue
             try:
@@ -684,6 +693,38 @@ class Listener:
             return None
         return self.capabilities.ntp_template
 
+    def _kept_answers(self) -> Any:
+        """A responder's ``kept_answers`` (see ``Batch.answer_kept``), when they may be given without
+        a call per datagram: the C batch, no ``count`` to stop at."""
+        if self._batch is None or self.config.count is not None or getattr(self._batch, "answer_kept", None) is None:
+            return None
+        return self.capabilities.kept_answers
+
+    def _answer_kept(self, index: int, sock: socket.socket, kept: Any, flags: int, timed: bool) -> int:
+        """One ``Batch.answer_kept``: the waiting datagrams the responder answered before answered
+        again in one call, counted as ``_answer_batch`` counts them; the rest (new questions, a
+        group address) go through ``_answer_batch``, which asks the responder. How many datagrams
+        were read."""
+        table, count = kept
+        assert self._batch is not None
+        counts, hits = self.counts, self._kept_hits
+        answer = self._batch.answer_kept  # type: ignore[attr-defined]
+        answered, nbytes, sent, sent_bytes, failures, rest, error = answer(
+            sock.fileno(), flags, table, hits, self._pending_peers)
+        counts.datagrams_in += answered
+        counts.bytes_in += nbytes
+        counts.datagrams_out += sent
+        counts.bytes_out += sent_bytes
+        if hits:
+            try:
+                count(hits)
+            except Exception as exc:  # noqa: BLE001 - a responder's counting may not end the service
+                counts.faults[f"responder_error:{type(exc).__name__}"] += 1
+            hits.clear()
+        if self._after_batch_call(index, sock, failures, rest, error, timed=timed):
+            return self._batch.count
+        return int(answered) + len(rest)
+
     def _answer_ntp(self, index: int, sock: socket.socket, template: Any) -> int:
         """One ``Batch.answer_ntp``: the waiting requests answered in one call, counted as
         ``_answer_batch`` counts them; the datagrams it leaves (short, another mode or version, a
@@ -779,12 +820,17 @@ class Listener:
         if deadline is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, 250_000))
         lowest = self._reflect_from()
+        kept = self._kept_answers()
         try:
             while not reactor.stopping:
                 if deadline is not None and time.monotonic() >= deadline:
                     break
                 if lowest is not None:  # the echo loop itself in C, up to 64 rounds a call
                     self._reflect(0, sock, MSG_WAITFORONE, lowest, BATCH)
+                    self._peers.settle()
+                    continue
+                if kept is not None:  # answers given before given again in C, the rest by the responder
+                    self._answer_kept(0, sock, kept, MSG_WAITFORONE, False)
                     self._peers.settle()
                     continue
                 try:

@@ -1190,6 +1190,94 @@ fail:
     return NULL;
 }
 
+PyDoc_STRVAR(answer_kept_doc,
+"answer_kept(fd, flags, kept, hits, senders) -> (answered, bytes, sent, sent_bytes, failures, rest,\n"
+"error)\n\n"
+"A server's read and answer in one call for the requests it has answered before, without a\n"
+"Python object per request but the key looked up: what is kept and why is the caller's.\n"
+"kept: a dict from a request's bytes after its first two (a DNS query but its ID) to a tuple\n"
+"(answer, outcome): the reply is the request's own first two bytes followed by answer, sent from\n"
+"the address the request came to. outcome is appended to hits once per reply, for the caller's\n"
+"counts. Each waiting datagram to a unicast address of ours of at least 12 bytes is looked up;\n"
+"the others, and those not in kept, are rest: receive's records, for the caller's general path,\n"
+"in order. answered, bytes: the requests answered; sent, sent_bytes: the replies the kernel took;\n"
+"failures: the errno of each reply it refused (skipped); senders: each sender not handed out\n"
+"before, appended (see answer_ntp); error: the errno the kernel reported in place of a datagram\n"
+"(an ICMP error), or 0.");
+
+static PyObject *Batch_answer_kept(Batch *self, PyObject *args) {
+    if (!initialised(self))
+        return NULL;
+    int fd, flags;
+    PyObject *kept, *hits, *senders;
+    if (!PyArg_ParseTuple(args, "iiO!O!O!", &fd, &flags, &PyDict_Type, &kept, &PyList_Type, &hits, &PyList_Type,
+                          &senders))
+        return NULL;
+    PyObject *rest = PyList_New(0), *failures = PyList_New(0);
+    if (rest == NULL || failures == NULL)
+        goto fail;
+    unsigned long long sent = 0;
+    long long received_bytes = 0, sent_bytes = 0;
+    int error = 0;
+    int n = receive_call(self, fd, flags);
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            error = errno;
+        n = 0;
+    }
+    unsigned int k = 0;
+    for (int i = 0; i < n; i++) {
+        struct msghdr *h = &self->headers[i].msg_hdr;
+        socklen_t namelen = h->msg_namelen > NAME_SPACE ? NAME_SPACE : h->msg_namelen;
+        if (namelen == 0)
+            continue; /* a wake-up by shutdown(SHUT_RD), not a datagram */
+        Control control;
+        read_control(h, &control);
+        char *data = self->buffer + (size_t)i * (size_t)self->size;
+        size_t length = self->headers[i].msg_len > (unsigned int)self->size ? (size_t)self->size
+                                                                            : self->headers[i].msg_len;
+        PyObject *found = NULL; /* borrowed from kept */
+        if (known_sender(self, i, namelen) && control.unicast && length >= 12 && !(h->msg_flags & MSG_TRUNC)) {
+            PyObject *key = PyBytes_FromStringAndSize(data + 2, (Py_ssize_t)length - 2);
+            if (key == NULL)
+                goto fail;
+            found = PyDict_GetItemWithError(kept, key);
+            Py_DECREF(key);
+            if (found == NULL && PyErr_Occurred())
+                goto fail;
+        }
+        if (found == NULL || !PyTuple_Check(found) || PyTuple_GET_SIZE(found) != 2 ||
+            !PyBytes_Check(PyTuple_GET_ITEM(found, 0)) ||
+            PyBytes_GET_SIZE(PyTuple_GET_ITEM(found, 0)) + 2 > self->size) {
+            if (hand_back(self, i, &control, rest) < 0)
+                goto fail;
+            continue;
+        }
+        if (PyList_Append(hits, PyTuple_GET_ITEM(found, 1)) < 0)
+            goto fail;
+        if (new_sender(self, &self->names[i], namelen)) {
+            PyObject *peer = peer_of(self, &self->names[i], namelen);
+            if (peer == NULL || PyList_Append(senders, peer) < 0) {
+                Py_XDECREF(peer);
+                goto fail;
+            }
+            Py_DECREF(peer);
+        }
+        received_bytes += (long long)length;
+        PyObject *answer = PyTuple_GET_ITEM(found, 0);
+        size_t size = (size_t)PyBytes_GET_SIZE(answer);
+        memcpy(data + 2, PyBytes_AS_STRING(answer), size); /* the reply in the request's place, its ID kept */
+        lay_out_reply(self, k++, i, namelen, &control.reply_from, data, 2 + size, NULL, 0);
+    }
+    if (send_all_laid_out(self, fd, k, 0, failures, &sent, &sent_bytes) < 0)
+        goto fail;
+    return Py_BuildValue("(ILKLNNi)", k, received_bytes, sent, sent_bytes, failures, rest, error);
+fail:
+    Py_XDECREF(rest);
+    Py_XDECREF(failures);
+    return NULL;
+}
+
 static PyMethodDef Batch_methods[] = {
     {"receive", (PyCFunction)Batch_receive, METH_VARARGS, receive_doc},
     {"tally", (PyCFunction)Batch_tally, METH_VARARGS, tally_doc},
@@ -1197,6 +1285,7 @@ static PyMethodDef Batch_methods[] = {
     {"reflect", (PyCFunction)Batch_reflect, METH_VARARGS, reflect_doc},
     {"forward", (PyCFunction)Batch_forward, METH_VARARGS, forward_doc},
     {"answer_ntp", (PyCFunction)Batch_answer_ntp, METH_VARARGS, answer_ntp_doc},
+    {"answer_kept", (PyCFunction)Batch_answer_kept, METH_VARARGS, answer_kept_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -38,7 +38,12 @@ class Responder(Protocol):
       which the send layer may then read itself, right before the system call;
     - ``reflect_from`` (``None``): a port number when ``handle`` is, for now, the plain echo of
       every unicast datagram from a sender port at least that high — the send layer may then read
-      and send such datagrams back without a call per datagram (the others still reach ``handle``).
+      and send such datagrams back without a call per datagram (the others still reach ``handle``);
+    - ``kept_answers`` (``None``): ``(table, count)`` when some datagrams are answered from a table,
+      by every byte but the first two (a DNS query but its ID): ``table[datagram[2:]]`` is
+      ``(answer, outcome)``, the reply is ``datagram[:2] + answer``, and ``count(outcomes)`` is
+      called with each given answer's ``outcome`` — the send layer may answer those without a call
+      per datagram (the others still reach ``handle``, which may add to the table).
     """
 
     name: str
@@ -72,6 +77,7 @@ class Capabilities(NamedTuple):
     trailer_clock: str | None = None
     reflect_from: int | None = None
     ntp_template: Any = None
+    kept_answers: Any = None
 
 
 def capabilities(responder: Responder) -> Capabilities:
@@ -84,7 +90,7 @@ def capabilities(responder: Responder) -> Capabilities:
     return Capabilities(bool(getattr(responder, "replies", True)), bool(getattr(responder, "uses_time", True)),
                         finish, stats if isinstance(stats, dict) else {}, handle_batch, trailer,
                         getattr(responder, "trailer_clock", None), getattr(responder, "reflect_from", None),
-                        getattr(responder, "ntp_template", None))
+                        getattr(responder, "ntp_template", None), getattr(responder, "kept_answers", None))
 
 
 class Evidence(NamedTuple):

@@ -14,13 +14,19 @@ anything else away with a header-only FORMERR or NOTIMP, never larger than what 
 an answer can be 25 times its question, a response rate limit in the manner of BIND's RRL is on by
 default (:data:`DEFAULT_RATE_LIMIT` answers a second per client; beyond it silence, and every second
 time a truncated answer no larger than the query).
+
+And since dnspython takes ~90 µs to read a query and write its answer, while the answer depends on
+nothing but the query's bytes and the zones, the responder keeps the answers it gave: the next query
+equal to one of them but for its ID gets the same answer under its own ID, without dnspython (see
+:data:`ANSWER_CACHE`).
 """
 
 from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import dns.exception
@@ -42,7 +48,8 @@ from udpkit.services.base import BaseResponder, Evidence, Reply
 from udpkit.services.outstanding import Outstanding
 from udpkit.services.ratelimit import ResponseRateLimiter
 
-__all__ = ["DEFAULT_RATE_LIMIT", "DnsProbe", "DnsResponder", "MAX_OPTIONS", "MAX_QUERY", "load_zone", "screen"]
+__all__ = ["ANSWER_CACHE", "DEFAULT_RATE_LIMIT", "DnsProbe", "DnsResponder", "MAX_OPTIONS", "MAX_QUERY", "load_zone",
+           "screen"]
 
 _MAX_UDP = 1232  # the DNS flag day 2020 size: no fragmentation on common paths
 _HEADER = struct.Struct("!HH")
@@ -55,7 +62,15 @@ MAX_QUERY = 1232
 MAX_OPTIONS = 16
 #: Answers a second per client address by default (``--rate-limit``; 0 turns it off).
 DEFAULT_RATE_LIMIT = 20.0
+#: Bytes of answers kept by default, by query (every byte but the ID): the questions a zone's
+#: clients repeat. Each kept answer is charged its query, its answer and :data:`_KEPT_OVERHEAD` for
+#: Python's objects — ~14,000 answers of the usual size, and at least 1,500 of the largest (1,232
+#: bytes each way). A query not kept costs what it would without the table (the oldest answers
+#: then make room), so a flood of distinct questions can cost CPU, never memory. ``cache=0``: off.
+ANSWER_CACHE = 4 << 20
+_KEPT_OVERHEAD = 200  # a dict slot, a tuple and two bytes objects' headers, measured: ~190 bytes
 _QUERY, _TYPE_OPT = 0, 41
+_Kept = tuple[bytes, tuple[str, ...]]  # a kept answer but its ID, and the counters it charges
 
 
 def screen(datagram: bytes) -> tuple[str, int] | None:
@@ -187,14 +202,23 @@ class DnsResponder(BaseResponder):
 
     ``rate_limit``: answers a second per client address (:class:`ResponseRateLimiter`, BIND's RRL:
     beyond it silence, and every ``slip``-th time a truncated answer); ``0`` or ``None`` turns it off.
-    ``stats`` counts the outcomes.
+    ``stats`` counts the outcomes. ``cache``: the bytes of answers to keep (:data:`ANSWER_CACHE`).
+
+    Why an answer may be kept: it is a function of the query's bytes and the zones only (zones are
+    read once; no time, peer or randomness enters it), and the ID, copied, is the one byte pair
+    that changes from query to query. So the key is every byte but the ID — flags, question, OPT
+    record and options as sent — and an answer found there is, with the ID put back, byte for byte
+    what dnspython would write again, with the same counts. The screen reads no ID either, so a
+    query equal to a kept one has passed it; only the rate limit is asked again. Only answers that
+    dnspython read the query for are kept (not FORMERR from a parse: a parse may look at bytes the
+    screen does not).
     """
 
     name = "dns"
     uses_time = True
 
     def __init__(self, zones: Iterable[dns.zone.Zone], *, rate_limit: float | None = DEFAULT_RATE_LIMIT,
-                 slip: int = 2) -> None:
+                 slip: int = 2, cache: int = ANSWER_CACHE) -> None:
         super().__init__()
         self.zones = sorted(zones, key=lambda z: -len(z.origin.labels) if z.origin else 0)
         for kind in ("A", "AAAA", "TXT", "CNAME", "MX", "SRV", "PTR", "NS", "SOA", "OPT", "ANY"):
@@ -203,18 +227,28 @@ class DnsResponder(BaseResponder):
             dns.rdata.get_rdata_class(dns.rdataclass.IN, dns.rdatatype.from_text(kind))  # type: ignore[no-untyped-call]
         self.rate_limit = rate_limit or None
         self._limiter = ResponseRateLimiter(rate_limit, slip=slip) if rate_limit else None
+        self.uses_time = self._limiter is not None  # the time is the rate limit's alone
         self.stats = {"answered": 0, "nxdomain": 0, "refused": 0, "formerr": 0, "notimp": 0, "silent": 0,
                       "truncated": 0, "rate_limited": 0, "slipped": 0}
+        self.cache_size = max(0, cache)
+        self._kept: dict[bytes, _Kept] = {}
+        self._kept_bytes = 0
+        self._soas: dict[int, dns.rrset.RRset] = {}  # by id() of a zone in self.zones, which holds them
 
     def handle(self, datagram: bytes, peer: Endpoint, now: float) -> Reply:
-        turned_away = screen(datagram)
-        if turned_away is not None:
-            why, rcode = turned_away
-            self.stats[why] += 1
-            if not rcode:
-                return None
-            ident, flags = _HEADER.unpack_from(datagram)
-            return _header_only(ident, flags, rcode)
+        if type(datagram) is not bytes:
+            datagram = bytes(datagram)  # a view into a receive buffer: the key must own its bytes
+        key = datagram[2:]
+        kept = self._kept.get(key)
+        if kept is None:
+            turned_away = screen(datagram)
+            if turned_away is not None:
+                why, rcode = turned_away
+                self.stats[why] += 1
+                if not rcode:
+                    return None
+                ident, flags = _HEADER.unpack_from(datagram)
+                return _header_only(ident, flags, rcode)
         if self._limiter is not None:
             verdict = self._limiter.decide(peer.ip, now)
             if verdict != "answer":
@@ -223,71 +257,114 @@ class DnsResponder(BaseResponder):
                     return None
                 self.stats["slipped"] += 1
                 return _slip(datagram)
+        if kept is None:
+            kept = self._respond(datagram)
+            if kept[1] != ("formerr",):
+                self._keep(key, kept)
+        rest, outcomes = kept
+        for outcome in outcomes:
+            self.stats[outcome] += 1
+        return datagram[:2] + rest
+
+    @property
+    def kept_answers(self) -> tuple[dict[bytes, _Kept], Callable[[list[tuple[str, ...]]], None]] | None:
+        """What a send layer needs to give kept answers without a call per query (``Batch.answer_kept``):
+        the table (every byte of a query but its ID -> (its answer but the ID, the counters it
+        charges)) and the function that counts a list of those counters, one per answer given.
+        ``None`` with a rate limit (decided client by client, in ``handle``) or no table. Queries
+        not in the table come to ``handle``, which adds them."""
+        if self._limiter is not None or not self.cache_size:
+            return None
+        return self._kept, self._count_kept
+
+    def _count_kept(self, hits: list[tuple[str, ...]]) -> None:
+        stats = self.stats
+        for outcomes, times in Counter(hits).items():
+            for outcome in outcomes:
+                stats[outcome] += times
+
+    def _keep(self, key: bytes, kept: _Kept) -> None:
+        """Keeps an answer, first letting go of the oldest (a dict keeps insertion order) until the
+        table with it stays within ``cache_size`` bytes."""
+        cost = len(key) + len(kept[0]) + _KEPT_OVERHEAD
+        if cost > self.cache_size:
+            return
+        table = self._kept
+        while self._kept_bytes + cost > self.cache_size:
+            old_key = next(iter(table))
+            self._kept_bytes -= len(old_key) + len(table.pop(old_key)[0]) + _KEPT_OVERHEAD
+        table[key] = kept
+        self._kept_bytes += cost
+
+    def _respond(self, datagram: bytes) -> _Kept:
+        """The answer to a screened query but its ID (two bytes the caller puts back) and the
+        counters it charges: a pure function of the query's bytes and the zones."""
         try:
             query = dns.message.from_wire(datagram)
         except Exception:  # noqa: BLE001 - dnspython raises many kinds for garbage; all mean FORMERR
-            self.stats["formerr"] += 1
             ident, flags = _HEADER.unpack_from(datagram)
-            return _header_only(ident, flags, dns.rcode.FORMERR)
+            return _header_only(ident, flags, dns.rcode.FORMERR)[2:], ("formerr",)
         response = dns.message.make_response(query, recursion_available=False)
         response.flags &= ~dns.flags.RA
         limit = 512
         if query.edns >= 0:
             limit = max(512, min(query.payload, _MAX_UDP))
             response.use_edns(0, payload=_MAX_UDP)
-        self._answer(query.question[0], response)
+        outcome = self._answer(query.question[0], response)
         try:
-            return response.to_wire(max_size=limit)
+            return response.to_wire(max_size=limit)[2:], outcome
         except dns.exception.TooBig:
-            self.stats["truncated"] += 1
             response.answer.clear()
             response.authority.clear()
             response.additional.clear()
             response.flags |= dns.flags.TC
-            return response.to_wire(max_size=limit)
+            return response.to_wire(max_size=limit)[2:], (*outcome, "truncated")
 
-    def _answer(self, question: dns.rrset.RRset, response: dns.message.Message) -> None:
+    def _answer(self, question: dns.rrset.RRset, response: dns.message.Message) -> tuple[str, ...]:
+        """Fills ``response`` from the zones; the counters it charges."""
         qname, qtype = question.name, question.rdtype
         zone = next((z for z in self.zones if z.origin is not None and qname.is_subdomain(z.origin)), None)
         if zone is None or question.rdclass != dns.rdataclass.IN:
-            self.stats["refused"] += 1
             response.set_rcode(dns.rcode.REFUSED)
-            return
+            return ("refused",)
         response.flags |= dns.flags.AA
         name = qname
         for _ in range(8):  # follow CNAMEs inside the zone, a bounded number of times
             node = zone.get_node(name)
             if node is None:
+                self._soa(zone, response)
                 if name == qname:
                     response.set_rcode(dns.rcode.NXDOMAIN)
-                    self.stats["nxdomain"] += 1
-                self._soa(zone, response)
-                return
+                    return ("nxdomain",)
+                return ()
             rdataset = node.get_rdataset(dns.rdataclass.IN, qtype)
             if rdataset is not None or qtype == dns.rdatatype.ANY:
                 found = [rdataset] if rdataset is not None else list(node.rdatasets)
                 for data in found:
                     response.answer.append(dns.rrset.from_rdata_list(name, data.ttl, list(data)))
-                self.stats["answered"] += 1
-                return
+                return ("answered",)
             cname = node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.CNAME)
             if cname is None:
                 self._soa(zone, response)  # NODATA
-                self.stats["answered"] += 1
-                return
+                return ("answered",)
             response.answer.append(dns.rrset.from_rdata_list(name, cname.ttl, list(cname)))
             name = cname[0].target
             if not name.is_subdomain(zone.origin):
-                self.stats["answered"] += 1
-                return
-        self.stats["answered"] += 1
+                return ("answered",)
+        return ("answered",)
 
-    @staticmethod
-    def _soa(zone: dns.zone.Zone, response: dns.message.Message) -> None:
-        assert zone.origin is not None
-        soa = zone.get_rdataset(zone.origin, dns.rdatatype.SOA)
-        if soa is not None:
-            response.authority.append(dns.rrset.from_rdata_list(zone.origin, soa.ttl, list(soa)))
+    def _soa(self, zone: dns.zone.Zone, response: dns.message.Message) -> None:
+        """The zone's SOA in the authority section: made once per zone (an RRset's making hashes each
+        record in wire form, half the work of an NXDOMAIN answer), then shared — a message only
+        reads the RRsets it writes."""
+        soa = self._soas.get(id(zone))
+        if soa is None:
+            assert zone.origin is not None
+            found = zone.get_rdataset(zone.origin, dns.rdatatype.SOA)
+            if found is None:
+                return
+            soa = self._soas[id(zone)] = dns.rrset.from_rdata_list(zone.origin, found.ttl, list(found))
+        response.authority.append(soa)
 
 
 def _header_only(ident: int, flags: int, rcode: int) -> bytes:

@@ -1,0 +1,121 @@
+"""The DNS responder keeps the answers it gave and gives them again to the same query under another
+ID, without dnspython: byte for byte what dnspython would write, the same counts, within its bytes."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import dns.edns
+import dns.flags
+import dns.message
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from udpkit.addr import Endpoint
+from udpkit.services.dns import ANSWER_CACHE, DnsResponder, load_zone, screen
+
+ZONE = load_zone(Path(__file__).parent.parent / "data" / "example.zone")
+PEER = Endpoint("192.0.2.9", 40000, 2)
+
+
+def keeping(**kwargs: object) -> DnsResponder:
+    return DnsResponder([ZONE], rate_limit=0, **kwargs)  # type: ignore[arg-type]
+
+
+def with_id(wire: bytes, ident: int) -> bytes:
+    return ident.to_bytes(2, "big") + wire[2:]
+
+
+def queries() -> list[bytes]:
+    """What clients send: case randomised (DNS 0x20), RD on and off, EDNS sizes below, at and above
+    the limits, the DO bit, a cookie, padding, every answer kind the zone gives, and truncation."""
+    made = []
+    for name, kind in [("www.example.test", "A"), ("WwW.ExAmPlE.tEsT", "A"), ("alias.example.test", "AAAA"),
+                       ("nope.example.test", "A"), ("example.org", "A"), ("www.example.test", "MX"),
+                       ("example.test", "ANY"), ("big.example.test", "TXT"), ("_ntp._udp.example.test", "SRV")]:
+        made.append(dns.message.make_query(name, kind))
+        made.append(dns.message.make_query(name, kind, use_edns=0, payload=600))
+        made.append(dns.message.make_query(name, kind, use_edns=0, payload=4096, want_dnssec=True))
+        made.append(dns.message.make_query(name, kind, use_edns=0, payload=300,
+                                           options=[dns.edns.GenericOption(dns.edns.OptionType.COOKIE, b"c" * 8)]))
+        made.append(dns.message.make_query(name, kind, use_edns=0, payload=1232,
+                                           options=[dns.edns.GenericOption(dns.edns.OptionType.PADDING, bytes(20))]))
+        no_rd = dns.message.make_query(name, kind)
+        no_rd.flags &= ~dns.flags.RD
+        made.append(no_rd)
+    return [query.to_wire() for query in made]
+
+
+@pytest.mark.parametrize("query", queries())
+def test_a_kept_answer_is_what_dnspython_writes_under_the_new_id(query: bytes) -> None:
+    kept, fresh = keeping(), keeping(cache=0)
+    first = kept.handle(with_id(query, 1), PEER, 0.0)
+    again = kept.handle(with_id(query, 0xBEEF), PEER, 0.0)
+    assert isinstance(first, bytes) and first[:2] == b"\x00\x01" and len(kept._kept) == 1
+    assert first == fresh.handle(with_id(query, 1), PEER, 0.0)
+    assert again == fresh.handle(with_id(query, 0xBEEF), PEER, 0.0)
+    assert kept.stats == fresh.stats
+
+
+def test_an_answer_is_kept_once_and_given_from_the_table_after() -> None:
+    server = keeping()
+    query = dns.message.make_query("www.example.test", "A").to_wire()
+    server.handle(query, PEER, 0.0)
+    size = server._kept_bytes
+    for ident in range(100):
+        server.handle(with_id(query, ident), PEER, 0.0)
+    assert server._kept_bytes == size and len(server._kept) == 1 and server.stats["answered"] == 101
+
+
+def test_a_query_dnspython_refuses_to_read_gets_formerr_each_time_and_is_not_kept() -> None:
+    query = bytearray(dns.message.make_query("www.example.test", "A", use_edns=0,
+                                             options=[dns.edns.GenericOption(8, b"\x00\x01\xff\x00")]).to_wire())
+    server = keeping()  # an ECS option whose source prefix (255) is longer than an address
+    assert screen(bytes(query)) is None  # dnspython's reading refuses it, not the screen
+    for ident in range(3):
+        reply = server.handle(with_id(bytes(query), ident), PEER, 0.0)
+        assert isinstance(reply, bytes) and reply[3] & 0xF == 1 and reply[:2] == ident.to_bytes(2, "big")
+    assert server.stats["formerr"] == 3 and not server._kept
+
+
+def test_kept_answers_still_pass_the_rate_limit() -> None:
+    server = DnsResponder([ZONE], rate_limit=5)
+    query = dns.message.make_query("www.example.test", "A").to_wire()
+    full = [r for r in (server.handle(with_id(query, i), PEER, 1000.0) for i in range(100))
+            if isinstance(r, bytes) and len(r) > len(query)]
+    assert 1 <= len(full) <= 10 and server.stats["rate_limited"] + server.stats["slipped"] >= 90
+
+
+def test_a_flood_of_distinct_questions_keeps_the_table_within_its_bytes() -> None:
+    """25,000 names nobody asks twice (a random-subdomain flood): the table lets the oldest go, its
+    memory stays within the bound, and a name asked at the start is answered right again."""
+    server = keeping(cache=1 << 20)
+    first = dns.message.make_query("www.example.test", "A").to_wire()
+    right = keeping(cache=0).handle(first, PEER, 0.0)
+    server.handle(first, PEER, 0.0)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(25_000):
+            server.handle(dns.message.make_query(f"n{i}.example.test", "A").to_wire(), PEER, 0.0)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert server._kept_bytes <= 1 << 20 and grown <= 1.2 * (1 << 20), grown
+    assert first[2:] not in server._kept and server.handle(first, PEER, 0.0) == right
+    assert server.stats["nxdomain"] == 25_000
+
+
+def test_the_default_table_is_a_few_mebibytes() -> None:
+    assert keeping().cache_size == ANSWER_CACHE <= 8 << 20
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.binary(min_size=2, max_size=700), st.integers(0, 0xFFFF))
+def test_any_datagram_gets_the_same_answer_and_counts_kept_or_not(data: bytes, ident: int) -> None:
+    kept, fresh = keeping(), keeping(cache=0)
+    for wire in (data, with_id(data, ident), with_id(data, ident)):
+        assert kept.handle(wire, PEER, 0.0) == fresh.handle(wire, PEER, 0.0)
+    assert kept.stats == fresh.stats
