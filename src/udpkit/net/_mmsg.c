@@ -1065,6 +1065,50 @@ static int new_sender(Batch *self, const struct sockaddr_in6 *name, socklen_t le
     return 1;
 }
 
+/* A batch read for a call that answers it (answer_ntp, answer_kept): how many datagrams came (0 when
+ * none was waiting), *error set to the errno the kernel reported in place of one (an ICMP error). */
+static int receive_to_answer(Batch *self, int fd, int flags, int *error) {
+    int n = receive_call(self, fd, flags);
+    *error = 0;
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            *error = errno;
+        n = 0;
+    }
+    return n;
+}
+
+/* Received message i as an answering call reads it: sender length, control data, bytes (within the
+ * buffer). 0 for a wake-up by shutdown(SHUT_RD), which is not a datagram. */
+typedef struct {
+    socklen_t namelen;
+    Control control;
+    unsigned char *data;
+    size_t length;
+} Received;
+
+static int received_at(Batch *self, int i, Received *out) {
+    struct msghdr *h = &self->headers[i].msg_hdr;
+    out->namelen = h->msg_namelen > NAME_SPACE ? NAME_SPACE : h->msg_namelen;
+    if (out->namelen == 0)
+        return 0;
+    read_control(h, &out->control);
+    out->data = (unsigned char *)self->buffer + (size_t)i * (size_t)self->size;
+    out->length = self->headers[i].msg_len > (unsigned int)self->size ? (size_t)self->size : self->headers[i].msg_len;
+    return 1;
+}
+
+/* Received message i's sender appended to senders unless handed out before (new_sender); -1 with an
+ * exception set. */
+static int hand_out_sender(Batch *self, int i, socklen_t namelen, PyObject *senders) {
+    if (!new_sender(self, &self->names[i], namelen))
+        return 0;
+    PyObject *peer = peer_of(self, &self->names[i], namelen);
+    int failed = peer == NULL || PyList_Append(senders, peer) < 0;
+    Py_XDECREF(peer);
+    return failed ? -1 : 0;
+}
+
 PyDoc_STRVAR(answer_ntp_doc,
 "answer_ntp(fd, flags, accept, start_for, most, senders) -> (answered, bytes, sent, sent_bytes,\n"
 "failures, rest, error)\n\n"
@@ -1111,13 +1155,8 @@ static PyObject *Batch_answer_ntp(Batch *self, PyObject *args) {
         goto fail;
     unsigned long long answered = 0, sent = 0;
     long long received_bytes = 0, sent_bytes = 0;
-    int error = 0;
-    int n = receive_call(self, fd, flags);
-    if (n < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            error = errno;
-        n = 0;
-    }
+    int error;
+    int n = receive_to_answer(self, fd, flags, &error);
     struct timespec read_at;
     clock_gettime(CLOCK_REALTIME, &read_at);
     Start starts[8]; /* this call's first byte, poll and second -> the caller's 24 bytes */
@@ -1125,21 +1164,16 @@ static PyObject *Batch_answer_ntp(Batch *self, PyObject *args) {
     unsigned char transmit[8]; /* written right before each sendmmsg */
     unsigned int k = 0;
     for (int i = 0; i < n; i++) {
-        struct msghdr *h = &self->headers[i].msg_hdr;
-        socklen_t namelen = h->msg_namelen > NAME_SPACE ? NAME_SPACE : h->msg_namelen;
-        if (namelen == 0)
+        Received got;
+        if (!received_at(self, i, &got))
             continue; /* a wake-up by shutdown(SHUT_RD), not a datagram */
-        Control control;
-        read_control(h, &control);
-        unsigned char *data = (unsigned char *)self->buffer + (size_t)i * (size_t)self->size;
-        size_t length = self->headers[i].msg_len > (unsigned int)self->size ? (size_t)self->size
-                                                                            : self->headers[i].msg_len;
-        if (!known_sender(self, i, namelen) || !control.unicast || length < 48 || !allowed[data[0]]) {
-            if (hand_back(self, i, &control, rest) < 0)
+        unsigned char *data = got.data;
+        if (!known_sender(self, i, got.namelen) || !got.control.unicast || got.length < 48 || !allowed[data[0]]) {
+            if (hand_back(self, i, &got.control, rest) < 0)
                 goto fail;
             continue;
         }
-        const struct timespec *when = control.has_time ? &control.time : &read_at;
+        const struct timespec *when = got.control.has_time ? &got.control.time : &read_at;
         int key = data[0] << 8 | data[2];
         const unsigned char *start = NULL;
         for (int s = 0; s < known_starts; s++)
@@ -1161,22 +1195,16 @@ static PyObject *Batch_answer_ntp(Batch *self, PyObject *args) {
             Py_DECREF(made);
             start = slot->start;
         }
-        if (new_sender(self, &self->names[i], namelen)) {
-            PyObject *peer = peer_of(self, &self->names[i], namelen);
-            if (peer == NULL || PyList_Append(senders, peer) < 0) {
-                Py_XDECREF(peer);
-                goto fail;
-            }
-            Py_DECREF(peer);
-        }
-        received_bytes += (long long)length;
+        if (hand_out_sender(self, i, got.namelen, senders) < 0)
+            goto fail;
+        received_bytes += (long long)got.length;
         /* the reply in the request's place: its first 40 bytes, then the transmit time */
         unsigned char origin[8];
         memcpy(origin, data + 40, 8);
         memcpy(data, start, 24);
         memcpy(data + 24, origin, 8);
         ntp_stamp(when, data + 32);
-        lay_out_reply(self, k++, i, namelen, &control.reply_from, data, 40, transmit, sizeof transmit);
+        lay_out_reply(self, k++, i, got.namelen, &got.control.reply_from, data, 40, transmit, sizeof transmit);
     }
     answered = k;
     if (send_all_timed(self, fd, k, 0, most, transmit, failures, &sent, &sent_bytes) < 0)
@@ -1218,27 +1246,17 @@ static PyObject *Batch_answer_kept(Batch *self, PyObject *args) {
         goto fail;
     unsigned long long sent = 0;
     long long received_bytes = 0, sent_bytes = 0;
-    int error = 0;
-    int n = receive_call(self, fd, flags);
-    if (n < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            error = errno;
-        n = 0;
-    }
+    int error;
+    int n = receive_to_answer(self, fd, flags, &error);
     unsigned int k = 0;
     for (int i = 0; i < n; i++) {
-        struct msghdr *h = &self->headers[i].msg_hdr;
-        socklen_t namelen = h->msg_namelen > NAME_SPACE ? NAME_SPACE : h->msg_namelen;
-        if (namelen == 0)
+        Received got;
+        if (!received_at(self, i, &got))
             continue; /* a wake-up by shutdown(SHUT_RD), not a datagram */
-        Control control;
-        read_control(h, &control);
-        char *data = self->buffer + (size_t)i * (size_t)self->size;
-        size_t length = self->headers[i].msg_len > (unsigned int)self->size ? (size_t)self->size
-                                                                            : self->headers[i].msg_len;
         PyObject *found = NULL; /* borrowed from kept */
-        if (known_sender(self, i, namelen) && control.unicast && length >= 12 && !(h->msg_flags & MSG_TRUNC)) {
-            PyObject *key = PyBytes_FromStringAndSize(data + 2, (Py_ssize_t)length - 2);
+        if (known_sender(self, i, got.namelen) && got.control.unicast && got.length >= 12 &&
+            !(self->headers[i].msg_hdr.msg_flags & MSG_TRUNC)) {
+            PyObject *key = PyBytes_FromStringAndSize((char *)got.data + 2, (Py_ssize_t)got.length - 2);
             if (key == NULL)
                 goto fail;
             found = PyDict_GetItemWithError(kept, key);
@@ -1249,25 +1267,17 @@ static PyObject *Batch_answer_kept(Batch *self, PyObject *args) {
         if (found == NULL || !PyTuple_Check(found) || PyTuple_GET_SIZE(found) != 2 ||
             !PyBytes_Check(PyTuple_GET_ITEM(found, 0)) ||
             PyBytes_GET_SIZE(PyTuple_GET_ITEM(found, 0)) + 2 > self->size) {
-            if (hand_back(self, i, &control, rest) < 0)
+            if (hand_back(self, i, &got.control, rest) < 0)
                 goto fail;
             continue;
         }
-        if (PyList_Append(hits, PyTuple_GET_ITEM(found, 1)) < 0)
+        if (PyList_Append(hits, PyTuple_GET_ITEM(found, 1)) < 0 || hand_out_sender(self, i, got.namelen, senders) < 0)
             goto fail;
-        if (new_sender(self, &self->names[i], namelen)) {
-            PyObject *peer = peer_of(self, &self->names[i], namelen);
-            if (peer == NULL || PyList_Append(senders, peer) < 0) {
-                Py_XDECREF(peer);
-                goto fail;
-            }
-            Py_DECREF(peer);
-        }
-        received_bytes += (long long)length;
+        received_bytes += (long long)got.length;
         PyObject *answer = PyTuple_GET_ITEM(found, 0);
         size_t size = (size_t)PyBytes_GET_SIZE(answer);
-        memcpy(data + 2, PyBytes_AS_STRING(answer), size); /* the reply in the request's place, its ID kept */
-        lay_out_reply(self, k++, i, namelen, &control.reply_from, data, 2 + size, NULL, 0);
+        memcpy(got.data + 2, PyBytes_AS_STRING(answer), size); /* the reply in the request's place, its ID kept */
+        lay_out_reply(self, k++, i, got.namelen, &got.control.reply_from, got.data, 2 + size, NULL, 0);
     }
     if (send_all_laid_out(self, fd, k, 0, failures, &sent, &sent_bytes) < 0)
         goto fail;
