@@ -119,3 +119,70 @@ def test_any_datagram_gets_the_same_answer_and_counts_kept_or_not(data: bytes, i
     for wire in (data, with_id(data, ident), with_id(data, ident)):
         assert kept.handle(wire, PEER, 0.0) == fresh.handle(wire, PEER, 0.0)
     assert kept.stats == fresh.stats
+
+
+def test_a_random_subdomain_flood_is_answered_from_a_template_at_a_fraction_of_the_cost() -> None:
+    """Names the zone does not hold (NXDOMAIN) and names outside it (REFUSED): after the first of
+    each shape, the answer is the template around the question — dnspython's bytes, ten times
+    cheaper than dnspython (measured: ~80 µs against ~8-12 µs)."""
+    import time
+
+    server, fresh = keeping(), keeping(cache=0)
+    names = [f"r{i:x}.example.test" for i in range(3000)]
+    for name in names[:10]:
+        query = dns.message.make_query(name, "A").to_wire()
+        assert server.handle(query, PEER, 0.0) == fresh.handle(query, PEER, 0.0)
+    queries = [dns.message.make_query(name, "A").to_wire() for name in names[10:]]
+    started = time.perf_counter()
+    for query in queries:
+        server.handle(query, PEER, 0.0)
+    templated = time.perf_counter() - started
+    started = time.perf_counter()
+    for query in queries[:300]:
+        fresh.handle(query, PEER, 0.0)
+    plain = (time.perf_counter() - started) * 10
+    assert templated < plain / 3, (templated, plain)
+    assert len(server._negatives) <= 8 and server.stats["nxdomain"] == 3000
+
+
+LABELS = st.sampled_from(["hostmaster", "HostMaster", "ns1", "NS1", "www", "example", "test", "x", "a-b", "org"])
+ORIGINS = st.sampled_from(["example.test", "EXAMPLE.test", "test", "org", "example.org", "ns1.example.test",
+                           "hostmaster.example.test"])
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.tuples(st.lists(LABELS, max_size=4), ORIGINS,
+                          st.sampled_from(["A", "AAAA", "TXT", "SOA", "ANY", "MX", "TYPE65000"]),
+                          st.sampled_from([1, 3, 255]), st.sampled_from([None, 512, 1232, 4096]),
+                          st.booleans()), min_size=1, max_size=12))
+def test_negative_answers_from_templates_are_dnspythons_byte_for_byte(
+        asked: list[tuple[list[str], str, str, int, int | None, bool]]) -> None:
+    """Names built to share suffixes with the SOA's MNAME and RNAME (ns1., hostmaster.), in any
+    case, in and out of the zone, of classes IN, CH and ANY, with and without EDNS and RD, asked
+    in turn of one responder: each answer equals a fresh dnspython answer, and so do the counts."""
+    kept, fresh = keeping(), keeping(cache=0)
+    for labels, origin, kind, rdclass, payload, rd in asked:
+        query = dns.message.make_query(".".join([*labels, origin]), kind, rdclass=rdclass,
+                                       use_edns=None if payload is None else 0, payload=payload or 1232)
+        if not rd:
+            query.flags &= ~dns.flags.RD
+        for ident in (1, 2):
+            wire = with_id(query.to_wire(), ident)
+            assert kept.handle(wire, PEER, 0.0) == fresh.handle(wire, PEER, 0.0), wire
+    assert kept.stats == fresh.stats
+
+
+@pytest.mark.parametrize("first, then", [
+    ("abcdefghijkl.example.test", "a.hostmaster.example.test"),  # the same length before the origin
+    ("abcdefghij.example.test", "HostMaster.example.test"),  # the RNAME itself, in another case
+    ("abcdefg.example.test", "a.b.ns1.example.test"),  # under the MNAME (which exists: not this name)
+])
+def test_a_name_ending_like_the_soas_names_does_not_take_another_names_template(first: str, then: str) -> None:
+    """dnspython compresses the SOA's MNAME and RNAME against the question: a question ending in
+    ``hostmaster.example.test`` makes the RNAME one pointer, so its answer has other bytes than a
+    name of the same length that does not — the template key tells them apart."""
+    kept, fresh = keeping(), keeping(cache=0)
+    for name in (first, then):
+        query = dns.message.make_query(name, "A").to_wire()
+        assert kept.handle(query, PEER, 0.0) == fresh.handle(query, PEER, 0.0)
+    assert kept.stats["nxdomain"] == 2
