@@ -235,7 +235,10 @@ class DnsResponder(BaseResponder):
         self._kept_bytes = 0
         self._soas: dict[int, dns.rrset.RRset] = {}  # by id() of a zone in self.zones, which holds them
         self._negatives: dict[tuple[object, ...], tuple[bytes, bytes, tuple[str, ...]]] = {}
-        self._tail_names = [_tail_names(zone) for zone in self.zones]
+        # each zone's origin, the names it holds and the SOA's names (see _tail_names), lowercased
+        # label tuples, in the order of self.zones: the negative answers' lookups, without dnspython
+        self._names = [(_lowered(zone.origin), frozenset(_lowered(name) for name in zone.nodes), _tail_names(zone))
+                       for zone in self.zones]
 
     def handle(self, datagram: bytes, peer: Endpoint, now: float) -> Reply:
         if type(datagram) is not bytes:
@@ -262,7 +265,9 @@ class DnsResponder(BaseResponder):
         if kept is None:
             kept = (self._negative(datagram) if self.cache_size else None) or self._respond(datagram)
             if kept[1] != ("formerr",):
-                self._keep(key, kept)
+                # a name that does not exist is kept only while there is room: a flood of new names
+                # cannot push out the answers kept for the names that do
+                self._keep(key, kept, make_room=kept[1] not in _NEGATIVE)
         rest, outcomes = kept
         for outcome in outcomes:
             self.stats[outcome] += 1
@@ -285,11 +290,11 @@ class DnsResponder(BaseResponder):
             for outcome in outcomes:
                 stats[outcome] += times
 
-    def _keep(self, key: bytes, kept: _Kept) -> None:
+    def _keep(self, key: bytes, kept: _Kept, *, make_room: bool = True) -> None:
         """Keeps an answer, first letting go of the oldest (a dict keeps insertion order) until the
-        table with it stays within ``cache_size`` bytes."""
+        table with it stays within ``cache_size`` bytes; without ``make_room``, only if it fits."""
         cost = len(key) + len(kept[0]) + _KEPT_OVERHEAD
-        if cost > self.cache_size:
+        if cost > self.cache_size or (not make_room and self._kept_bytes + cost > self.cache_size):
             return
         table = self._kept
         while self._kept_bytes + cost > self.cache_size:
@@ -309,30 +314,33 @@ class DnsResponder(BaseResponder):
         first such answer is dnspython's, cut around its question into a template (at most
         :data:`_NEGATIVE_TEMPLATES`), and the next ones are that template around their own question.
         The flood of random names a "random subdomain" attack sends is answered this way."""
-        try:
-            qname, used = dns.name.from_wire(datagram, 12)
-        except (dns.exception.DNSException, ValueError, IndexError):
-            return None
-        end = 12 + used + 4
+        labels: list[bytes] = []  # the question's name, lowercased (as dnspython compares names)
+        at = 12
+        for _ in range(128):  # (the screen let through a well-formed name of at most 255 bytes)
+            size = datagram[at]
+            labels.append(datagram[at + 1 : at + 1 + size].lower())
+            at += 1 + size
+            if not size:
+                break
+        end = at + 4
         shape = (datagram[2:12], datagram[end - 4 : end], datagram[end:])
-        index = next((k for k, z in enumerate(self.zones) if z.origin is not None and qname.is_subdomain(z.origin)), -1)
+        index = next((k for k, (origin, _nodes, _tail) in enumerate(self._names)
+                      if tuple(labels[len(labels) - len(origin) :]) == origin), -1)
         if index < 0 or datagram[end - 2 : end] != b"\x00\x01":  # no zone of ours, or not class IN: REFUSED
             key: tuple[object, ...] = (-1, *shape)
         else:
-            zone = self.zones[index]
-            assert zone.origin is not None
-            if zone.get_node(qname) is not None:
+            origin, nodes, soa_names = self._names[index]
+            name = tuple(labels)
+            if name in nodes:
                 return None  # a name the zone holds: dnspython's (and the answer is then kept)
-            labels = [label.lower() for label in qname.labels]
-            depth = len(labels) - len(zone.origin.labels)
-            shared = next((tuple(labels[i:]) for i in range(depth) if tuple(labels[i:]) in self._tail_names[index]), ())
+            shared = next((name[i:] for i in range(len(name) - len(origin)) if name[i:] in soa_names), ())
             key = (index, end, shared, *shape)  # (the question's end: for one zone, where its origin is)
         template = self._negatives.get(key)
         if template is not None:
             head, tail, outcomes = template
             return head + datagram[12:end] + tail, outcomes
         rest, outcomes = self._respond(datagram)
-        if outcomes in (("refused",), ("nxdomain",)) and rest[10 : end - 2] == datagram[12:end]:
+        if outcomes in _NEGATIVE and rest[10 : end - 2] == datagram[12:end]:
             if len(self._negatives) >= _NEGATIVE_TEMPLATES:
                 del self._negatives[next(iter(self._negatives))]
             self._negatives[key] = (rest[:10], rest[end - 2 :], outcomes)
@@ -413,6 +421,12 @@ class DnsResponder(BaseResponder):
 #: query (flags, type, OPT record) and place of the zone's origin in the question — a handful in
 #: practice, a few hundred under a flood of random names of every length; each under 1.5 KB.
 _NEGATIVE_TEMPLATES = 1024
+_NEGATIVE = (("refused",), ("nxdomain",))  # the counters of the answers a template may give
+
+
+def _lowered(name: dns.name.Name | None) -> tuple[bytes, ...]:
+    """A name's labels lowercased, as dnspython compares names (``()`` for none: matches no name)."""
+    return () if name is None else tuple(label.lower() for label in name.labels)
 
 
 def _tail_names(zone: dns.zone.Zone) -> frozenset[tuple[bytes, ...]]:
