@@ -15,10 +15,11 @@ an answer can be 25 times its question, a response rate limit in the manner of B
 default (:data:`DEFAULT_RATE_LIMIT` answers a second per client; beyond it silence, and every second
 time a truncated answer no larger than the query).
 
-And since dnspython takes ~90 µs to read a query and write its answer, while the answer depends on
+And since dnspython takes ~80 µs to read a query and write its answer, while the answer depends on
 nothing but the query's bytes and the zones, the responder keeps the answers it gave: the next query
 equal to one of them but for its ID gets the same answer under its own ID, without dnspython (see
-:data:`ANSWER_CACHE`).
+:data:`ANSWER_CACHE`). A name the zones do not hold (REFUSED, NXDOMAIN: what a flood of random names
+asks) is answered from a template of dnspython's bytes around the question, in ~3 µs.
 """
 
 from __future__ import annotations
