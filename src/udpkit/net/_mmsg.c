@@ -1271,13 +1271,15 @@ static PyObject *Batch_answer_kept(Batch *self, PyObject *args) {
                 goto fail;
             continue;
         }
-        if (PyList_Append(hits, PyTuple_GET_ITEM(found, 1)) < 0 || hand_out_sender(self, i, got.namelen, senders) < 0)
-            goto fail;
-        received_bytes += (long long)got.length;
+        /* found is borrowed: used up before anything that allocates a tracked object (and so may run
+         * a collection, and a finalizer that changes kept) */
         PyObject *answer = PyTuple_GET_ITEM(found, 0);
         size_t size = (size_t)PyBytes_GET_SIZE(answer);
         memcpy(got.data + 2, PyBytes_AS_STRING(answer), size); /* the reply in the request's place, its ID kept */
         lay_out_reply(self, k++, i, got.namelen, &got.control.reply_from, got.data, 2 + size, NULL, 0);
+        if (PyList_Append(hits, PyTuple_GET_ITEM(found, 1)) < 0 || hand_out_sender(self, i, got.namelen, senders) < 0)
+            goto fail;
+        received_bytes += (long long)got.length;
     }
     if (send_all_laid_out(self, fd, k, 0, failures, &sent, &sent_bytes) < 0)
         goto fail;
