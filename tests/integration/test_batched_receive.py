@@ -912,3 +912,41 @@ def test_a_dns_listener_answers_and_counts_the_same_whichever_way_it_reads(
     assert got == expected
     assert stats.datagrams_in == asked_count and stats.datagrams_out == len(expected) and stats.peers == 3 * len(bound)
     assert responder.stats == reference.stats
+
+
+def test_a_kept_answers_table_the_call_cannot_read_loses_the_batch_not_the_service(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key whose comparison raises (a responder's table is its own business): each batch is
+    counted as a responder error and the listener goes on, answering what is not in the table."""
+    from udpkit.listen import Listener
+
+    if "c" not in KINDS:
+        pytest.skip("answer_kept is the C batch's")
+    monkeypatch.setenv("UDPKIT_MMSG", "c")
+
+    class Raising:
+        def __hash__(self) -> int:
+            return hash(b"a question of 12+ bytes")
+
+        def __eq__(self, other: object) -> bool:
+            raise ValueError("no")
+
+    class Odd:
+        name, replies, uses_time = "odd", True, False
+        kept_answers = ({Raising(): (b"x", ())}, lambda hits: None)
+
+        def handle(self, datagram: bytes, peer: Endpoint, now: float) -> bytes:
+            return b"handled"
+
+    with Listener([Endpoint("127.0.0.1", 0, socket.AF_INET)], respond=Odd()) as listener:  # type: ignore[arg-type]
+        port = listener.bound[0].port
+        listener.start()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(1)
+            client.sendto(b"\x00\x00a question of 12+ bytes", ("127.0.0.1", port))  # compared with the raising key
+            time.sleep(0.1)
+            client.sendto(b"\x00\x00another question", ("127.0.0.1", port))  # not in the table
+            assert client.recv(100) == b"handled"
+        listener.stop()
+        listener.join()
+    assert listener.stats.faults.get("responder_error:ValueError", 0) >= 1

@@ -709,8 +709,13 @@ class Listener:
         assert self._batch is not None
         counts, hits = self.counts, self._kept_hits
         answer = self._batch.answer_kept  # type: ignore[attr-defined]
-        answered, nbytes, sent, sent_bytes, failures, rest, error = answer(
-            sock.fileno(), flags, table, hits, self._pending_peers)
+        try:
+            answered, nbytes, sent, sent_bytes, failures, rest, error = answer(
+                sock.fileno(), flags, table, hits, self._pending_peers)
+        except Exception as exc:  # noqa: BLE001 - a table entry the call cannot use: the batch is lost, not the service
+            counts.faults[f"responder_error:{type(exc).__name__}"] += 1
+            hits.clear()
+            return 0
         counts.datagrams_in += answered
         counts.bytes_in += nbytes
         counts.datagrams_out += sent
