@@ -4,6 +4,7 @@ datagrams from a raw socket, many source ports — and prints what came back as 
 
     python hostile_peer.py ask HOST PORT [--source IP] [--payload HEX] [--timeout S] [--port P]
     python hostile_peer.py forge SRC SPORT DST DPORT [--payload HEX] [--count N] [--random-sources: 198.18/15]
+        [--vary START:END: those payload bytes random letters, each datagram]
     python hostile_peer.py send HOST PORT --payload HEX [--count N] [--pace K]
     python hostile_peer.py group GROUP PORT --iface IF     (a multicast or, with --broadcast, a broadcast)
     python hostile_peer.py ports HOST PORT N                (N datagrams, each from a new source port)
@@ -59,11 +60,16 @@ def forge(args: argparse.Namespace) -> dict[str, object]:
     with socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW) as raw:
         payload = bytes.fromhex(args.payload)
         rng = random.Random(1)
+        start, _, end = (args.vary or "0:0").partition(":")
+        letters = b"abcdefghijklmnopqrstuvwxyz0123456789"
         for n in range(args.count):
             src, sport = args.src, args.sport
             if args.random_sources:
                 src = f"198.{rng.randrange(18, 20)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
                 sport = rng.randrange(1024, 65536)
+            if args.vary:  # e.g. a DNS question's first label: a random name each time
+                payload = payload[: int(start)] + bytes(rng.choices(letters, k=int(end) - int(start))) + \
+                    payload[int(end) :]
             raw.sendto(ip_udp_packet(src, sport, args.dst, args.dport, payload), (args.dst, 0))
             if args.pace and n % args.pace == 0:
                 time.sleep(0.001)
@@ -209,6 +215,7 @@ def main() -> None:
     p.add_argument("--payload", default=b"forged".hex())
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--random-sources", action="store_true")
+    p.add_argument("--vary", help="START:END: these payload bytes random letters, each datagram anew")
     p.add_argument("--pace", type=int, default=0)
     p = sub.add_parser("send")
     p.add_argument("host")

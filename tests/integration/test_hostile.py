@@ -345,6 +345,37 @@ def test_a_flood_of_distinct_spoofed_peers_leaves_memory_bounded(lan: tuple[Host
     assert "about " in summary, summary  # the peer count became an estimate
 
 
+@pytest.mark.parametrize("flags", [[], ["--rate-limit", "0"]], ids=["default", "answers kept in C"])
+def test_a_flood_of_random_names_leaves_memory_bounded_and_real_answers_kept(lan: tuple[Host, Host],
+                                                                           flags: list[str]) -> None:
+    """A "random subdomain" attack: 100,000 queries for names that do not exist, each new, from
+    spoofed sources. The answers come from a template, the ones kept stay within the table's
+    bytes, and a legitimate client is answered (its answer kept before the flood is not pushed out)."""
+    server_host, client = lan
+    server = Server(server_host, "listen", f"{SERVER4}:{PORT}", "--respond", "dns", "--zone", ZONE, *flags,
+                    "--rcvbuf", str(1 << 22))
+    query = SERVICES["dns"][1]
+    random_name = query[:12] + b"\x0a" + b"x" * 10 + b"\x07example\x04test\x00\x00\x01\x00\x01"
+    try:
+        wait_bound(server_host, PORT)
+        assert legit(client, payload=query) is not None
+        client.peer("forge", "10.98.0.2", "1", SERVER4, str(PORT), "--count", "20000", "--random-sources",
+                    "--pace", "200", "--payload", random_name.hex(), "--vary", "13:23")
+        time.sleep(0.5)
+        before = _rss_kb(server.pid())
+        client.peer("forge", "10.98.0.2", "1", SERVER4, str(PORT), "--count", "100000", "--random-sources",
+                    "--pace", "200", "--payload", random_name.hex(), "--vary", "13:23", timeout=180)
+        time.sleep(0.5)
+        grown = _rss_kb(server.pid()) - before
+        assert server.alive() and grown < 8 * 1024, f"RSS grew {grown} KiB"  # the table: 4 MiB at most
+        reply = legit(client, payload=query)
+        assert reply is not None and reply[:2] == query[:2] and reply[3] & 0xF == 0  # NOERROR, www's address
+    finally:
+        summary = server.stop()
+    answered = int(summary.split("nxdomain ")[1].split(",")[0].split()[0])
+    assert answered >= 60_000, summary  # most of the flood was read and answered, not dropped
+
+
 def test_heavy_dns_messages_do_not_slow_a_legitimate_client(lan: tuple[Host, Host]) -> None:
     server_host, client = lan
     server = Server(server_host, "listen", f"{SERVER4}:53", "--respond", "dns", "--zone", ZONE)
