@@ -188,3 +188,25 @@ def test_a_name_ending_like_the_soas_names_does_not_take_another_names_template(
         query = dns.message.make_query(name, "A").to_wire()
         assert kept.handle(query, PEER, 0.0) == fresh.handle(query, PEER, 0.0)
     assert kept.stats["nxdomain"] == 2
+
+
+def test_a_label_holding_the_origins_bytes_is_not_under_the_origin() -> None:
+    """``ab\\007example.test.`` is one label ``ab<7>example`` under ``test.``: its wire form ends
+    with ``example.test.``'s, but not at a label's start — REFUSED, as dnspython says."""
+    kept, fresh = keeping(), keeping(cache=0)  # first a name of the same length that is under it
+    for name in ("ab.example.test", "ab\\007example.test", "x.ab\\007example.test"):
+        query = dns.message.make_query(name, "A").to_wire()
+        assert kept.handle(query, PEER, 0.0) == fresh.handle(query, PEER, 0.0), name
+    assert kept.stats["refused"] == 2 and kept.stats["nxdomain"] == 1
+
+
+def test_a_root_zone_answers_every_name_from_its_templates(tmp_path: Path) -> None:
+    path = tmp_path / "root.zone"
+    path.write_text("$ORIGIN .\n$TTL 60\n@ SOA a.root-servers.net. nstld.example. 1 60 60 60 60\n"
+                    "@ NS a.root-servers.net.\na.root-servers.net. A 192.0.2.1\n")
+    zone = load_zone(path)
+    kept, fresh = DnsResponder([zone], rate_limit=0), DnsResponder([zone], rate_limit=0, cache=0)
+    for name in ("nope.", "x.nope.", "b.root-servers.net.", "nstld.example.", "q.nstld.example.", "zz."):
+        query = dns.message.make_query(name, "A").to_wire()
+        assert kept.handle(query, PEER, 0.0) == fresh.handle(query, PEER, 0.0), name
+    assert kept.stats == fresh.stats and kept.stats["nxdomain"] == 6

@@ -237,7 +237,7 @@ class DnsResponder(BaseResponder):
         self._soas: dict[int, dns.rrset.RRset] = {}  # by id() of a zone in self.zones, which holds them
         self._negatives: dict[tuple[object, ...], tuple[bytes, bytes, tuple[str, ...]]] = {}
         # each zone's origin, the names it holds and the SOA's names (see _tail_names), lowercased
-        # label tuples, in the order of self.zones: the negative answers' lookups, without dnspython
+        # wire forms, in the order of self.zones: the negative answers' lookups, without dnspython
         self._names = [(_lowered(zone.origin), frozenset(_lowered(name) for name in zone.nodes), _tail_names(zone))
                        for zone in self.zones]
 
@@ -315,27 +315,38 @@ class DnsResponder(BaseResponder):
         first such answer is dnspython's, cut around its question into a template (at most
         :data:`_NEGATIVE_TEMPLATES`), and the next ones are that template around their own question.
         The flood of random names a "random subdomain" attack sends is answered this way."""
-        labels: list[bytes] = []  # the question's name, lowercased (as dnspython compares names)
+        starts: list[int] = []  # where each label of the question's name starts, from 0, the root's too
         at = 12
         for _ in range(128):  # (the screen let through a well-formed name of at most 255 bytes)
             size = datagram[at]
-            labels.append(datagram[at + 1 : at + 1 + size].lower())
-            at += 1 + size
+            starts.append(at - 12)
             if not size:
                 break
-        end = at + 4
-        shape = (datagram[2:12], datagram[end - 4 : end], datagram[end:])
-        index = next((k for k, (origin, _nodes, _tail) in enumerate(self._names)
-                      if origin and tuple(labels[len(labels) - len(origin) :]) == origin), -1)
+            at += 1 + size
+        end = at + 5  # the root label, type and class
+        # the name in wire form, lowercased as dnspython compares names (a length byte is at most 63:
+        # never a letter, so lowering the whole name changes labels only)
+        name = datagram[12 : at + 1].lower()
+        index = -1
+        for k, (origin, _nodes, _soa_names) in enumerate(self._names):
+            cut = len(name) - len(origin)
+            if origin and cut in starts and name.endswith(origin):
+                index = k
+                break
         if index < 0 or datagram[end - 2 : end] != b"\x00\x01":  # no zone of ours, or not class IN: REFUSED
-            key: tuple[object, ...] = (-1, *shape)
+            key: tuple[object, ...] = (-1, datagram[2:12], datagram[end - 4 :])
         else:
             origin, nodes, soa_names = self._names[index]
-            name = tuple(labels)
             if name in nodes:
                 return None  # a name the zone holds: dnspython's (and the answer is then kept)
-            shared = next((name[i:] for i in range(len(name) - len(origin)) if name[i:] in soa_names), ())
-            key = (index, end, shared, *shape)  # (the question's end: for one zone, where its origin is)
+            shared = b""
+            if soa_names:
+                for start in starts:
+                    if name[start:] in soa_names:
+                        shared = name[start:]
+                        break
+            # (the question's end: for one zone, where its origin is)
+            key = (index, end, shared, datagram[2:12], datagram[end - 4 :])
         template = self._negatives.get(key)
         if template is not None:
             head, tail, outcomes = template
@@ -425,26 +436,27 @@ _NEGATIVE_TEMPLATES = 1024
 _NEGATIVE = (("refused",), ("nxdomain",))  # the counters of the answers a template may give
 
 
-def _lowered(name: dns.name.Name | None) -> tuple[bytes, ...]:
-    """A name's labels lowercased, as dnspython compares names (``()`` for none, which no zone is
-    matched by: see ``_negative``)."""
-    return () if name is None else tuple(label.lower() for label in name.labels)
+def _lowered(name: dns.name.Name | None) -> bytes:
+    """A name in wire form, lowercased as dnspython compares names (``b""`` for none, which no zone
+    is matched by: see ``_negative``)."""
+    return b"" if name is None else b"".join(bytes((len(label),)) + label.lower() for label in name.labels)
 
 
-def _tail_names(zone: dns.zone.Zone) -> frozenset[tuple[bytes, ...]]:
+def _tail_names(zone: dns.zone.Zone) -> frozenset[bytes]:
     """The names an NXDOMAIN answer from ``zone`` writes after its question (the SOA's owner, MNAME
-    and RNAME) cut to each of their suffixes longer than the origin, lowercased: a question name
-    ending in one of these is compressed against differently, so it is part of a template's key."""
+    and RNAME) cut to each of their suffixes longer than the origin, lowercased, in wire form: a
+    question name ending in one of these is compressed against differently, so it is part of a
+    template's key."""
     origin = zone.origin
     soa = zone.get_rdataset(origin, dns.rdatatype.SOA) if origin is not None else None
     if origin is None or soa is None:
         return frozenset()
-    found: set[tuple[bytes, ...]] = set()
+    found: set[bytes] = set()
     for rdata in soa:
         for name in (rdata.mname, rdata.rname):
             if name.is_subdomain(origin):
-                labels = tuple(label.lower() for label in name.labels)
-                found.update(labels[i:] for i in range(len(labels) - len(origin.labels)))
+                for depth in range(len(name.labels) - len(origin.labels)):
+                    found.add(_lowered(dns.name.Name(name.labels[depth:])))
     return frozenset(found)
 
 
