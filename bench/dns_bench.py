@@ -72,7 +72,7 @@ def cpu_seconds(pids: list[int]) -> tuple[float, float]:
     return user / os.sysconf("SC_CLK_TCK"), system / os.sysconf("SC_CLK_TCK")
 
 
-def family(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     """``pid`` and its descendants (NSD's server process is forked by a process it forked)."""
     parents: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
@@ -135,7 +135,7 @@ def main() -> int:
             ports = {"udpkit": UDPKIT_PORT, "nsd": NSD_PORT}
             try:
                 time.sleep(2.0)
-                pids = {name: family(proc.pid) for name, proc in servers.items()}
+                pids = {name: descendants(proc.pid) for name, proc in servers.items()}
                 print(f"dnsperf, {args.clients} client sockets, 256 outstanding, {args.seconds:g} s a turn"
                       f"{', a busy loop beside' if busy else ''}\n")
                 print(f"{'load':>9} {'server':>7} {'queries/s':>10} {'lost':>7} {'avg ms':>7} {'user us':>7} "

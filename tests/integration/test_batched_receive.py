@@ -39,6 +39,13 @@ def receiver(family: int) -> socket.socket:
     return sock
 
 
+def wildcard_receiver(timestamps: bool = False) -> socket.socket:
+    """A socket on 0.0.0.0 that reads each datagram's destination: replies must leave from it."""
+    sock = bind_udp(Endpoint("0.0.0.0", 0, socket.AF_INET), BindOptions(pktinfo=True, timestamps=timestamps))
+    sock.setblocking(False)
+    return sock
+
+
 def send_all(tx: socket.socket, to: tuple[Any, ...], sizes: list[int]) -> tuple[float, float]:
     before = time.time()
     for n, size in enumerate(sizes):
@@ -429,8 +436,7 @@ def test_reflect_answers_from_the_address_each_datagram_was_sent_to() -> None:
     """On a wildcard socket (destinations read), each echo leaves from its request's destination."""
     if "c" not in KINDS:
         pytest.skip("the ctypes batch leaves sources to the caller (send_reply)")
-    rx = bind_udp(Endpoint("0.0.0.0", 0, socket.AF_INET), BindOptions(pktinfo=True))
-    rx.setblocking(False)
+    rx = wildcard_receiver()
     with rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
         client.settimeout(0.5)
         port = rx.getsockname()[1]
@@ -720,8 +726,7 @@ def test_answer_ntp_answers_from_the_address_each_request_was_sent_to() -> None:
         pytest.skip("answer_ntp is the C batch's")
     template = NtpResponder().ntp_template
     assert template is not None
-    rx = bind_udp(Endpoint("0.0.0.0", 0, socket.AF_INET), BindOptions(pktinfo=True, timestamps=True))
-    rx.setblocking(False)
+    rx = wildcard_receiver(timestamps=True)
     with rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
         client.settimeout(1)
         port = rx.getsockname()[1]
@@ -853,8 +858,7 @@ def test_answer_kept_answers_from_the_address_each_query_was_sent_to() -> None:
     query = dns_queries()[0]
     responder.handle(query, Endpoint("192.0.2.1", 1, socket.AF_INET), 0.0)
     table, _count = responder.kept_answers
-    rx = bind_udp(Endpoint("0.0.0.0", 0, socket.AF_INET), BindOptions(pktinfo=True))
-    rx.setblocking(False)
+    rx = wildcard_receiver()
     with rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
         client.settimeout(1)
         port = rx.getsockname()[1]

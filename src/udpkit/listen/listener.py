@@ -148,7 +148,6 @@ class Listener:
         self._peers = PeerTally()
         # the senders Batch.reflect and answer_ntp find, added to _peers after each call (stats counts them meanwhile)
         self._pending_peers: list[Any] = []
-        self._kept_hits: list[Any] = []  # answer_kept's outcomes, counted by the responder after each call
         self._drops: dict[int, int] = {}
         self._sessions = SessionTable(config.idle_timeout, config.max_sessions)
         self._session_drops = 0  # the open sessions' sockets, as of the last look
@@ -707,14 +706,14 @@ class Listener:
         were read."""
         table, count = kept
         assert self._batch is not None
-        counts, hits = self.counts, self._kept_hits
+        counts = self.counts
+        hits: list[Any] = []  # each given answer's outcome, for the responder to count
         answer = self._batch.answer_kept  # type: ignore[attr-defined]
         try:
             answered, nbytes, sent, sent_bytes, failures, rest, error = answer(
                 sock.fileno(), flags, table, hits, self._pending_peers)
         except Exception as exc:  # noqa: BLE001 - a table entry the call cannot use: the batch is lost, not the service
             counts.faults[f"responder_error:{type(exc).__name__}"] += 1
-            hits.clear()
             return 0
         counts.datagrams_in += answered
         counts.bytes_in += nbytes
@@ -725,7 +724,6 @@ class Listener:
                 count(hits)
             except Exception as exc:  # noqa: BLE001 - a responder's counting may not end the service
                 counts.faults[f"responder_error:{type(exc).__name__}"] += 1
-            hits.clear()
         if self._after_batch_call(index, sock, failures, rest, error, timed=timed):
             return self._batch.count
         return int(answered) + len(rest)
