@@ -21,6 +21,7 @@ declare -A PEERS=(
   [ntpsec-ntpdig]=ntpdig
   [chrony]=chronyd
   [bind9-dnsutils]=dig
+  [nsd]=nsd  # an authoritative DNS server, whose answers the DNS responder's are compared with
   [netbase]=/etc/services
   [avahi-daemon]=avahi-daemon
   [wsdd]=wsdd

@@ -132,6 +132,84 @@ def test_our_dns_probe_reads_the_answer(ns: Netns, dns_server: int) -> None:
     assert any("2001:db8::80" in a for a in doc["reply"]["detail"]["answers"])
 
 
+# Asks each server every question in turn (inside the test's namespace) and prints what it
+# answered: rcode, the AA and TC flags, the answer section sorted, and the authority section of
+# an answer without records (NODATA, NXDOMAIN: the SOA and the TTL of the denial).
+ASK_EACH = """
+import json, sys
+import dns.flags, dns.message, dns.query, dns.rcode
+ports, questions = [int(p) for p in sys.argv[1].split(",")], sys.argv[2:]
+out = []
+for question in questions:
+    name, kind, edns = question.split()
+    seen = []
+    for port in ports:
+        query = dns.message.make_query(name, kind, use_edns=None if edns == "-" else 0,
+                                       payload=512 if edns == "-" else int(edns))
+        query.flags &= ~dns.flags.RD
+        reply = dns.query.udp(query, "127.0.0.1", port=port, timeout=2)
+        seen.append([dns.rcode.to_text(reply.rcode()), bool(reply.flags & dns.flags.AA),
+                     bool(reply.flags & dns.flags.TC), sorted(r.to_text().lower() for r in reply.answer),
+                     [] if reply.answer else [r.to_text().lower() for r in reply.authority]])
+    out.append([question, seen])
+print(json.dumps(out))
+"""
+
+NSD_QUESTIONS = [
+    f"{name} {kind} {edns}" for edns in ("-", "1232") for name, kind in [
+        ("www.example.test", "A"), ("WWW.Example.TEST", "AAAA"), ("www.example.test", "MX"),
+        ("alias.example.test", "AAAA"), ("example.test", "MX"), ("example.test", "NS"), ("example.test", "SOA"),
+        ("example.test", "ANY"), ("nope.example.test", "A"), ("x.www.example.test", "A"), ("example.org", "A"),
+        ("_ntp._udp.example.test", "SRV"), ("_udp.example.test", "SRV"), ("x._udp.example.test", "SRV"),
+        ("wild.example.test", "A"), ("x.wild.example.test", "A"), ("a.B.wild.example.test", "TXT"),
+        ("x.wild.example.test", "AAAA"), ("x.wild.example.test", "ANY"), ("*.wild.example.test", "A"),
+        ("host.wild.example.test", "A"), ("host.wild.example.test", "TXT"), ("x.host.wild.example.test", "A"),
+        ("ent.wild.example.test", "A"), ("x.ent.wild.example.test", "A"), ("leaf.ent.wild.example.test", "A"),
+        ("x.cname.example.test", "A"), ("x.cname.example.test", "CNAME"), ("big.example.test", "TXT"),
+        ("txt.example.test", "TXT"), ("ns1.example.test", "A"), ("mail.example.test", "TYPE65000"),
+    ]
+]
+
+
+@pytest.mark.peer("nsd")
+def test_answers_match_nsd_question_for_question(ns: Netns, tmp_path: Path) -> None:
+    """NSD, an authoritative server, and udpkit serve the same zone; every question, asked twice
+    (the second answer is udpkit's kept one), gets the same rcode, flags and answer section from
+    both, and a negative answer the same SOA and TTL: wildcards, empty non-terminals, CNAMEs,
+    ANY, truncation. (NSD also adds the zone's NS and glue to positive answers; udpkit answers
+    minimally, as BIND's minimal-responses does, so those sections are compared only when empty.)"""
+    zone = tmp_path / "example.zone"  # without the tests' out-of-zone PTR, which NSD refuses to load
+    zone.write_text("".join(line for line in ZONE.read_text().splitlines(keepends=True) if "in-addr.arpa" not in line))
+    nsd_port, our_port = free_port(), free_port()
+    conf = tmp_path / "nsd.conf"
+    conf.write_text(f"server:\n  ip-address: 127.0.0.1@{nsd_port}\n  server-count: 1\n  username: \"\"\n"
+                    f"  zonesdir: \"{tmp_path}\"\n  database: \"\"\n  pidfile: \"{tmp_path}/nsd.pid\"\n"
+                    f"  xfrdfile: \"{tmp_path}/xfrd.state\"\n  zonelistfile: \"{tmp_path}/zone.list\"\n"
+                    f"  logfile: \"{tmp_path}/nsd.log\"\n  rrl-ratelimit: 0\n"
+                    f"remote-control:\n  control-enable: no\nzone:\n  name: example.test\n  zonefile: example.zone\n")
+    nsd = ns.start(["nsd", "-d", "-c", str(conf)])
+    ours = serve(ns, f"127.0.0.1:{our_port}", "--respond", "dns", "--zone", str(ZONE), "--rate-limit", "0")
+    try:
+        for _ in range(50):  # NSD is ready when it answers (at most 5 s)
+            ready = ns.run(["dig", "-p", str(nsd_port), "@127.0.0.1", "+tries=1", "+time=1", "example.test", "SOA"])
+            if "status: NOERROR" in ready.stdout:
+                break
+            time.sleep(0.1)
+        else:
+            log = tmp_path / "nsd.log"
+            pytest.fail(f"nsd did not answer: {log.read_text() if log.exists() else ''}")
+        result = ns.run([sys.executable, "-c", ASK_EACH, f"{nsd_port},{our_port},{our_port}", *NSD_QUESTIONS],
+                        check=True)
+    finally:
+        stop(ours)
+        stop(nsd)
+    answers = json.loads(result.stdout)
+    assert len(answers) == len(NSD_QUESTIONS)
+    for question, (theirs, first, again) in answers:
+        assert first == theirs, question
+        assert again == theirs, question
+
+
 @pytest.mark.peer("nmap")
 def test_nmap_version_detection_names_our_services(ns: Netns) -> None:
     procs = [serve(ns, "53", "--respond", "dns", "--zone", str(ZONE)), serve(ns, "123", "--respond", "ntp")]

@@ -147,9 +147,11 @@ def test_a_random_subdomain_flood_is_answered_from_a_template_at_a_fraction_of_t
     assert len(server._negatives) <= 8 and server.stats["nxdomain"] == 3000
 
 
-LABELS = st.sampled_from(["hostmaster", "HostMaster", "ns1", "NS1", "www", "example", "test", "x", "a-b", "org"])
+LABELS = st.sampled_from(["hostmaster", "HostMaster", "ns1", "NS1", "www", "example", "test", "x", "a-b", "org",
+                          "wild", "WILD", "ent", "leaf", "host", "*", "cname", "_udp"])
 ORIGINS = st.sampled_from(["example.test", "EXAMPLE.test", "test", "org", "example.org", "ns1.example.test",
-                           "hostmaster.example.test"])
+                           "hostmaster.example.test", "wild.example.test", "ent.wild.example.test",
+                           "cname.example.test"])
 
 
 @settings(max_examples=1500, deadline=None)
@@ -188,6 +190,23 @@ def test_a_name_ending_like_the_soas_names_does_not_take_another_names_template(
         query = dns.message.make_query(name, "A").to_wire()
         assert kept.handle(query, PEER, 0.0) == fresh.handle(query, PEER, 0.0)
     assert kept.stats["nxdomain"] == 2
+
+
+@pytest.mark.parametrize("first, then", [
+    ("zzzz.example.test", "_udp.example.test"),  # an empty non-terminal: NODATA
+    ("xy.www.example.test", "x.wild.example.test"),  # a wildcard stands for it
+    ("x.y.www.example.test", "x.cname.example.test"),  # a wildcard CNAME stands for it
+    ("ab.c.www.example.test", "x.y.wild.example.test"),  # two labels below the wildcard's
+])
+def test_a_name_that_exists_or_a_wildcard_stands_for_does_not_take_a_nonexistent_names_template(
+        first: str, then: str) -> None:
+    """The two names are the same length in the same zone, so an NXDOMAIN template made for the
+    first fits the second's key; but the second has an answer (RFC 8020, RFC 4592)."""
+    kept, fresh = keeping(), keeping(cache=0)
+    for name in (first, then):
+        query = dns.message.make_query(name, "A").to_wire()
+        assert kept.handle(query, PEER, 0.0) == fresh.handle(query, PEER, 0.0), name
+    assert kept.stats["nxdomain"] == 1 and kept.stats["answered"] == 1
 
 
 def test_a_label_holding_the_origins_bytes_is_not_under_the_origin() -> None:

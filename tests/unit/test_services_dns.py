@@ -7,11 +7,12 @@ from pathlib import Path
 import dns.flags
 import dns.message
 import dns.rcode
+import dns.rrset
 import pytest
 
 from udpkit.addr import Endpoint
 from udpkit.errors import UsageError
-from udpkit.services.dns import DnsProbe, DnsResponder, load_zone
+from udpkit.services.dns import ANSWER_CACHE, DnsProbe, DnsResponder, load_zone
 
 DATA = Path(__file__).parent.parent / "data"
 PEER = Endpoint("192.0.2.9", 40000, 2)
@@ -53,6 +54,73 @@ def test_rcodes(server: DnsResponder, name: str, kind: str, rcode: int, answers:
     assert reply.rcode() == rcode and len(reply.answer) == answers
     if rcode == dns.rcode.NXDOMAIN or (rcode == dns.rcode.NOERROR and not answers):
         assert reply.authority[0].rdtype == 6  # the SOA
+
+
+def rrsets(section: list[dns.rrset.RRset]) -> list[str]:
+    return [line for rrset in section for line in rrset.to_text().splitlines()]
+
+
+@pytest.mark.parametrize("name, kind, rcode, answer", [
+    # empty non-terminals (RFC 8020: NXDOMAIN would deny every name below them to a resolver)
+    ("_udp.example.test", "SRV", dns.rcode.NOERROR, []),
+    ("wild.example.test", "A", dns.rcode.NOERROR, []),
+    ("ent.wild.example.test", "A", dns.rcode.NOERROR, []),
+    # wildcards (RFC 4592): the owner is the name asked, at any depth below the closest encloser
+    ("x.wild.example.test", "A", dns.rcode.NOERROR, ["x.wild.example.test. 300 IN A 192.0.2.99"]),
+    ("a.B.wild.example.test", "TXT", dns.rcode.NOERROR, ['a.B.wild.example.test. 300 IN TXT "from a wildcard"']),
+    ("x.wild.example.test", "AAAA", dns.rcode.NOERROR, []),  # a synthesized name without that type: NODATA
+    ("*.wild.example.test", "A", dns.rcode.NOERROR, ["*.wild.example.test. 300 IN A 192.0.2.99"]),
+    ("x.cname.example.test", "A", dns.rcode.NOERROR, ["x.cname.example.test. 300 IN CNAME www.example.test.",
+                                                      "www.example.test. 300 IN A 192.0.2.80"]),
+    # a name that exists stops the wildcard: its own records only, and nothing below it is synthesized
+    ("host.wild.example.test", "A", dns.rcode.NOERROR, ["host.wild.example.test. 300 IN A 192.0.2.98"]),
+    ("host.wild.example.test", "TXT", dns.rcode.NOERROR, []),
+    ("x.host.wild.example.test", "A", dns.rcode.NXDOMAIN, []),
+    ("x.ent.wild.example.test", "A", dns.rcode.NXDOMAIN, []),  # the closest encloser is ent.: no *.ent.
+    ("x._udp.example.test", "SRV", dns.rcode.NXDOMAIN, []),
+])
+def test_empty_non_terminals_exist_and_wildcards_synthesize(server: DnsResponder, name: str, kind: str,
+                                                            rcode: int, answer: list[str]) -> None:
+    for cache in (0, ANSWER_CACHE):  # dnspython's answer, then the templates' and the kept one
+        responder = DnsResponder([load_zone(DATA / "example.zone")], rate_limit=0, cache=cache)
+        for _ in range(2):
+            reply = ask(responder, name, kind)
+            assert (dns.rcode.to_text(reply.rcode()), rrsets(reply.answer)) == (dns.rcode.to_text(rcode), answer)
+            assert reply.flags & dns.flags.AA
+            if not answer:
+                assert [rrset.rdtype for rrset in reply.authority] == [6]  # the SOA
+    assert ask(server, name, kind).rcode() == rcode
+
+
+def test_synthesized_answers_are_counted_and_kept_only_while_there_is_room() -> None:
+    """A flood of random names under a wildcard is a flood of new positive answers: counted as
+    ``wildcard``, and kept like the negative ones, without pushing out the zone's own names."""
+    responder = DnsResponder([load_zone(DATA / "example.zone")], rate_limit=0, cache=64 * 1024)
+    ask(responder, "www.example.test", "A")
+    for n in range(600):
+        ask(responder, f"r{n}.wild.example.test", "A")
+    assert responder.stats["wildcard"] == 600 and responder.stats["answered"] == 601
+    www = dns.message.make_query("www.example.test", "A").to_wire()
+    assert www[2:] in responder._kept
+
+
+def test_a_negative_answer_says_to_keep_the_denial_for_the_soas_minimum(server: DnsResponder) -> None:
+    """RFC 2308: the SOA in a negative answer carries the lesser of its TTL (300) and its MINIMUM
+    (60), how long a resolver may keep the denial; asked for itself, the SOA keeps its own TTL."""
+    for name, kind in (("nope.example.test", "A"), ("www.example.test", "MX"), ("x.wild.example.test", "AAAA")):
+        assert [(rrset.rdtype, rrset.ttl) for rrset in ask(server, name, kind).authority] == [(6, 60)]
+    assert ask(server, "example.test", "SOA").answer[0].ttl == 300
+
+
+@pytest.mark.parametrize("name, first", [
+    ("example.test", "example.test. 300 IN SOA ns1.example.test. hostmaster.example.test. 2026112701 3600 600 "
+                     "86400 60"),
+    ("www.example.test", "www.example.test. 300 IN A 192.0.2.80"),
+    ("x.wild.example.test", "x.wild.example.test. 300 IN A 192.0.2.99"),
+])
+def test_any_gets_the_names_first_rrset_not_all(server: DnsResponder, name: str, first: str) -> None:
+    """RFC 8482: a small ANY question must not buy every record of a name (NSD answers the same)."""
+    assert rrsets(ask(server, name, "ANY").answer) == [first]
 
 
 def test_a_big_answer_is_truncated_to_what_the_client_allows(server: DnsResponder) -> None:

@@ -1,10 +1,13 @@
 """DNS over dnspython, without sockets: an authoritative responder for zone files and a query probe.
 
-The responder answers from its zones only: authoritative answers (AA) with CNAME chains followed
-inside the zone, NODATA and NXDOMAIN with the SOA, REFUSED outside its zones, NOTIMP for other
-opcodes, no recursion (RA clear). Garbage with a readable header gets FORMERR; garbage without one
-gets silence. Every answer fits what the client allows — 512 bytes without EDNS, the client's
-EDNS size (at most 1232) with it — else it is cut to the question with TC set.
+The responder answers from its zones only, as NSD does: authoritative answers (AA), CNAME chains
+followed inside the zone, wildcards (RFC 4592); NXDOMAIN, and NODATA (also for an empty
+non-terminal, a name with names below it but no records: RFC 8020), with the SOA, its TTL at most
+its MINIMUM (RFC 2308); ANY with one RRset (RFC 8482); REFUSED outside its zones; NOTIMP for other
+opcodes; no recursion (RA clear); minimal answers (no NS or glue added to the other sections).
+Garbage with a readable header gets FORMERR; garbage without one gets silence. Every answer fits
+what the client allows — 512 bytes without EDNS, the client's EDNS size (at most 1232) with it —
+else it is cut to the question with TC set.
 
 Strategy against what the network sends: dnspython would parse anything, and a 64 KB message of
 65,535 compressed questions costs it half a second. So nothing reaches it that a real query would
@@ -34,6 +37,7 @@ import dns.exception
 import dns.flags
 import dns.message
 import dns.name
+import dns.node
 import dns.opcode
 import dns.rcode
 import dns.rdata
@@ -229,17 +233,23 @@ class DnsResponder(BaseResponder):
         self.rate_limit = rate_limit or None
         self._limiter = ResponseRateLimiter(rate_limit, slip=slip) if rate_limit else None
         self.uses_time = self._limiter is not None  # the time is the rate limit's alone
-        self.stats = {"answered": 0, "nxdomain": 0, "refused": 0, "formerr": 0, "notimp": 0, "silent": 0,
+        self.stats = {"answered": 0, "wildcard": 0, "nxdomain": 0, "refused": 0, "formerr": 0, "notimp": 0, "silent": 0,
                       "truncated": 0, "rate_limited": 0, "slipped": 0}
         self.cache_size = max(0, cache)
         self._kept: dict[bytes, _Kept] = {}
         self._kept_bytes = 0
         self._soas: dict[int, dns.rrset.RRset] = {}  # by id() of a zone in self.zones, which holds them
         self._negatives: dict[tuple[object, ...], tuple[bytes, bytes, tuple[str, ...]]] = {}
-        # each zone's origin, the names it holds and the SOA's names (see _tail_names), lowercased
-        # wire forms, in the order of self.zones: the negative answers' lookups, without dnspython
-        self._names = [(_lowered(zone.origin), frozenset(_lowered(name) for name in zone.nodes), _tail_names(zone))
-                       for zone in self.zones]
+        # the names that exist in each zone (its nodes and the empty non-terminals between them and
+        # the origin: see _existing), and whether it has wildcards, in the order of self.zones
+        self._existing = [_existing(zone) for zone in self.zones]
+        self._wild = [any(name.labels[:1] == (b"*",) for name in names) for names in self._existing]
+        # each zone's origin, the names it holds, the names that exist, whether it has wildcards and
+        # the SOA's names (see _tail_names): lowercased wire forms, in the order of self.zones — the
+        # negative answers' lookups, without dnspython
+        self._names = [(_lowered(zone.origin), frozenset(_lowered(name) for name in zone.nodes),
+                        frozenset(map(_lowered, existing)), wild, _tail_names(zone))
+                       for zone, existing, wild in zip(self.zones, self._existing, self._wild)]
 
     def handle(self, datagram: bytes, peer: Endpoint, now: float) -> Reply:
         if type(datagram) is not bytes:
@@ -266,9 +276,9 @@ class DnsResponder(BaseResponder):
         if kept is None:
             kept = (self._negative(datagram) if self.cache_size else None) or self._respond(datagram)
             if kept[1] != ("formerr",):
-                # a name that does not exist is kept only while there is room: a flood of new names
-                # cannot push out the answers kept for the names that do
-                self._keep(key, kept, make_room=kept[1] not in _NEGATIVE)
+                # a name that does not exist, or one a wildcard stands for, is kept only while there
+                # is room: a flood of new names cannot push out the answers kept for the zone's own
+                self._keep(key, kept, make_room=kept[1] not in _NEGATIVE and "wildcard" not in kept[1])
         rest, outcomes = kept
         for outcome in outcomes:
             self.stats[outcome] += 1
@@ -328,7 +338,7 @@ class DnsResponder(BaseResponder):
         # never a letter, so lowering the whole name changes labels only)
         name = datagram[12 : at + 1].lower()
         index = -1
-        for k, (origin, _nodes, _soa_names) in enumerate(self._names):
+        for k, (origin, *_rest) in enumerate(self._names):
             cut = len(name) - len(origin)
             if origin and cut in starts and name.endswith(origin):
                 index = k
@@ -336,9 +346,15 @@ class DnsResponder(BaseResponder):
         if index < 0 or datagram[end - 2 : end] != b"\x00\x01":  # no zone of ours, or not class IN: REFUSED
             key: tuple[object, ...] = (-1, datagram[2:12], datagram[end - 4 :])
         else:
-            origin, nodes, soa_names = self._names[index]
-            if name in nodes:
-                return None  # a name the zone holds: dnspython's (and the answer is then kept)
+            origin, nodes, existing, wild, soa_names = self._names[index]
+            if name in existing:
+                return None  # a name the zone holds, or an empty non-terminal: dnspython's (then kept)
+            if wild:
+                # the closest encloser (the longest existing name above it: the origin at the latest)
+                # and its wildcard, which stands for every name below it that does not exist
+                encloser = next((name[start:] for start in starts[1:] if name[start:] in existing), None)
+                if encloser is not None and b"\x01*" + encloser in nodes:
+                    return None
             shared = b""
             if soa_names:
                 for start in starts:
@@ -385,47 +401,76 @@ class DnsResponder(BaseResponder):
     def _answer(self, question: dns.rrset.RRset, response: dns.message.Message) -> tuple[str, ...]:
         """Fills ``response`` from the zones; the counters it charges."""
         qname, qtype = question.name, question.rdtype
-        zone = next((z for z in self.zones if z.origin is not None and qname.is_subdomain(z.origin)), None)
-        if zone is None or question.rdclass != dns.rdataclass.IN:
+        index = next((k for k, z in enumerate(self.zones) if z.origin is not None and qname.is_subdomain(z.origin)),
+                     -1)
+        if index < 0 or question.rdclass != dns.rdataclass.IN:
             response.set_rcode(dns.rcode.REFUSED)
             return ("refused",)
+        zone = self.zones[index]
         response.flags |= dns.flags.AA
         name = qname
+        answered: tuple[str, ...] = ("answered",)
         for _ in range(8):  # follow CNAMEs inside the zone, a bounded number of times
-            node = zone.get_node(name)
+            node, exists = self._find(index, name)
             if node is None:
                 self._soa(zone, response)
+                if exists:  # an empty non-terminal: NODATA
+                    return answered
                 if name == qname:
                     response.set_rcode(dns.rcode.NXDOMAIN)
                     return ("nxdomain",)
                 return ()
+            if not exists:
+                answered = ("answered", "wildcard")
             rdataset = node.get_rdataset(dns.rdataclass.IN, qtype)
             if rdataset is not None or qtype == dns.rdatatype.ANY:
-                found = [rdataset] if rdataset is not None else list(node.rdatasets)
+                # ANY gets one RRset, the name's first (RFC 8482, as NSD answers): not all of them,
+                # which would make a small question a large answer
+                found = [rdataset] if rdataset is not None else list(node.rdatasets)[:1]
                 for data in found:
                     response.answer.append(dns.rrset.from_rdata_list(name, data.ttl, list(data)))
-                return ("answered",)
+                return answered
             cname = node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.CNAME)
             if cname is None:
                 self._soa(zone, response)  # NODATA
-                return ("answered",)
+                return answered
             response.answer.append(dns.rrset.from_rdata_list(name, cname.ttl, list(cname)))
             name = cname[0].target
             if not name.is_subdomain(zone.origin):
-                return ("answered",)
-        return ("answered",)
+                return answered
+        return answered
+
+    def _find(self, index: int, name: dns.name.Name) -> tuple[dns.node.Node | None, bool]:
+        """The node that answers for ``name`` (under the origin of zone ``index``) and whether the name
+        exists. A name exists when the zone holds it or a name below it (an empty non-terminal: no
+        node, and NODATA rather than NXDOMAIN, which RFC 8020 lets a resolver take as a denial of
+        every name below). A name that does not exist takes the node of the wildcard below its
+        closest encloser, the longest name above it that exists, when there is one (RFC 4592)."""
+        zone = self.zones[index]
+        node = zone.get_node(name)
+        existing = self._existing[index]
+        if node is not None or name in existing:
+            return node, True
+        if not self._wild[index] or name == zone.origin:
+            return None, False
+        encloser = name.parent()
+        while encloser not in existing and encloser != zone.origin:
+            encloser = encloser.parent()  # (name is below the origin: the walk ends there)
+        return zone.get_node(dns.name.Name((b"*", *encloser.labels))), False
 
     def _soa(self, zone: dns.zone.Zone, response: dns.message.Message) -> None:
-        """The zone's SOA in the authority section: made once per zone (an RRset's making hashes each
-        record in wire form, half the work of an NXDOMAIN answer), then shared — a message only
-        reads the RRsets it writes."""
+        """The zone's SOA in the authority section of a negative answer, with the TTL a resolver may
+        keep the denial for: the SOA's own TTL or its MINIMUM field, whichever is smaller (RFC 2308
+        section 3). Made once per zone (an RRset's making hashes each record in wire form, half the
+        work of an NXDOMAIN answer), then shared — a message only reads the RRsets it writes."""
         soa = self._soas.get(id(zone))
         if soa is None:
             assert zone.origin is not None
             found = zone.get_rdataset(zone.origin, dns.rdatatype.SOA)
             if found is None:
                 return
-            soa = self._soas[id(zone)] = dns.rrset.from_rdata_list(zone.origin, found.ttl, list(found))
+            ttl = min([found.ttl, *(rdata.minimum for rdata in found)])
+            soa = self._soas[id(zone)] = dns.rrset.from_rdata_list(zone.origin, ttl, list(found))
         response.authority.append(soa)
 
 
@@ -434,6 +479,24 @@ class DnsResponder(BaseResponder):
 #: practice, a few hundred under a flood of random names of every length; each under 1.5 KB.
 _NEGATIVE_TEMPLATES = 1024
 _NEGATIVE = (("refused",), ("nxdomain",))  # the counters of the answers a template may give
+
+
+def _existing(zone: dns.zone.Zone) -> frozenset[dns.name.Name]:
+    """The names that exist in ``zone`` (RFC 4592 2.2.2), absolute: its names under the origin and
+    every name between one of them and the origin, the empty non-terminals (``_udp.example.`` for
+    ``_ntp._udp.example.``). Names compare and hash without regard to case."""
+    origin = zone.origin
+    found: set[dns.name.Name] = set()
+    if origin is None:
+        return frozenset()
+    for name in zone.nodes:
+        name = name.derelativize(origin)
+        while name.is_subdomain(origin) and name not in found:
+            found.add(name)
+            if name == origin:
+                break
+            name = name.parent()
+    return frozenset(found)
 
 
 def _lowered(name: dns.name.Name | None) -> bytes:
