@@ -215,13 +215,77 @@ def ping_pong_part(args: argparse.Namespace, udpkit: list[str], port: int) -> No
     print(f"\nudpkit echo / sockperf server round trips per second: {ratio:.3f}")
 
 
+def windowed(port: int, seconds: float, width: int) -> float:
+    """``width`` requests in flight from one client for ``seconds``: answers a second. The client
+    is cheap enough not to be the limit: it sends what is missing from the window with one
+    ``sendmmsg`` and reads what came back with one ``recvmmsg`` (udpkit's C batch); a window that
+    nothing answers for 100 ms is sent again whole (requests lost to a full buffer)."""
+    from udpkit.net.mmsg import MSG_WAITFORONE, new_batch
+
+    batch = new_batch(64, 2048, kind="c")
+    assert batch is not None
+    request = SOCKPERF_HEADER.pack(1, 3, 64) + b"\0" * (64 - SOCKPERF_HEADER.size)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect(("127.0.0.1", port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 100_000))
+        messages, fd = [(request, None)] * width, sock.fileno()
+        answers = in_flight = 0
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            start = 0
+            while in_flight < width and start < width:  # (the batch sends 64 at most a call)
+                took = batch.send(fd, socket.AF_INET, messages[: width - in_flight], 0)
+                in_flight, start = in_flight + took, start + max(took, 1)
+            try:
+                got, _bytes, _senders = batch.tally(fd, MSG_WAITFORONE)
+            except (BlockingIOError, TimeoutError):
+                in_flight = 0
+                continue
+            answers, in_flight = answers + got, in_flight - got
+    return answers / seconds
+
+
+def window_part(args: argparse.Namespace, udpkit: list[str], port: int) -> None:
+    """Several requests in flight from one client: where batching and segmented sends pay, and
+    where (a few in flight) they must not cost round trips."""
+    from udpkit.net.mmsg import implementations
+
+    if "c" not in implementations():
+        print("\nwindow: needs udpkit's C extension for its client; skipped")
+        return
+    print(f"\n{'requests in flight (answers/s)':<42}{'sockperf':>10}{'udpkit':>10}{'ratio':>8}")
+    servers = {}
+    for label, argv in (
+        ("sockperf", ["sockperf", "server", "-i", "127.0.0.1", "-p", "{port}"]),
+        ("udpkit", [*udpkit, "127.0.0.1:{port}", "--respond", "echo", "--rate-limit", "0"]),
+    ):
+        port += 1
+        servers[label] = (port, start_server([a.replace("{port}", str(port)) for a in argv]))
+    mask = os.sched_getaffinity(0)
+    if (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})  # the client on the other core than the servers
+    try:
+        for width in (int(w) for w in args.windows.split(",")):
+            samples: dict[str, list[float]] = {label: [] for label in servers}
+            for turn in range(2 * max(1, round(args.seconds / 2))):  # ABBA, half-second rounds
+                for label in list(servers)[:: 1 if turn % 2 == 0 else -1]:
+                    samples[label].append(windowed(servers[label][0], 0.5, width))
+            theirs, ours = (statistics.median(samples[label]) for label in servers)
+            print(f"{f'{width} in flight':<42}{theirs:>10.0f}{ours:>10.0f}{ours / max(theirs, 1):>7.2f}x")
+    finally:
+        os.sched_setaffinity(0, mask)
+        for _port, proc in servers.values():
+            stop_server(proc)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=int, default=260_000)
     parser.add_argument("--udpkit", default=str(Path(sys.executable).with_name("udpkit")))
     parser.add_argument("--busy", action="store_true", help="keep a competing busy loop running")
-    parser.add_argument("--only", choices=["throughput", "ping-pong"], help="run one of the two parts")
+    parser.add_argument("--only", choices=["throughput", "ping-pong", "window"], help="run one of the parts")
+    parser.add_argument("--windows", default="1,4,8,16,32,64,128", help="requests in flight, for the window part")
     args = parser.parse_args()
     for tool in ("sockperf", "socat"):
         if shutil.which(tool) is None:
@@ -235,10 +299,12 @@ def main() -> int:
         print(f"udpkit: {args.udpkit}; {'own network namespace' if netns else 'host namespace (not root)'}; "
               f"{args.seconds:g} s per run, {args.rate} datagrams/s of 64 bytes offered"
               f"{'; a competing busy loop' if busy else ''}\n")
-        if args.only != "ping-pong":
+        if args.only in (None, "throughput"):
             throughput_part(args, udpkit, port)
-        if args.only != "throughput":
+        if args.only in (None, "ping-pong"):
             ping_pong_part(args, udpkit, port + 100)
+        if args.only in (None, "window"):
+            window_part(args, udpkit, port + 200)
     finally:
         if busy is not None:
             busy.kill()

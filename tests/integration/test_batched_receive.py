@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import sys
 import struct
 import time
 from typing import Any
@@ -198,11 +199,12 @@ def test_the_test_command_builds_the_c_extension() -> None:
         _unavailable("the C extension udpkit.net._mmsg was not built (no compiler or Python headers)")
 
 
-@pytest.mark.parametrize("gso", [True, False], ids=["runs as UDP_SEGMENT", "one by one"])
-def test_runs_to_one_peer_arrive_as_the_same_datagrams_each_with_the_trailer(gso: bool) -> None:
+@pytest.mark.parametrize("gso, shortest", [(True, 1), (True, 32), (False, 1)],
+                         ids=["every run as UDP_SEGMENT", "runs of 32 or more as UDP_SEGMENT", "one by one"])
+def test_runs_to_one_peer_arrive_as_the_same_datagrams_each_with_the_trailer(gso: bool, shortest: int) -> None:
     """Replies to one peer are grouped into segmented sends; the receiver still gets every datagram
     whole, in order, each followed by the trailer — runs cut by a longer, a shorter or an empty
-    payload, by another peer, and by the 64-segment bound."""
+    payload, by another peer, and by the 64-segment bound, and short runs sent one by one."""
     if "c" not in KINDS:
         pytest.skip("segmented sends are the C extension's")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b, \
@@ -213,6 +215,7 @@ def test_runs_to_one_peer_arrive_as_the_same_datagrams_each_with_the_trailer(gso
             rx.settimeout(0.3)
         batch = batch_of("c", 128, 2048, ancillary=False)
         batch.gso = gso  # type: ignore[attr-defined]
+        batch.gso_min_run = shortest  # type: ignore[attr-defined]
         payloads = [b"%03d" % i for i in range(70)] + [b"", b"longer one", b"x", b"%03d" % 999] + [b"y" * 1300] * 3
         messages = [(p, a.getsockname()) for p in payloads] + [(b"to b", b.getsockname()), (b"a again", a.getsockname())]
         sent = 0
@@ -230,6 +233,38 @@ def test_runs_to_one_peer_arrive_as_the_same_datagrams_each_with_the_trailer(gso
                 pass
     assert got["a"] == [p + b"#" for p in payloads] + [b"a again#"]
     assert got["b"] == [b"to b#"]
+
+
+@pytest.mark.root
+def test_only_a_run_of_32_or_more_to_one_peer_is_sent_as_one_segmented_train() -> None:
+    """A segmented run leaves as one packet (a tap on lo sees it whole) and reaches its peer as one
+    train, which wakes a client once for all of it: a few requests in flight then go back and
+    forth in step, each side waiting for the other's wake-up (0.41x sockperf's round trips with 8
+    in flight). So a run shorter than 32 goes datagram by datagram."""
+    if "c" not in KINDS:
+        pytest.skip("segmented sends are the C extension's")
+    with socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800)) as tap, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        tap.bind(("lo", 0))
+        tap.settimeout(0.3)
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        rx.bind(("127.0.0.1", 0))
+        batch = batch_of("c", 128, 2048, ancillary=False)
+        assert batch.gso_min_run == 32  # type: ignore[attr-defined]
+        # runs cut by a longer datagram: 31, 32, 1 and 40 (then cut at 64 segments: 40 is whole)
+        runs = [(b"a" * 10, 31), (b"b" * 11, 32), (b"c" * 12, 1), (b"d" * 13, 40)]
+        messages = [(payload, rx.getsockname()) for payload, count in runs for _ in range(count)]
+        assert batch.send(tx.fileno(), socket.AF_INET, messages) == len(messages)
+        packets: list[int] = []  # the UDP payload bytes of each packet to rx (lo shows each once)
+        try:
+            while len(packets) < 200:
+                packet = tap.recv(70000)
+                header = (packet[0] & 0xF) * 4
+                if packet[9] == 17 and packet[header + 2 : header + 4] == rx.getsockname()[1].to_bytes(2, "big"):
+                    packets.append(int.from_bytes(packet[header + 4 : header + 6], "big") - 8)
+        except TimeoutError:
+            pass
+    assert packets == [10] * 31 + [32 * 11, 12, 40 * 13]
 
 
 @pytest.mark.parametrize("kind", KINDS)

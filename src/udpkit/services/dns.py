@@ -244,12 +244,13 @@ class DnsResponder(BaseResponder):
         # the origin: see _existing), and whether it has wildcards, in the order of self.zones
         self._existing = [_existing(zone) for zone in self.zones]
         self._wild = [any(name.labels[:1] == (b"*",) for name in names) for names in self._existing]
-        # each zone's origin, the names it holds, the names that exist, whether it has wildcards and
-        # the SOA's names (see _tail_names): lowercased wire forms, in the order of self.zones — the
-        # negative answers' lookups, without dnspython
-        self._names = [(_lowered(zone.origin), frozenset(_lowered(name) for name in zone.nodes),
-                        frozenset(map(_lowered, existing)), wild, _tail_names(zone))
-                       for zone, existing, wild in zip(self.zones, self._existing, self._wild)]
+        # each zone's origin, the names that exist, the names with a wildcard below them and the SOA's
+        # names (see _tail_names): lowercased wire forms, in the order of self.zones — the negative
+        # answers' lookups, without dnspython
+        self._names = [(_lowered(zone.origin), frozenset(map(_lowered, existing)),
+                        frozenset(_lowered(name.parent()) for name in existing if name.labels[:1] == (b"*",)),
+                        _tail_names(zone))
+                       for zone, existing in zip(self.zones, self._existing)]
 
     def handle(self, datagram: bytes, peer: Endpoint, now: float) -> Reply:
         if type(datagram) is not bytes:
@@ -338,7 +339,8 @@ class DnsResponder(BaseResponder):
         # never a letter, so lowering the whole name changes labels only)
         name = datagram[12 : at + 1].lower()
         index = -1
-        for k, (origin, *_rest) in enumerate(self._names):
+        for k, names in enumerate(self._names):
+            origin = names[0]
             cut = len(name) - len(origin)
             if origin and cut in starts and name.endswith(origin):
                 index = k
@@ -346,15 +348,18 @@ class DnsResponder(BaseResponder):
         if index < 0 or datagram[end - 2 : end] != b"\x00\x01":  # no zone of ours, or not class IN: REFUSED
             key: tuple[object, ...] = (-1, datagram[2:12], datagram[end - 4 :])
         else:
-            origin, nodes, existing, wild, soa_names = self._names[index]
+            origin, existing, wildcard_parents, soa_names = self._names[index]
             if name in existing:
                 return None  # a name the zone holds, or an empty non-terminal: dnspython's (then kept)
-            if wild:
-                # the closest encloser (the longest existing name above it: the origin at the latest)
-                # and its wildcard, which stands for every name below it that does not exist
-                encloser = next((name[start:] for start in starts[1:] if name[start:] in existing), None)
-                if encloser is not None and b"\x01*" + encloser in nodes:
-                    return None
+            if wildcard_parents:
+                # the closest encloser (the longest existing name above it: the origin at the latest),
+                # whose wildcard, if it has one, stands for every name below it that does not exist
+                for start in starts[1:]:
+                    encloser = name[start:]
+                    if encloser in existing:
+                        if encloser in wildcard_parents:
+                            return None  # dnspython's answer from the wildcard (then kept)
+                        break
             shared = b""
             if soa_names:
                 for start in starts:
