@@ -7,14 +7,15 @@ next to its peer's. Throughput: ``sockperf throughput`` offers a stream of 64-by
 ``RcvbufErrors`` in /proc/net/snmp, in a network namespace of our own when root) say how much of it
 each server took; udpkit's own count is shown beside. Ping-pong: one client, one request in flight,
 round trips per second and the p50/p99 round-trip time, medians of alternating half-second
-rounds with both servers up.
+rounds with both servers up. Window: one client with 1 to 128 requests in flight (``--windows``),
+answers a second, the same way.
 
 ``sockperf ping-pong`` cannot measure an RFC 862 echo service — it discards any answer that still
 carries its "client" flag, and an echo sends the request back unchanged — so the ping-pong client
 here is ours: it sends sockperf-format requests (which ``sockperf server`` answers) and accepts any
 answer with its sequence number. The same client measures both servers.
 
-    sudo .venv/bin/python bench/listen_bench.py [--seconds 5] [--rate 260000] [--busy]
+    sudo .venv/bin/python bench/listen_bench.py [--seconds 5] [--rate 260000] [--busy] [--only PART]
 
 ``--busy``: a competing busy loop (not pinned) the whole run, as on a user's busy machine.
 
