@@ -43,6 +43,7 @@ ZONE = "tests/data/example.zone"
     "argv, message",
     [
         (["listen", "9", "--rcvbuf", "99999999999999999999"], "positive whole number up to"),
+        (["listen", "9", "--rcvbuf", "2147483648"], "--rcvbuf must be from 1 to 2147483647 bytes"),
         (["listen", "9", "--duration", "1e400"], "expected a number"),
         (["listen", "9", "--duration", "nan"], "expected a number"),
         (["listen", "9", "--respond", "ntp", "--root-delay", "nan"], "expected a number"),
@@ -61,6 +62,7 @@ ZONE = "tests/data/example.zone"
         (["listen", "9", "--workers", "65"], "at most 64"),
         (["socat", "-T", "nan", "UDP4-LISTEN:9", "/dev/null"], "positive number"),
         (["socat", "UDP4-LISTEN:9,rcvbuf=99999999999", "/dev/null"], "--rcvbuf"),
+        (["socat", "UDP4-LISTEN:9,rcvbuf=2147483648", "/dev/null"], "--rcvbuf"),
     ],
 )
 def test_bad_option_values_are_one_line_and_exit_2(argv: list[str], message: str) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -161,6 +163,65 @@ def test_binding_a_privileged_port_without_the_right_is_a_clear_refusal() -> Non
     message = os.read(read, 4096).decode()
     os.close(read)
     assert "ports below 1024 need root or CAP_NET_BIND_SERVICE" in message and "use a port >= 1024" in message
+
+
+def _as_nobody(work: Callable[[], str]) -> str:
+    """What ``work`` returns, run in a forked child that dropped root for nobody (or here, when the
+    tests do not run as root)."""
+    if os.geteuid() != 0:
+        return work()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write, work().encode())
+        except BaseException as exc:  # report whatever happened; the parent asserts on it
+            os.write(write, f"{type(exc).__name__}: {exc}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as fh:
+        return fh.read().decode()
+
+
+def test_a_receive_buffer_past_rmem_max_is_given_as_root_and_the_cap_is_said_without() -> None:
+    """The kernel caps SO_RCVBUF at net.core.rmem_max without a word (socat's rcvbuf= is cut
+    so): as root --rcvbuf gets what it asks (SO_RCVBUFFORCE; real ss shows it), and without the
+    right the listener says what it got, why, and the way out."""
+    from udpkit.cli import main
+    from udpkit.net.bind import receive_buffer, rmem_max
+
+    cap = rmem_max()
+    assert cap is not None
+    asked = 2 * cap
+
+    def unprivileged() -> str:
+        err = io.StringIO()
+        status = main(["listen", "127.0.0.1:0", "--rcvbuf", str(asked), "--duration", "0.1"], stderr=err)
+        sock = bind_udp(Endpoint("127.0.0.1", 0, socket.AF_INET), BindOptions(rcvbuf=asked))
+        with sock:
+            return f"{status} {receive_buffer(sock)}\n{err.getvalue()}"
+
+    said = _as_nobody(unprivileged)
+    assert said.startswith(f"0 {cap}\n"), said
+    assert f"--rcvbuf {asked} gave {cap} bytes: the kernel caps it at net.core.rmem_max ({cap})" in said
+    assert "sysctl -w net.core.rmem_max" in said and "CAP_NET_ADMIN" in said
+    if os.geteuid() != 0:
+        return
+    proc = start_cli("127.0.0.1:0", "--rcvbuf", str(asked), "--duration", "3")
+    try:
+        port = proc.first_line.rsplit(":", 1)[1].strip()  # type: ignore[attr-defined]
+        if shutil.which("ss"):
+            shown = subprocess.run(["ss", "-uamnH", f"sport = :{port}"], capture_output=True, text=True).stdout
+            assert f"rb{2 * asked}," in shown, shown  # the kernel keeps (and ss shows) twice what was asked
+    finally:
+        proc.terminate()
+        _out, err = proc.communicate(timeout=10)
+    assert "--rcvbuf" not in err  # given: nothing to say
 
 
 def start_cli(*args: str) -> subprocess.Popen[str]:

@@ -25,7 +25,7 @@ from udpkit.listen import (
     resolve_user,
 )
 from udpkit.net import BindOptions, Membership, parse_membership
-from udpkit.net.bind import unprivileged_port_start
+from udpkit.net.bind import receive_buffer, rmem_max, unprivileged_port_start
 from udpkit.services import RESPONDERS, Responder
 
 __all__ = ["endpoints_for", "report_to", "run", "serve_until_stopped", "switch_user"]
@@ -113,6 +113,17 @@ def build_parser() -> Parser:
     p.add_argument("--workers", type=_positive_int, default=1, metavar="N",
                    help="N processes sharing each port with SO_REUSEPORT (for machines with more cores)")
     return p
+
+
+def _say_if_capped(asked: int, sockets: list[socket.socket], err: TextIO) -> None:
+    """One line when the kernel gave a smaller receive buffer than --rcvbuf asked for (an
+    unprivileged process is capped at net.core.rmem_max; socat says nothing), with the way out."""
+    got = min((receive_buffer(sock) for sock in sockets), default=asked)
+    if got < asked:
+        cap = rmem_max()
+        err.write(f"udpkit listen: --rcvbuf {asked} gave {got} bytes: the kernel caps it at net.core.rmem_max"
+                  f"{f' ({cap})' if cap is not None else ''}; raise that (sysctl -w net.core.rmem_max={asked}) "
+                  f"or run with CAP_NET_ADMIN\n")
 
 
 def _positive_int(text: str) -> int:
@@ -308,6 +319,8 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
                         f" ending after {'never' if idle is None else f'{idle:g} s'} idle)")
         joined = f"; joined {', '.join(map(str, args.join))}" if args.join else ""
         err.write(f"udpkit listen: {what} on {where}{sessions}{joined}\n")
+        if args.rcvbuf:
+            _say_if_capped(args.rcvbuf, listener.sockets, err)
         err.flush()
         from udpkit.cli import debugging
 

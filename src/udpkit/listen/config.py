@@ -113,8 +113,8 @@ class ListenerConfig:
         idle_timeout = _seconds("--idle-timeout", idle_timeout, zero=True)
         if max_sessions is not None and max_sessions < 1:
             raise UsageError("--max-peers must be at least 1")
-        if bind.rcvbuf is not None and not 0 < bind.rcvbuf <= 1 << 31:
-            raise UsageError("--rcvbuf must be from 1 to 2147483648 bytes")
+        if bind.rcvbuf is not None and not 0 < bind.rcvbuf < 1 << 31:  # (the kernel takes a C int)
+            raise UsageError("--rcvbuf must be from 1 to 2147483647 bytes")
         sessions = fork or relay is not None or stream is not None
         if stream is not None and relay is not None:
             raise UsageError("a session goes to one upstream: a relay or a stream, not both")

@@ -11,7 +11,8 @@ from udpkit.addr import Endpoint
 from udpkit.errors import PermissionDenied, UdpkitError, UsageError
 from udpkit.net.multicast import Membership, MulticastSend, apply_send_options, join
 
-__all__ = ["BindOptions", "bind_udp", "free_port_pair", "unprivileged_port_start", "upstream_socket"]
+__all__ = ["BindOptions", "bind_udp", "free_port_pair", "receive_buffer", "rmem_max", "set_receive_buffer", "unprivileged_port_start",
+           "upstream_socket"]
 
 # Constants Python's socket module lacks on some versions (linux/socket.h, linux/in.h, linux/in6.h).
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
@@ -42,6 +43,36 @@ class BindOptions(NamedTuple):
 
 
 SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
+def set_receive_buffer(sock: socket.socket, size: int) -> int:
+    """Ask for a receive buffer of ``size`` bytes (``SO_RCVBUF``) and return what the socket got
+    (:func:`receive_buffer`). The kernel caps ``SO_RCVBUF`` at ``net.core.rmem_max`` without a
+    word (socat's ``rcvbuf=`` is cut the same way); when it did, ``SO_RCVBUFFORCE`` goes past the
+    cap for a process with CAP_NET_ADMIN (root), as the size was asked for."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    if receive_buffer(sock) < size:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+        except OSError:
+            pass  # (EPERM: not privileged; the capped size stands, and the caller says so)
+    return receive_buffer(sock)
+
+
+def receive_buffer(sock: socket.socket) -> int:
+    """The receive buffer's size as it was asked for: the kernel keeps and reports twice that
+    (the other half is its bookkeeping), which is what ``ss -m`` shows as ``rb``."""
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+
+
+def rmem_max() -> int | None:
+    """``net.core.rmem_max``: the largest receive buffer an unprivileged socket may ask for."""
+    try:
+        with open("/proc/sys/net/core/rmem_max", "rb") as fh:
+            return int(fh.read())
+    except (OSError, ValueError):
+        return None
 
 
 def _meminfo_works(sock: socket.socket) -> bool:
@@ -94,7 +125,7 @@ def bind_udp(endpoint: Endpoint, options: BindOptions = BindOptions()) -> socket
                     raise PermissionDenied(f"binding to device {device} needs CAP_NET_RAW (run as root)") from None
                 raise UsageError(f"cannot bind to device {device!r}: {exc.strerror}") from None
         if options.rcvbuf:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, options.rcvbuf)
+            set_receive_buffer(sock, options.rcvbuf)
         address: tuple[str, int] | tuple[str, int, int, int] = (endpoint.ip, endpoint.port)
         ip, _, scope = endpoint.ip.partition("%")  # fe80::1%3 (a session's link-local address): the scope
         if endpoint.family == socket.AF_INET6 and scope:  # must go in the tuple, Python ignores it in the text
@@ -132,7 +163,7 @@ def upstream_socket(family: int, address: tuple[Any, ...], source: tuple[str, in
     sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
         if rcvbuf:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            set_receive_buffer(sock, rcvbuf)
         if reuseaddr:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if source is not None or memberships:
