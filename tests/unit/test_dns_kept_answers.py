@@ -147,6 +147,31 @@ def test_a_random_subdomain_flood_is_answered_from_a_template_at_a_fraction_of_t
     assert len(server._negatives) <= 8 and server.stats["nxdomain"] == 3000
 
 
+@pytest.mark.parametrize("suffix, kind", [
+    ("wild.example.test", "A"), ("wild.example.test", "TXT"), ("wild.example.test", "AAAA"),  # NODATA
+    ("wild.example.test", "ANY"), ("cname.example.test", "A"), ("cname.example.test", "MX"),
+    ("q.host.wild.example.test", "A"),  # NXDOMAIN below a name that exists under the wildcard's parent
+])
+def test_a_random_subdomain_flood_under_a_wildcard_is_answered_from_a_template(suffix: str, kind: str) -> None:
+    """What the wildcard stands for, for names nobody asked before: dnspython's bytes around each
+    question, byte for byte, from a handful of templates, at a fraction of dnspython's cost."""
+    import time
+
+    server, fresh = keeping(), keeping(cache=0)
+    names = [f"r{i:x}.{suffix}" for i in range(1500)] + [f"a.r{i:x}.{suffix}" for i in range(1500)]
+    queries = [dns.message.make_query(name, kind).to_wire() for name in names]
+    started = time.perf_counter()
+    answers = [server.handle(query, PEER, 0.0) for query in queries]
+    templated = time.perf_counter() - started
+    started = time.perf_counter()
+    assert [fresh.handle(query, PEER, 0.0) for query in queries[:300]] == answers[:300]
+    plain = (time.perf_counter() - started) * 10
+    assert [fresh.handle(query, PEER, 0.0) for query in queries[300:]] == answers[300:]
+    assert server.stats == fresh.stats
+    assert templated < plain / 3, (templated, plain)
+    assert len(server._negatives) <= 16
+
+
 LABELS = st.sampled_from(["hostmaster", "HostMaster", "ns1", "NS1", "www", "example", "test", "x", "a-b", "org",
                           "wild", "WILD", "ent", "leaf", "host", "*", "cname", "_udp"])
 ORIGINS = st.sampled_from(["example.test", "EXAMPLE.test", "test", "org", "example.org", "ns1.example.test",

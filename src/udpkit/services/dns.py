@@ -21,8 +21,9 @@ time a truncated answer no larger than the query).
 And since dnspython takes ~80 µs to read a query and write its answer, while the answer depends on
 nothing but the query's bytes and the zones, the responder keeps the answers it gave: the next query
 equal to one of them but for its ID gets the same answer under its own ID, without dnspython (see
-:data:`ANSWER_CACHE`). A name the zones do not hold (REFUSED, NXDOMAIN: what a flood of random names
-asks) is answered from a template of dnspython's bytes around the question, in ~3 µs.
+:data:`ANSWER_CACHE`). A name the zones do not hold (REFUSED, NXDOMAIN, or what a wildcard stands
+for: what a flood of random names asks) is answered from a template of dnspython's bytes around
+the question, in ~3 µs.
 """
 
 from __future__ import annotations
@@ -244,11 +245,10 @@ class DnsResponder(BaseResponder):
         # the origin: see _existing), and whether it has wildcards, in the order of self.zones
         self._existing = [_existing(zone) for zone in self.zones]
         self._wild = [any(name.labels[:1] == (b"*",) for name in names) for names in self._existing]
-        # each zone's origin, the names that exist, the names with a wildcard below them and the SOA's
-        # names (see _tail_names): lowercased wire forms, in the order of self.zones — the negative
-        # answers' lookups, without dnspython
-        self._names = [(_lowered(zone.origin), frozenset(map(_lowered, existing)),
-                        frozenset(_lowered(name.parent()) for name in existing if name.labels[:1] == (b"*",)),
+        # each zone's origin, the names that exist, the names with a wildcard below them (each with
+        # the names below it an answer may write: see _names_below) and the SOA's names (see
+        # _tail_names): lowercased wire forms, in the order of self.zones — the templates' lookups
+        self._names = [(_lowered(zone.origin), frozenset(map(_lowered, existing)), _wildcards(zone, existing),
                         _tail_names(zone))
                        for zone, existing in zip(self.zones, self._existing)]
 
@@ -275,7 +275,7 @@ class DnsResponder(BaseResponder):
                 self.stats["slipped"] += 1
                 return _slip(datagram)
         if kept is None:
-            kept = (self._negative(datagram) if self.cache_size else None) or self._respond(datagram)
+            kept = (self._templated(datagram) if self.cache_size else None) or self._respond(datagram)
             if kept[1] != ("formerr",):
                 # a name that does not exist, or one a wildcard stands for, is kept only while there
                 # is room: a flood of new names cannot push out the answers kept for the zone's own
@@ -315,17 +315,19 @@ class DnsResponder(BaseResponder):
         table[key] = kept
         self._kept_bytes += cost
 
-    def _negative(self, datagram: bytes) -> _Kept | None:
-        """A REFUSED or NXDOMAIN answer (a screened query for a name outside the zones, or one the
-        zone does not hold) in a few microseconds instead of dnspython's ~80, or ``None`` for
-        dnspython to answer. Why it may: such an answer is the header, the question copied, and
-        what follows it — nothing (REFUSED) or the zone's SOA, whose names dnspython compresses
-        against the question's. So given the same query bytes but the question name, the same
-        zone, the zone's origin at the same offset, and the same longest suffix shared with a name
-        in the SOA (``_tail_names``), dnspython writes the same bytes around the question: the
-        first such answer is dnspython's, cut around its question into a template (at most
-        :data:`_NEGATIVE_TEMPLATES`), and the next ones are that template around their own question.
-        The flood of random names a "random subdomain" attack sends is answered this way."""
+    def _templated(self, datagram: bytes) -> _Kept | None:
+        """The answer for a name that does not exist — REFUSED (outside the zones), NXDOMAIN, or
+        what a wildcard stands for — in a few microseconds instead of dnspython's ~80, or ``None``
+        for dnspython to answer. Why it may: such an answer is the header, the question copied, and
+        what follows it — nothing (REFUSED), the zone's SOA, or the wildcard's records under the
+        question's name — whose names dnspython compresses against the question's. So given the
+        same query bytes but the question name, the same zone, the zone's origin (or the wildcard's
+        closest encloser) at the same offset, and the same longest suffix shared with a name the
+        answer may write (``_tail_names``, ``_names_below``), dnspython writes the same bytes
+        around the question: the first such answer is dnspython's, cut around its question into a
+        template (at most :data:`_NEGATIVE_TEMPLATES`), and the next ones are that template around
+        their own question. The flood of random names a "random subdomain" attack sends is
+        answered this way, under a wildcard too."""
         starts: list[int] = []  # where each label of the question's name starts, from 0, the root's too
         at = 12
         for _ in range(128):  # (the screen let through a well-formed name of at most 255 bytes)
@@ -348,32 +350,35 @@ class DnsResponder(BaseResponder):
         if index < 0 or datagram[end - 2 : end] != b"\x00\x01":  # no zone of ours, or not class IN: REFUSED
             key: tuple[object, ...] = (-1, datagram[2:12], datagram[end - 4 :])
         else:
-            origin, existing, wildcard_parents, soa_names = self._names[index]
+            origin, existing, wildcards, tails = self._names[index]
             if name in existing:
                 return None  # a name the zone holds, or an empty non-terminal: dnspython's (then kept)
-            if wildcard_parents:
+            wild = b""
+            if wildcards:
                 # the closest encloser (the longest existing name above it: the origin at the latest),
                 # whose wildcard, if it has one, stands for every name below it that does not exist
                 for start in starts[1:]:
                     encloser = name[start:]
                     if encloser in existing:
-                        if encloser in wildcard_parents:
-                            return None  # dnspython's answer from the wildcard (then kept)
+                        below = wildcards.get(encloser)
+                        if below is not None:
+                            wild, tails = encloser, below
                         break
             shared = b""
-            if soa_names:
+            if tails:
                 for start in starts:
-                    if name[start:] in soa_names:
+                    if name[start:] in tails:
                         shared = name[start:]
                         break
-            # (the question's end: for one zone, where its origin is)
-            key = (index, end, shared, datagram[2:12], datagram[end - 4 :])
+            # (the question's end: for one zone and encloser, where the origin and the encloser are)
+            key = (index, wild, end, shared, datagram[2:12], datagram[end - 4 :])
         template = self._negatives.get(key)
         if template is not None:
             head, tail, outcomes = template
             return head + datagram[12:end] + tail, outcomes
         rest, outcomes = self._respond(datagram)
-        if outcomes in _NEGATIVE and rest[10 : end - 2] == datagram[12:end]:
+        # (a wildcard's CNAME to a name that does not exist says neither: answered, not templated)
+        if ("wildcard" in outcomes if key[1] else outcomes in _NEGATIVE) and rest[10 : end - 2] == datagram[12:end]:
             if len(self._negatives) >= _NEGATIVE_TEMPLATES:
                 del self._negatives[next(iter(self._negatives))]
             self._negatives[key] = (rest[:10], rest[end - 2 :], outcomes)
@@ -479,7 +484,7 @@ class DnsResponder(BaseResponder):
         response.authority.append(soa)
 
 
-#: Templates of REFUSED and NXDOMAIN answers kept (see ``DnsResponder._negative``): one per shape of
+#: Templates of REFUSED, NXDOMAIN and wildcard answers kept (see ``DnsResponder._templated``): one per shape of
 #: query (flags, type, OPT record) and place of the zone's origin in the question — a handful in
 #: practice, a few hundred under a flood of random names of every length; each under 1.5 KB.
 _NEGATIVE_TEMPLATES = 1024
@@ -506,7 +511,7 @@ def _existing(zone: dns.zone.Zone) -> frozenset[dns.name.Name]:
 
 def _lowered(name: dns.name.Name | None) -> bytes:
     """A name in wire form, lowercased as dnspython compares names (``b""`` for none, which no zone
-    is matched by: see ``_negative``)."""
+    is matched by: see ``_templated``)."""
     return b"" if name is None else b"".join(bytes((len(label),)) + label.lower() for label in name.labels)
 
 
@@ -525,6 +530,53 @@ def _tail_names(zone: dns.zone.Zone) -> frozenset[bytes]:
             if name.is_subdomain(origin):
                 for depth in range(len(name.labels) - len(origin.labels)):
                     found.add(_lowered(dns.name.Name(name.labels[depth:])))
+    return frozenset(found)
+
+
+#: Wildcards a zone's answers are templated for (see ``_wildcards``): each costs a pass over the zone
+#: when it is loaded; a zone with more answers the others' names from dnspython, as it is
+_TEMPLATED_WILDCARDS = 64
+
+
+def _wildcards(zone: dns.zone.Zone, existing: frozenset[dns.name.Name]) -> dict[bytes, frozenset[bytes]]:
+    """For each name with a wildcard below it (``*.E``), lowercased in wire form: the names below
+    it an answer from the wildcard may write (``_names_below``). Empty when the zone has none, or
+    more than :data:`_TEMPLATED_WILDCARDS`."""
+    parents = [name.parent() for name in existing if name.labels[:1] == (b"*",)]
+    if not parents or len(parents) > _TEMPLATED_WILDCARDS:
+        return {}
+    written = list(_written_names(zone))
+    return {_lowered(parent): _names_below(written, parent) for parent in parents}
+
+
+def _written_names(zone: dns.zone.Zone) -> Iterable[dns.name.Name]:
+    """Every name an answer from ``zone`` may write: its owners and the names in its records
+    (absolute), found through the records' slots (an MX's exchange, a CNAME's target, an SOA's
+    MNAME and RNAME, an SRV's target...)."""
+    origin = zone.origin
+    if origin is None:
+        return
+    for owner, node in zone.nodes.items():
+        yield owner.derelativize(origin)
+        for rdataset in node.rdatasets:
+            kind = type(rdataset[0]) if rdataset else object
+            slots = [slot for cls in kind.__mro__ for slot in getattr(cls, "__slots__", ())]
+            for rdata in rdataset:
+                for slot in slots:
+                    value = getattr(rdata, slot, None)
+                    if isinstance(value, dns.name.Name):
+                        yield value.derelativize(origin)
+
+
+def _names_below(names: list[dns.name.Name], encloser: dns.name.Name) -> frozenset[bytes]:
+    """``names`` under ``encloser`` cut to each of their suffixes longer than it, lowercased, in wire
+    form: a question name under ``encloser`` ending in one of these is compressed against
+    differently, so it is part of a template's key (as ``_tail_names`` for an NXDOMAIN answer)."""
+    found: set[bytes] = set()
+    for name in names:
+        if name != encloser and name.is_subdomain(encloser):
+            for depth in range(len(name.labels) - len(encloser.labels)):
+                found.add(_lowered(dns.name.Name(name.labels[depth:])))
     return frozenset(found)
 
 
