@@ -15,7 +15,9 @@ Loads (the zone is ``tests/data/example.zone`` plus 5,000 generated hosts):
 - ``repeated``: eight questions (A, AAAA, CNAME, MX, SRV, TXT, SOA, an NXDOMAIN) over and over;
 - ``zone``: every one of the 5,000 hosts in turn, each asked again 5,000 queries later;
 - ``distinct``: 300,000 names that do not exist, a random-subdomain flood: no question repeats
-  within udpkit's kept answers, so each is read and answered by dnspython.
+  within udpkit's kept answers, so each is answered from a template of dnspython's bytes;
+- ``wildcard``: 300,000 names only the zone's ``*.wild`` stands for, the same flood against a zone
+  with a wildcard (``--loads repeated,zone,distinct,wildcard``).
 
 ``--busy``: a competing busy loop (not pinned) the whole run, as on a user's busy machine.
 Rate limits are off on both (NSD's RRL is on by default in Debian's build, udpkit's RRL by default),
@@ -53,6 +55,7 @@ def write_inputs(work: Path) -> tuple[Path, dict[str, Path]]:
     loads = {"repeated": BASIC, "zone": [f"h{i}.example.test A" for i in range(HOSTS)]}
     rng = random.Random(7)
     loads["distinct"] = [f"x{rng.getrandbits(48):012x}.example.test A" for _ in range(300_000)]
+    loads["wildcard"] = [f"x{rng.getrandbits(48):012x}.wild.example.test A" for _ in range(300_000)]
     files = {}
     for name, queries in loads.items():
         files[name] = work / f"{name}.txt"

@@ -172,6 +172,23 @@ def test_a_random_subdomain_flood_under_a_wildcard_is_answered_from_a_template(s
     assert len(server._negatives) <= 16
 
 
+def test_a_zone_with_more_wildcards_than_are_templated_answers_their_names_right(tmp_path: Path) -> None:
+    """Past the wildcards templated for, names a zone does not hold go to dnspython: a template
+    made for a name no wildcard stands for would fit one that a wildcard does."""
+    from udpkit.services import dns as module
+
+    path = tmp_path / "many.zone"
+    wildcards = "".join(f"*.w{n} A 192.0.2.{n % 250}\n" for n in range(module._TEMPLATED_WILDCARDS + 1))
+    path.write_text("$ORIGIN many.test.\n$TTL 60\n@ SOA ns hostmaster 1 60 60 60 60\n@ NS ns\nns A 192.0.2.1\n"
+                    + wildcards)
+    zone = load_zone(path)
+    kept, fresh = DnsResponder([zone], rate_limit=0), DnsResponder([zone], rate_limit=0, cache=0)
+    for name in ("aa.x1.many.test", "ab.w1.many.test", "ac.x1.many.test", "ad.w2.many.test"):  # one length
+        query = dns.message.make_query(name, "A").to_wire()
+        assert kept.handle(query, PEER, 0.0) == fresh.handle(query, PEER, 0.0), name
+    assert kept.stats == fresh.stats and kept.stats["wildcard"] == 2 and kept.stats["nxdomain"] == 2
+
+
 LABELS = st.sampled_from(["hostmaster", "HostMaster", "ns1", "NS1", "www", "example", "test", "x", "a-b", "org",
                           "wild", "WILD", "ent", "leaf", "host", "*", "cname", "_udp"])
 ORIGINS = st.sampled_from(["example.test", "EXAMPLE.test", "test", "org", "example.org", "ns1.example.test",

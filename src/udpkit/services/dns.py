@@ -234,8 +234,8 @@ class DnsResponder(BaseResponder):
         self.rate_limit = rate_limit or None
         self._limiter = ResponseRateLimiter(rate_limit, slip=slip) if rate_limit else None
         self.uses_time = self._limiter is not None  # the time is the rate limit's alone
-        self.stats = {"answered": 0, "wildcard": 0, "nxdomain": 0, "refused": 0, "formerr": 0, "notimp": 0, "silent": 0,
-                      "truncated": 0, "rate_limited": 0, "slipped": 0}
+        self.stats = {"answered": 0, "wildcard": 0, "nxdomain": 0, "refused": 0, "formerr": 0, "notimp": 0,
+                      "silent": 0, "truncated": 0, "rate_limited": 0, "slipped": 0}
         self.cache_size = max(0, cache)
         self._kept: dict[bytes, _Kept] = {}
         self._kept_bytes = 0
@@ -351,7 +351,7 @@ class DnsResponder(BaseResponder):
             key: tuple[object, ...] = (-1, datagram[2:12], datagram[end - 4 :])
         else:
             origin, existing, wildcards, tails = self._names[index]
-            if name in existing:
+            if name in existing or wildcards is None:
                 return None  # a name the zone holds, or an empty non-terminal: dnspython's (then kept)
             wild = b""
             if wildcards:
@@ -484,9 +484,10 @@ class DnsResponder(BaseResponder):
         response.authority.append(soa)
 
 
-#: Templates of REFUSED, NXDOMAIN and wildcard answers kept (see ``DnsResponder._templated``): one per shape of
-#: query (flags, type, OPT record) and place of the zone's origin in the question — a handful in
-#: practice, a few hundred under a flood of random names of every length; each under 1.5 KB.
+#: Templates of REFUSED, NXDOMAIN and wildcard answers kept (see ``DnsResponder._templated``): one
+#: per shape of query (flags, type, OPT record) and place of the zone's origin (or wildcard) in the
+#: question — a handful in practice, a few hundred under a flood of random names of every length;
+#: each under 1.5 KB.
 _NEGATIVE_TEMPLATES = 1024
 _NEGATIVE = (("refused",), ("nxdomain",))  # the counters of the answers a template may give
 
@@ -538,12 +539,15 @@ def _tail_names(zone: dns.zone.Zone) -> frozenset[bytes]:
 _TEMPLATED_WILDCARDS = 64
 
 
-def _wildcards(zone: dns.zone.Zone, existing: frozenset[dns.name.Name]) -> dict[bytes, frozenset[bytes]]:
+def _wildcards(zone: dns.zone.Zone, existing: frozenset[dns.name.Name]) -> dict[bytes, frozenset[bytes]] | None:
     """For each name with a wildcard below it (``*.E``), lowercased in wire form: the names below
-    it an answer from the wildcard may write (``_names_below``). Empty when the zone has none, or
-    more than :data:`_TEMPLATED_WILDCARDS`."""
+    it an answer from the wildcard may write (``_names_below``). Empty when the zone has none;
+    ``None`` when it has more than :data:`_TEMPLATED_WILDCARDS` (no template for a name it does
+    not hold, then: one made for a name no wildcard stands for could fit one that a wildcard does)."""
     parents = [name.parent() for name in existing if name.labels[:1] == (b"*",)]
-    if not parents or len(parents) > _TEMPLATED_WILDCARDS:
+    if len(parents) > _TEMPLATED_WILDCARDS:
+        return None
+    if not parents:
         return {}
     written = list(_written_names(zone))
     return {_lowered(parent): _names_below(written, parent) for parent in parents}
