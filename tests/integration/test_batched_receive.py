@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import socket
-import sys
 import struct
 import time
 from typing import Any
@@ -244,7 +243,8 @@ def test_only_a_run_of_32_or_more_to_one_peer_is_sent_as_one_segmented_train() -
     if "c" not in KINDS:
         pytest.skip("segmented sends are the C extension's")
     with socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800)) as tap, \
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
         tap.bind(("lo", 0))
         tap.settimeout(0.3)
         rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)

@@ -171,7 +171,7 @@ NSD_QUESTIONS = [
 ]
 
 
-@pytest.mark.peer("nsd")
+@pytest.mark.peer("nsd", "dig")
 def test_answers_match_nsd_question_for_question(ns: Netns, tmp_path: Path) -> None:
     """NSD, an authoritative server, and udpkit serve the same zone; every question, asked twice
     (the second answer is udpkit's kept one), gets the same rcode, flags and answer section from

@@ -11,8 +11,8 @@ from udpkit.addr import Endpoint
 from udpkit.errors import PermissionDenied, UdpkitError, UsageError
 from udpkit.net.multicast import Membership, MulticastSend, apply_send_options, join
 
-__all__ = ["BindOptions", "bind_udp", "free_port_pair", "receive_buffer", "rmem_max", "set_receive_buffer", "unprivileged_port_start",
-           "upstream_socket"]
+__all__ = ["BindOptions", "bind_udp", "free_port_pair", "receive_buffer", "rmem_max", "set_receive_buffer",
+           "unprivileged_port_start", "upstream_socket"]
 
 # Constants Python's socket module lacks on some versions (linux/socket.h, linux/in.h, linux/in6.h).
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
