@@ -189,6 +189,23 @@ def test_a_zone_with_more_wildcards_than_are_templated_answers_their_names_right
     assert kept.stats == fresh.stats and kept.stats["wildcard"] == 2 and kept.stats["nxdomain"] == 2
 
 
+@pytest.mark.parametrize("first, then", [("ab.w.z.test", "xx.w.z.test"), ("xx.w.z.test", "ab.w.z.test")])
+def test_a_wildcard_answer_naming_a_name_below_its_parent_is_keyed_by_it(tmp_path: Path, first: str,
+                                                                        then: str) -> None:
+    """``*.w MX 10 mx.xx.w.z.test.``: for ``xx.w.z.test`` the exchange is compressed to a pointer at
+    the question's name, for ``ab.w.z.test`` (the same length) at ``w.z.test`` — other bytes, so
+    the suffix a question shares with such a name is part of the template's key."""
+    path = tmp_path / "z.zone"
+    path.write_text("$ORIGIN z.test.\n$TTL 60\n@ SOA ns hostmaster 1 60 60 60 60\n@ NS ns\nns A 192.0.2.1\n"
+                    "*.w MX 10 mx.xx.w.z.test.\n")
+    zone = load_zone(path)
+    kept, fresh = DnsResponder([zone], rate_limit=0), DnsResponder([zone], rate_limit=0, cache=0)
+    for name in (first, then, "cd.w.z.test"):  # the third: from the template of the first's kind
+        query = dns.message.make_query(name, "MX").to_wire()
+        assert kept.handle(query, PEER, 0.0) == fresh.handle(query, PEER, 0.0), name
+    assert kept.stats == fresh.stats and kept.stats["wildcard"] == 3
+
+
 LABELS = st.sampled_from(["hostmaster", "HostMaster", "ns1", "NS1", "www", "example", "test", "x", "a-b", "org",
                           "wild", "WILD", "ent", "leaf", "host", "*", "cname", "_udp"])
 ORIGINS = st.sampled_from(["example.test", "EXAMPLE.test", "test", "org", "example.org", "ns1.example.test",

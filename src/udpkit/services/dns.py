@@ -246,7 +246,7 @@ class DnsResponder(BaseResponder):
         self._existing = [_existing(zone) for zone in self.zones]
         self._wild = [any(name.labels[:1] == (b"*",) for name in names) for names in self._existing]
         # each zone's origin, the names that exist, the names with a wildcard below them (each with
-        # the names below it an answer may write: see _names_below) and the SOA's names (see
+        # the names below it an answer may write: see _wildcards) and the SOA's names (see
         # _tail_names): lowercased wire forms, in the order of self.zones — the templates' lookups
         self._names = [(_lowered(zone.origin), frozenset(map(_lowered, existing)), _wildcards(zone, existing),
                         _tail_names(zone))
@@ -323,7 +323,7 @@ class DnsResponder(BaseResponder):
         question's name — whose names dnspython compresses against the question's. So given the
         same query bytes but the question name, the same zone, the zone's origin (or the wildcard's
         closest encloser) at the same offset, and the same longest suffix shared with a name the
-        answer may write (``_tail_names``, ``_names_below``), dnspython writes the same bytes
+        answer may write (``_tail_names``, ``_wildcards``), dnspython writes the same bytes
         around the question: the first such answer is dnspython's, cut around its question into a
         template (at most :data:`_NEGATIVE_TEMPLATES`), and the next ones are that template around
         their own question. The flood of random names a "random subdomain" attack sends is
@@ -534,29 +534,41 @@ def _tail_names(zone: dns.zone.Zone) -> frozenset[bytes]:
     return frozenset(found)
 
 
-#: Wildcards a zone's answers are templated for (see ``_wildcards``): each costs a pass over the zone
-#: when it is loaded; a zone with more answers the others' names from dnspython, as it is
+#: Wildcards a zone's answers are templated for (see ``_wildcards``); a zone with more answers the
+#: names it does not hold from dnspython, as it is
 _TEMPLATED_WILDCARDS = 64
 
 
 def _wildcards(zone: dns.zone.Zone, existing: frozenset[dns.name.Name]) -> dict[bytes, frozenset[bytes]] | None:
-    """For each name with a wildcard below it (``*.E``), lowercased in wire form: the names below
-    it an answer from the wildcard may write (``_names_below``). Empty when the zone has none;
-    ``None`` when it has more than :data:`_TEMPLATED_WILDCARDS` (no template for a name it does
-    not hold, then: one made for a name no wildcard stands for could fit one that a wildcard does)."""
-    parents = [name.parent() for name in existing if name.labels[:1] == (b"*",)]
+    """For each name E with a wildcard below it (``*.E``), lowercased in wire form: the names an
+    answer from the wildcard may write below E (owners and names in records, found through the
+    records' slots: an MX's exchange, a CNAME's target, an SOA's MNAME...), cut to each of their
+    suffixes longer than E, lowercased, in wire form — a question name under E ending in one of
+    these is compressed against differently, so it is part of a template's key (as
+    ``_tail_names`` for an NXDOMAIN answer). One pass over the zone's names. Empty when the zone
+    has no wildcard; ``None`` when it has more than :data:`_TEMPLATED_WILDCARDS` (no template for a
+    name it does not hold, then: one made for a name no wildcard stands for could fit one that a
+    wildcard does)."""
+    parents = {name.parent() for name in existing if name.labels[:1] == (b"*",)}
     if len(parents) > _TEMPLATED_WILDCARDS:
         return None
-    if not parents:
-        return {}
-    written = list(_written_names(zone))
-    return {_lowered(parent): _names_below(written, parent) for parent in parents}
+    below: dict[dns.name.Name, set[bytes]] = {parent: set() for parent in parents}
+    if parents:
+        deepest = max(len(parent.labels) for parent in parents)
+        shallowest = min(len(parent.labels) for parent in parents)
+        for name in _written_names(zone):
+            labels = name.labels
+            # each wildcard parent above the name, and the suffixes between it and the name
+            for depth in range(max(1, len(labels) - deepest), len(labels) - shallowest + 1):
+                found = below.get(dns.name.Name(labels[depth:]))
+                if found is not None:
+                    found.update(_lowered(dns.name.Name(labels[d:])) for d in range(depth))
+    return {_lowered(parent): frozenset(names) for parent, names in below.items()}
 
 
 def _written_names(zone: dns.zone.Zone) -> Iterable[dns.name.Name]:
-    """Every name an answer from ``zone`` may write: its owners and the names in its records
-    (absolute), found through the records' slots (an MX's exchange, a CNAME's target, an SOA's
-    MNAME and RNAME, an SRV's target...)."""
+    """Every name an answer from ``zone`` may write: its owners and the names in its records,
+    absolute."""
     origin = zone.origin
     if origin is None:
         return
@@ -570,18 +582,6 @@ def _written_names(zone: dns.zone.Zone) -> Iterable[dns.name.Name]:
                     value = getattr(rdata, slot, None)
                     if isinstance(value, dns.name.Name):
                         yield value.derelativize(origin)
-
-
-def _names_below(names: list[dns.name.Name], encloser: dns.name.Name) -> frozenset[bytes]:
-    """``names`` under ``encloser`` cut to each of their suffixes longer than it, lowercased, in wire
-    form: a question name under ``encloser`` ending in one of these is compressed against
-    differently, so it is part of a template's key (as ``_tail_names`` for an NXDOMAIN answer)."""
-    found: set[bytes] = set()
-    for name in names:
-        if name != encloser and name.is_subdomain(encloser):
-            for depth in range(len(name.labels) - len(encloser.labels)):
-                found.add(_lowered(dns.name.Name(name.labels[depth:])))
-    return frozenset(found)
 
 
 def _header_only(ident: int, flags: int, rcode: int) -> bytes:
