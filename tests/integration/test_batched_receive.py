@@ -820,13 +820,15 @@ def test_an_ntp_listener_answers_and_counts_the_same_whichever_way_it_reads(
 
 
 def dns_queries() -> list[bytes]:
-    """Queries a DNS listener is asked, good and bad: kept answers, new names, NXDOMAIN, a response
-    (never answered), garbage with a header (FORMERR), a short datagram (silence)."""
+    """Queries a DNS listener is asked, good and bad: kept answers, new names, NXDOMAIN, a wildcard's
+    name, REFUSED, an empty non-terminal, a response (never answered), garbage with a header
+    (FORMERR), a short datagram (silence)."""
     import dns.message
 
     made = [dns.message.make_query(name, kind).to_wire() for name, kind in [
         ("www.example.test", "A"), ("alias.example.test", "AAAA"), ("nope.example.test", "A"),
-        ("www.example.test", "A"), ("example.test", "MX")]]
+        ("www.example.test", "A"), ("example.test", "MX"), ("x.wild.example.test", "A"), ("example.org", "A"),
+        ("_udp.example.test", "SRV")]]
     response = dns.message.make_response(dns.message.make_query("www.example.test", "A")).to_wire()
     return [*made, response, made[0][:12] + b"\xff" * 5, b"\x00\x01\x02"]
 
@@ -850,7 +852,7 @@ def test_answer_kept_gives_handles_answers_again_and_leaves_the_rest_to_the_call
     responder, reference = dns_server(), dns_server(cache=0)
     kept = responder.kept_answers
     assert kept is not None
-    table, count = kept
+    table, count, _fresh = kept
     queries = dns_queries()
     for query in queries[:2]:  # two answers kept: www A (asked twice below) and alias AAAA
         responder.handle(query, Endpoint("192.0.2.1", 1, socket.AF_INET), 0.0)
@@ -884,6 +886,44 @@ def test_answer_kept_gives_handles_answers_again_and_leaves_the_rest_to_the_call
     assert responder.stats["answered"] == 2 + 3
 
 
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_answer_kept_answers_new_names_from_templates_in_the_same_call(family: int) -> None:
+    """With the responder's ``fresh``: names the zone does not hold (NXDOMAIN, REFUSED, a wildcard's)
+    are answered in the call as handle answers them, and kept; names it holds, a response,
+    garbage and a short datagram still come back for handle."""
+    if "c" not in KINDS:
+        pytest.skip("answer_kept is the C batch's")
+    responder, reference = dns_server(), dns_server(cache=0)
+    table, count, fresh = responder.kept_answers
+    queries = dns_queries()
+    batch = batch_of("c")
+    with receiver(family) as rx, socket.socket(family, socket.SOCK_DGRAM) as client:
+        client.settimeout(2)
+        client.bind((HOSTS[family], 0))
+        where = client.getsockname()[:2]
+        asked = [bytes([n, 0x33]) + query[2:] if len(query) > 2 else query for n, query in enumerate(queries)]
+        for query in asked:
+            client.sendto(query, rx.getsockname()[:2])
+        time.sleep(0.05)
+        hits: list[Any] = []
+        answered, _nbytes, sent, _sent_bytes, failures, rest, error = batch.answer_kept(
+            rx.fileno(), socket.MSG_DONTWAIT, table, hits, [], fresh)
+        replies = [client.recv(2048) for _ in range(answered)]
+    peer = Endpoint(where[0], where[1], family)
+    new_names = [asked[2], asked[5], asked[6]]  # nope. (NXDOMAIN), x.wild., example.org (REFUSED)
+    assert (answered, sent, failures, error) == (3, 3, [], 0)
+    assert replies == [reference.handle(query, peer, 0.0) for query in new_names]
+    assert [record[0] for record in rest] == [query for query in asked if query not in new_names]
+    assert all(query[2:] in table for query in new_names)  # kept, as handle keeps them
+    for record in rest:
+        responder.handle(record[0], peer, 0.0)
+    for query in asked:
+        if query not in new_names:
+            reference.handle(query, peer, 0.0)
+    count(hits)
+    assert responder.stats == reference.stats
+
+
 def test_answer_kept_answers_from_the_address_each_query_was_sent_to() -> None:
     """On a wildcard socket (destinations read), each reply leaves from its query's destination;
     the broadcast is handed back."""
@@ -892,7 +932,7 @@ def test_answer_kept_answers_from_the_address_each_query_was_sent_to() -> None:
     responder = dns_server()
     query = dns_queries()[0]
     responder.handle(query, Endpoint("192.0.2.1", 1, socket.AF_INET), 0.0)
-    table, _count = responder.kept_answers
+    table, _count, _fresh = responder.kept_answers
     rx = wildcard_receiver()
     with rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
         client.settimeout(1)

@@ -254,7 +254,8 @@ class Listener:
                 how = batched + " answered in the same call (answer_ntp) with sendmmsg"
             elif path in (paths.PLAIN, paths.TIMED, paths.BLOCKING, paths.WILDCARD) and \
                     self._kept_answers() is not None:
-                how = batched + " answered in the same call from kept answers (answer_kept) with sendmmsg"
+                fresh = " and the responder's answers for new requests" if len(self._kept_answers()) > 2 else ""
+                how = batched + f" answered in the same call from kept answers{fresh} (answer_kept) with sendmmsg"
             else:
                 how = batched + (" and sendmmsg" if path in (paths.PLAIN, paths.TIMED, paths.BLOCKING, paths.WILDCARD)
                                  else "")
@@ -704,14 +705,14 @@ class Listener:
         again in one call, counted as ``_answer_batch`` counts them; the rest (new questions, a
         group address) go through ``_answer_batch``, which asks the responder. How many datagrams
         were read."""
-        table, count = kept
+        table, count, *more = kept  # (and, if the responder has one, the function for new requests)
         assert self._batch is not None
         counts = self.counts
         hits: list[Any] = []  # each given answer's outcome, for the responder to count
         answer = self._batch.answer_kept  # type: ignore[attr-defined]
         try:
             answered, nbytes, sent, sent_bytes, failures, rest, error = answer(
-                sock.fileno(), flags, table, hits, self._pending_peers)
+                sock.fileno(), flags, table, hits, self._pending_peers, *more[:1])
         except Exception as exc:  # noqa: BLE001 - a table entry the call cannot use: the batch is lost, not the service
             counts.faults[f"responder_error:{type(exc).__name__}"] += 1
             return 0

@@ -1235,8 +1235,8 @@ fail:
 }
 
 PyDoc_STRVAR(answer_kept_doc,
-"answer_kept(fd, flags, kept, hits, senders) -> (answered, bytes, sent, sent_bytes, failures, rest,\n"
-"error)\n\n"
+"answer_kept(fd, flags, kept, hits, senders, fresh=None) -> (answered, bytes, sent, sent_bytes,\n"
+"failures, rest, error)\n\n"
 "A server's read and answer in one call for the requests it has answered before, without a\n"
 "Python object per request but the key looked up: what is kept and why is the caller's.\n"
 "kept: a dict from a request's bytes after its first two (a DNS query but its ID) to a tuple\n"
@@ -1247,16 +1247,21 @@ PyDoc_STRVAR(answer_kept_doc,
 "in order. answered, bytes: the requests answered; sent, sent_bytes: the replies the kernel took;\n"
 "failures: the errno of each reply it refused (skipped); senders: each sender not handed out\n"
 "before, appended (see answer_ntp); error: the errno the kernel reported in place of a datagram\n"
-"(an ICMP error), or 0.");
+"(an ICMP error), or 0.\n"
+"fresh: called with a looked-up request not in kept (its bytes, ID included), it returns an\n"
+"(answer, outcome) to give as a kept one is given, or None to leave the request to rest: the\n"
+"caller's answers that need no more than the request's bytes, without a record per request.");
 
 static PyObject *Batch_answer_kept(Batch *self, PyObject *args) {
     if (!initialised(self))
         return NULL;
     int fd, flags;
-    PyObject *kept, *hits, *senders;
-    if (!PyArg_ParseTuple(args, "iiO!O!O!", &fd, &flags, &PyDict_Type, &kept, &PyList_Type, &hits, &PyList_Type,
-                          &senders))
+    PyObject *kept, *hits, *senders, *fresh = Py_None;
+    if (!PyArg_ParseTuple(args, "iiO!O!O!|O", &fd, &flags, &PyDict_Type, &kept, &PyList_Type, &hits, &PyList_Type,
+                          &senders, &fresh))
         return NULL;
+    if (fresh == Py_None)
+        fresh = NULL;
     PyObject *rest = PyList_New(0), *failures = PyList_New(0);
     if (rest == NULL || failures == NULL)
         goto fail;
@@ -1269,7 +1274,8 @@ static PyObject *Batch_answer_kept(Batch *self, PyObject *args) {
         Received got;
         if (!received_at(self, i, &got))
             continue; /* a wake-up by shutdown(SHUT_RD), not a datagram */
-        PyObject *found = NULL; /* borrowed from kept */
+        PyObject *found = NULL; /* borrowed from kept, or (owned) fresh's */
+        int owned = 0;
         if (known_sender(self, i, got.namelen) && got.control.unicast && got.length >= 12 &&
             !(self->headers[i].msg_hdr.msg_flags & MSG_TRUNC)) {
             PyObject *key = PyBytes_FromStringAndSize((char *)got.data + 2, (Py_ssize_t)got.length - 2);
@@ -1279,21 +1285,36 @@ static PyObject *Batch_answer_kept(Batch *self, PyObject *args) {
             Py_DECREF(key);
             if (found == NULL && PyErr_Occurred())
                 goto fail;
+            if (found == NULL && fresh != NULL) {
+                PyObject *request = PyBytes_FromStringAndSize((char *)got.data, (Py_ssize_t)got.length);
+                if (request == NULL)
+                    goto fail;
+                found = PyObject_CallOneArg(fresh, request);
+                Py_DECREF(request);
+                if (found == NULL)
+                    goto fail;
+                owned = 1;
+            }
         }
         if (found == NULL || !PyTuple_Check(found) || PyTuple_GET_SIZE(found) != 2 ||
             !PyBytes_Check(PyTuple_GET_ITEM(found, 0)) ||
             PyBytes_GET_SIZE(PyTuple_GET_ITEM(found, 0)) + 2 > self->size) {
+            if (owned)
+                Py_DECREF(found); /* (None: the request is the caller's) */
             if (hand_back(self, i, &got.control, rest) < 0)
                 goto fail;
             continue;
         }
-        /* found is borrowed: used up before anything that allocates a tracked object (and so may run
-         * a collection, and a finalizer that changes kept) */
+        /* found, when borrowed, is used up before anything that allocates a tracked object (and so
+         * may run a collection, and a finalizer that changes kept) */
         PyObject *answer = PyTuple_GET_ITEM(found, 0);
         size_t size = (size_t)PyBytes_GET_SIZE(answer);
         memcpy(got.data + 2, PyBytes_AS_STRING(answer), size); /* the reply in the request's place, its ID kept */
         lay_out_reply(self, k++, i, got.namelen, &got.control.reply_from, got.data, 2 + size, NULL, 0);
-        if (PyList_Append(hits, PyTuple_GET_ITEM(found, 1)) < 0 || hand_out_sender(self, i, got.namelen, senders) < 0)
+        int appended = PyList_Append(hits, PyTuple_GET_ITEM(found, 1));
+        if (owned)
+            Py_DECREF(found);
+        if (appended < 0 || hand_out_sender(self, i, got.namelen, senders) < 0)
             goto fail;
         received_bytes += (long long)got.length;
     }

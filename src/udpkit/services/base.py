@@ -39,11 +39,13 @@ class Responder(Protocol):
     - ``reflect_from`` (``None``): a port number when ``handle`` is, for now, the plain echo of
       every unicast datagram from a sender port at least that high — the send layer may then read
       and send such datagrams back without a call per datagram (the others still reach ``handle``);
-    - ``kept_answers`` (``None``): ``(table, count)`` when some datagrams are answered from a table,
-      by every byte but the first two (a DNS query but its ID): ``table[datagram[2:]]`` is
-      ``(answer, outcome)``, the reply is ``datagram[:2] + answer``, and ``count(outcomes)`` is
-      called with each given answer's ``outcome`` — the send layer may answer those without a call
-      per datagram (the others still reach ``handle``, which may add to the table).
+    - ``kept_answers`` (``None``): ``(table, count)`` or ``(table, count, fresh)`` when some
+      datagrams are answered from a table, by every byte but the first two (a DNS query but its
+      ID): ``table[datagram[2:]]`` is ``(answer, outcome)``, the reply is ``datagram[:2] + answer``,
+      and ``count(outcomes)`` is called with each given answer's ``outcome`` — the send layer may
+      answer those without a call per datagram. ``fresh(datagram)``, for one not in the table,
+      returns such an ``(answer, outcome)`` (what ``handle`` would answer) or ``None``; the others
+      still reach ``handle``, which may add to the table.
     """
 
     name: str

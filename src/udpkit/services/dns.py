@@ -286,15 +286,30 @@ class DnsResponder(BaseResponder):
         return datagram[:2] + rest
 
     @property
-    def kept_answers(self) -> tuple[dict[bytes, _Kept], Callable[[list[tuple[str, ...]]], None]] | None:
+    def kept_answers(self) -> tuple[dict[bytes, _Kept], Callable[[list[tuple[str, ...]]], None],
+                                    Callable[[bytes], _Kept | None]] | None:
         """What a send layer needs to give kept answers without a call per query (``Batch.answer_kept``):
         the table (every byte of a query but its ID -> (its answer but the ID, the counters it
-        charges)) and the function that counts a list of those counters, one per answer given.
+        charges)), the function that counts a list of those counters, one per answer given, and
+        the function that answers a query not in the table from a template (``_fresh``).
         ``None`` with a rate limit (decided client by client, in ``handle``) or no table. Queries
-        not in the table come to ``handle``, which adds them."""
+        neither answers come to ``handle``, which adds them."""
         if self._limiter is not None or not self.cache_size:
             return None
-        return self._kept, self._count_kept
+        return self._kept, self._count_kept, self._fresh
+
+    def _fresh(self, datagram: bytes) -> _Kept | None:
+        """``handle`` for a query not in the table, without a rate limit, when its answer is a
+        template's (a name the zones do not hold: see ``_templated``): that answer, kept as
+        ``handle`` keeps it; ``None`` for ``handle`` to answer (a query the screen turns away, a
+        name the zones hold). The counters are the caller's (``_count_kept``). A flood of new
+        names is answered this way in the send layer's call, without a record per query."""
+        if screen(datagram) is not None:
+            return None
+        kept = self._templated(datagram)
+        if kept is not None and kept[1] != ("formerr",):
+            self._keep(datagram[2:], kept, make_room=kept[1] not in _NEGATIVE and "wildcard" not in kept[1])
+        return kept
 
     def _count_kept(self, hits: list[tuple[str, ...]]) -> None:
         stats = self.stats
