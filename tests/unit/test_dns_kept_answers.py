@@ -123,6 +123,33 @@ def test_any_datagram_gets_the_same_answer_and_counts_kept_or_not(data: bytes, i
     assert kept.stats == fresh.stats
 
 
+def given_as_the_send_layer_gives(server: DnsResponder, wire: bytes) -> bytes | None:
+    """What ``Batch.answer_kept`` does with a request: the table, then the responder's ``fresh``,
+    then ``handle`` for what neither answers."""
+    table, count, new = server.kept_answers  # type: ignore[misc]
+    found = table.get(wire[2:]) if len(wire) >= 12 else None
+    if found is None and len(wire) >= 12:
+        found = new(wire)
+    if found is None:
+        return server.handle(wire, PEER, 0.0)
+    count([found[1]])
+    return wire[:2] + found[0]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.one_of(st.binary(min_size=2, max_size=700), st.builds(
+    lambda labels, origin, kind: dns.message.make_query(".".join([*labels, origin]), kind).to_wire(),
+    st.lists(st.sampled_from(["x", "ab", "wild", "host", "ent", "*", "www", "_udp"]), max_size=3),
+    st.sampled_from(["example.test", "wild.example.test", "cname.example.test", "example.org"]),
+    st.sampled_from(["A", "AAAA", "TXT", "MX", "ANY"]))), st.integers(0, 0xFFFF))
+def test_the_send_layers_way_gives_what_handle_gives(data: bytes, ident: int) -> None:
+    """Table, ``fresh``, then ``handle``: the same answers and counts as ``handle`` alone."""
+    ours, theirs = keeping(), keeping(cache=0)
+    for wire in (data, with_id(data, ident), with_id(data, ident)):
+        assert given_as_the_send_layer_gives(ours, wire) == theirs.handle(wire, PEER, 0.0)
+    assert ours.stats == theirs.stats
+
+
 def test_a_random_subdomain_flood_is_answered_from_a_template_at_a_fraction_of_the_cost() -> None:
     """Names the zone does not hold (NXDOMAIN) and names outside it (REFUSED): after the first of
     each shape, the answer is the template around the question — dnspython's bytes, ten times
