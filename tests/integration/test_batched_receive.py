@@ -6,10 +6,12 @@ counts and answers the same whichever way it reads."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 import struct
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -833,6 +835,20 @@ def dns_queries() -> list[bytes]:
     return [*made, response, made[0][:12] + b"\xff" * 5, b"\x00\x01\x02"]
 
 
+@contextlib.contextmanager
+def dns_queries_waiting(family: int, tag: int) -> Iterator[tuple[socket.socket, socket.socket, list[bytes], Endpoint]]:
+    """``dns_queries()``, each under its own ID (its index and ``tag``), sent by one client to a
+    receiver and waiting there: (the receiver, the client, the queries as sent, the client's address)."""
+    with receiver(family) as rx, socket.socket(family, socket.SOCK_DGRAM) as client:
+        client.settimeout(2)
+        client.bind((HOSTS[family], 0))
+        asked = [bytes([n, tag]) + query[2:] if len(query) > 2 else query for n, query in enumerate(dns_queries())]
+        for query in asked:
+            client.sendto(query, rx.getsockname()[:2])
+        time.sleep(0.05)
+        yield rx, client, asked, Endpoint(*client.getsockname()[:2], family)
+
+
 def dns_server(**kwargs: Any) -> Any:
     from pathlib import Path
 
@@ -853,18 +869,10 @@ def test_answer_kept_gives_handles_answers_again_and_leaves_the_rest_to_the_call
     kept = responder.kept_answers
     assert kept is not None
     table, count, _fresh = kept
-    queries = dns_queries()
-    for query in queries[:2]:  # two answers kept: www A (asked twice below) and alias AAAA
+    for query in dns_queries()[:2]:  # two answers kept: www A (asked twice below) and alias AAAA
         responder.handle(query, Endpoint("192.0.2.1", 1, socket.AF_INET), 0.0)
     batch = batch_of("c")
-    with receiver(family) as rx, socket.socket(family, socket.SOCK_DGRAM) as client:
-        client.settimeout(2)
-        client.bind((HOSTS[family], 0))
-        where = client.getsockname()[:2]
-        asked = [bytes([n, 0x5A]) + query[2:] if len(query) > 2 else query for n, query in enumerate(queries)]
-        for query in asked:
-            client.sendto(query, rx.getsockname()[:2])
-        time.sleep(0.05)
+    with dns_queries_waiting(family, 0x5A) as (rx, client, asked, peer):
         senders: list[Any] = []
         hits: list[Any] = []
         answered, nbytes, sent, sent_bytes, failures, rest, error = batch.answer_kept(
@@ -876,12 +884,11 @@ def test_answer_kept_gives_handles_answers_again_and_leaves_the_rest_to_the_call
         assert batch.answer_kept(rx.fileno(), socket.MSG_DONTWAIT, table, [], again)[0] == 1
         assert again == [] and client.recv(2048)[:2] == asked[0][:2]
     kept_ones = [asked[0], asked[1], asked[3]]
-    peer = Endpoint(where[0], where[1], family)
     assert (answered, sent, failures, error) == (3, 3, [], 0)
     assert replies == [reference.handle(query, peer, 0.0) for query in kept_ones]
     assert nbytes == sum(len(query) for query in kept_ones) and sent_bytes == sum(len(reply) for reply in replies)
     assert [record[0] for record in rest] == [query for query in asked if query not in kept_ones]
-    assert [p[:2] for p in senders] == [where]
+    assert [p[:2] for p in senders] == [(peer.ip, peer.port)]
     count(hits)
     assert responder.stats["answered"] == 2 + 3
 
@@ -895,21 +902,12 @@ def test_answer_kept_answers_new_names_from_templates_in_the_same_call(family: i
         pytest.skip("answer_kept is the C batch's")
     responder, reference = dns_server(), dns_server(cache=0)
     table, count, fresh = responder.kept_answers
-    queries = dns_queries()
     batch = batch_of("c")
-    with receiver(family) as rx, socket.socket(family, socket.SOCK_DGRAM) as client:
-        client.settimeout(2)
-        client.bind((HOSTS[family], 0))
-        where = client.getsockname()[:2]
-        asked = [bytes([n, 0x33]) + query[2:] if len(query) > 2 else query for n, query in enumerate(queries)]
-        for query in asked:
-            client.sendto(query, rx.getsockname()[:2])
-        time.sleep(0.05)
+    with dns_queries_waiting(family, 0x33) as (rx, client, asked, peer):
         hits: list[Any] = []
         answered, _nbytes, sent, _sent_bytes, failures, rest, error = batch.answer_kept(
             rx.fileno(), socket.MSG_DONTWAIT, table, hits, [], fresh)
         replies = [client.recv(2048) for _ in range(answered)]
-    peer = Endpoint(where[0], where[1], family)
     new_names = [asked[2], asked[5], asked[6]]  # nope. (NXDOMAIN), x.wild., example.org (REFUSED)
     assert (answered, sent, failures, error) == (3, 3, [], 0)
     assert replies == [reference.handle(query, peer, 0.0) for query in new_names]

@@ -707,27 +707,37 @@ class Listener:
         were read."""
         table, count, *more = kept  # (and, if the responder has one, the function for new requests)
         assert self._batch is not None
-        counts = self.counts
         hits: list[Any] = []  # each given answer's outcome, for the responder to count
-        answer = self._batch.answer_kept  # type: ignore[attr-defined]
-        try:
-            answered, nbytes, sent, sent_bytes, failures, rest, error = answer(
-                sock.fileno(), flags, table, hits, self._pending_peers, *more[:1])
-        except Exception as exc:  # noqa: BLE001 - a table entry the call cannot use: the batch is lost, not the service
-            counts.faults[f"responder_error:{type(exc).__name__}"] += 1
+        done = self._answering_call(self._batch.answer_kept,  # type: ignore[attr-defined]
+                                    sock.fileno(), flags, table, hits, self._pending_peers, *more[:1])
+        if done is None:
             return 0
-        counts.datagrams_in += answered
-        counts.bytes_in += nbytes
-        counts.datagrams_out += sent
-        counts.bytes_out += sent_bytes
+        answered, _nbytes, _sent, _sent_bytes, failures, rest, error = done
         if hits:
             try:
                 count(hits)
             except Exception as exc:  # noqa: BLE001 - a responder's counting may not end the service
-                counts.faults[f"responder_error:{type(exc).__name__}"] += 1
+                self.counts.faults[f"responder_error:{type(exc).__name__}"] += 1
         if self._after_batch_call(index, sock, failures, rest, error, timed=timed):
             return self._batch.count
         return int(answered) + len(rest)
+
+    def _answering_call(self, call: Callable[..., Any], *args: Any) -> Any:
+        """A batch call that reads and answers in C (answer_kept, answer_ntp): its result, with the
+        datagrams and bytes it read and sent counted; ``None`` when it raised — a responder's table,
+        function or start time the call could not use loses that batch, not the service."""
+        counts = self.counts
+        try:
+            done = call(*args)
+        except Exception as exc:  # noqa: BLE001 - see above
+            counts.faults[f"responder_error:{type(exc).__name__}"] += 1
+            return None
+        answered, nbytes, sent, sent_bytes = done[:4]
+        counts.datagrams_in += answered
+        counts.bytes_in += nbytes
+        counts.datagrams_out += sent
+        counts.bytes_out += sent_bytes
+        return done
 
     def _answer_ntp(self, index: int, sock: socket.socket, template: Any) -> int:
         """One ``Batch.answer_ntp``: the waiting requests answered in one call, counted as
@@ -735,18 +745,12 @@ class Listener:
         group address) go through ``_answer_batch``. How many datagrams were read."""
         accept, start_for, count_answered = template
         assert self._batch is not None
-        counts = self.counts
-        answer = self._batch.answer_ntp  # type: ignore[attr-defined]
-        try:
-            answered, nbytes, sent, sent_bytes, failures, rest, error = answer(
-                sock.fileno(), socket.MSG_DONTWAIT, accept, start_for, TRAILER_MESSAGES, self._pending_peers)
-        except Exception as exc:  # noqa: BLE001 - the responder's start_for failed: the batch is lost, not the service
-            counts.faults[f"responder_error:{type(exc).__name__}"] += 1
+        done = self._answering_call(self._batch.answer_ntp,  # type: ignore[attr-defined]
+                                    sock.fileno(), socket.MSG_DONTWAIT, accept, start_for, TRAILER_MESSAGES,
+                                    self._pending_peers)
+        if done is None:
             return 0
-        counts.datagrams_in += answered
-        counts.bytes_in += nbytes
-        counts.datagrams_out += sent
-        counts.bytes_out += sent_bytes
+        answered, _nbytes, _sent, _sent_bytes, failures, rest, error = done
         count_answered(answered)
         if self._after_batch_call(index, sock, failures, rest, error, timed=True):
             return self._batch.count
