@@ -35,7 +35,12 @@ class Link:
         """A responder process in the responder's namespace (``private_run``: with that directory of
         /run made private to it, for daemons whose pid file path is fixed)."""
         if private_run:
-            argv = ["unshare", "--mount", "sh", "-c", f"mount -t tmpfs tmpfs {private_run} && exec \"$@\"", "sh", *argv]
+            # a machine where the daemon never ran has no such directory: then its parent is made
+            # private too and the directory made there, so nothing is left behind in the real /run
+            parent = str(Path(private_run).parent)
+            script = (f"{{ [ -d {private_run} ] || {{ mount -t tmpfs tmpfs {parent} && mkdir {private_run}; }}; }} && "
+                      f"mount -t tmpfs tmpfs {private_run} && exec \"$@\"")
+            argv = ["unshare", "--mount", "sh", "-c", script, "sh", *argv]
         log = open(self.tmp / f"{Path(argv[0]).name}-{len(self.procs)}.log", "wb")  # noqa: SIM115 - closed by the child's exit
         proc = start_group(self.responder.argv(argv), stdout=log, stderr=subprocess.STDOUT)
         log.close()
