@@ -20,6 +20,7 @@ from udpkit.addr import Endpoint
 from udpkit.net import BindOptions, bind_udp, receive, socket_drops
 from udpkit.net.mmsg import Batch, implementations, new_batch
 from udpkit.net.rx import Datagram, count_and_forget
+from udpkit.services.classic import Echo
 
 KINDS = implementations()
 pytestmark = pytest.mark.skipif(not KINDS, reason="recvmmsg is not available here (not Linux)")
@@ -189,6 +190,32 @@ def test_without_the_extension_or_when_told_the_listener_reads_one_datagram_per_
     monkeypatch.setenv("UDPKIT_MMSG", "0")
     with Listener([Endpoint("127.0.0.1", 0, socket.AF_INET)], respond="echo") as listener:
         assert listener.receive_paths() == [f"udp {listener.bound[0]}: blocking, blocking recvfrom and sendto"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("respond", ["echo (reflect)", "echo", "dns"])
+def test_a_listener_on_one_socket_says_how_long_it_polls_before_each_wait(
+        monkeypatch: pytest.MonkeyPatch, kind: str, respond: str) -> None:
+    """One socket answering: the receive path names the busy-poll window (50 µs by default, none
+    when asked for 0); the C batch reports what the poll did; ctypes' waits do not poll, and it
+    says nothing of one."""
+    from udpkit.listen import Listener
+
+    monkeypatch.setenv("UDPKIT_MMSG", kind)
+    for window, said in ((None, ", polling 50 µs before each wait"), (0, ", no busy poll"),
+                         (200, ", polling 200 µs before each wait")):
+        more = {} if window is None else {"busy_poll_us": window}
+        responder = {"echo (reflect)": Echo(rate_limit=None), "echo": "echo", "dns": dns_server()}[respond]
+        with Listener([Endpoint("127.0.0.1", 0, socket.AF_INET)], respond=responder, **more) as listener:
+            how = listener.receive_paths()[0]
+            if kind == "c":
+                assert how.startswith(f"udp {listener.bound[0]}: blocking, recvmmsg") and how.endswith(said), how
+                assert listener.busy_poll() == (0, 0, 0)
+            else:
+                assert "poll" not in how and listener.busy_poll() is None, how
+    with Listener([Endpoint("127.0.0.1", 0, socket.AF_INET), Endpoint("::1", 0, socket.AF_INET6)],
+                  respond="echo") as listener:  # two sockets: epoll waits, nothing polls
+        assert not any("poll" in how for how in listener.receive_paths())
 
 
 def test_the_test_command_builds_the_c_extension() -> None:
@@ -642,6 +669,89 @@ def test_reflect_in_rounds_is_an_echo_servers_loop_that_hands_back_what_it_canno
     assert idle[:1] == woken[:1] == (0,) and idle[7] == woken[7] == 0
 
 
+def _ping_pong_served(batch: Batch, requests: int, gap: float) -> list[bytes]:
+    """``requests`` round trips from a client thread that waits for each answer and ``gap`` seconds
+    more before the next, served by ``batch.reflect``'s echo loop on a blocking socket: the answers."""
+    import threading
+
+    server = bind_udp(Endpoint("127.0.0.1", 0, socket.AF_INET), BindOptions(pktinfo=False))
+    server.setblocking(True)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, 200_000))
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.settimeout(2)
+    answers: list[bytes] = []
+
+    def ping_pong() -> None:
+        for n in range(requests):
+            client.sendto(b"%d" % n, server.getsockname())
+            answers.append(client.recv(100))
+            if gap:
+                time.sleep(gap)
+
+    thread = threading.Thread(target=ping_pong)
+    with server, client:
+        thread.start()
+        deadline = time.monotonic() + 20
+        while thread.is_alive() and time.monotonic() < deadline:
+            batch.reflect(server.fileno(), 0x10000, 1024, 64)  # MSG_WAITFORONE: the blocking loop
+        thread.join(5)
+    return answers
+
+
+def test_the_echo_loop_polls_for_the_next_request_before_it_sleeps_and_answers_the_same() -> None:
+    """With ``busy_poll_ns`` the echo loop polls a while after each answer instead of sleeping at
+    once (a request then finds the core awake): the same answers, in order, and requests caught
+    by the poll. Off by default in a batch (the listener turns it on), and off means no polling."""
+    if "c" not in KINDS:
+        pytest.skip("the busy poll is the C batch's")
+    quiet = batch_of("c", ancillary=True)
+    assert quiet.busy_poll_ns == 0  # type: ignore[attr-defined]
+    assert _ping_pong_served(quiet, 100, 0) == [b"%d" % n for n in range(100)]
+    assert (quiet.spin_caught, quiet.spin_idle, quiet.spin_preempted) == (0, 0, 0)  # type: ignore[attr-defined]
+
+    polling = batch_of("c", ancillary=True)
+    polling.busy_poll_ns = 200_000  # type: ignore[attr-defined]  # a window a client thread seldom misses
+    assert _ping_pong_served(polling, 3000, 0) == [b"%d" % n for n in range(3000)]
+    assert polling.reflected_in == polling.reflected_out == 3000
+    # (the first wait's window runs out before the client starts, and each one that runs out
+    # holds the poll back for twice as long, so the client must go on for a while)
+    assert polling.spin_caught > 0, (polling.spin_idle, polling.spin_preempted)  # type: ignore[attr-defined]
+
+
+def test_the_busy_poll_backs_off_when_requests_come_slower_than_its_window() -> None:
+    """A client slower than the window (3 ms between requests, a 50 µs window): after each window
+    that runs out the poll waits twice as long before it is tried again, so 100 requests cost a
+    dozen or so windows, not 100 — and every request is still answered."""
+    if "c" not in KINDS:
+        pytest.skip("the busy poll is the C batch's")
+    batch = batch_of("c", ancillary=True)
+    batch.busy_poll_ns = 50_000  # type: ignore[attr-defined]
+    assert _ping_pong_served(batch, 100, 0.003) == [b"%d" % n for n in range(100)]
+    tried = batch.spin_caught + batch.spin_idle + batch.spin_preempted  # type: ignore[attr-defined]
+    assert 1 <= tried <= 25, (batch.spin_caught, batch.spin_idle, batch.spin_preempted)  # type: ignore[attr-defined]
+
+
+def test_the_busy_poll_steps_aside_for_a_client_on_the_same_core() -> None:
+    """Server and client pinned to one core: a poll there would keep the client from sending what
+    it polls for. Each window that runs out, or that another task cuts into (a gap in the polling),
+    backs the poll off; the client is served throughout, and at most one request in 20 costs a
+    window given up."""
+    import os
+
+    if "c" not in KINDS:
+        pytest.skip("the busy poll is the C batch's")
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})  # this thread, and the client thread it starts
+    try:
+        batch = batch_of("c", ancillary=True)
+        batch.busy_poll_ns = 50_000  # type: ignore[attr-defined]
+        assert _ping_pong_served(batch, 2000, 0) == [b"%d" % n for n in range(2000)]
+    finally:
+        os.sched_setaffinity(0, cpus)
+    given_up = batch.spin_idle + batch.spin_preempted  # type: ignore[attr-defined]
+    assert given_up <= 100, (batch.spin_caught, batch.spin_idle, batch.spin_preempted)  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_forward_passes_datagrams_on_unchanged_and_stops_at_an_error(kind: str) -> None:
     """``Batch.forward`` (a relay's hop): what waits on one connected socket goes out on another,
@@ -955,6 +1065,7 @@ def test_a_dns_listener_answers_and_counts_the_same_whichever_way_it_reads(
     """Queries good and bad from three clients, three times each: the same answers (byte for byte,
     IDs included), the same counts by outcome, the same peers — through answer_kept (C) for the
     answers kept, handle for the rest, and handle alone (ctypes, one datagram per call)."""
+    from tests.integration.conftest import eventually
     from udpkit.listen import Listener
 
     monkeypatch.setenv("UDPKIT_MMSG", "0" if kind == "plain" else kind)
@@ -982,10 +1093,12 @@ def test_a_dns_listener_answers_and_counts_the_same_whichever_way_it_reads(
                         if reply is not None:
                             expected.append(reply)
                             got.append(client.recv(2048))
+        asked_count = len(queries) * 3 * len(bound)
+        # (the last queries draw no answer: stop() does not wait for what is still queued)
+        assert eventually(lambda: listener.stats.datagrams_in == asked_count, timeout=5)
         listener.stop()
         listener.join()
     stats = listener.stats
-    asked_count = len(queries) * 3 * len(bound)
     assert got == expected
     assert stats.datagrams_in == asked_count and stats.datagrams_out == len(expected) and stats.peers == 3 * len(bound)
     assert responder.stats == reference.stats

@@ -201,3 +201,36 @@ def test_off_the_main_thread_it_serves_in_place() -> None:
     outer.start()
     outer.join(5)
     assert where == [outer]
+
+
+def test_the_busy_poll_is_said_under_debug_and_a_client_waiting_for_each_answer_is_served() -> None:
+    """``udpkit --debug listen`` on one address: the receive path names the poll's window, every
+    request of a ping-pong is answered, and at the end one line says what the poll did."""
+    proc = subprocess.Popen([sys.executable, "-m", "udpkit", "--debug", "listen", "127.0.0.1:0", "--respond", "echo",
+                             "--rate-limit", "0", "--busy-poll", "100"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        first, path = proc.stderr.readline(), proc.stderr.readline()
+        port = int(first.rsplit(":", 1)[1])
+        assert path.rstrip().endswith("(reflect) with sendmmsg, polling 100 µs before each wait"), path
+        stop, trips = threading.Event(), [0]
+        client = threading.Thread(target=ping_pong, args=(port, stop, trips))
+        client.start()
+        deadline = time.monotonic() + 10
+        while trips[0] < 3000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stop.set()
+        client.join()
+        proc.send_signal(signal.SIGTERM)
+        _out, rest = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and trips[0] >= 3000
+    summary = [line for line in rest.splitlines() if " datagrams (" in line]
+    assert summary and int(summary[-1].split("udpkit listen: ")[1].split()[0]) >= trips[0], rest
+    assert "Traceback" not in rest, rest
+    polled = [line for line in rest.splitlines() if line.startswith("udpkit listen: busy poll: ")]
+    assert len(polled) == 1 and "requests caught awake" in polled[0], rest

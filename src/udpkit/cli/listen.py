@@ -14,6 +14,7 @@ from udpkit.cli._argparse import Parser
 from udpkit.errors import UdpkitError, UsageError
 from udpkit.files import open_output
 from udpkit.listen import (
+    DEFAULT_BUSY_POLL_US,
     DEFAULT_IDLE_TIMEOUT,
     FORMATS,
     Listener,
@@ -110,6 +111,11 @@ def build_parser() -> Parser:
     p.add_argument("--user", metavar="USER",
                    help="after binding, drop root privileges to USER (keeping only CAP_NET_BIND_SERVICE when"
                         " --fork sessions need a port below 1024); --out is then opened as USER")
+    p.add_argument("--busy-poll", type=_whole_number, metavar="USEC",
+                   help=f"answering on one socket (one address): poll up to USEC microseconds for the next request"
+                        f" before sleeping (default {DEFAULT_BUSY_POLL_US}; 0: never); a client waiting for each"
+                        f" answer then finds the core awake. It backs off when the core is wanted or requests come"
+                        f" slower, so an idle or shared server costs next to nothing")
     p.add_argument("--workers", type=_positive_int, default=1, metavar="N",
                    help="N processes sharing each port with SO_REUSEPORT (for machines with more cores)")
     return p
@@ -129,6 +135,12 @@ def _say_if_capped(asked: int, sockets: list[socket.socket], err: TextIO) -> Non
 def _positive_int(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 1 << 31:
         raise UsageError(f"expected a positive whole number up to {1 << 31}, got {text!r}")
+    return int(text)
+
+
+def _whole_number(text: str) -> int:
+    if not text.isdigit() or len(text) > 12:
+        raise UsageError(f"expected a whole number, got {text!r}")
     return int(text)
 
 
@@ -284,6 +296,8 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
             raise UsageError("--workers: at most 64")
         options = options._replace(reuseport=True)
     relay = resolve_relay(args.relay) if args.relay else None
+    if args.busy_poll is not None and args.respond == "discard" and relay is None:
+        raise UsageError("--busy-poll is for a listener that answers: discard never does")
     if relay is not None and args.respond != "discard":
         raise UsageError("--relay forwards datagrams; it cannot be combined with --respond")
     if (args.idle_timeout is not None or args.max_peers) and not (args.fork or relay):
@@ -300,7 +314,8 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     listener = Listener(endpoints, respond=build_responder(args), bind=options, count=args.count, duration=args.duration,
                         fork=args.fork, idle_timeout=args.idle_timeout, max_peers=args.max_peers,
                         allow=args.allow, relay=relay, sink=sink, answer_groups=args.answer_groups,
-                        answer_multicast=bool(args.join), answer_broadcast=args.broadcast)
+                        answer_multicast=bool(args.join), answer_broadcast=args.broadcast,
+                        busy_poll_us=DEFAULT_BUSY_POLL_US if args.busy_poll is None else args.busy_poll)
     stream: BinaryIO | None = None
     try:
         bound = listener.open()
@@ -332,6 +347,10 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         stats = serve_until_stopped(listener, err, "udpkit listen")
         stats = workers.join(stats)
         err.write(f"udpkit listen: {stats.summary()}{f' ({args.workers} workers)' if args.workers > 1 else ''}\n")
+        polled = listener.busy_poll()
+        if debugging() and polled is not None and any(polled):
+            err.write(f"udpkit listen: busy poll: {polled[0]} requests caught awake, {polled[1]} windows ran out,"
+                      f" {polled[2]} cut short (the core was wanted)\n")
         return 0
     finally:
         listener.close()

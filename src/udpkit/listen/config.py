@@ -20,7 +20,8 @@ from udpkit.errors import UsageError
 from udpkit.listen.streams import StreamTarget
 from udpkit.net import BindOptions
 
-__all__ = ["DEFAULT_IDLE_TIMEOUT", "ListenerConfig", "MAX_PROGRAMS", "Network", "session_cap"]
+__all__ = ["DEFAULT_BUSY_POLL_US", "DEFAULT_IDLE_TIMEOUT", "ListenerConfig", "MAX_BUSY_POLL_US", "MAX_PROGRAMS", "Network",
+           "session_cap"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: Seconds without traffic after which a session ends, unless told otherwise (0: never).
@@ -31,6 +32,12 @@ _RESERVED_FDS = 64
 MAX_SECONDS = 1e9
 #: Sessions that each run a program (socat's EXEC/SYSTEM with fork), unless asked for more.
 MAX_PROGRAMS = 64
+#: Microseconds a listener answering on one socket polls for the next request before it sleeps (see
+#: ``Batch.busy_poll_ns``): the kernel's own suggestion for SO_BUSY_POLL, and on this project's
+#: machines longer than a round trip with the server awake (20 µs), shorter than one asleep (50 µs).
+DEFAULT_BUSY_POLL_US = 50
+#: The longest window asked for: past a millisecond, polling costs more than any wake-up it saves.
+MAX_BUSY_POLL_US = 1000
 
 
 def session_cap(fds_per_session: int = 1) -> int:
@@ -76,6 +83,7 @@ class ListenerConfig:
     answer_broadcast: bool = False
     stream: StreamTarget | None = None
     stop_after_session: bool = False
+    busy_poll_us: int = DEFAULT_BUSY_POLL_US
 
     def answers(self, local_ip: str | None) -> bool:
         """Is a datagram sent to ``local_ip`` — a group or a broadcast address — answered?"""
@@ -104,7 +112,7 @@ class ListenerConfig:
                 relay: tuple[socket.AddressFamily, tuple[str, int]] | None = None, single_peer: bool = False,
                 input_fd: int | None = None, answer_groups: bool = False, answer_multicast: bool = False,
                 answer_broadcast: bool = False, stream: StreamTarget | None = None,
-                stop_after_session: bool = False) -> ListenerConfig:
+                stop_after_session: bool = False, busy_poll_us: int = DEFAULT_BUSY_POLL_US) -> ListenerConfig:
         if not endpoints:
             raise UsageError("nothing to listen on")
         if count is not None and count < 1:
@@ -115,6 +123,8 @@ class ListenerConfig:
             raise UsageError("--max-peers must be at least 1")
         if bind.rcvbuf is not None and not 0 < bind.rcvbuf < 1 << 31:  # (the kernel takes a C int)
             raise UsageError("--rcvbuf must be from 1 to 2147483647 bytes")
+        if not 0 <= busy_poll_us <= MAX_BUSY_POLL_US:
+            raise UsageError(f"--busy-poll must be from 0 to {MAX_BUSY_POLL_US} microseconds, got {busy_poll_us}")
         sessions = fork or relay is not None or stream is not None
         if stream is not None and relay is not None:
             raise UsageError("a session goes to one upstream: a relay or a stream, not both")
@@ -134,7 +144,7 @@ class ListenerConfig:
             idle_timeout = None
         return cls(tuple(endpoints), bind, count, duration, fork, idle_timeout, max_sessions,
                    tuple(allow) if allow else None, relay, single_peer, input_fd, answer_groups, answer_multicast,
-                   answer_broadcast, stream, stop_after_session)
+                   answer_broadcast, stream, stop_after_session, busy_poll_us)
 
 
 def _is_multicast(ip: str | None) -> bool:

@@ -27,7 +27,7 @@ from typing import Any
 from udpkit.addr import Endpoint
 from udpkit.errors import UdpkitError
 from udpkit.listen import paths
-from udpkit.listen.config import ListenerConfig, Network
+from udpkit.listen.config import DEFAULT_BUSY_POLL_US, ListenerConfig, Network
 from udpkit.listen.reactor import Reactor
 from udpkit.listen.sessions import Session, SessionKey, SessionTable
 from udpkit.listen.streams import StreamTarget, StreamUpstream, reap
@@ -77,7 +77,9 @@ class Listener:
     ``stream``: each session's datagrams go to a program or a TCP connection of its own, whose output
     comes back as datagrams (socat's ``EXEC:``, ``SYSTEM:``, ``TCP:``; see :mod:`~udpkit.listen.streams`);
     ``stop_after_session``: one session only (socat without ``fork``): other peers are refused while
-    it lasts, and the listener stops when it ends.
+    it lasts, and the listener stops when it ends; ``busy_poll_us``: how long a listener that answers
+    on one socket polls for the next request before it sleeps (default 50; 0: never; see
+    ``Batch.busy_poll_ns``).
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class Listener:
         tap: Callable[[bytes, bool, object], None] | None = None,
         stream: StreamTarget | None = None,
         stop_after_session: bool = False,
+        busy_poll_us: int = DEFAULT_BUSY_POLL_US,
         clock: Callable[[], float] = time.time,
         config: ListenerConfig | None = None,
     ) -> None:
@@ -111,7 +114,7 @@ class Listener:
                 max_sessions=max_peers, allow=tuple(allow) if allow else None, relay=relay,
                 single_peer=single_peer, input_fd=input_fd, answer_groups=answer_groups,
                 answer_multicast=answer_multicast, answer_broadcast=answer_broadcast, stream=stream,
-                stop_after_session=stop_after_session)
+                stop_after_session=stop_after_session, busy_poll_us=busy_poll_us)
         self.config = config
         self.responder = responder(respond) if isinstance(respond, str) else respond
         self.capabilities = capabilities(self.responder)
@@ -142,6 +145,11 @@ class Listener:
             self._batch = new_batch(BATCH, 65536, ancillary=True)
         except (OSError, MemoryError):
             pass
+        # On one socket, the C batch's blocking waits poll a while for the next request before they
+        # sleep (see Batch.busy_poll_ns); ctypes' waits do not
+        self._busy_poll = self._batch is not None and hasattr(self._batch, "busy_poll_ns")
+        if self._busy_poll:
+            self._batch.busy_poll_ns = config.busy_poll_us * 1000  # type: ignore[union-attr]
         self._buffer: bytearray | Batch = self._batch if self._batch is not None else bytearray(65536)
         self._reactor = Reactor()
         self.counts = Counters()
@@ -202,6 +210,15 @@ class Listener:
             responder=dict(self.capabilities.stats), responder_name=getattr(self.responder, "name", ""),
         )
 
+    def busy_poll(self) -> tuple[int, int, int] | None:
+        """What the one-socket wait's busy poll did (see ``Batch.busy_poll_ns``), when it can poll:
+        (requests it caught awake, windows that ran out, polls cut short because the core was
+        wanted); ``--debug`` shows them at the end."""
+        b = self._batch
+        if not self._busy_poll or b is None:
+            return None
+        return b.spin_caught, b.spin_idle, b.spin_preempted  # type: ignore[attr-defined]
+
     def session_peers(self) -> list[Endpoint]:
         """The peers that have a session open now, least recently active first."""
         return [s.peer for s in self._sessions]
@@ -259,6 +276,9 @@ class Listener:
             else:
                 how = batched + (" and sendmmsg" if path in (paths.PLAIN, paths.TIMED, paths.BLOCKING, paths.WILDCARD)
                                  else "")
+            if path == paths.BLOCKING and self._paths == [paths.BLOCKING] and self._busy_poll:
+                window = self.config.busy_poll_us
+                how += f", polling {window} µs before each wait" if window else ", no busy poll"
             out.append(f"udp {ep}: {path}, {how}")
         if self.config.sessions:
             out.append(f"sessions: {batched or 'recvfrom_into when discarding, else recvmsg'}")
