@@ -110,6 +110,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="turns per server and load (ABBA order)")
     parser.add_argument("--clients", type=int, default=4, help="dnsperf's client sockets (source ports)")
     parser.add_argument("--busy", action="store_true", help="keep a competing busy loop running")
+    parser.add_argument("--udpkit-arg", dest="udpkit_args", action="append", default=[], metavar="ARG",
+                        help="one more argument for udpkit listen (e.g. --udpkit-arg=--busy-poll --udpkit-arg=0)")
     args = parser.parse_args()
     if shutil.which("dnsperf") is None or shutil.which("nsd") is None:
         print("dns_bench: needs dnsperf and nsd (apt-get install dnsperf nsd)", file=sys.stderr)
@@ -130,7 +132,7 @@ def main() -> int:
             servers = {
                 "udpkit": subprocess.Popen(["taskset", "-c", "0", udpkit, "listen", f"127.0.0.1:{UDPKIT_PORT}",
                                             "--respond", "dns", "--zone", str(zone), "--rate-limit", "0",
-                                            "--rcvbuf", str(1 << 20)],
+                                            "--rcvbuf", str(1 << 20), *args.udpkit_args],
                                            stderr=subprocess.DEVNULL),
                 "nsd": subprocess.Popen(["taskset", "-c", "0", "nsd", "-d", "-c", str(conf)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),

@@ -7,7 +7,7 @@ next to its peer's. Throughput: ``sockperf throughput`` offers a stream of 64-by
 ``RcvbufErrors`` in /proc/net/snmp, in a network namespace of our own when root) say how much of it
 each server took; udpkit's own count is shown beside. Ping-pong: one client, one request in flight,
 round trips per second and the p50/p99 round-trip time, medians of alternating half-second
-rounds with both servers up. Window: one client with 1 to 128 requests in flight (``--windows``),
+rounds with every server up (udpkit with its busy poll, and without: ``--busy-poll 0``). Window: one client with 1 to 128 requests in flight (``--windows``),
 answers a second, the same way.
 
 ``sockperf ping-pong`` cannot measure an RFC 862 echo service — it discards any answer that still
@@ -192,13 +192,16 @@ def ping_pong_part(args: argparse.Namespace, udpkit: list[str], port: int) -> No
         # no reply budget: one client at full speed is the point here (by default echo answers a peer
         # address at most 100 times a second, which would measure the budget, not the server)
         ("udpkit listen --respond echo", [*udpkit, "127.0.0.1:{port}", "--respond", "echo", "--rate-limit", "0"]),
+        # the same without its busy poll (each wait sleeps at once, as sockperf's does)
+        ("  ... --busy-poll 0", [*udpkit, "127.0.0.1:{port}", "--respond", "echo", "--rate-limit", "0",
+                                 "--busy-poll", "0"]),
     ):
         port += 1
         servers[label] = (port, start_server([a.replace("{port}", str(port)) for a in argv]))
         samples[label] = []
     try:
-        # the order flips every round (ABBA...): whichever goes first in a round measured up to
-        # 3 % apart from the other on a quiet machine, where each wake-up from idle dominates
+        # the order turns every round (ABC, CBA, ...): whichever goes first in a round measured up
+        # to 3 % apart from the others on a quiet machine, where each wake-up from idle dominates
         for turn in range(2 * max(1, round(args.seconds / 0.5))):
             for label in list(servers)[:: 1 if turn % 2 == 0 else -1]:
                 samples[label].append(ping_pong(servers[label][0], 0.5))
@@ -213,7 +216,8 @@ def ping_pong_part(args: argparse.Namespace, udpkit: list[str], port: int) -> No
         results[label] = rate
         print(f"{label:<42}{rate:>10.0f}{p50:>10.1f}{p99:>10.1f}")
     ratio = results["udpkit listen --respond echo"] / max(results["sockperf server"], 1)
-    print(f"\nudpkit echo / sockperf server round trips per second: {ratio:.3f}")
+    unpolled = results["  ... --busy-poll 0"] / max(results["sockperf server"], 1)
+    print(f"\nudpkit echo / sockperf server round trips per second: {ratio:.3f} (--busy-poll 0: {unpolled:.3f})")
 
 
 def windowed(port: int, seconds: float, width: int) -> float:
@@ -258,7 +262,7 @@ def window_part(args: argparse.Namespace, udpkit: list[str], port: int) -> None:
     servers = {}
     for label, argv in (
         ("sockperf", ["sockperf", "server", "-i", "127.0.0.1", "-p", "{port}"]),
-        ("udpkit", [*udpkit, "127.0.0.1:{port}", "--respond", "echo", "--rate-limit", "0"]),
+        ("udpkit", [*udpkit, "127.0.0.1:{port}", "--respond", "echo", "--rate-limit", "0", *args.udpkit_args]),
     ):
         port += 1
         servers[label] = (port, start_server([a.replace("{port}", str(port)) for a in argv]))
@@ -287,6 +291,9 @@ def main() -> int:
     parser.add_argument("--busy", action="store_true", help="keep a competing busy loop running")
     parser.add_argument("--only", choices=["throughput", "ping-pong", "window"], help="run one of the parts")
     parser.add_argument("--windows", default="1,4,8,16,32,64,128", help="requests in flight, for the window part")
+    parser.add_argument("--udpkit-arg", dest="udpkit_args", action="append", default=[], metavar="ARG",
+                        help="one more argument for udpkit's echo in the window part (e.g. --udpkit-arg=--busy-poll"
+                             " --udpkit-arg=0); repeatable")
     args = parser.parse_args()
     for tool in ("sockperf", "socat"):
         if shutil.which(tool) is None:
