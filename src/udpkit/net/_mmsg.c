@@ -347,10 +347,10 @@ static PyObject *record_at(Batch *self, int i, const Control *control) {
  * - a gap in the polling loop (another task or the host took this core) means the core is wanted:
  *   it stops at once and backs off the same way. A spinning server that shares its core with its
  *   own client or with other work would take the time they need.
- * spin_begin: whether to poll now (the caller then polls with MSG_DONTWAIT while spin_go says so,
- * and reports a datagram with spin_got). */
+ * spin_begin: whether to poll now (the caller then polls with MSG_DONTWAIT while spin_again says so). */
 #define SPIN_GAP_NS 20000LL         /* a gap this long between two polls: the core was taken */
 #define SPIN_MAX_MISSES 15          /* the longest back-off: 2^15 windows (1.6 s at 50 µs) */
+#define SPIN_LONGEST_NS 1000000000LL /* the longest window taken: a second (the listener asks at most 1 ms) */
 
 typedef struct {
     long long start, last;
@@ -365,6 +365,8 @@ static long long monotonic_ns(void) {
 static int spin_begin(Batch *self, Spin *spin) {
     if (self->busy_poll_ns <= 0)
         return 0;
+    if (self->busy_poll_ns > SPIN_LONGEST_NS)
+        self->busy_poll_ns = SPIN_LONGEST_NS; /* (so the back-off's shift stays far inside a long long) */
     long long now = monotonic_ns();
     if (now < self->spin_resume_ns)
         return 0;
@@ -378,8 +380,15 @@ static void spin_back_off(Batch *self, long long now) {
     self->spin_resume_ns = now + (self->busy_poll_ns << self->spin_misses);
 }
 
-/* After a poll found nothing: 1 to poll again, 0 to stop (and block), having backed off. */
-static int spin_go(Batch *self, Spin *spin) {
+/* After one poll, given what its receive returned: 1 to poll again; 0 to stop, with *caught set
+ * when a datagram (or an error) is in hand, else the caller blocks next and the poll has backed off. */
+static int spin_again(Batch *self, Spin *spin, ssize_t result, int *caught) {
+    if (result >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+        self->spin_caught++;
+        self->spin_misses = 0;
+        *caught = 1;
+        return 0;
+    }
     long long now = monotonic_ns();
     if (now - spin->last > SPIN_GAP_NS) {
         self->spin_preempted++;
@@ -395,31 +404,19 @@ static int spin_go(Batch *self, Spin *spin) {
     return 1;
 }
 
-static void spin_got(Batch *self) {
-    self->spin_caught++;
-    self->spin_misses = 0;
-}
-
 /* One recvmmsg into the batch's arrays. A blocking wait for the first datagram (MSG_WAITFORONE
  * without MSG_DONTWAIT) polls first, within the busy-poll window (spin_begin). */
 static int receive_call(Batch *self, int fd, int flags) {
     prepare_receive(self);
-    int n = -1, wait = 1;
+    int n = -1, caught = 0;
     Spin spin;
     Py_BEGIN_ALLOW_THREADS
     if ((flags & MSG_WAITFORONE) && !(flags & MSG_DONTWAIT) && spin_begin(self, &spin)) {
-        for (;;) { /* (a receive that finds nothing changes none of the headers) */
+        do { /* (a receive that finds nothing changes none of the headers) */
             n = recvmmsg(fd, self->headers, self->count, flags | MSG_DONTWAIT, NULL);
-            if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
-                spin_got(self);
-                wait = 0;
-                break;
-            }
-            if (!spin_go(self, &spin))
-                break;
-        }
+        } while (spin_again(self, &spin, n, &caught));
     }
-    if (wait) {
+    if (!caught) {
         do {
             n = recvmmsg(fd, self->headers, self->count, flags, NULL);
         } while (n < 0 && errno == EINTR && !(flags & MSG_DONTWAIT));
@@ -850,22 +847,15 @@ static int receive_one(Batch *self, int fd, int flags, size_t reply, unsigned in
             reply = (size_t)-1;
         }
         Spin spin;
-        int wait = 1; /* the receive proper is still to do */
+        int caught = 0;
         if (!(flags & MSG_DONTWAIT) && spin_begin(self, &spin)) {
-            for (;;) {
+            do {
                 len = NAME_SPACE;
                 got = recvfrom(fd, self->buffer, (size_t)self->size, flags | MSG_TRUNC | MSG_DONTWAIT,
                                (struct sockaddr *)&self->names[0], &len);
-                if (got >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
-                    spin_got(self);
-                    wait = 0;
-                    break;
-                }
-                if (!spin_go(self, &spin))
-                    break;
-            }
+            } while (spin_again(self, &spin, got, &caught));
         }
-        if (wait) {
+        if (!caught) {
             len = NAME_SPACE; /* EINTR is not retried: the caller returns, and Python runs its signal handlers */
             got = recvfrom(fd, self->buffer, (size_t)self->size, flags | MSG_TRUNC, (struct sockaddr *)&self->names[0],
                            &len);
