@@ -7,7 +7,8 @@ next to its peer's. Throughput: ``sockperf throughput`` offers a stream of 64-by
 ``RcvbufErrors`` in /proc/net/snmp, in a network namespace of our own when root) say how much of it
 each server took; udpkit's own count is shown beside. Ping-pong: one client, one request in flight,
 round trips per second and the p50/p99 round-trip time, medians of alternating half-second
-rounds with every server up (udpkit with its busy poll, and without: ``--busy-poll 0``). Window: one client with 1 to 128 requests in flight (``--windows``),
+rounds with every server up (udpkit with its busy poll, without it (``--busy-poll 0``), and on a
+wildcard address). Window: one client with 1 to 128 requests in flight (``--windows``),
 answers a second, the same way.
 
 ``sockperf ping-pong`` cannot measure an RFC 862 echo service — it discards any answer that still
@@ -195,6 +196,8 @@ def ping_pong_part(args: argparse.Namespace, udpkit: list[str], port: int) -> No
         # the same without its busy poll (each wait sleeps at once, as sockperf's does)
         ("  ... --busy-poll 0", [*udpkit, "127.0.0.1:{port}", "--respond", "echo", "--rate-limit", "0",
                                  "--busy-poll", "0"]),
+        # one wildcard socket: each reply from the address its request came to (IP_PKTINFO)
+        ("  ... on 0.0.0.0", [*udpkit, "0.0.0.0:{port}", "--respond", "echo", "--rate-limit", "0"]),
     ):
         port += 1
         servers[label] = (port, start_server([a.replace("{port}", str(port)) for a in argv]))
@@ -217,7 +220,9 @@ def ping_pong_part(args: argparse.Namespace, udpkit: list[str], port: int) -> No
         print(f"{label:<42}{rate:>10.0f}{p50:>10.1f}{p99:>10.1f}")
     ratio = results["udpkit listen --respond echo"] / max(results["sockperf server"], 1)
     unpolled = results["  ... --busy-poll 0"] / max(results["sockperf server"], 1)
-    print(f"\nudpkit echo / sockperf server round trips per second: {ratio:.3f} (--busy-poll 0: {unpolled:.3f})")
+    wildcard = results["  ... on 0.0.0.0"] / max(results["sockperf server"], 1)
+    print(f"\nudpkit echo / sockperf server round trips per second: {ratio:.3f} (--busy-poll 0: {unpolled:.3f};"
+          f" on 0.0.0.0: {wildcard:.3f})")
 
 
 def windowed(port: int, seconds: float, width: int) -> float:

@@ -216,6 +216,39 @@ def test_a_listener_on_one_socket_says_how_long_it_polls_before_each_wait(
     with Listener([Endpoint("127.0.0.1", 0, socket.AF_INET), Endpoint("::1", 0, socket.AF_INET6)],
                   respond="echo") as listener:  # two sockets: epoll waits, nothing polls
         assert not any("poll" in how for how in listener.receive_paths())
+    with Listener([Endpoint("0.0.0.0", 0, socket.AF_INET)], respond="ntp") as listener:  # epoll: receive times
+        assert "poll" not in listener.receive_paths()[0]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("rate_limit", [None, 100.0], ids=["no budget (reflect)", "a budget per peer"])
+def test_one_wildcard_socket_waits_without_epoll_and_answers_from_each_destination(
+        monkeypatch: pytest.MonkeyPatch, kind: str, rate_limit: float | None) -> None:
+    """An echo on 0.0.0.0 alone is served by the blocking loop (with the C batch, polling): each
+    request answered from the address it was sent to, a broadcast left unanswered, every datagram
+    counted."""
+    from tests.integration.conftest import eventually
+    from udpkit.listen import Listener
+
+    monkeypatch.setenv("UDPKIT_MMSG", kind)
+    with Listener([Endpoint("0.0.0.0", 0, socket.AF_INET)], respond=Echo(rate_limit=rate_limit)) as listener:
+        how = listener.receive_paths()[0]
+        assert how.split(": ")[1].startswith("wildcard") and ("polling 50 µs" in how) == (kind == "c"), how
+        listener.start()
+        port = listener.bound[0].port
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(2)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            client.sendto(b"to all", ("255.255.255.255", port))
+            for n in range(40):
+                target = f"127.0.0.{1 + n % 3}"
+                client.sendto(b"%d" % n, (target, port))
+                assert client.recvfrom(64) == (b"%d" % n, (target, port))
+            assert eventually(lambda: listener.stats.datagrams_in == 41, timeout=5)
+        listener.stop()
+        listener.join()
+    stats = listener.stats
+    assert (stats.datagrams_in, stats.datagrams_out) == (41, 40) and stats.faults == {"not_unicast": 1}
 
 
 def test_the_test_command_builds_the_c_extension() -> None:

@@ -276,7 +276,7 @@ class Listener:
             else:
                 how = batched + (" and sendmmsg" if path in (paths.PLAIN, paths.TIMED, paths.BLOCKING, paths.WILDCARD)
                                  else "")
-            if path == paths.BLOCKING and self._paths == [paths.BLOCKING] and self._busy_poll:
+            if self._blocks() and self._busy_poll:
                 window = self.config.busy_poll_us
                 how += f", polling {window} µs before each wait" if window else ", no busy poll"
             out.append(f"udp {ep}: {path}, {how}")
@@ -350,7 +350,7 @@ class Listener:
             self.open()
         duration = self.config.duration
         deadline = None if duration is None else time.monotonic() + duration
-        if self._paths == [paths.BLOCKING]:
+        if self._blocks():
             if not self._reactor.stopping:
                 self._serve_blocking(deadline)
             return self.stats
@@ -365,6 +365,14 @@ class Listener:
         if self.sink is not None:
             self.sink.flush()
         return self.stats
+
+    def _blocks(self) -> bool:
+        """Whether the one listening socket is served by a blocking wait, without epoll: bound to one
+        unicast address (BLOCKING), or to a wildcard when a batch reads each datagram's destination
+        and no receive time is needed (its waits then poll too, see ``Batch.busy_poll_ns``)."""
+        if self._paths == [paths.BLOCKING]:
+            return True
+        return self._paths == [paths.WILDCARD] and self._batch is not None and not self.capabilities.uses_time
 
     def _step(self, deadline: float | None) -> tuple[bool, float]:
         """After each wake-up: flush the recording, end idle sessions; whether the deadline passed,
