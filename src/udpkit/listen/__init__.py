@@ -10,5 +10,5 @@ from udpkit.listen.listener import Listener, ListenerStats
 from udpkit.listen.privileges import drop_privileges, resolve_user
 from udpkit.listen.sinks import FORMATS, Sink
 
-__all__ = ["DEFAULT_BUSY_POLL_US", "DEFAULT_IDLE_TIMEOUT", "FORMATS", "Listener", "ListenerConfig", "ListenerStats", "Sink", "Workers",
-           "drop_privileges", "install_signals", "resolve_user", "session_cap"]
+__all__ = ["DEFAULT_BUSY_POLL_US", "DEFAULT_IDLE_TIMEOUT", "FORMATS", "Listener", "ListenerConfig", "ListenerStats",
+           "Sink", "Workers", "drop_privileges", "install_signals", "resolve_user", "session_cap"]

@@ -20,8 +20,8 @@ from udpkit.errors import UsageError
 from udpkit.listen.streams import StreamTarget
 from udpkit.net import BindOptions
 
-__all__ = ["DEFAULT_BUSY_POLL_US", "DEFAULT_IDLE_TIMEOUT", "ListenerConfig", "MAX_BUSY_POLL_US", "MAX_PROGRAMS", "Network",
-           "session_cap"]
+__all__ = ["DEFAULT_BUSY_POLL_US", "DEFAULT_IDLE_TIMEOUT", "ListenerConfig", "MAX_BUSY_POLL_US", "MAX_PROGRAMS",
+           "Network", "session_cap"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: Seconds without traffic after which a session ends, unless told otherwise (0: never).
