@@ -162,6 +162,30 @@ def test_datagrams_to_groups_and_broadcasts_are_not_answered_and_stop_nothing(la
     assert "not_unicast 12" in summary, summary
 
 
+@pytest.mark.parametrize("service", ["echo", "echo-reflect", "dns-kept"])
+def test_one_wildcard_socket_in_the_blocking_loop_leaves_groups_and_broadcasts_unanswered(
+        lan: tuple[Host, Host], service: str) -> None:
+    """A lone 0.0.0.0 socket whose service needs no receive time waits without epoll (and polls):
+    the same rules there — a group or broadcast datagram counted, never answered, the unicast
+    client still served, from the address it asked."""
+    server_host, client = lan
+    flags, request = SERVICES[service]
+    server = Server(server_host, "listen", f"0.0.0.0:{PORT}", *flags)
+    try:
+        wait_bound(server_host, PORT)
+        assert legit(client, SERVER4, payload=request), f"{service} does not answer on 0.0.0.0"
+        same = ["--payload", request.hex()]
+        assert client.peer("group", "224.0.0.1", str(PORT), "--iface", client.iface, *same)["replies"] == 0
+        for broadcast in ("10.98.0.255", "255.255.255.255"):
+            assert client.peer("group", broadcast, str(PORT), "--iface", client.iface, "--broadcast",
+                               *same)["replies"] == 0
+        assert server.alive()
+        assert legit(client, SERVER4, payload=request), f"{service} no longer answers on 0.0.0.0"
+    finally:
+        summary = server.stop()
+    assert "not_unicast 9" in summary, summary
+
+
 def test_answering_groups_is_a_choice(lan: tuple[Host, Host]) -> None:
     server_host, client = lan
     server = Server(server_host, "listen", str(PORT), "--respond", "echo", "--answer-groups")
