@@ -110,6 +110,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="turns per server and load (ABBA order)")
     parser.add_argument("--clients", type=int, default=4, help="dnsperf's client sockets (source ports)")
     parser.add_argument("--busy", action="store_true", help="keep a competing busy loop running")
+    parser.add_argument("--both-families", action="store_true",
+                        help="udpkit on the port alone (a socket a family, as `udpkit listen 53`), not 127.0.0.1")
     parser.add_argument("--udpkit-arg", dest="udpkit_args", action="append", default=[], metavar="ARG",
                         help="one more argument for udpkit listen (e.g. --udpkit-arg=--busy-poll --udpkit-arg=0)")
     args = parser.parse_args()
@@ -130,7 +132,8 @@ def main() -> int:
                             f"  rrl-whitelist-ratelimit: 0\nremote-control:\n  control-enable: no\n"
                             f"zone:\n  name: example.test\n  zonefile: {zone.name}\n")
             servers = {
-                "udpkit": subprocess.Popen(["taskset", "-c", "0", udpkit, "listen", f"127.0.0.1:{UDPKIT_PORT}",
+                "udpkit": subprocess.Popen(["taskset", "-c", "0", udpkit, "listen",
+                                            str(UDPKIT_PORT) if args.both_families else f"127.0.0.1:{UDPKIT_PORT}",
                                             "--respond", "dns", "--zone", str(zone), "--rate-limit", "0",
                                             "--rcvbuf", str(1 << 20), *args.udpkit_args],
                                            stderr=subprocess.DEVNULL),

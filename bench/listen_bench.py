@@ -198,6 +198,8 @@ def ping_pong_part(args: argparse.Namespace, udpkit: list[str], port: int) -> No
                                  "--busy-poll", "0"]),
         # one wildcard socket: each reply from the address its request came to (IP_PKTINFO)
         ("  ... on 0.0.0.0", [*udpkit, "0.0.0.0:{port}", "--respond", "echo", "--rate-limit", "0"]),
+        # the default: a port alone, so one socket for each family, waited on together with epoll
+        ("  ... PORT (both families)", [*udpkit, "{port}", "--respond", "echo", "--rate-limit", "0"]),
     ):
         port += 1
         servers[label] = (port, start_server([a.replace("{port}", str(port)) for a in argv]))
@@ -221,8 +223,9 @@ def ping_pong_part(args: argparse.Namespace, udpkit: list[str], port: int) -> No
     ratio = results["udpkit listen --respond echo"] / max(results["sockperf server"], 1)
     unpolled = results["  ... --busy-poll 0"] / max(results["sockperf server"], 1)
     wildcard = results["  ... on 0.0.0.0"] / max(results["sockperf server"], 1)
+    both = results["  ... PORT (both families)"] / max(results["sockperf server"], 1)
     print(f"\nudpkit echo / sockperf server round trips per second: {ratio:.3f} (--busy-poll 0: {unpolled:.3f};"
-          f" on 0.0.0.0: {wildcard:.3f})")
+          f" on 0.0.0.0: {wildcard:.3f}; PORT, both families: {both:.3f})")
 
 
 def windowed(port: int, seconds: float, width: int) -> float:

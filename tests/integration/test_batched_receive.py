@@ -194,11 +194,11 @@ def test_without_the_extension_or_when_told_the_listener_reads_one_datagram_per_
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("respond", ["echo (reflect)", "echo", "dns"])
-def test_a_listener_on_one_socket_says_how_long_it_polls_before_each_wait(
+def test_a_listener_that_waits_says_how_long_it_polls_before_each_wait(
         monkeypatch: pytest.MonkeyPatch, kind: str, respond: str) -> None:
-    """One socket answering: the receive path names the busy-poll window (50 µs by default, none
-    when asked for 0); the C batch reports what the poll did; ctypes' waits do not poll, and it
-    says nothing of one."""
+    """One socket answering, or one for each family: the receive path names the busy-poll window
+    (50 µs by default, none when asked for 0) and, for two, that one wait in C covers both; the C
+    batch reports what the poll did; ctypes' waits do not poll, and it says nothing of one."""
     from udpkit.listen import Listener
 
     monkeypatch.setenv("UDPKIT_MMSG", kind)
@@ -213,9 +213,14 @@ def test_a_listener_on_one_socket_says_how_long_it_polls_before_each_wait(
                 assert listener.busy_poll() == (0, 0, 0)
             else:
                 assert "poll" not in how and listener.busy_poll() is None, how
-    with Listener([Endpoint("127.0.0.1", 0, socket.AF_INET), Endpoint("::1", 0, socket.AF_INET6)],
-                  respond="echo") as listener:  # two sockets: epoll waits, nothing polls
-        assert not any("poll" in how for how in listener.receive_paths())
+        with Listener([Endpoint("127.0.0.1", 0, socket.AF_INET), Endpoint("::1", 0, socket.AF_INET6)],
+                      respond=responder, **more) as listener:  # a socket a family: one wait for both
+            for how in listener.receive_paths():
+                if kind == "c":
+                    assert how.endswith(", one wait for all 2 sockets (epoll in C)" + said), how
+                    assert listener.busy_poll() == (0, 0, 0)
+                else:
+                    assert "poll" not in how and "one wait" not in how, how
     with Listener([Endpoint("0.0.0.0", 0, socket.AF_INET)], respond="ntp") as listener:  # epoll: receive times
         assert "poll" not in listener.receive_paths()[0]
 
@@ -700,6 +705,209 @@ def test_reflect_in_rounds_is_an_echo_servers_loop_that_hands_back_what_it_canno
     assert max(c[0] for c in calls) > 16  # many round trips a call, not one
     assert [r.data for r in calls[-1][6]] == [b"low"] and not any(c[5] or c[7] for c in calls)
     assert idle[:1] == woken[:1] == (0,) and idle[7] == woken[7] == 0
+
+
+@contextlib.contextmanager
+def two_families_waited_together(busy_poll_ns: int = 0, wait_ms: int = 2000) -> Iterator[
+        tuple[Batch, socket.socket, socket.socket, int]]:
+    """A C batch whose blocking receives wait on an epoll set of a v4 and a v6 socket (non-blocking,
+    as the listener leaves them) and a pipe's read end; yields (batch, v4, v6, the pipe's write end)."""
+    import os
+    import select
+
+    if "c" not in KINDS:
+        pytest.skip("waiting on a set is the C batch's")
+    v4 = bind_udp(Endpoint("127.0.0.1", 0, socket.AF_INET), BindOptions(pktinfo=False))
+    v6 = bind_udp(Endpoint("::1", 0, socket.AF_INET6), BindOptions(pktinfo=False))
+    wake_r, wake_w = os.pipe()
+    batch = batch_of("c")
+    with v4, v6, select.epoll() as waits:
+        for fd in (v4.fileno(), v6.fileno(), wake_r):
+            waits.register(fd, select.EPOLLIN)
+        v4.setblocking(False)
+        v6.setblocking(False)
+        batch.wait_epoll, batch.wait_ms = waits.fileno(), wait_ms  # type: ignore[attr-defined]
+        batch.busy_poll_ns = busy_poll_ns  # type: ignore[attr-defined]
+        try:
+            yield batch, v4, v6, wake_w
+        finally:
+            os.close(wake_r)
+            os.close(wake_w)
+
+
+def test_a_wait_on_a_set_of_sockets_answers_its_own_and_names_the_one_that_is_ready_instead() -> None:
+    """``wait_epoll``: a blocking receive on one socket of the set returns with nothing, naming the
+    other (``wait_ready``), when a datagram comes to the other first, and echoes its own as
+    before; when both have one it answers its own and still names the other (so the caller can be
+    fair); a byte on the pipe (``stop()``) or ``wait_ms`` ends an empty wait."""
+    import os
+
+    MSG_WAITFORONE = 0x10000
+    with two_families_waited_together(wait_ms=300) as (batch, v4, v6, wake_w), \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c4, \
+            socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as c6:
+        c4.settimeout(2)
+        c6.settimeout(2)
+        c6.sendto(b"six", v6.getsockname())
+        time.sleep(0.05)
+        started = time.monotonic()
+        other = batch.reflect(v4.fileno(), MSG_WAITFORONE, 1024, 16)
+        assert time.monotonic() - started < 0.2 and other[0] == 0 and other[7] == 0
+        assert batch.wait_ready == v6.fileno()  # type: ignore[attr-defined]
+        own = batch.reflect(v6.fileno(), MSG_WAITFORONE, 1024, 1)
+        assert own[0] == 1 and c6.recv(64) == b"six"
+        c4.sendto(b"four", v4.getsockname())
+        c6.sendto(b"six again", v6.getsockname())
+        time.sleep(0.05)
+        both = batch.reflect(v4.fileno(), MSG_WAITFORONE, 1024, 1)
+        assert both[0] == 1 and c4.recv(64) == b"four"
+        assert batch.wait_ready == v6.fileno()  # type: ignore[attr-defined]
+        assert batch.reflect(v6.fileno(), MSG_WAITFORONE, 1024, 1)[0] == 1 and c6.recv(64) == b"six again"
+        started = time.monotonic()
+        idle = batch.reflect(v4.fileno(), MSG_WAITFORONE, 1024, 16)  # nothing comes: wait_ms ends it
+        waited = time.monotonic() - started
+        assert idle[0] == 0 and idle[7] == 0 and 0.25 < waited < 1.5, waited
+        assert batch.wait_ready == -1  # type: ignore[attr-defined]
+        os.write(wake_w, b"x")
+        started = time.monotonic()
+        woken = batch.reflect(v6.fileno(), MSG_WAITFORONE, 1024, 16)
+        assert woken[0] == 0 and time.monotonic() - started < 0.2
+        assert batch.wait_ready not in (-1, v4.fileno(), v6.fileno())  # type: ignore[attr-defined]
+        # the general read (Batch.receive) waits the same way
+        c4.sendto(b"read me", v4.getsockname())
+        assert [r.data for r in batch.receive(v6.fileno(), MSG_WAITFORONE)] == []
+        assert [r.data for r in batch.receive(v4.fileno(), MSG_WAITFORONE)] == [b"read me"]
+
+
+def test_a_wait_on_a_set_polls_first_and_catches_what_is_already_queued() -> None:
+    """With a busy-poll window, the wait on the set polls (``epoll_wait`` with no timeout) before it
+    sleeps: requests queued before each call are caught awake, one per wait."""
+    MSG_WAITFORONE = 0x10000
+    with two_families_waited_together(busy_poll_ns=1_000_000) as (batch, v4, v6, _wake), \
+            socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as c6:
+        c6.settimeout(2)
+        for n in range(20):
+            c6.sendto(b"%d" % n, v6.getsockname())
+            time.sleep(0.002)
+            assert batch.reflect(v6.fileno(), MSG_WAITFORONE, 1024, 1)[0] == 1
+            assert c6.recv(64) == b"%d" % n
+        assert batch.spin_caught == 20  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif("c" not in KINDS, reason="waiting on a set is the C batch's")
+def test_a_flood_on_one_family_leaves_the_other_served(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listener with a socket a family (``udpkit listen PORT``) serves both from one wait: while
+    a v4 sender keeps the v4 socket's queue full (batches of 64 with ``sendmmsg``, for 1.5 s), a v6
+    client that waits for each answer is answered every time, and the v4 datagrams are echoed
+    too."""
+    import threading
+
+    from udpkit.listen import Listener
+
+    monkeypatch.setenv("UDPKIT_MMSG", "c")
+    flooding = threading.Event()
+    sent = [0]
+
+    def flood(port: int) -> None:
+        batch = batch_of("c", ancillary=False)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            tx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # (its echoes mostly dropped: not read)
+            messages = [(b"flood", ("127.0.0.1", port))] * 64
+            end = time.monotonic() + 1.5
+            flooding.set()
+            while time.monotonic() < end and sent[0] < 5_000_000:
+                try:
+                    sent[0] += batch.send(tx.fileno(), socket.AF_INET, messages)
+                except OSError:
+                    pass
+
+    with Listener([Endpoint("0.0.0.0", 0, socket.AF_INET), Endpoint("::", 0, socket.AF_INET6)],
+                  respond=Echo(rate_limit=None)) as listener:
+        assert all("one wait for all 2 sockets" in how for how in listener.receive_paths())
+        listener.start()
+        port = listener.bound[0].port
+        flooder = threading.Thread(target=flood, args=(port,))
+        flooder.start()
+        answered = 0
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as c6:
+            c6.settimeout(1.0)
+            assert flooding.wait(5)
+            for n in range(100):
+                c6.sendto(b"v6 %d" % n, ("::1", port))
+                try:
+                    answered += c6.recv(64) == b"v6 %d" % n
+                except TimeoutError:
+                    pass
+        flooder.join(10)
+        listener.stop()
+        listener.join()
+    stats = listener.stats
+    assert answered == 100
+    assert stats.datagrams_in > 10_000 and stats.datagrams_out > 10_000, stats
+
+
+@pytest.mark.skipif("c" not in KINDS, reason="waiting on a set is the C batch's")
+def test_a_listener_waiting_on_a_set_stops_at_once_and_ends_at_its_duration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ``shutdown`` wakes a wait on several sockets: ``stop()`` ends it through the reactor's
+    pipe at once, and a duration ends it on time with no datagram coming."""
+    from udpkit.listen import Listener
+
+    monkeypatch.setenv("UDPKIT_MMSG", "c")
+    endpoints = [Endpoint("127.0.0.1", 0, socket.AF_INET), Endpoint("::1", 0, socket.AF_INET6)]
+    with Listener(endpoints, respond="echo") as listener:
+        listener.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        listener.stop()
+        listener.join(5)
+        assert time.monotonic() - started < 0.5
+    with Listener(endpoints, respond="echo", duration=0.6) as timed:
+        started = time.monotonic()
+        timed.serve()
+        assert 0.55 < time.monotonic() - started < 1.5
+
+
+def test_reflect_answers_a_wildcard_client_that_waits_from_each_destination_and_hands_back_a_broadcast() -> None:
+    """On a wildcard socket (each datagram's destination read), the echo loop for a client that
+    waits for each answer reads one datagram at a time (``recvmsg``) and answers it from the address
+    it came to (``sendmsg`` with ``IP_PKTINFO``); a broadcast from that same client in the middle
+    is handed back, not echoed, and the loop goes on."""
+    import threading
+
+    if "c" not in KINDS:
+        pytest.skip("rounds are the C batch's")
+    server = wildcard_receiver()
+    server.setblocking(True)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, 200_000))
+    port = server.getsockname()[1]
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.settimeout(2)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    answers: list[tuple[bytes, Any]] = []
+    expected: list[tuple[bytes, Any]] = []
+
+    def ping_pong() -> None:
+        for n in range(300):
+            if n == 150:
+                client.sendto(b"to all", ("127.255.255.255", port))  # lo's broadcast: the same sender
+            target = f"127.0.0.{1 + n % 3}"
+            expected.append((b"%d" % n, (target, port)))
+            client.sendto(b"%d" % n, (target, port))
+            answers.append(client.recvfrom(100))
+
+    thread = threading.Thread(target=ping_pong)
+    batch = batch_of("c", ancillary=True)
+    calls = []
+    with server, client:
+        thread.start()
+        deadline = time.monotonic() + 20
+        while thread.is_alive() and time.monotonic() < deadline:
+            calls.append(batch.reflect(server.fileno(), 0x10000, 1024, 64))  # MSG_WAITFORONE
+        thread.join(5)
+    assert answers == expected
+    assert sum(c[0] for c in calls) == sum(c[3] for c in calls) == 300 and not any(c[5] or c[7] for c in calls)
+    rest = [record for c in calls for record in c[6]]
+    assert [(r.data, r.unicast) for r in rest] == [(b"to all", False)]
 
 
 def _ping_pong_served(batch: Batch, requests: int, gap: float) -> list[bytes]:

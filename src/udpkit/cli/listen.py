@@ -112,7 +112,7 @@ def build_parser() -> Parser:
                    help="after binding, drop root privileges to USER (keeping only CAP_NET_BIND_SERVICE when"
                         " --fork sessions need a port below 1024); --out is then opened as USER")
     p.add_argument("--busy-poll", type=_whole_number, metavar="USEC",
-                   help=f"answering on one socket (one address): poll up to USEC microseconds for the next request"
+                   help=f"answering without sessions (echo, DNS; not NTP): poll up to USEC microseconds for the next request"
                         f" before sleeping (default {DEFAULT_BUSY_POLL_US}; 0: never); a client waiting for each"
                         f" answer then finds the core awake. It backs off when the core is wanted or requests come"
                         f" slower, so an idle or shared server costs next to nothing")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
 import struct
 import time
@@ -52,6 +53,9 @@ from udpkit.services.base import capabilities
 __all__ = ["Listener", "ListenerStats"]
 
 BATCH = 64
+#: Rounds one blocking call gives one socket of several before the others are looked at (the epoll
+#: path's 16 batches a wake-up): a flood on one family keeps the other waiting that long at most.
+SET_ROUNDS = 16
 _NO_PEER = object()
 #: sendmmsg messages sent per fresh trailer: the transmit time's age bound (see _send_batch)
 TRAILER_MESSAGES = 16
@@ -277,6 +281,8 @@ class Listener:
                 how = batched + (" and sendmmsg" if path in (paths.PLAIN, paths.TIMED, paths.BLOCKING, paths.WILDCARD)
                                  else "")
             if self._blocks() and self._busy_poll:
+                if len(self._paths) > 1:
+                    how += f", one wait for all {len(self._paths)} sockets (epoll in C)"
                 window = self.config.busy_poll_us
                 how += f", polling {window} µs before each wait" if window else ", no busy poll"
             out.append(f"udp {ep}: {path}, {how}")
@@ -367,12 +373,25 @@ class Listener:
         return self.stats
 
     def _blocks(self) -> bool:
-        """Whether the one listening socket is served by a blocking wait, without epoll: bound to one
-        unicast address (BLOCKING), or to a wildcard when a batch reads each datagram's destination
-        and no receive time is needed (its waits then poll too, see ``Batch.busy_poll_ns``)."""
+        """Whether the listening sockets are served by a blocking wait, not the reactor: one socket
+        bound to one unicast address (BLOCKING); one bound to a wildcard when a batch reads each
+        datagram's destination and no receive time is needed; or several such (:meth:`_waits_on_set`).
+        A blocking wait in the C batch polls before it sleeps (``Batch.busy_poll_ns``)."""
         if self._paths == [paths.BLOCKING]:
             return True
-        return self._paths == [paths.WILDCARD] and self._batch is not None and not self.capabilities.uses_time
+        if self._batch is None or self.capabilities.uses_time:
+            return False
+        return self._paths == [paths.WILDCARD] or self._waits_on_set()
+
+    def _waits_on_set(self) -> bool:
+        """Several listening sockets that each answer without routing (PLAIN, WILDCARD: the two
+        families of ``udpkit listen PORT``), served by one blocking loop whose receives wait on all
+        of them at once: the C batch's ``wait_epoll``. The reactor's path instead pays a Python
+        wake-up, a dispatch and a receive that finds nothing each time, and cannot poll: 0.74×
+        ``sockperf server``'s echo round trips, against 2.4× for one socket (bench/listen_bench.py)."""
+        return (len(self._paths) > 1 and all(path in (paths.PLAIN, paths.WILDCARD) for path in self._paths)
+                and self._batch is not None and hasattr(self._batch, "wait_epoll")
+                and not self.capabilities.uses_time)
 
     def _step(self, deadline: float | None) -> tuple[bool, float]:
         """After each wake-up: flush the recording, end idle sessions; whether the deadline passed,
@@ -826,12 +845,14 @@ class Listener:
         """The one socket answered datagram by datagram (:func:`~udpkit.net.loops.serve_blocking`),
         or a batch at a time with a blocking ``recvmmsg`` (``MSG_WAITFORONE``: wait for the first,
         take what else is queued) and ``sendmmsg``. ``stop()`` interrupts the wait with
-        ``shutdown(SHUT_RD)`` on ``_single``."""
+        ``shutdown(SHUT_RD)`` on ``_single``. Several sockets: :meth:`_serve_blocking_set`."""
         sock = self._sockets[0]
-        self._single = sock
+        self._single = sock if len(self._sockets) == 1 else None  # (several: stop() wakes the set's wait)
 
         def serve() -> None:
-            if self._batch is not None:
+            if len(self._sockets) > 1:
+                self._serve_blocking_set(deadline)
+            elif self._batch is not None:
                 self._serve_blocking_batched(sock, deadline)
             else:
                 serve_blocking(sock, self._plain_answerer(0, sock), deadline=deadline,
@@ -848,7 +869,7 @@ class Listener:
 
     def _serve_blocking_batched(self, sock: socket.socket, deadline: float | None) -> None:
         assert self._batch is not None
-        receive_batch, fd, reactor = self._batch.receive, sock.fileno(), self._reactor
+        reactor = self._reactor
         # A blocking socket; with a deadline, its waits end every 250 ms (SO_RCVTIMEO) to look at it.
         # Without, no timeout: it would arm a timer each time the socket sleeps (2 % of an echo round
         # trip), and stop() wakes the wait with shutdown(SHUT_RD) (see serve_beside_main for signals).
@@ -861,25 +882,64 @@ class Listener:
             while not reactor.stopping:
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-                if lowest is not None:  # the echo loop itself in C, up to 64 rounds a call
-                    self._reflect(0, sock, MSG_WAITFORONE, lowest, BATCH)
-                    self._peers.settle()
-                    continue
-                if kept is not None:  # answers given before given again in C, the rest by the responder
-                    self._answer_kept(0, sock, kept, MSG_WAITFORONE, False)
-                    self._peers.settle()
-                    continue
-                try:
-                    got = receive_batch(fd, MSG_WAITFORONE)
-                except OSError as exc:
-                    self._count_socket_error(exc)
-                    continue
-                if got and self._answer_batch(0, sock, got, False):
+                if self._blocking_call(0, sock, lowest, kept, BATCH):
                     break
                 self._peers.settle()
         finally:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, 0))
             sock.setblocking(False)
+
+    def _serve_blocking_set(self, deadline: float | None) -> None:
+        """Several sockets in one blocking loop (see :meth:`_waits_on_set`). Each call serves one
+        socket; its blocking receives wait, in C, on an epoll set of every socket and the reactor's
+        wake-up pipe (so ``stop()`` needs no ``shutdown``), polling first as one socket's do. A wait
+        that another socket ends returns at once, naming it (``wait_ready``), and that one is served
+        next; a call gives one socket ``SET_ROUNDS`` rounds at most. The sockets stay non-blocking:
+        each receive follows a wait that found it readable."""
+        batch = self._batch
+        assert batch is not None
+        reactor = self._reactor
+        reactor.open()
+        sockets = self._sockets
+        index_of = {sock.fileno(): index for index, sock in enumerate(sockets)}
+        lowest = self._reflect_from()
+        kept = self._kept_answers()
+        index = 0
+        with select.epoll() as waits:
+            for fd in index_of:
+                waits.register(fd, select.EPOLLIN)
+            waits.register(reactor.wake_fd, select.EPOLLIN)
+            batch.wait_epoll = waits.fileno()  # type: ignore[attr-defined]
+            batch.wait_ms = -1 if deadline is None else 250  # type: ignore[attr-defined]
+            try:
+                while not reactor.stopping:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        break
+                    if self._blocking_call(index, sockets[index], lowest, kept, SET_ROUNDS):
+                        break
+                    self._peers.settle()
+                    index = index_of.get(batch.wait_ready, index)  # type: ignore[attr-defined]
+            finally:
+                batch.wait_epoll = batch.wait_ms = -1  # type: ignore[attr-defined]
+
+    def _blocking_call(self, index: int, sock: socket.socket, lowest: int | None, kept: Any, rounds: int) -> bool:
+        """One call of the blocking loop on socket ``index``: it waits for the first datagram, then
+        answers what is queued (``MSG_WAITFORONE``). An echo is answered in C for up to ``rounds``
+        rounds (reflect); answers given before, in C (answer_kept); else a batch through the
+        responder. ``True`` once ``count`` is reached."""
+        assert self._batch is not None
+        if lowest is not None:
+            self._reflect(index, sock, MSG_WAITFORONE, lowest, rounds)
+            return False
+        if kept is not None:
+            self._answer_kept(index, sock, kept, MSG_WAITFORONE, False)
+            return False
+        try:
+            got = self._batch.receive(sock.fileno(), MSG_WAITFORONE)
+        except OSError as exc:
+            self._count_socket_error(exc)
+            return False
+        return bool(got) and self._answer_batch(index, sock, got, False)
 
     def _drain_discard(self, sock: socket.socket, session: Session | None = None) -> bool:
         """Read without a per-datagram object (see ``paths.DISCARD``); ``True`` once ``count`` is reached.

@@ -37,6 +37,12 @@ class Reactor:
     def stopping(self) -> bool:
         return self._stopping
 
+    @property
+    def wake_fd(self) -> int:
+        """The wake-up pipe's read end (after ``open``), readable once ``stop()`` was called: a loop
+        that waits elsewhere (the listener's blocking loop on several sockets) watches it too."""
+        return self._wake_r
+
     def open(self) -> None:
         if self._wake_r < 0:
             self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

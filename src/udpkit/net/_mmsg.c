@@ -22,6 +22,7 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -86,6 +87,9 @@ typedef struct {
     long long busy_poll_ns, spin_resume_ns;
     unsigned int spin_misses;
     unsigned long long spin_caught, spin_idle, spin_preempted;
+    /* a blocking receive's wait on an epoll set of several sockets (see wait_in_set): the set (-1: wait on
+     * the socket itself), the longest wait in ms (-1: none), and the last other descriptor it found ready */
+    int wait_epoll, wait_ms, wait_ready;
 } Batch;
 
 static void Batch_dealloc(Batch *self) {
@@ -140,6 +144,7 @@ static int Batch_init(Batch *self, PyObject *args, PyObject *kwds) {
     self->members = PyMem_Calloc(count, sizeof(unsigned int));
     self->gso = gso;
     self->gso_min_run = GSO_MIN_RUN;
+    self->wait_epoll = self->wait_ms = self->wait_ready = -1;
     if (!self->headers || !self->iovecs || !self->buffer || !self->names || !self->controls || !self->namelens ||
         !self->members || !self->sources) {
         PyErr_NoMemory();
@@ -406,14 +411,59 @@ static int spin_again(Batch *self, Spin *spin, ssize_t result, int *caught) {
     return 1;
 }
 
+/* A blocking receive's wait when the batch waits on an epoll set (wait_epoll >= 0): a listener with
+ * a socket for each family, whose blocking loop cannot sleep in one socket's receive. 1 when fd is
+ * readable (the caller reads it with MSG_DONTWAIT); 0 with errno EAGAIN when another descriptor of
+ * the set is (its fd in wait_ready: the owner serves it next), or the wait timed out (wait_ms) or
+ * was interrupted; -1 with errno when epoll failed. Polled first, with epoll_wait and no timeout (one
+ * call for every socket), within the busy-poll window (spin_begin). Another ready descriptor is
+ * noted even when fd is ready too, so a socket that never empties cannot keep the others waiting
+ * beyond the caller's rounds. Called without the GIL. */
+static int wait_in_set(Batch *self, int fd) {
+    struct epoll_event events[8];
+    Spin spin;
+    int polling = spin_begin(self, &spin), caught = 0;
+    for (;;) {
+        int n = epoll_wait(self->wait_epoll, events, 8, polling ? 0 : self->wait_ms);
+        if (n < 0) {
+            if (errno != EINTR)
+                return -1;
+            n = 0;
+            polling = 0;
+        } else if (n == 0 && polling) {
+            errno = EAGAIN;
+            polling = spin_again(self, &spin, -1, &caught);
+            continue;
+        }
+        if (n > 0 && polling)
+            spin_again(self, &spin, n, &caught); /* (counts the catch, resets the back-off) */
+        int mine = 0;
+        self->wait_ready = -1;
+        for (int i = 0; i < n; i++) {
+            if (events[i].data.fd == fd)
+                mine = 1;
+            else if (self->wait_ready < 0)
+                self->wait_ready = events[i].data.fd;
+        }
+        if (!mine)
+            errno = EAGAIN;
+        return mine;
+    }
+}
+
 /* One recvmmsg into the batch's arrays. A blocking wait for the first datagram (MSG_WAITFORONE
- * without MSG_DONTWAIT) polls first, within the busy-poll window (spin_begin). */
+ * without MSG_DONTWAIT) polls first, within the busy-poll window (spin_begin), or waits on the
+ * batch's epoll set (wait_in_set). */
 static int receive_call(Batch *self, int fd, int flags) {
     prepare_receive(self);
     int n = -1, caught = 0;
     Spin spin;
     Py_BEGIN_ALLOW_THREADS
-    if ((flags & MSG_WAITFORONE) && !(flags & MSG_DONTWAIT) && spin_begin(self, &spin)) {
+    if ((flags & MSG_WAITFORONE) && !(flags & MSG_DONTWAIT) && self->wait_epoll >= 0) {
+        caught = 1;
+        if (wait_in_set(self, fd) > 0)
+            n = recvmmsg(fd, self->headers, self->count, flags | MSG_DONTWAIT, NULL);
+    } else if ((flags & MSG_WAITFORONE) && !(flags & MSG_DONTWAIT) && spin_begin(self, &spin)) {
         do { /* (a receive that finds nothing changes none of the headers) */
             n = recvmmsg(fd, self->headers, self->count, flags | MSG_DONTWAIT, NULL);
         } while (spin_again(self, &spin, n, &caught));
@@ -817,30 +867,88 @@ static int repeats_sender(const Batch *self, socklen_t len, int lowest) {
            memcmp(name, &self->last_name, len) == 0;
 }
 
+/* Message 0's reply: `reply` bytes of its place in the buffer to names[0], from *from when it names
+ * a source (sendmsg with IP_PKTINFO / IPV6_PKTINFO, as group_messages lays one out), else with
+ * sendto. Without the GIL; EINTR is retried. */
+static ssize_t send_reply0(Batch *self, int fd, size_t reply, const Source *from) {
+    ssize_t out;
+    if (from->family == 0) {
+        do {
+            out = sendto(fd, self->buffer, reply, 0, (struct sockaddr *)&self->names[0], self->namelens[0]);
+        } while (out < 0 && errno == EINTR);
+        return out;
+    }
+    union {
+        char space[CMSG_SPACE(sizeof(struct in6_pktinfo))];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof control);
+    struct iovec iov = {self->buffer, reply};
+    const int v4 = from->family == AF_INET;
+    struct msghdr h = {.msg_name = &self->names[0], .msg_namelen = self->namelens[0], .msg_iov = &iov,
+                       .msg_iovlen = 1, .msg_control = control.space,
+                       .msg_controllen = v4 ? CMSG_SPACE(sizeof(struct in_pktinfo))
+                                            : CMSG_SPACE(sizeof(struct in6_pktinfo))};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&h);
+    c->cmsg_level = v4 ? IPPROTO_IP : IPPROTO_IPV6;
+    c->cmsg_type = v4 ? IP_PKTINFO : IPV6_PKTINFO;
+    c->cmsg_len = v4 ? CMSG_LEN(sizeof(struct in_pktinfo)) : CMSG_LEN(sizeof(struct in6_pktinfo));
+    if (v4)
+        memcpy(CMSG_DATA(c), &from->info.v4, sizeof from->info.v4);
+    else
+        memcpy(CMSG_DATA(c), &from->info.v6, sizeof from->info.v6);
+    do {
+        out = sendmsg(fd, &h, 0);
+    } while (out < 0 && errno == EINTR);
+    return out;
+}
+
+/* One datagram into message 0's place: with recvfrom, or, with `control`, with recvmsg and its
+ * control messages (the destination) into message 0's control space. *len: the sender's length;
+ * *controllen: the control's. Without the GIL. */
+static ssize_t receive_into0(Batch *self, int fd, int flags, int control, socklen_t *len, size_t *controllen) {
+    *len = NAME_SPACE;
+    *controllen = 0;
+    if (!control)
+        return recvfrom(fd, self->buffer, (size_t)self->size, flags | MSG_TRUNC, (struct sockaddr *)&self->names[0],
+                        len);
+    struct iovec iov = {self->buffer, (size_t)self->size};
+    struct msghdr h = {.msg_name = &self->names[0], .msg_namelen = NAME_SPACE, .msg_iov = &iov, .msg_iovlen = 1,
+                       .msg_control = self->controls, .msg_controllen = CONTROL_SPACE};
+    ssize_t got = recvmsg(fd, &h, flags | MSG_TRUNC);
+    if (got >= 0) {
+        *len = h.msg_namelen;
+        *controllen = h.msg_controllen;
+    }
+    return got;
+}
+
 /* reflect()'s loop for a client that waits for each answer, in one release of the GIL: the pending
- * reply (message 0's data to names[0]) sent with sendto, the next datagram read with recvfrom into
- * message 0's place, and while it repeats the sender (repeats_sender) and more allows, echoed the
- * same way — a C echo server's loop, which measured cheaper than recvmmsg's msghdr handling and
- * cheaper than a GIL release per round trip. The datagram that ends the loop is laid out as
- * recvmmsg would have (msg_len, the sender, no control, MSG_TRUNC) for reflect's general path.
- * *echoed, *bytes, *sent, *sent_bytes grow by what the loop did; *used: the datagrams it echoed
- * itself (rounds used); *sent_errno: the errno of a refused reply (the loop ends after the receive
- * that follows it), else 0. 1, or -1 with errno when the receive failed. */
-static int receive_one(Batch *self, int fd, int flags, size_t reply, unsigned int more, int lowest,
-                       unsigned long long *echoed, long long *bytes, unsigned long long *sent,
-                       long long *sent_bytes, unsigned int *used, int *sent_errno) {
-    socklen_t len;
+ * reply (message 0's data to names[0], from *from when it names a source) sent, the next datagram
+ * read into message 0's place, and while it repeats the sender (repeats_sender), came to a unicast
+ * address and more allows, echoed the same way — a C echo server's loop, which measured cheaper
+ * than recvmmsg's msghdr handling and cheaper than a GIL release per round trip. Without `control`
+ * (a socket bound to one address) it is recvfrom and sendto; with it (a wildcard socket, which reads
+ * each datagram's destination) recvmsg, and sendmsg from that destination: one call each way and
+ * one header, where a recvmmsg round resets 64 headers and tries for a second datagram. The
+ * datagram that ends the loop is laid out as recvmmsg would have (msg_len, the sender, its control,
+ * MSG_TRUNC) for reflect's general path. *echoed, *bytes, *sent, *sent_bytes grow by what the loop
+ * did; *used: the datagrams it echoed itself (rounds used); *sent_errno: the errno of a refused
+ * reply (the loop ends after the receive that follows it), else 0. 1, or -1 with errno when the
+ * receive failed. */
+static int receive_one(Batch *self, int fd, int flags, size_t reply, const Source *pending_from, int control,
+                       unsigned int more, int lowest, unsigned long long *echoed, long long *bytes,
+                       unsigned long long *sent, long long *sent_bytes, unsigned int *used, int *sent_errno) {
+    socklen_t len = NAME_SPACE;
+    size_t controllen = 0;
     ssize_t got;
     int code = 0;
     unsigned int extra = 0;
+    Source from = *pending_from;
     Py_BEGIN_ALLOW_THREADS
     for (;;) {
         if (reply != (size_t)-1) {
-            ssize_t out;
-            do {
-                out = sendto(fd, self->buffer, reply, 0, (struct sockaddr *)&self->names[0], self->namelens[0]);
-            } while (out < 0 && errno == EINTR);
-            if (out < 0) {
+            if (send_reply0(self, fd, reply, &from) < 0) {
                 code = errno;
             } else {
                 *sent += 1;
@@ -850,20 +958,29 @@ static int receive_one(Batch *self, int fd, int flags, size_t reply, unsigned in
         }
         Spin spin;
         int caught = 0;
-        if (!(flags & MSG_DONTWAIT) && spin_begin(self, &spin)) {
+        if (!(flags & MSG_DONTWAIT) && self->wait_epoll >= 0) { /* several sockets: wait on all (wait_in_set) */
+            caught = 1;
+            got = -1;
+            if (wait_in_set(self, fd) > 0)
+                got = receive_into0(self, fd, flags | MSG_DONTWAIT, control, &len, &controllen);
+        } else if (!(flags & MSG_DONTWAIT) && spin_begin(self, &spin)) {
             do {
-                len = NAME_SPACE;
-                got = recvfrom(fd, self->buffer, (size_t)self->size, flags | MSG_TRUNC | MSG_DONTWAIT,
-                               (struct sockaddr *)&self->names[0], &len);
+                got = receive_into0(self, fd, flags | MSG_DONTWAIT, control, &len, &controllen);
             } while (spin_again(self, &spin, got, &caught));
         }
-        if (!caught) {
-            len = NAME_SPACE; /* EINTR is not retried: the caller returns, and Python runs its signal handlers */
-            got = recvfrom(fd, self->buffer, (size_t)self->size, flags | MSG_TRUNC, (struct sockaddr *)&self->names[0],
-                           &len);
-        }
+        if (!caught) /* EINTR is not retried: the caller returns, and Python runs its signal handlers */
+            got = receive_into0(self, fd, flags, control, &len, &controllen);
         if (got < 0 || code || extra == more || !repeats_sender(self, len, lowest))
             break;
+        from.family = 0;
+        if (controllen > 0) { /* its destination: to a group or a broadcast address, reflect hands it back */
+            struct msghdr h = {.msg_control = self->controls, .msg_controllen = controllen};
+            Control seen;
+            read_control(&h, &seen);
+            if (!seen.unicast)
+                break;
+            from = seen.reply_from;
+        }
         reply = got > self->size ? (size_t)self->size : (size_t)got;
         self->namelens[0] = len;
         *echoed += 1;
@@ -879,19 +996,17 @@ static int receive_one(Batch *self, int fd, int flags, size_t reply, unsigned in
     m->msg_len = (unsigned int)got;
     m->msg_hdr.msg_name = &self->names[0];
     m->msg_hdr.msg_namelen = len;
-    m->msg_hdr.msg_control = NULL;
-    m->msg_hdr.msg_controllen = 0;
+    m->msg_hdr.msg_control = controllen > 0 ? self->controls : NULL;
+    m->msg_hdr.msg_controllen = controllen;
     m->msg_hdr.msg_flags = got > self->size ? MSG_TRUNC : 0;
     return 1;
 }
 
 /* The one reply receive_one did not get to send (the loop ends, or a recvmmsg round is next). */
-static int send_one(Batch *self, int fd, size_t reply) {
+static int send_one(Batch *self, int fd, size_t reply, const Source *from) {
     ssize_t out;
     Py_BEGIN_ALLOW_THREADS
-    do {
-        out = sendto(fd, self->buffer, reply, 0, (struct sockaddr *)&self->names[0], self->namelens[0]);
-    } while (out < 0 && errno == EINTR);
+    out = send_reply0(self, fd, reply, from);
     Py_END_ALLOW_THREADS
     return out < 0 ? errno : 0;
 }
@@ -1007,8 +1122,9 @@ static PyObject *Batch_reflect(Batch *self, PyObject *args) {
     long long *received_bytes = &self->reflected_in_bytes, *sent_bytes = &self->reflected_out_bytes;
     const unsigned long long echoed_before = *echoed, sent_before = *sent;
     const long long received_before = *received_bytes, sent_bytes_before = *sent_bytes;
-    int error = 0, single = 0;
+    int error = 0, single = 0, with_control = 0;
     size_t pending = (size_t)-1; /* the length of a reply in message 0's place not sent yet */
+    Source pending_from = {0};   /* ... and its source, when it names one */
     PyObject *previous = NULL;
     for (unsigned int round = 0; round < rounds; round++) {
         /* After a round of one datagram without control messages (a client waiting for each
@@ -1020,10 +1136,10 @@ static PyObject *Batch_reflect(Batch *self, PyObject *args) {
             unsigned int used = 0, more = rounds - 1 - round;
             if (more > 63 - (round & 63))
                 more = 63 - (round & 63); /* the loop stops short of the next recvmmsg round */
-            n = receive_one(self, fd, flags & ~MSG_WAITFORONE, pending, more, lowest, echoed, received_bytes,
-                            sent, sent_bytes, &used, &code);
+            n = receive_one(self, fd, flags & ~MSG_WAITFORONE, pending, &pending_from, with_control, more, lowest, echoed,
+                            received_bytes, sent, sent_bytes, &used, &code);
             round += used;
-        } else if (pending != (size_t)-1 && (code = send_one(self, fd, pending)) != 0) {
+        } else if (pending != (size_t)-1 && (code = send_one(self, fd, pending, &pending_from)) != 0) {
             n = -2; /* the reply failed before a recvmmsg round: end here, as a failed send does */
         } else {
             if (pending != (size_t)-1) {
@@ -1045,7 +1161,8 @@ static PyObject *Batch_reflect(Batch *self, PyObject *args) {
         if (n == 0)
             break;
         int stop = code != 0; /* a reply refused: this round's datagrams are still answered */
-        single = n == 1 && self->headers[0].msg_hdr.msg_controllen == 0;
+        single = n == 1; /* the next round reads one datagram (receive_one), with its control if it had any */
+        with_control = self->headers[0].msg_hdr.msg_controllen > 0;
         /* Lay the replies out in place as send() would (names, namelens, sources, two iovecs each):
          * reply k comes from datagram i >= k, so nothing is overwritten before it is read. */
         unsigned int k = 0;
@@ -1081,10 +1198,11 @@ static PyObject *Batch_reflect(Batch *self, PyObject *args) {
                           length, NULL, 0);
         }
         *echoed += k;
-        if (k == 1 && n == 1 && self->sources[0].family == 0) {
-            /* one reply, from message 0's place: sent with sendto by the next round's receive_one
-             * (or after the loop), as a C echo server sends it */
+        if (k == 1 && n == 1) {
+            /* one reply, from message 0's place: sent by the next round's receive_one (or after
+             * the loop) with sendto, or sendmsg from its source, as a C echo server sends it */
             pending = self->iovecs[0].iov_len;
+            pending_from = self->sources[0];
             k = 0;
         }
         int refused = send_all_laid_out(self, fd, k, 0, failures, sent, sent_bytes);
@@ -1096,7 +1214,7 @@ static PyObject *Batch_reflect(Batch *self, PyObject *args) {
             break;
     }
     if (pending != (size_t)-1) {
-        int code = send_one(self, fd, pending);
+        int code = send_one(self, fd, pending, &pending_from);
         if (code && append_long(failures, code) < 0)
             goto fail;
         if (!code) {
@@ -1449,6 +1567,12 @@ static PyMemberDef Batch_members[] = {
     {"spin_idle", T_ULONGLONG, offsetof(Batch, spin_idle), READONLY, "busy polls whose window ran out"},
     {"spin_preempted", T_ULONGLONG, offsetof(Batch, spin_preempted), READONLY,
      "busy polls stopped because the core was taken"},
+    {"wait_epoll", T_INT, offsetof(Batch, wait_epoll), 0,
+     "an epoll set of several sockets a blocking receive waits on in place of its own (-1: its own): it returns\n"
+     "with nothing when another of the set's descriptors is ready first"},
+    {"wait_ms", T_INT, offsetof(Batch, wait_ms), 0, "the longest wait on wait_epoll, in ms (-1: no limit)"},
+    {"wait_ready", T_INT, offsetof(Batch, wait_ready), READONLY,
+     "the descriptor other than its own the last wait on wait_epoll found ready (-1: none)"},
     {"reflected_in", T_ULONGLONG, offsetof(Batch, reflected_in), READONLY, "datagrams reflect() echoed, in all"},
     {"reflected_in_bytes", T_LONGLONG, offsetof(Batch, reflected_in_bytes), READONLY, "their bytes"},
     {"reflected_out", T_ULONGLONG, offsetof(Batch, reflected_out), READONLY, "their replies the kernel took"},
