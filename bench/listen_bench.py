@@ -270,7 +270,8 @@ def window_part(args: argparse.Namespace, udpkit: list[str], port: int) -> None:
     servers = {}
     for label, argv in (
         ("sockperf", ["sockperf", "server", "-i", "127.0.0.1", "-p", "{port}"]),
-        ("udpkit", [*udpkit, "127.0.0.1:{port}", "--respond", "echo", "--rate-limit", "0", *args.udpkit_args]),
+        ("udpkit", [*udpkit, {"port": "{port}"}.get(args.window_on, args.window_on + ":{port}"), "--respond", "echo",
+                    "--rate-limit", "0", *args.udpkit_args]),
     ):
         port += 1
         servers[label] = (port, start_server([a.replace("{port}", str(port)) for a in argv]))
@@ -299,6 +300,8 @@ def main() -> int:
     parser.add_argument("--busy", action="store_true", help="keep a competing busy loop running")
     parser.add_argument("--only", choices=["throughput", "ping-pong", "window"], help="run one of the parts")
     parser.add_argument("--windows", default="1,4,8,16,32,64,128", help="requests in flight, for the window part")
+    parser.add_argument("--window-on", choices=["127.0.0.1", "0.0.0.0", "port"], default="127.0.0.1",
+                        help="where udpkit's echo listens in the window part (port: the port alone, both families)")
     parser.add_argument("--udpkit-arg", dest="udpkit_args", action="append", default=[], metavar="ARG",
                         help="one more argument for udpkit's echo in the window part (e.g. --udpkit-arg=--busy-poll"
                              " --udpkit-arg=0); repeatable")

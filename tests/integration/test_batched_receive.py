@@ -910,6 +910,44 @@ def test_reflect_answers_a_wildcard_client_that_waits_from_each_destination_and_
     assert [(r.data, r.unicast) for r in rest] == [(b"to all", False)]
 
 
+def test_a_wildcard_echo_loop_that_finds_requests_queued_answers_them_all_from_each_destination() -> None:
+    """Several requests in flight to a wildcard socket, with the busy poll on: a request already
+    queued when the poll starts ends the one-at-a-time loop for a batch round (see receive_one), and
+    every request is still answered once, in order, from the address it was sent to."""
+    import threading
+
+    if "c" not in KINDS:
+        pytest.skip("rounds are the C batch's")
+    server = wildcard_receiver()
+    server.setblocking(True)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, 200_000))
+    port = server.getsockname()[1]
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.settimeout(2)
+    answers: list[tuple[bytes, Any]] = []
+    expected = [(b"%d" % n, (f"127.0.0.{1 + n % 3}", port)) for n in range(8 * 60)]
+
+    def windows() -> None:
+        for first in range(0, len(expected), 8):
+            for data, to in expected[first:first + 8]:
+                client.sendto(data, to)
+            answers.extend(client.recvfrom(100) for _ in range(8))
+
+    thread = threading.Thread(target=windows)
+    batch = batch_of("c", ancillary=True)
+    batch.busy_poll_ns = 200_000  # type: ignore[attr-defined]
+    echoed = 0
+    with server, client:
+        thread.start()
+        deadline = time.monotonic() + 20
+        while thread.is_alive() and time.monotonic() < deadline:
+            call = batch.reflect(server.fileno(), 0x10000, 1024, 64)  # MSG_WAITFORONE
+            assert not (call[5] or call[6] or call[7]), call
+            echoed += call[0]
+        thread.join(5)
+    assert answers == expected and echoed == len(expected)
+
+
 def _ping_pong_served(batch: Batch, requests: int, gap: float) -> list[bytes]:
     """``requests`` round trips from a client thread that waits for each answer and ``gap`` seconds
     more before the next, served by ``batch.reflect``'s echo loop on a blocking socket: the answers."""

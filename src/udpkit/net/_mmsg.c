@@ -153,10 +153,10 @@ static int Batch_init(Batch *self, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
-/* The receive arrays as the kernel wants them: reset before every call, since it shortens the
- * name and control lengths to what it wrote. */
-static void prepare_receive(Batch *self) {
-    for (unsigned int i = 0; i < self->count; i++) {
+/* The first n receive headers as the kernel wants them: reset before every call, since it
+ * shortens the name and control lengths to what it wrote. */
+static void prepare_headers(Batch *self, unsigned int n) {
+    for (unsigned int i = 0; i < n; i++) {
         struct msghdr *h = &self->headers[i].msg_hdr;
         self->iovecs[i].iov_base = self->buffer + (size_t)i * (size_t)self->size;
         self->iovecs[i].iov_len = (size_t)self->size;
@@ -168,6 +168,10 @@ static void prepare_receive(Batch *self) {
         h->msg_controllen = self->ancillary ? CONTROL_SPACE : 0;
         h->msg_flags = 0;
     }
+}
+
+static void prepare_receive(Batch *self) {
+    prepare_headers(self, self->count);
 }
 
 /* Dotted-quad text for an IPv4 address, as inet_ntop writes it (glibc's goes through sprintf, a
@@ -419,10 +423,11 @@ static int spin_again(Batch *self, Spin *spin, ssize_t result, int *caught) {
  * call for every socket), within the busy-poll window (spin_begin). Another ready descriptor is
  * noted even when fd is ready too, so a socket that never empties cannot keep the others waiting
  * beyond the caller's rounds. Called without the GIL. */
-static int wait_in_set(Batch *self, int fd) {
+static int wait_in_set(Batch *self, int fd, int *at_once) {
     struct epoll_event events[8];
     Spin spin;
-    int polling = spin_begin(self, &spin), caught = 0;
+    int polling = spin_begin(self, &spin), caught = 0, first = polling;
+    *at_once = 0;
     for (;;) {
         int n = epoll_wait(self->wait_epoll, events, 8, polling ? 0 : self->wait_ms);
         if (n < 0) {
@@ -433,6 +438,7 @@ static int wait_in_set(Batch *self, int fd) {
         } else if (n == 0 && polling) {
             errno = EAGAIN;
             polling = spin_again(self, &spin, -1, &caught);
+            first = 0;
             continue;
         }
         if (n > 0 && polling)
@@ -447,6 +453,7 @@ static int wait_in_set(Batch *self, int fd) {
         }
         if (!mine)
             errno = EAGAIN;
+        *at_once = mine && first;
         return mine;
     }
 }
@@ -460,8 +467,9 @@ static int receive_call(Batch *self, int fd, int flags) {
     Spin spin;
     Py_BEGIN_ALLOW_THREADS
     if ((flags & MSG_WAITFORONE) && !(flags & MSG_DONTWAIT) && self->wait_epoll >= 0) {
+        int at_once;
         caught = 1;
-        if (wait_in_set(self, fd) > 0)
+        if (wait_in_set(self, fd, &at_once) > 0)
             n = recvmmsg(fd, self->headers, self->count, flags | MSG_DONTWAIT, NULL);
     } else if ((flags & MSG_WAITFORONE) && !(flags & MSG_DONTWAIT) && spin_begin(self, &spin)) {
         do { /* (a receive that finds nothing changes none of the headers) */
@@ -903,9 +911,10 @@ static ssize_t send_reply0(Batch *self, int fd, size_t reply, const Source *from
     return out;
 }
 
-/* One datagram into message 0's place: with recvfrom, or, with `control`, with recvmsg and its
- * control messages (the destination) into message 0's control space. *len: the sender's length;
- * *controllen: the control's. Without the GIL. */
+/* One datagram into message 0's place, for receive_one: its length (with MSG_TRUNC: its whole
+ * length), or -1 with errno. Without `control`, with recvfrom; with it (a wildcard socket, whose
+ * datagrams carry their destination), with recvmsg and its control messages into message 0's
+ * control space. *len: the sender's length; *controllen: the control's. Without the GIL. */
 static ssize_t receive_into0(Batch *self, int fd, int flags, int control, socklen_t *len, size_t *controllen) {
     *len = NAME_SPACE;
     *controllen = 0;
@@ -929,20 +938,25 @@ static ssize_t receive_into0(Batch *self, int fd, int flags, int control, sockle
  * address and more allows, echoed the same way — a C echo server's loop, which measured cheaper
  * than recvmmsg's msghdr handling and cheaper than a GIL release per round trip. Without `control`
  * (a socket bound to one address) it is recvfrom and sendto; with it (a wildcard socket, which reads
- * each datagram's destination) recvmsg, and sendmsg from that destination: one call each way and
- * one header, where a recvmmsg round resets 64 headers and tries for a second datagram. The
- * datagram that ends the loop is laid out as recvmmsg would have (msg_len, the sender, its control,
- * MSG_TRUNC) for reflect's general path. *echoed, *bytes, *sent, *sent_bytes grow by what the loop
- * did; *used: the datagrams it echoed itself (rounds used); *sent_errno: the errno of a refused
- * reply (the loop ends after the receive that follows it), else 0. 1, or -1 with errno when the
- * receive failed. */
+ * each datagram's destination) recvmsg, and sendmsg from that destination: no 64 headers to reset,
+ * GIL release, Python peer or sendmmsg layout a round trip (an echo on 0.0.0.0 with the other core
+ * busy went from 0.85-0.88x sockperf's round trips to 0.92-0.94x). But a wildcard's datagram found
+ * at the busy poll's first try means a backlog (several requests in flight), which a batch round
+ * serves better — their replies in one sendmmsg, a run of 32 as one segmented train; one datagram a
+ * call made 0.87-0.90x sockperf's answers at 32 in flight, against 1.11-1.31x — so that ends the
+ * loop with *backlog set. The datagram that ends the loop is laid out as recvmmsg would have
+ * (msg_len, the sender, its control, MSG_TRUNC) for reflect's general path. *echoed, *bytes,
+ * *sent, *sent_bytes grow by what the loop did; *used: the datagrams it echoed itself (rounds
+ * used); *sent_errno: the errno of a refused reply (the loop ends after the receive that follows
+ * it), else 0. 1, or -1 with errno when the receive failed. */
 static int receive_one(Batch *self, int fd, int flags, size_t reply, const Source *pending_from, int control,
                        unsigned int more, int lowest, unsigned long long *echoed, long long *bytes,
-                       unsigned long long *sent, long long *sent_bytes, unsigned int *used, int *sent_errno) {
+                       unsigned long long *sent, long long *sent_bytes, unsigned int *used, int *sent_errno,
+                       int *backlog) {
     socklen_t len = NAME_SPACE;
     size_t controllen = 0;
     ssize_t got;
-    int code = 0;
+    int code = 0, at_once = 0;
     unsigned int extra = 0;
     Source from = *pending_from;
     Py_BEGIN_ALLOW_THREADS
@@ -957,20 +971,23 @@ static int receive_one(Batch *self, int fd, int flags, size_t reply, const Sourc
             reply = (size_t)-1;
         }
         Spin spin;
-        int caught = 0;
+        int caught = 0, polls = 0;
         if (!(flags & MSG_DONTWAIT) && self->wait_epoll >= 0) { /* several sockets: wait on all (wait_in_set) */
             caught = 1;
             got = -1;
-            if (wait_in_set(self, fd) > 0)
+            if (wait_in_set(self, fd, &at_once) > 0)
                 got = receive_into0(self, fd, flags | MSG_DONTWAIT, control, &len, &controllen);
         } else if (!(flags & MSG_DONTWAIT) && spin_begin(self, &spin)) {
             do {
                 got = receive_into0(self, fd, flags | MSG_DONTWAIT, control, &len, &controllen);
+                polls++;
             } while (spin_again(self, &spin, got, &caught));
+            at_once = caught && got >= 0 && polls == 1;
         }
         if (!caught) /* EINTR is not retried: the caller returns, and Python runs its signal handlers */
             got = receive_into0(self, fd, flags, control, &len, &controllen);
-        if (got < 0 || code || extra == more || !repeats_sender(self, len, lowest))
+        /* (a wildcard's datagram already queued when its poll began: a backlog, see above) */
+        if (got < 0 || code || extra == more || (control && at_once) || !repeats_sender(self, len, lowest))
             break;
         from.family = 0;
         if (controllen > 0) { /* its destination: to a group or a broadcast address, reflect hands it back */
@@ -990,6 +1007,7 @@ static int receive_one(Batch *self, int fd, int flags, size_t reply, const Sourc
     Py_END_ALLOW_THREADS
     *used = extra;
     *sent_errno = code;
+    *backlog = control && at_once;
     if (got < 0)
         return -1;
     struct mmsghdr *m = &self->headers[0];
@@ -1131,13 +1149,13 @@ static PyObject *Batch_reflect(Batch *self, PyObject *args) {
          * answer), read one with recvfrom. Each call's first round, and every 64th, asks recvmmsg:
          * it learns what this socket delivers (control messages: recvfrom would lose them), and
          * a flood that starts gets batches back within one batch's worth of datagrams. */
-        int n, code = 0;
+        int n, code = 0, backlog = 0;
         if (single && (round & 63)) {
             unsigned int used = 0, more = rounds - 1 - round;
             if (more > 63 - (round & 63))
                 more = 63 - (round & 63); /* the loop stops short of the next recvmmsg round */
             n = receive_one(self, fd, flags & ~MSG_WAITFORONE, pending, &pending_from, with_control, more, lowest, echoed,
-                            received_bytes, sent, sent_bytes, &used, &code);
+                            received_bytes, sent, sent_bytes, &used, &code, &backlog);
             round += used;
         } else if (pending != (size_t)-1 && (code = send_one(self, fd, pending, &pending_from)) != 0) {
             n = -2; /* the reply failed before a recvmmsg round: end here, as a failed send does */
@@ -1161,7 +1179,9 @@ static PyObject *Batch_reflect(Batch *self, PyObject *args) {
         if (n == 0)
             break;
         int stop = code != 0; /* a reply refused: this round's datagrams are still answered */
-        single = n == 1; /* the next round reads one datagram (receive_one), with its control if it had any */
+        /* the next round reads one datagram (receive_one), with its control if it had any, unless a
+         * wildcard's loop found a backlog */
+        single = n == 1 && !backlog;
         with_control = self->headers[0].msg_hdr.msg_controllen > 0;
         /* Lay the replies out in place as send() would (names, namelens, sources, two iovecs each):
          * reply k comes from datagram i >= k, so nothing is overwritten before it is read. */
