@@ -110,6 +110,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="turns per server and load (ABBA order)")
     parser.add_argument("--clients", type=int, default=4, help="dnsperf's client sockets (source ports)")
     parser.add_argument("--busy", action="store_true", help="keep a competing busy loop running")
+    parser.add_argument("--udpkit", default=str(Path(sys.executable).with_name("udpkit")),
+                        help="the udpkit command to measure (default: the one beside this Python)")
     parser.add_argument("--both-families", action="store_true",
                         help="udpkit on the port alone (a socket a family, as `udpkit listen 53`), not 127.0.0.1")
     parser.add_argument("--udpkit-arg", dest="udpkit_args", action="append", default=[], metavar="ARG",
@@ -118,7 +120,7 @@ def main() -> int:
     if shutil.which("dnsperf") is None or shutil.which("nsd") is None:
         print("dns_bench: needs dnsperf and nsd (apt-get install dnsperf nsd)", file=sys.stderr)
         return 2
-    udpkit = str(Path(sys.executable).with_name("udpkit"))
+    udpkit = args.udpkit
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
     try:
         with tempfile.TemporaryDirectory() as tmp:

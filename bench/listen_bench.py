@@ -7,9 +7,10 @@ next to its peer's. Throughput: ``sockperf throughput`` offers a stream of 64-by
 ``RcvbufErrors`` in /proc/net/snmp, in a network namespace of our own when root) say how much of it
 each server took; udpkit's own count is shown beside. Ping-pong: one client, one request in flight,
 round trips per second and the p50/p99 round-trip time, medians of alternating half-second
-rounds with every server up (udpkit with its busy poll, without it (``--busy-poll 0``), and on a
-wildcard address). Window: one client with 1 to 128 requests in flight (``--windows``),
-answers a second, the same way.
+rounds with every server up (udpkit with its busy poll, without it (``--busy-poll 0``), on a
+wildcard address, and on the port alone: a socket a family, the default). Window: one client with
+1 to 128 requests in flight (``--windows``; udpkit on 127.0.0.1, or ``--window-on``), answers a
+second, the same way.
 
 ``sockperf ping-pong`` cannot measure an RFC 862 echo service — it discards any answer that still
 carries its "client" flag, and an echo sends the request back unchanged — so the ping-pong client
