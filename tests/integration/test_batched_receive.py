@@ -867,6 +867,19 @@ def test_a_listener_waiting_on_a_set_stops_at_once_and_ends_at_its_duration(monk
         assert 0.55 < time.monotonic() - started < 1.5
 
 
+def blocking_wildcard_and_client() -> tuple[socket.socket, int, socket.socket]:
+    """For reflect's blocking rounds (the C batch's): a blocking 0.0.0.0 socket reading each
+    datagram's destination, whose waits end after 200 ms, its port, and a client socket."""
+    if "c" not in KINDS:
+        pytest.skip("rounds are the C batch's")
+    server = wildcard_receiver()
+    server.setblocking(True)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, 200_000))
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.settimeout(2)
+    return server, server.getsockname()[1], client
+
+
 def test_reflect_answers_a_wildcard_client_that_waits_from_each_destination_and_hands_back_a_broadcast() -> None:
     """On a wildcard socket (each datagram's destination read), the echo loop for a client that
     waits for each answer reads one datagram at a time (``recvmsg``) and answers it from the address
@@ -874,14 +887,7 @@ def test_reflect_answers_a_wildcard_client_that_waits_from_each_destination_and_
     is handed back, not echoed, and the loop goes on."""
     import threading
 
-    if "c" not in KINDS:
-        pytest.skip("rounds are the C batch's")
-    server = wildcard_receiver()
-    server.setblocking(True)
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, 200_000))
-    port = server.getsockname()[1]
-    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    client.settimeout(2)
+    server, port, client = blocking_wildcard_and_client()
     client.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
     answers: list[tuple[bytes, Any]] = []
     expected: list[tuple[bytes, Any]] = []
@@ -916,14 +922,7 @@ def test_a_wildcard_echo_loop_that_finds_requests_queued_answers_them_all_from_e
     every request is still answered once, in order, from the address it was sent to."""
     import threading
 
-    if "c" not in KINDS:
-        pytest.skip("rounds are the C batch's")
-    server = wildcard_receiver()
-    server.setblocking(True)
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, 200_000))
-    port = server.getsockname()[1]
-    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    client.settimeout(2)
+    server, port, client = blocking_wildcard_and_client()
     answers: list[tuple[bytes, Any]] = []
     expected = [(b"%d" % n, (f"127.0.0.{1 + n % 3}", port)) for n in range(8 * 60)]
 
