@@ -112,8 +112,8 @@ def build_parser() -> Parser:
                    help="after binding, drop root privileges to USER (keeping only CAP_NET_BIND_SERVICE when"
                         " --fork sessions need a port below 1024); --out is then opened as USER")
     p.add_argument("--busy-poll", type=_whole_number, metavar="USEC",
-                   help=f"answering without sessions (echo, DNS; not NTP): poll up to USEC microseconds for the next request"
-                        f" before sleeping (default {DEFAULT_BUSY_POLL_US}; 0: never); a client waiting for each"
+                   help=f"answering without sessions (echo, DNS; not NTP): poll up to USEC microseconds for the next"
+                        f" request before sleeping (default {DEFAULT_BUSY_POLL_US}; 0: never); a client waiting for each"
                         f" answer then finds the core awake. It backs off when the core is wanted or requests come"
                         f" slower, so an idle or shared server costs next to nothing")
     p.add_argument("--workers", type=_positive_int, default=1, metavar="N",

@@ -940,15 +940,15 @@ static ssize_t receive_into0(Batch *self, int fd, int flags, int control, sockle
  * (a socket bound to one address) it is recvfrom and sendto; with it (a wildcard socket, which reads
  * each datagram's destination) recvmsg, and sendmsg from that destination: no 64 headers to reset,
  * GIL release, Python peer or sendmmsg layout a round trip (an echo on 0.0.0.0 with the other core
- * busy went from 0.85-0.88x sockperf's round trips to 0.92-0.94x). But a wildcard's datagram found
- * at the busy poll's first try means a backlog (several requests in flight), which a batch round
- * serves better — their replies in one sendmmsg, a run of 32 as one segmented train; one datagram a
- * call made 0.87-0.90x sockperf's answers at 32 in flight, against 1.11-1.31x — so that ends the
- * loop with *backlog set. The datagram that ends the loop is laid out as recvmmsg would have
- * (msg_len, the sender, its control, MSG_TRUNC) for reflect's general path. *echoed, *bytes,
- * *sent, *sent_bytes grow by what the loop did; *used: the datagrams it echoed itself (rounds
- * used); *sent_errno: the errno of a refused reply (the loop ends after the receive that follows
- * it), else 0. 1, or -1 with errno when the receive failed. */
+ * busy: 0.92-0.99x sockperf's round trips in five runs, against 0.84-0.95x through recvmmsg). But a
+ * wildcard's datagram found at the busy poll's first try means a backlog (several requests in
+ * flight), which a batch round serves better — their replies in one sendmmsg, a run of 32 as one
+ * segmented train; one datagram a call made 0.85-0.90x sockperf's answers at 32 in flight, against
+ * 1.11-1.31x — so that ends the loop with *backlog set. The datagram that ends the loop is laid
+ * out as recvmmsg would have (msg_len, the sender, its control, MSG_TRUNC) for reflect's general
+ * path. *echoed, *bytes, *sent, *sent_bytes grow by what the loop did; *used: the datagrams it
+ * echoed itself (rounds used); *sent_errno: the errno of a refused reply (the loop ends after the
+ * receive that follows it), else 0. 1, or -1 with errno when the receive failed. */
 static int receive_one(Batch *self, int fd, int flags, size_t reply, const Source *pending_from, int control,
                        unsigned int more, int lowest, unsigned long long *echoed, long long *bytes,
                        unsigned long long *sent, long long *sent_bytes, unsigned int *used, int *sent_errno,
@@ -1145,17 +1145,17 @@ static PyObject *Batch_reflect(Batch *self, PyObject *args) {
     Source pending_from = {0};   /* ... and its source, when it names one */
     PyObject *previous = NULL;
     for (unsigned int round = 0; round < rounds; round++) {
-        /* After a round of one datagram without control messages (a client waiting for each
-         * answer), read one with recvfrom. Each call's first round, and every 64th, asks recvmmsg:
-         * it learns what this socket delivers (control messages: recvfrom would lose them), and
+        /* After a round of one datagram (a client waiting for each answer), read one a call
+         * (receive_one: recvfrom, or recvmsg when it came with control messages). Each call's
+         * first round, and every 64th, asks recvmmsg: it learns what this socket delivers, and
          * a flood that starts gets batches back within one batch's worth of datagrams. */
         int n, code = 0, backlog = 0;
         if (single && (round & 63)) {
             unsigned int used = 0, more = rounds - 1 - round;
             if (more > 63 - (round & 63))
                 more = 63 - (round & 63); /* the loop stops short of the next recvmmsg round */
-            n = receive_one(self, fd, flags & ~MSG_WAITFORONE, pending, &pending_from, with_control, more, lowest, echoed,
-                            received_bytes, sent, sent_bytes, &used, &code, &backlog);
+            n = receive_one(self, fd, flags & ~MSG_WAITFORONE, pending, &pending_from, with_control, more, lowest,
+                            echoed, received_bytes, sent, sent_bytes, &used, &code, &backlog);
             round += used;
         } else if (pending != (size_t)-1 && (code = send_one(self, fd, pending, &pending_from)) != 0) {
             n = -2; /* the reply failed before a recvmmsg round: end here, as a failed send does */
