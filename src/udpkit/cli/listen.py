@@ -112,10 +112,11 @@ def build_parser() -> Parser:
                    help="after binding, drop root privileges to USER (keeping only CAP_NET_BIND_SERVICE when"
                         " --fork sessions need a port below 1024); --out is then opened as USER")
     p.add_argument("--busy-poll", type=_whole_number, metavar="USEC",
-                   help=f"answering without sessions (echo, DNS; not NTP): poll up to USEC microseconds for the next"
-                        f" request before sleeping (default {DEFAULT_BUSY_POLL_US}; 0: never); a client waiting for each"
-                        f" answer then finds the core awake. It backs off when the core is wanted or requests come"
-                        f" slower, so an idle or shared server costs next to nothing")
+                   help=f"answering without sessions (echo, DNS; not ntp, time or daytime, which read receive times):"
+                        f" poll up to USEC microseconds for the next request before sleeping (default"
+                        f" {DEFAULT_BUSY_POLL_US}; 0: never); a client waiting for each answer then finds the core"
+                        f" awake. It backs off when the core is wanted or requests come slower, so an idle or shared"
+                        f" server costs next to nothing")
     p.add_argument("--workers", type=_positive_int, default=1, metavar="N",
                    help="N processes sharing each port with SO_REUSEPORT (for machines with more cores)")
     return p
