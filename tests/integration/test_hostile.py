@@ -336,17 +336,21 @@ def _rss_kb(pid: int) -> int:
                                          # answered in C (Batch.answer_ntp): a timed socket, and a wildcard
                                          (SERVER4, ["--respond", "ntp"]), ("0.0.0.0", ["--respond", "ntp"]),
                                          # answered again in C from kept answers (Batch.answer_kept)
-                                         (SERVER4, ["--respond", "dns", "--zone", ZONE, "--rate-limit", "0"])],
+                                         (SERVER4, ["--respond", "dns", "--zone", ZONE, "--rate-limit", "0"]),
+                                         # the port alone, a socket a family: one blocking loop waits on both
+                                         (None, ["--respond", "echo", "--rate-limit", "0"]),
+                                         (None, ["--respond", "dns", "--zone", ZONE, "--rate-limit", "0"])],
                          ids=["discard", "echo", "echo-wildcard", "echo-reflect", "echo-reflect-wildcard", "ntp",
-                              "ntp-wildcard", "dns-kept"])
-def test_a_flood_of_distinct_spoofed_peers_leaves_memory_bounded(lan: tuple[Host, Host], bind: str,
+                              "ntp-wildcard", "dns-kept", "echo-reflect-both-families", "dns-kept-both-families"])
+def test_a_flood_of_distinct_spoofed_peers_leaves_memory_bounded(lan: tuple[Host, Host], bind: str | None,
                                                                   flags: list[str]) -> None:
     """The batched paths too: a wildcard-bound echo answers each batch from its destinations."""
     server_host, client = lan
-    server = Server(server_host, "listen", f"{bind}:{PORT}", *flags, "--rcvbuf", str(1 << 22))
+    server = Server(server_host, "listen", str(PORT) if bind is None else f"{bind}:{PORT}", *flags,
+                    "--rcvbuf", str(1 << 22))
     payload = {"ntp": NTP_REQUEST, "dns": SERVICES["dns"][1]}.get(flags[1], b"forged").hex()
     try:
-        wait_bound(server_host, PORT)
+        wait_bound(server_host, PORT, 1 if bind else 2)
         client.peer("forge", "10.98.0.2", "1", SERVER4, str(PORT), "--count", "20000", "--random-sources",
                     "--pace", "200", "--payload", payload)
         time.sleep(0.5)
@@ -356,14 +360,15 @@ def test_a_flood_of_distinct_spoofed_peers_leaves_memory_bounded(lan: tuple[Host
         time.sleep(0.5)
         grown = _rss_kb(server.pid()) - before
         assert server.alive() and grown < 8 * 1024, f"RSS grew {grown} KiB"  # 150,000 peers at ~200 B: 29 MiB
-        if flags[1] == "echo":  # discard answers nobody: alive is all it can show
-            assert legit(client, payload=b"after") == b"after"
-        if flags[1] == "ntp":
-            reply = legit(client, payload=NTP_REQUEST)
-            assert reply is not None and len(reply) == 48 and reply[0] & 7 == 4
-        if flags[1] == "dns":
-            reply = legit(client, payload=SERVICES["dns"][1])
-            assert reply is not None and reply[:2] == SERVICES["dns"][1][:2] and reply[2] & 0x80
+        for host in (SERVER4,) if bind else (SERVER4, SERVER6):  # (the flood came over IPv4)
+            if flags[1] == "echo":  # discard answers nobody: alive is all it can show
+                assert legit(client, host, payload=b"after") == b"after"
+            if flags[1] == "ntp":
+                reply = legit(client, host, payload=NTP_REQUEST)
+                assert reply is not None and len(reply) == 48 and reply[0] & 7 == 4
+            if flags[1] == "dns":
+                reply = legit(client, host, payload=SERVICES["dns"][1])
+                assert reply is not None and reply[:2] == SERVICES["dns"][1][:2] and reply[2] & 0x80
     finally:
         summary = server.stop()
     assert "about " in summary, summary  # the peer count became an estimate
