@@ -203,9 +203,11 @@ def test_answering_groups_is_a_choice(lan: tuple[Host, Host]) -> None:
     ["listen", f"[::]:{PORT}", "--respond", "echo"],
     ["listen", f"[::]:{PORT}", "--respond", "echo", "--rate-limit", "0"],  # echoed in C (Batch.reflect)
     ["listen", f"[::]:{PORT}", "--respond", "echo", "--fork"],
+    ["listen", str(PORT), "--respond", "echo", "--rate-limit", "0"],  # a socket a family, one loop for both
     ["socat", f"UDP6-LISTEN:{PORT},fork", "PIPE"],
     ["socat", f"UDP6-RECVFROM:{PORT},fork", "PIPE"],
-], ids=["listen", "listen-reflect", "listen-fork", "socat-listen-fork", "socat-recvfrom-fork"])
+], ids=["listen", "listen-reflect", "listen-fork", "listen-both-families-reflect", "socat-listen-fork",
+        "socat-recvfrom-fork"])
 def test_a_link_local_peer_is_answered(lan: tuple[Host, Host], argv: list[str]) -> None:
     server_host, client = lan
     server = Server(server_host, *argv)

@@ -386,12 +386,12 @@ class Listener:
     def _waits_on_set(self) -> bool:
         """Several listening sockets that each answer without routing (PLAIN, WILDCARD: the two
         families of ``udpkit listen PORT``), served by one blocking loop whose receives wait on all
-        of them at once: the C batch's ``wait_epoll``. The reactor's path instead pays a Python
-        wake-up, a dispatch and a receive that finds nothing each time, and cannot poll: 0.74×
-        ``sockperf server``'s echo round trips, against 2.4× for one socket (bench/listen_bench.py)."""
+        of them at once: the C batch's ``wait_epoll`` (``_blocks`` has checked the batch and the
+        service). The reactor's path instead pays a Python wake-up, a dispatch and a receive that
+        finds nothing each time, and cannot poll: 0.74–0.91× ``sockperf server``'s echo round trips
+        quiet, where this loop makes 2.37–2.75× (bench/listen_bench.py)."""
         return (len(self._paths) > 1 and all(path in (paths.PLAIN, paths.WILDCARD) for path in self._paths)
-                and self._batch is not None and hasattr(self._batch, "wait_epoll")
-                and not self.capabilities.uses_time)
+                and hasattr(self._batch, "wait_epoll"))
 
     def _step(self, deadline: float | None) -> tuple[bool, float]:
         """After each wake-up: flush the recording, end idle sessions; whether the deadline passed,

@@ -153,10 +153,10 @@ static int Batch_init(Batch *self, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
-/* The first n receive headers as the kernel wants them: reset before every call, since it
- * shortens the name and control lengths to what it wrote. */
-static void prepare_headers(Batch *self, unsigned int n) {
-    for (unsigned int i = 0; i < n; i++) {
+/* The receive arrays as the kernel wants them: reset before every call, since it shortens the
+ * name and control lengths to what it wrote. */
+static void prepare_receive(Batch *self) {
+    for (unsigned int i = 0; i < self->count; i++) {
         struct msghdr *h = &self->headers[i].msg_hdr;
         self->iovecs[i].iov_base = self->buffer + (size_t)i * (size_t)self->size;
         self->iovecs[i].iov_len = (size_t)self->size;
@@ -168,10 +168,6 @@ static void prepare_headers(Batch *self, unsigned int n) {
         h->msg_controllen = self->ancillary ? CONTROL_SPACE : 0;
         h->msg_flags = 0;
     }
-}
-
-static void prepare_receive(Batch *self) {
-    prepare_headers(self, self->count);
 }
 
 /* Dotted-quad text for an IPv4 address, as inet_ntop writes it (glibc's goes through sprintf, a
@@ -422,7 +418,8 @@ static int spin_again(Batch *self, Spin *spin, ssize_t result, int *caught) {
  * was interrupted; -1 with errno when epoll failed. Polled first, with epoll_wait and no timeout (one
  * call for every socket), within the busy-poll window (spin_begin). Another ready descriptor is
  * noted even when fd is ready too, so a socket that never empties cannot keep the others waiting
- * beyond the caller's rounds. Called without the GIL. */
+ * beyond the caller's rounds. *at_once: fd was ready at the poll's first try (a backlog, see
+ * receive_one). Called without the GIL. */
 static int wait_in_set(Batch *self, int fd, int *at_once) {
     struct epoll_event events[8];
     Spin spin;
@@ -659,6 +656,24 @@ static int encode_source(int family, PyObject *source, Source *out) {
     return inet_pton(AF_INET6, address, &out->info.v6.ipi6_addr) == 1;
 }
 
+/* The control space of the message that names a reply's source (0 when it names none), and that
+ * message (IP_PKTINFO or IPV6_PKTINFO) written at c, for a source that names one. */
+static size_t source_space(const Source *src) {
+    return src->family == AF_INET ? CMSG_SPACE(sizeof(struct in_pktinfo))
+           : src->family == AF_INET6 ? CMSG_SPACE(sizeof(struct in6_pktinfo)) : 0;
+}
+
+static void write_source(struct cmsghdr *c, const Source *src) {
+    const int v4 = src->family == AF_INET;
+    c->cmsg_level = v4 ? IPPROTO_IP : IPPROTO_IPV6;
+    c->cmsg_type = v4 ? IP_PKTINFO : IPV6_PKTINFO;
+    c->cmsg_len = v4 ? CMSG_LEN(sizeof(struct in_pktinfo)) : CMSG_LEN(sizeof(struct in6_pktinfo));
+    if (v4)
+        memcpy(CMSG_DATA(c), &src->info.v4, sizeof src->info.v4);
+    else
+        memcpy(CMSG_DATA(c), &src->info.v6, sizeof src->info.v6);
+}
+
 /* The n messages laid out by Batch_send (names, namelens, two iovecs each) as sendmmsg headers:
  * a run of consecutive messages to the same peer, of one length (the last may be shorter), goes
  * as one message with UDP_SEGMENT (generic segmentation offload: the kernel or the NIC cuts it
@@ -709,22 +724,11 @@ static unsigned int group_messages(Batch *self, unsigned int first, unsigned int
             h->msg_flags = 0;
             if (each > 1 || src->family) {
                 h->msg_control = self->controls + (size_t)groups * CONTROL_SPACE;
-                h->msg_controllen = (src->family == AF_INET ? CMSG_SPACE(sizeof(struct in_pktinfo)) :
-                                     src->family == AF_INET6 ? CMSG_SPACE(sizeof(struct in6_pktinfo)) : 0) +
-                                    (each > 1 ? CMSG_SPACE(sizeof(uint16_t)) : 0);
+                h->msg_controllen = source_space(src) + (each > 1 ? CMSG_SPACE(sizeof(uint16_t)) : 0);
                 memset(h->msg_control, 0, h->msg_controllen);
                 struct cmsghdr *c = CMSG_FIRSTHDR(h);
-                if (src->family == AF_INET) {
-                    c->cmsg_level = IPPROTO_IP;
-                    c->cmsg_type = IP_PKTINFO;
-                    c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
-                    memcpy(CMSG_DATA(c), &src->info.v4, sizeof src->info.v4);
-                    c = CMSG_NXTHDR(h, c);
-                } else if (src->family == AF_INET6) {
-                    c->cmsg_level = IPPROTO_IPV6;
-                    c->cmsg_type = IPV6_PKTINFO;
-                    c->cmsg_len = CMSG_LEN(sizeof(struct in6_pktinfo));
-                    memcpy(CMSG_DATA(c), &src->info.v6, sizeof src->info.v6);
+                if (src->family) {
+                    write_source(c, src);
                     c = CMSG_NXTHDR(h, c);
                 }
                 if (each > 1) {
@@ -892,19 +896,9 @@ static ssize_t send_reply0(Batch *self, int fd, size_t reply, const Source *from
     } control;
     memset(&control, 0, sizeof control);
     struct iovec iov = {self->buffer, reply};
-    const int v4 = from->family == AF_INET;
     struct msghdr h = {.msg_name = &self->names[0], .msg_namelen = self->namelens[0], .msg_iov = &iov,
-                       .msg_iovlen = 1, .msg_control = control.space,
-                       .msg_controllen = v4 ? CMSG_SPACE(sizeof(struct in_pktinfo))
-                                            : CMSG_SPACE(sizeof(struct in6_pktinfo))};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&h);
-    c->cmsg_level = v4 ? IPPROTO_IP : IPPROTO_IPV6;
-    c->cmsg_type = v4 ? IP_PKTINFO : IPV6_PKTINFO;
-    c->cmsg_len = v4 ? CMSG_LEN(sizeof(struct in_pktinfo)) : CMSG_LEN(sizeof(struct in6_pktinfo));
-    if (v4)
-        memcpy(CMSG_DATA(c), &from->info.v4, sizeof from->info.v4);
-    else
-        memcpy(CMSG_DATA(c), &from->info.v6, sizeof from->info.v6);
+                       .msg_iovlen = 1, .msg_control = control.space, .msg_controllen = source_space(from)};
+    write_source(CMSG_FIRSTHDR(&h), from);
     do {
         out = sendmsg(fd, &h, 0);
     } while (out < 0 && errno == EINTR);
