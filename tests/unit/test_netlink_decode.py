@@ -116,6 +116,28 @@ def test_fast_and_slow_decoders_agree_on_any_uniform_dump(socks: list[dict[str, 
     assert list(SocketTable([fast[0]])) == list(SocketTable([slow[0]]))
 
 
+@given(st.ip_addresses(v=6), st.integers(1, 40), st.one_of(st.none(), st.tuples(st.integers(0, 39), st.integers(0, 15))),
+       st.sampled_from(["src", "dst"]))
+def test_a_column_of_one_ipv6_address_is_one_value_and_agrees_with_the_walk(
+        address: object, count: int, odd: tuple[int, int] | None, name: str) -> None:
+    # An unconnected socket's peer is :: in every message: the fast path reads the column as one
+    # value (16 byte columns counted, no bytes object a socket), and one byte that differs anywhere
+    # (odd: which socket, which byte) sends it back to the value-per-socket path.
+    packed = socket.inet_pton(socket.AF_INET6, str(address))
+    addresses = [packed] * count
+    if odd is not None and odd[0] < count:
+        at, byte = odd
+        addresses[at] = packed[:byte] + bytes([packed[byte] ^ 0x80]) + packed[byte + 1:]
+    chunk = b"".join(
+        message(family=socket.AF_INET6, sport=1, attrs=standard_attrs(socket.AF_INET6),
+                **{name: socket.inet_ntop(socket.AF_INET6, a)})  # type: ignore[arg-type]
+        for a in addresses)
+    fast = nl._decode_uniform(chunk)
+    assert fast is not None
+    assert list(fast[0].column(name) or ()) == addresses == list(nl.decode_chunk_slow(chunk)[0].column(name) or ())
+    assert list(SocketTable([fast[0]])) == list(SocketTable([nl.decode_chunk_slow(chunk)[0]]))
+
+
 @given(st.lists(sock_fields, min_size=2, max_size=10), st.integers(0, 10**6), st.binary(min_size=1, max_size=4))
 def test_corrupted_dumps_decode_like_the_walk_or_fail_cleanly(socks: list[dict[str, object]], where: int, junk: bytes) -> None:
     chunk = bytearray(b"".join(message(family=socket.AF_INET6, attrs=standard_attrs(socket.AF_INET6), **s) for s in socks))  # type: ignore[arg-type]

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from udpkit.cli._sstable import SS_COLUMNS, _widths
-from udpkit.cli.ss import parse_args, render_text
+from udpkit.cli.ss import _AddrText, _ByIp, _address_fields, parse_args, render_text
 from udpkit.inventory import Process, SocketState, SocketTable, UdpSocket
 
 
@@ -35,20 +39,45 @@ def test_the_tutorials_ipv4_view() -> None:
     ]
 
 
-def test_addresses_are_right_aligned_and_ipv6_wildcards_follow_v6only() -> None:
-    lines = text(["-uan"], udp("127.0.0.1", 40123, rq=2496), udp("::", 40124, v6only=False),
-                 udp("::", 123, v6only=True), udp("::", 40127, v6only=False, device="lo"),
-                 udp("::ffff:127.0.0.1", 53868, "::ffff:127.0.0.1", 53))
-    assert lines == [
+# Each socket and its line; the one bound to a device sends the whole table down the lookup by
+# (family, ip, v6only, device) a socket, and without it the lookup is by the address's text alone.
+WILDCARDS = [
+    (udp("127.0.0.1", 40123, rq=2496), "UNCONN 2496   0               127.0.0.1:40123            0.0.0.0:*          "),
+    (udp("::", 40124, v6only=False), "UNCONN 0      0                       *:40124                  *:*          "),
+    (udp("::", 123, v6only=True), "UNCONN 0      0                    [::]:123                 [::]:*          "),
+    (udp("::", 40127, v6only=False, device="lo"),
+     "UNCONN 0      0                    *%lo:40127                  *:*          "),
+    (udp("::ffff:127.0.0.1", 53868, "::ffff:127.0.0.1", 53),
+     "ESTAB  0      0      [::ffff:127.0.0.1]:53868 [::ffff:127.0.0.1]:53         "),
+]
+
+
+@pytest.mark.parametrize("with_device", [True, False], ids=["a socket bound to a device", "none"])
+def test_addresses_are_right_aligned_and_ipv6_wildcards_follow_v6only(with_device: bool) -> None:
+    chosen = [(sock, line) for sock, line in WILDCARDS if with_device or sock.interface is None]
+    assert text(["-uan"], *(sock for sock, _line in chosen)) == [
         # "PortProcess": the peer port column is exactly as wide as its header, and ss puts no
         # delimiter before Process.
         "State  Recv-Q Send-Q      Local Address:Port        Peer Address:PortProcess",
-        "UNCONN 2496   0               127.0.0.1:40123            0.0.0.0:*          ",
-        "UNCONN 0      0                       *:40124                  *:*          ",
-        "UNCONN 0      0                    [::]:123                 [::]:*          ",
-        "UNCONN 0      0                    *%lo:40127                  *:*          ",
-        "ESTAB  0      0      [::ffff:127.0.0.1]:53868 [::ffff:127.0.0.1]:53         ",
+        *(line for _sock, line in chosen),
     ]
+
+
+ADDRESSES = st.sampled_from(["0.0.0.0", "127.0.0.1", "10.0.0.1", "::", "::1", "fe80::1", "::ffff:127.0.0.1"])
+
+
+@given(st.lists(st.tuples(ADDRESSES, st.sampled_from([None, False, True]), st.sampled_from([None, None, "lo"])),
+                max_size=40))
+def test_address_fields_are_the_per_socket_lookups_and_leave_the_same_texts_to_measure(
+        socks: list[tuple[str, bool | None, str | None]]) -> None:
+    families = [socket.AF_INET6 if ":" in ip else socket.AF_INET for ip, _v6, _dev in socks]
+    ips = [ip for ip, _v6, _dev in socks]
+    v6only = [v6 if ":" in ip else None for ip, v6, _dev in socks]
+    devices = [dev for _ip, _v6, dev in socks]
+    each, fields = _AddrText(), _AddrText()
+    expected = list(map(each.__getitem__, zip(families, ips, v6only, devices)))
+    assert _address_fields(_ByIp(fields), families, ips, v6only, devices) == expected
+    assert set(fields.values()) == set(each.values())  # the widths come from these
 
 
 def test_one_state_hides_the_state_column_like_ss() -> None:

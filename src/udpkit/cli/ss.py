@@ -12,7 +12,8 @@ import gc
 import os
 import socket
 from collections.abc import Iterator, Sequence
-from itertools import repeat
+from itertools import compress, repeat
+from operator import eq
 from udpkit.errors import UsageError
 from udpkit.inventory import Backend, Process, SocketState, SocketTable, TcpSocket, UdpSocket, scan_tcp_sockets
 from udpkit.inventory import cgroup_path_for_id, scan_udp_sockets, service_name, socket_owners
@@ -352,6 +353,38 @@ class _AddrText(dict[tuple[int, str, "bool | None", "str | None"], str]):
         return text
 
 
+class _ByIp(dict[str, "str | None"]):
+    """ip -> its address field, for sockets bound to no device: an address's text says its family
+    (only IPv6's has a colon), and ``v6only`` changes only the IPv6 wildcard's (``*`` or ``[::]``),
+    which is left as ``None`` here for :func:`_address_fields` to fill socket by socket."""
+
+    def __init__(self, fields: _AddrText) -> None:
+        super().__init__()
+        self.fields = fields
+
+    def __missing__(self, ip: str) -> str | None:
+        text = self[ip] = None if ip == "::" else self.fields[
+            (socket.AF_INET6 if ":" in ip else socket.AF_INET, ip, None, None)]
+        return text
+
+
+def _address_fields(by_ip: _ByIp, families: list[int], ips: list[str], v6only: list[bool | None],
+                    devices: list[str | None]) -> list[str]:
+    """The address fields of one table's sockets, from ``by_ip.fields``' cache.
+
+    Strategy: a key of (family, ip, v6only, device) a socket is a tuple built and hashed 50,000
+    times at that size; with no socket bound to a device (the rule, and a count in C to check)
+    one lookup of the ip's text each does, and only IPv6 wildcards look at ``v6only``."""
+    fields, n = by_ip.fields, len(ips)
+    if devices.count(None) != n:
+        return list(map(fields.__getitem__, zip(families, ips, v6only, devices)))
+    out: list[str] = list(map(by_ip.__getitem__, ips))  # type: ignore[arg-type]
+    if "::" in by_ip:
+        for at in compress(range(n), map(eq, ips, repeat("::"))):
+            out[at] = fields[(socket.AF_INET6, "::", v6only[at], None)]
+    return out
+
+
 class _ServiceText(dict[int, str]):
     """Port -> service name (or number) for one protocol, looked up once per distinct port."""
 
@@ -376,6 +409,11 @@ def _port_texts(ports: list[int], numeric: bool, protocol: str = "udp") -> list[
     as the line is written, with ``*`` for port 0 — no string kept per socket."""
     if not numeric:
         return list(map(_ServiceText(protocol).__getitem__, ports))
+    zeros = ports.count(0)  # (in C: none, as a rule, for local ports; all, for unconnected peers)
+    if not zeros:
+        return list(ports)
+    if zeros == len(ports):
+        return ["*"] * zeros
     return list(map({0: "*"}.get, ports, ports))
 
 
@@ -415,6 +453,8 @@ def render_blocks(
     if isinstance(tables, SocketTable):
         tables = [tables]
     labels, local, peer = _StateText(), _AddrText(), _AddrText()
+    local_ips, peer_ips = _ByIp(local), _ByIp(peer)
+    tails = False  # whether any socket has a Process field (a column of "" is not measured)
     recv_q, send_q = _QueueText(), _QueueText()
     columns: list[list[Any]] = [[] for _ in range(9)]
     ports: tuple[list[int], list[int]] = ([], [])
@@ -430,9 +470,9 @@ def render_blocks(
                 columns[at].extend(repeat(cache[values[0]], n))
             else:
                 columns[at].extend(map(cache.__getitem__, values))
-        columns[4].extend(map(local.__getitem__, zip(families, col("local_ip"), v6only, col("interface"))))
+        columns[4].extend(_address_fields(local_ips, families, col("local_ip"), v6only, col("interface")))
         columns[5].extend(_port_texts(col("local_port"), options.numeric, table.netid))
-        columns[6].extend(map(peer.__getitem__, zip(families, col("peer_ip"), v6only, repeat(None, n))))
+        columns[6].extend(_address_fields(peer_ips, families, col("peer_ip"), v6only, [None] * n))
         columns[7].extend(_port_texts(col("peer_port"), options.numeric, table.netid))
         ports[0].extend(col("local_port"))
         ports[1].extend(col("peer_port"))
@@ -440,8 +480,10 @@ def render_blocks(
         if options.processes and not (options.extended or options.memory or options.cgroup
                                       or (tcp and (options.timers or options.info))):
             columns[8].extend(map(_users_text, col("processes")))  # -p alone: no record per socket
+            tails = True
         elif tail or (tcp and (options.timers or options.info)):
             columns[8].extend(_process_field(s, options) for s in table)
+            tails = True
         else:
             columns[8].extend(repeat("", n))
     caches: list[dict[Any, str] | None] = [None, labels, recv_q, send_q, local, None, peer, None, None]
@@ -453,10 +495,11 @@ def render_blocks(
     max_len[7] = _port_width(ports[1], options.numeric)
     # ss measures a field when it moves past it; the last line's Process field is never moved
     # past, so it does not count towards the column's width (a one-line listing is not padded).
-    max_len[8] = max(map(len, columns[8][:-1]), default=0)
+    max_len[8] = max(map(len, columns[8][:-1]), default=0) if tails else 0
     # Columns whose every field is the same: one table's Netid; a cache of one distinct text.
     constant = [len([t for t in tables if len(t)]) == 1] + [cache is not None and len(cache) == 1 for cache in caches[1:]]
     constant[7] = bool(ports[1]) and ports[1].count(ports[1][0]) == len(ports[1])  # the peer port: * when unconnected
+    constant[8] = not tails  # no Process field: "" written once into the format
     header = [NETID_COLUMN, *SS_COLUMNS]
     if not options.netid:
         del header[0], columns[0], max_len[0], constant[0]

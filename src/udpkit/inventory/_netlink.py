@@ -123,6 +123,17 @@ class _StridedBatch(RawBatch):
     def _bytes(self, offset: int) -> bytes:
         return self._chunk[offset : self.n * self._size : self._size]
 
+    def _same_v6(self, offset: int) -> bytes | None:
+        """The IPv6 address at ``offset`` if every message has the same one (an unconnected socket's
+        peer, ``::``): 16 strided byte slices counted in C, the low bytes (likeliest to differ) first,
+        instead of 16 bytes objects a socket."""
+        chunk, end, size = self._chunk, self.n * self._size, self._size
+        for k in range(15, -1, -1):
+            column = chunk[offset + k : end : size]
+            if column.count(column[:1]) != len(column):
+                return None
+        return bytes(chunk[offset : offset + 16])
+
     def column(self, name: str) -> Sequence[object] | None:
         if name in _FIXED_U32:
             return self._u32(_FIXED_U32[name])
@@ -137,6 +148,9 @@ class _StridedBatch(RawBatch):
             off = 24 if name == "src" else 40
             if self._family == socket.AF_INET:
                 return self._u32(off)
+            same = self._same_v6(off)
+            if same is not None:
+                return [same] * self.n
             unpack = _V6_ADDR.get((self._size, off))
             if unpack is None:
                 unpack = _V6_ADDR[(self._size, off)] = struct.Struct(f"={off}x16s{self._size - off - 16}x")

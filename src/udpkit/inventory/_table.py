@@ -116,15 +116,32 @@ class SocketTable(Sequence[Record], Generic[Record]):
             return parts[0][0]
         return chain.from_iterable(values if values is not None else repeat(None, n) for values, n in parts)
 
+    def _each(self, name: str, convert: Callable[[Any], Any]) -> list[Any] | None:
+        """Raw column ``name`` converted value by value (``None`` if no batch has it), a batch whose
+        values are all one (a family, UNCONN, an unconnected socket's peer, as a rule) converted once:
+        counting equal values runs in C; a lookup per socket does not."""
+        parts = [(b.column(name), b.n) for b in self._batches]
+        if all(values is None for values, _n in parts):
+            return None
+        out: list[Any] = []
+        for values, n in parts:
+            if values is None:
+                out.extend(repeat(convert(None), n))
+            elif n and values.count(values[0]) == n:
+                out.extend(repeat(convert(values[0]), n))
+            else:
+                out.extend(map(convert, values))
+        return out
+
     def _convert(self, name: str) -> list[Any]:
         n = self._n
         raw = self._raw
         if name == "family":
-            return list(map(_FAMILIES.get, raw("family") or ()))
+            return self._each("family", _FAMILIES.get) or []
         if name == "state":
-            return list(map(_STATES.get, raw("state") or ()))
+            return self._each("state", _STATES.get) or []
         if name in ("local_ip", "peer_ip"):
-            return list(map(_IpText().__getitem__, raw("src" if name == "local_ip" else "dst") or ()))
+            return self._each("src" if name == "local_ip" else "dst", _IpText().__getitem__) or []
         if name in ("local_port", "peer_port"):
             return list(raw("sport" if name == "local_port" else "dport") or ())
         if name == "interface":
@@ -136,8 +153,7 @@ class SocketTable(Sequence[Record], Generic[Record]):
                 return [None] * n
             return list(map(_IfName().__getitem__, indexes))
         if name == "ipv6only":
-            values = raw("v6only")
-            return list(map(_V6ONLY.get, values)) if values is not None else [None] * n
+            return self._each("v6only", _V6ONLY.get) or [None] * n
         if name == "skmem":
             values = raw("skmem")
             return list(map(_skmem, values)) if values is not None else [None] * n
