@@ -58,3 +58,24 @@ def test_the_cached_builder_makes_exactly_the_reference_packets(
     for payload in payloads + payloads:  # again, from the cache (and across a cache reset)
         assert builder.packet(addresses[0], sport, addresses[1], dport, payload) == pcap.ip_udp_packet(
             addresses[0], sport, addresses[1], dport, payload)
+
+
+@given(st.lists(st.tuples(st.sampled_from([("10.0.0.1", 1000), ("10.0.0.3", 1001), ("fe80::1%2", 546, 0, 2),
+                                           ("::ffff:10.0.0.5", 123, 0, 0)]),
+                          st.binary(max_size=70), st.one_of(st.none(), st.floats(0, 4e9))), min_size=1, max_size=12))
+def test_records_in_a_batch_are_the_reference_records_across_cache_resets(
+        datagrams: list[tuple[tuple[object, ...], bytes, float | None]]) -> None:
+    # (a cache of two entries, cleared as it fills: each record is rebuilt the same; the checksum
+    # is the payload's sum added modulo 0xFFFF, odd lengths padded, as RFC 768 and 1071 have it)
+    from udpkit.net.rx import Datagram
+
+    builder = pcap.PacketBuilder(limit=2)
+    batch = [Datagram(data, peer, None if ":" not in str(peer[0]) else "::ffff:10.0.0.9" if "ffff" in str(peer[0])
+                      else "fe80::9%2", stamp, None, False, True) for peer, data, stamp in datagrams]
+    expected = b"".join(
+        pcap.record(1.5e9 if d.timestamp is None else d.timestamp,
+                    pcap.ip_udp_packet(str(d.peer[0]).partition("%")[0], int(d.peer[1]),  # type: ignore[arg-type]
+                                       (d.local_ip or "10.0.0.2").partition("%")[0], 7, d.data))
+        for d in batch)
+    assert builder.records(batch, "10.0.0.2", 7, 1.5e9) == expected
+    assert builder.records(batch, "10.0.0.2", 7, 1.5e9) == expected  # again, from the cache

@@ -99,6 +99,8 @@ class PacketBuilder:
     def __init__(self, limit: int = 4096) -> None:
         self.limit = limit
         self._cache: dict[tuple[str, int, str, int, int], tuple[bytes, bytes, int]] = {}
+        # records(): (sender as received, destination, port, length) -> (IP + UDP header, record size, sum)
+        self._by_sender: dict[tuple[Any, str, int, int], tuple[bytes, int, int]] = {}
 
     def packet(self, src_ip: str, src_port: int, dst_ip: str, dst_port: int, payload: bytes) -> bytes:
         key = (src_ip, src_port, dst_ip, dst_port, len(payload))
@@ -117,31 +119,34 @@ class PacketBuilder:
     def records(self, datagrams: list[Any], dst_ip: str, dst_port: int, default_time: float) -> bytes:
         """pcap records for a batch of received datagrams (:class:`udpkit.net.rx.Datagram`: data,
         sender, destination, receive time...) sent to ``dst_ip:dst_port`` unless a record names its
-        own destination: record headers, IP/UDP headers and checksums in one pass, one join."""
-        cache, limit, headers, pack = self._cache, self.limit, self._headers, RECORD_HEADER.pack
+        own destination: record headers, IP/UDP headers and checksums in one pass, one join.
+
+        Strategy: the loop runs once a datagram, so it does the least it can there. The cache is
+        keyed by the sender as received (no scope id stripped a datagram) and holds the two headers
+        as one ``bytes``; the UDP checksum is the payload, read as one integer, added to the cached
+        sum modulo 0xFFFF (RFC 1071's end-around carry), ``0xFFFF - total`` being never 0 (a zero
+        checksum is sent as 0xFFFF anyway); an odd length is the integer shifted, not a copy."""
+        cache, limit, headers, pack = self._by_sender, self.limit, self._headers, RECORD_HEADER.pack
         parts: list[bytes] = []
         append = parts.append
         for data, peer, local, stamp, *_rest in datagrams:
-            key = (peer[0].partition("%")[0], peer[1], (local or dst_ip).partition("%")[0], dst_port, len(data))
+            key = (peer, local or dst_ip, dst_port, len(data))
             entry = cache.get(key)
             if entry is None:
                 if len(cache) >= limit:
                     cache.clear()
-                entry = cache[key] = headers(*key)
-            ip_header, udp_prefix, partial = entry
-            odd = data + b"\0" if len(data) % 2 else data
-            value = int.from_bytes(odd, "big")
-            payload_sum = value % 0xFFFF or (0xFFFF if value else 0)
-            total = partial + payload_sum
-            while total >> 16:
-                total = (total & 0xFFFF) + (total >> 16)
+                ip_header, udp_prefix, partial = headers(peer[0].partition("%")[0], peer[1],
+                                                         (local or dst_ip).partition("%")[0], dst_port, len(data))
+                entry = cache[key] = (ip_header + udp_prefix, len(ip_header) + 8 + len(data), partial)
+            head, size, partial = entry
+            value = int.from_bytes(data, "big")
+            if len(data) & 1:
+                value <<= 8
             when = default_time if stamp is None else stamp
             seconds = int(when)
-            size = len(ip_header) + 8 + len(data)
             append(pack(seconds, min(int(round((when - seconds) * 1e9)), 999_999_999), size, size))
-            append(ip_header)
-            append(udp_prefix)
-            append(((~total & 0xFFFF) or 0xFFFF).to_bytes(2, "big"))
+            append(head)
+            append((0xFFFF - (partial + value) % 0xFFFF).to_bytes(2, "big"))
             append(data)
         return b"".join(parts)
 
