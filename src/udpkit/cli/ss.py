@@ -11,8 +11,8 @@ from __future__ import annotations
 import gc
 import os
 import socket
-from collections.abc import Iterator, Sequence
-from itertools import compress, repeat
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain, compress, repeat
 from operator import eq
 from udpkit.errors import UsageError
 from udpkit.inventory import Backend, Process, SocketState, SocketTable, TcpSocket, UdpSocket, scan_tcp_sockets
@@ -397,11 +397,11 @@ class _ServiceText(dict[int, str]):
         return text
 
 
-def _port_width(ports: list[int], numeric: bool) -> int | None:
+def _port_width(highest: int | None, numeric: bool) -> int | None:
     """The longest numeric port field without measuring every one: the largest port's digits, or 1 for ``*``."""
-    if not numeric or not ports:
+    if not numeric or highest is None:
         return None
-    return len(str(max(ports))) or 1
+    return len(str(highest)) or 1
 
 
 def _port_texts(ports: list[int], numeric: bool, protocol: str = "udp") -> list[str | int]:
@@ -457,49 +457,66 @@ def render_blocks(
     tails = False  # whether any socket has a Process field (a column of "" is not measured)
     recv_q, send_q = _QueueText(), _QueueText()
     columns: list[list[Any]] = [[] for _ in range(9)]
-    ports: tuple[list[int], list[int]] = ([], [])
+    # The columns that may hold one value (Netid, State, the queues, the peer port, Process) are
+    # kept as each table's part, and joined only if they do not: a column of one value goes to
+    # the layout as that value alone (it is written into the line format), not 50,000 references.
+    parts: list[list[Iterable[Any]]] = [[] for _ in range(9)]
+    top: list[int | None] = [None, None]  # the largest local and peer port, for their widths
+    peer_ports: set[int] = set()  # the peer port of each table whose sockets share one
+    peer_ports_vary = False
     tail = options.processes or options.extended or options.memory or options.cgroup
     for table in tables:
         n = len(table)
         col = table.column
         families, v6only = col("family"), col("ipv6only")
-        columns[0].extend(repeat(table.netid, n))
+        parts[0].append(repeat(table.netid, n))
         for at, cache, name in ((1, labels, "state"), (2, recv_q, "recv_q"), (3, send_q, "send_q")):
             values = col(name)
             if n and values.count(values[0]) == n:  # one value (UNCONN, 0, 0 as a rule): one lookup
-                columns[at].extend(repeat(cache[values[0]], n))
+                parts[at].append(repeat(cache[values[0]], n))
             else:
-                columns[at].extend(map(cache.__getitem__, values))
+                parts[at].append(list(map(cache.__getitem__, values)))  # (now: the widths read the cache)
         columns[4].extend(_address_fields(local_ips, families, col("local_ip"), v6only, col("interface")))
         columns[5].extend(_port_texts(col("local_port"), options.numeric, table.netid))
         columns[6].extend(_address_fields(peer_ips, families, col("peer_ip"), v6only, [None] * n))
-        columns[7].extend(_port_texts(col("peer_port"), options.numeric, table.netid))
-        ports[0].extend(col("local_port"))
-        ports[1].extend(col("peer_port"))
+        peer_port = col("peer_port")
+        parts[7].append(_port_texts(peer_port, options.numeric, table.netid))
+        for at, values in ((0, col("local_port")), (1, peer_port)):
+            if values:
+                highest = max(values)
+                top[at] = highest if top[at] is None else max(highest, top[at])
+        if n and peer_port.count(peer_port[0]) == n:
+            peer_ports.add(peer_port[0])
+        elif n:
+            peer_ports_vary = True
         tcp = table.record is TcpSocket
         if options.processes and not (options.extended or options.memory or options.cgroup
                                       or (tcp and (options.timers or options.info))):
-            columns[8].extend(map(_users_text, col("processes")))  # -p alone: no record per socket
+            parts[8].append(map(_users_text, col("processes")))  # -p alone: no record per socket
             tails = True
         elif tail or (tcp and (options.timers or options.info)):
-            columns[8].extend(_process_field(s, options) for s in table)
+            parts[8].append(_process_field(s, options) for s in table)
             tails = True
         else:
-            columns[8].extend(repeat("", n))
+            parts[8].append(repeat("", n))
     caches: list[dict[Any, str] | None] = [None, labels, recv_q, send_q, local, None, peer, None, None]
     max_len: list[int | None] = [
         max(map(len, cache.values()), default=0) if cache is not None else None for cache in caches
     ]
     max_len[0] = max((len(t.netid) for t in tables if len(t)), default=0)
-    max_len[5] = _port_width(ports[0], options.numeric)
-    max_len[7] = _port_width(ports[1], options.numeric)
+    max_len[5] = _port_width(top[0], options.numeric)
+    max_len[7] = _port_width(top[1], options.numeric)
+    # Columns whose every field is the same: one table's Netid; a cache of one distinct text.
+    constant = [len([t for t in tables if len(t)]) == 1] + [cache is not None and len(cache) == 1 for cache in caches[1:]]
+    constant[7] = len(peer_ports) == 1 and not peer_ports_vary  # the peer port: * when unconnected
+    constant[8] = not tails  # no Process field: "" written once into the format
+    listed = any(len(t) for t in tables)
+    for at in (0, 1, 2, 3, 7, 8):
+        joined = chain.from_iterable(parts[at])
+        columns[at] = [next(joined)] if constant[at] and listed else list(joined)
     # ss measures a field when it moves past it; the last line's Process field is never moved
     # past, so it does not count towards the column's width (a one-line listing is not padded).
     max_len[8] = max(map(len, columns[8][:-1]), default=0) if tails else 0
-    # Columns whose every field is the same: one table's Netid; a cache of one distinct text.
-    constant = [len([t for t in tables if len(t)]) == 1] + [cache is not None and len(cache) == 1 for cache in caches[1:]]
-    constant[7] = bool(ports[1]) and ports[1].count(ports[1][0]) == len(ports[1])  # the peer port: * when unconnected
-    constant[8] = not tails  # no Process field: "" written once into the format
     header = [NETID_COLUMN, *SS_COLUMNS]
     if not options.netid:
         del header[0], columns[0], max_len[0], constant[0]
