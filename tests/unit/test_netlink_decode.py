@@ -116,8 +116,8 @@ def test_fast_and_slow_decoders_agree_on_any_uniform_dump(socks: list[dict[str, 
     assert list(SocketTable([fast[0]])) == list(SocketTable([slow[0]]))
 
 
-@given(st.ip_addresses(v=6), st.integers(1, 40), st.one_of(st.none(), st.tuples(st.integers(0, 39), st.integers(0, 15))),
-       st.sampled_from(["src", "dst"]))
+@given(st.ip_addresses(v=6), st.integers(1, 40),
+       st.one_of(st.none(), st.tuples(st.integers(0, 39), st.integers(0, 15))), st.sampled_from(["src", "dst"]))
 def test_a_column_of_one_ipv6_address_is_one_value_and_agrees_with_the_walk(
         address: object, count: int, odd: tuple[int, int] | None, name: str) -> None:
     # An unconnected socket's peer is :: in every message: the fast path reads the column as one

@@ -475,7 +475,7 @@ def render_blocks(
             if n and values.count(values[0]) == n:  # one value (UNCONN, 0, 0 as a rule): one lookup
                 parts[at].append(repeat(cache[values[0]], n))
             else:
-                parts[at].append(list(map(cache.__getitem__, values)))  # (now: the widths read the cache)
+                parts[at].append(list(map(cache.__getitem__, values)))  # (made now: it fills the cache the widths read)
         columns[4].extend(_address_fields(local_ips, families, col("local_ip"), v6only, col("interface")))
         columns[5].extend(_port_texts(col("local_port"), options.numeric, table.netid))
         columns[6].extend(_address_fields(peer_ips, families, col("peer_ip"), v6only, [None] * n))
