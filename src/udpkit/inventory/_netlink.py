@@ -126,7 +126,7 @@ class _StridedBatch(RawBatch):
     def _same_v6(self, offset: int) -> bytes | None:
         """The IPv6 address at ``offset`` if every message has the same one (an unconnected socket's
         peer, ``::``): 16 strided byte slices counted in C, the low bytes (likeliest to differ) first,
-        instead of 16 bytes objects a socket."""
+        instead of a 16-byte ``bytes`` object a socket."""
         chunk, end, size = self._chunk, self.n * self._size, self._size
         for k in range(15, -1, -1):
             column = chunk[offset + k : end : size]
