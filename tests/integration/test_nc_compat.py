@@ -80,7 +80,14 @@ def test_scans_match_nc(ns: Netns, socat_sink: int, args: list[str]) -> None:
     values = {"v4": "127.0.0.1", "v6": "::1", "open": str(socat_sink), "closed": str(closed),
               "range": f"{socat_sink - 2}-{socat_sink}"}
     argv = [a.format(**values) for a in args]
-    real, ours = both(ns, *argv)
+    # Once in a few thousand scans the real nc calls a closed port open: in CI it reported
+    # socat_sink-2 "succeeded" in a fresh namespace where nothing listens there (no ICMP error
+    # came back in time, or its own ephemeral source port was that port). A disagreement is run
+    # again, once; a difference of ours shows up in both runs.
+    for _attempt in range(2):
+        real, ours = both(ns, *argv)
+        if ours == real:
+            break
     assert ours == real
 
 
