@@ -4,12 +4,14 @@ the State column hidden for one state, and ss's quirks ("PortProcess", the unmea
 from __future__ import annotations
 
 import socket
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from udpkit.cli._sstable import SS_COLUMNS, _widths
+from udpkit.cli import _sstable
+from udpkit.cli._sstable import SS_COLUMNS, Column, _widths
 from udpkit.cli.ss import _AddrText, _ByIp, _address_fields, parse_args, render_text
 from udpkit.inventory import Process, SocketState, SocketTable, UdpSocket
 
@@ -110,3 +112,32 @@ def test_terminal_width_is_shared_out_between_columns() -> None:
     assert compact == [6, 7, 7, 15, 5, 14, 5, 7]
     wide = _widths(SS_COLUMNS, lengths, 100)
     assert sum(wide) == 100 and all(w >= c for w, c in zip(wide, compact))
+
+
+LAYOUT = [Column("State", " ", False), Column("Local Address:", " ", True), Column("Port", "", False),
+          Column("Process", "", False)]
+FIELDS = st.tuples(st.sampled_from(["UNCONN", "ESTAB"]), st.sampled_from(["*:", "127.0.0.1:", "[::1]:", "%s:"]),
+                   st.integers(0, 65535), st.sampled_from(["", " users:((\"a%d\",pid=1,fd=3))"]))
+
+
+@given(st.lists(FIELDS, max_size=12), st.integers(1, 4), st.booleans(), st.lists(st.booleans(), min_size=4, max_size=4))
+def test_blocks_hold_the_lines_formatted_one_by_one(rows: list[tuple[str, str, int, str]], block: int, header: bool,
+                                                    constant: list[bool]) -> None:
+    """A block is one ``%`` over the line format repeated; whatever the block size, the lines are
+    each field padded to its column (addresses on the left), constant columns written once."""
+    columns = [list(col) for col in zip(*rows)] if rows else [[] for _ in LAYOUT]
+    constant = [flag and len(set(col)) == 1 for flag, col in zip(constant, columns)]
+    lengths = [max([len(str(f)) for f in col] + [len(c.header) if header else 0]) for col, c in zip(columns, LAYOUT)]
+    widths = _widths(LAYOUT, lengths, None)
+    expected = []
+    for row in ([tuple(c.header for c in LAYOUT)] if header else []) + rows:
+        line = ""
+        for i, (c, width, value) in enumerate(zip(LAYOUT, widths, row)):
+            inner = max(width - len(c.delimiter), 0) if i else width
+            line += (c.delimiter if i else "") + (str(value).rjust(inner) if c.right else str(value).ljust(inner))
+        expected.append(line + "\n")
+    with patch.object(_sstable, "BLOCK", block):
+        blocks = list(_sstable.render_blocks(LAYOUT, columns, header=header, screen=None, constant=constant,
+                                             max_len=[None, None, max(map(len, map(str, columns[2])), default=0), None]))
+    assert "".join(blocks) == "".join(expected)
+    assert all(b.count("\n") <= block for b in blocks[1 if header else 0:])

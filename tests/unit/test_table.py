@@ -32,6 +32,37 @@ def test_columns_records_and_indexing_agree() -> None:
         t.column("nope")
 
 
+def test_numbers_are_the_enum_columns_values_without_the_enums() -> None:
+    """``udpkit ss`` reads family and state as the kernel's numbers (it never imports ``socket`` or
+    ``enum``); records and :meth:`SocketTable.column` still give ``AddressFamily`` and ``SocketState``."""
+    from udpkit.inventory import SocketState
+
+    for t in (sample(), sample().where(lambda s: True)):  # from the kernel's buffers, and from columns
+        assert t.numbers("family") == [2, 2, 2, 10] and t.numbers("state") == [7, 7, 7, 7]
+        assert t.column("family") == [socket.AF_INET] * 3 + [socket.AF_INET6]
+        assert all(type(f) is socket.AddressFamily for f in t.column("family"))
+        assert t.column("state") == [SocketState.CLOSE] * 4 and type(t.column("state")[0]) is SocketState
+        assert [s.state.label for s in t] == ["UNCONN"] * 4
+    assert SocketTable([]).numbers("state") == []
+    with pytest.raises(KeyError):
+        sample().numbers("local_port")
+
+
+def test_state_numbers_labels_and_the_lazy_socket_state_agree() -> None:
+    import udpkit
+    from udpkit.inventory import SocketState, _records
+
+    assert udpkit.SocketState is SocketState
+    assert [(m.name, m.value, m.label) for m in SocketState] == [
+        (name, getattr(_records, name), _records.STATE_LABELS[getattr(_records, name)]) for name in (
+            "UNKNOWN", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE",
+            "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING")]
+    assert _records.state_label(SocketState.CLOSE) == "UNCONN" and _records.state_label(1) == "ESTAB"
+    assert _records.state_label(12) == _records.state_label(-1) == "UNKNOWN"  # a newer kernel's state
+    with pytest.raises(AttributeError):
+        udpkit.inventory.NoSuchName  # type: ignore[attr-defined]
+
+
 def test_where_keeps_the_matching_sockets() -> None:
     t = sample().where(lambda s: s.local_port % 2 == 0)
     assert [s.local_port for s in t] == [2, 4]

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import gc
 import os
-import socket
+from _socket import AF_INET, AF_INET6  # not socket: see udpkit.inventory._netlink
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain, compress, repeat
-from operator import eq
+from operator import is_
 from udpkit.errors import UsageError
-from udpkit.inventory import Backend, Process, SocketState, SocketTable, TcpSocket, UdpSocket, scan_tcp_sockets
+from udpkit.inventory import Backend, Process, SocketTable, TcpSocket, UdpSocket, scan_tcp_sockets
+from udpkit.inventory import _records as _S  # the kernel's state numbers, and ss's names for them
 from udpkit.inventory import cgroup_path_for_id, scan_udp_sockets, service_name, socket_owners
 from udpkit.inventory.summary import read_summary
 
@@ -99,9 +100,9 @@ _UNSUPPORTED = {
     "-y": "this option",
 }
 
-# ss's state-filter words (misc/ss.c scan_state) as bit masks over SocketState values.
-_ALL = (1 << 12) - 1
-_S = SocketState
+# ss's state-filter words (misc/ss.c scan_state) as bit masks over the kernel's state numbers
+# (SocketState's values, named in _records without the enum: see there).
+_ALL = (1 << len(_S.STATE_LABELS)) - 1
 _STATE_WORDS = {
     "all": _ALL,
     "connected": _ALL & ~((1 << _S.LISTEN) | (1 << _S.CLOSE)),
@@ -130,8 +131,8 @@ class SsOptions(NamedTuple):
     timers: bool = False
     info: bool = False
     summary: bool = False
-    families: frozenset[int] = frozenset((socket.AF_INET, socket.AF_INET6))
-    states: int = 1 << SocketState.ESTABLISHED
+    families: frozenset[int] = frozenset((AF_INET, AF_INET6))
+    states: int = 1 << _S.ESTABLISHED
     filter_words: tuple[str, ...] = ()
     backend: Backend = "auto"
     action: str = "list"  # or "help", "version"
@@ -164,7 +165,7 @@ def parse_args(argv: Sequence[str]) -> SsOptions:
         elif flag in ("-a", "--all"):
             state_filter = _ALL
         elif flag in ("-l", "--listening"):
-            state_filter = (1 << SocketState.LISTEN) | (1 << SocketState.CLOSE)
+            state_filter = (1 << _S.LISTEN) | (1 << _S.CLOSE)
         elif flag in ("-e", "--extended"):
             o["extended"] = True
             o["timers"] = True  # ss's -e shows the timers too
@@ -191,14 +192,14 @@ def parse_args(argv: Sequence[str]) -> SsOptions:
         elif flag in ("-t", "--tcp"):
             protocols.add("tcp")
         elif flag in ("-4", "--ipv4"):
-            families.add(socket.AF_INET)
+            families.add(AF_INET)
         elif flag in ("-6", "--ipv6"):
-            families.add(socket.AF_INET6)
+            families.add(AF_INET6)
         elif flag in ("-f", "--family"):
             if value == "inet":
-                families.add(socket.AF_INET)
+                families.add(AF_INET)
             elif value == "inet6":
-                families.add(socket.AF_INET6)
+                families.add(AF_INET6)
             else:
                 raise UsageError(f"-f {value}: udpkit ss knows the families inet and inet6 only")
         elif flag in ("-A", "--query", "--socket"):
@@ -221,7 +222,7 @@ def parse_args(argv: Sequence[str]) -> SsOptions:
         o["netid"] = o.get("netid", False) or bool(families)
     if len(protocols) > 1:
         o["netid"] = True
-    default_states = _SS_CONN if ("tcp" in protocols or families) else 1 << SocketState.ESTABLISHED
+    default_states = _SS_CONN if ("tcp" in protocols or families) else 1 << _S.ESTABLISHED
     words = list(operands)
     saw_states = False
     while words and words[0] in ("state", "exclude", "excl"):
@@ -285,7 +286,7 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         if parsed.families:
             families = set(parsed.families)
         predicate = parsed.matches
-    states = {s for s in SocketState if options.states & (1 << s)}
+    states = {s for s in range(len(_S.STATE_LABELS)) if options.states & (1 << s)}
     tables: list[SocketTable[Any]] = []
     owners = socket_owners() if options.processes else None  # one walk of /proc for every table
     for protocol in options.protocols:
@@ -340,7 +341,7 @@ class _AddrText(dict[tuple[int, str, "bool | None", "str | None"], str]):
 
     def __missing__(self, key: tuple[int, str, bool | None, str | None]) -> str:
         family, ip, v6only, device = key
-        if family == socket.AF_INET:
+        if family == AF_INET:
             text = ip
         elif not v6only and ip == "::":
             text = "*"
@@ -364,7 +365,7 @@ class _ByIp(dict[str, "str | None"]):
 
     def __missing__(self, ip: str) -> str | None:
         text = self[ip] = None if ip == "::" else self.fields[
-            (socket.AF_INET6 if ":" in ip else socket.AF_INET, ip, None, None)]
+            (AF_INET6 if ":" in ip else AF_INET, ip, None, None)]
         return text
 
 
@@ -378,11 +379,16 @@ def _address_fields(by_ip: _ByIp, families: list[int], ips: list[str], v6only: l
     fields, n = by_ip.fields, len(ips)
     if devices.count(None) != n:
         return list(map(fields.__getitem__, zip(families, ips, v6only, devices)))
-    out: list[str] = list(map(by_ip.__getitem__, ips))  # type: ignore[arg-type]
-    if "::" in by_ip:
-        for at in compress(range(n), map(eq, ips, repeat("::"))):
-            out[at] = fields[(socket.AF_INET6, "::", v6only[at], None)]
-    return out
+    out: list[str | None] = list(map(by_ip.__getitem__, ips))
+    if "::" not in by_ip:
+        return out  # type: ignore[return-value]
+    # The IPv6 wildcards (None so far), without a Python step each: their v6only values, then a
+    # lookup that leaves every other field as it is (d.get(field, field)).
+    values = set(compress(v6only, map(is_, out, repeat(None))))
+    if len(values) == 1:
+        return list(map({None: fields[(AF_INET6, "::", values.pop(), None)]}.get, out, out))  # type: ignore[arg-type]
+    wild = {(None, v): fields[(AF_INET6, "::", v, None)] for v in values}
+    return list(map(wild.get, zip(out, v6only), out))  # type: ignore[arg-type]
 
 
 class _ServiceText(dict[int, str]):
@@ -417,9 +423,9 @@ def _port_texts(ports: list[int], numeric: bool, protocol: str = "udp") -> list[
     return list(map({0: "*"}.get, ports, ports))
 
 
-class _StateText(dict[SocketState, str]):
-    def __missing__(self, state: SocketState) -> str:
-        text = self[state] = state.label
+class _StateText(dict[int, str]):
+    def __missing__(self, state: int) -> str:
+        text = self[state] = _S.state_label(state)
         return text
 
 
@@ -468,14 +474,14 @@ def render_blocks(
     for table in tables:
         n = len(table)
         col = table.column
-        families, v6only = col("family"), col("ipv6only")
+        families, v6only = table.numbers("family"), col("ipv6only")
         parts[0].append(repeat(table.netid, n))
         for at, cache, name in ((1, labels, "state"), (2, recv_q, "recv_q"), (3, send_q, "send_q")):
-            values = col(name)
-            if n and values.count(values[0]) == n:  # one value (UNCONN, 0, 0 as a rule): one lookup
-                parts[at].append(repeat(cache[values[0]], n))
+            numbers = table.numbers(name) if name == "state" else col(name)
+            if n and numbers.count(numbers[0]) == n:  # one value (UNCONN, 0, 0 as a rule): one lookup
+                parts[at].append(repeat(cache[numbers[0]], n))
             else:
-                parts[at].append(list(map(cache.__getitem__, values)))  # (made now: it fills the cache the widths read)
+                parts[at].append(list(map(cache.__getitem__, numbers)))  # (made now: it fills the cache the widths read)
         columns[4].extend(_address_fields(local_ips, families, col("local_ip"), v6only, col("interface")))
         columns[5].extend(_port_texts(col("local_port"), options.numeric, table.netid))
         columns[6].extend(_address_fields(peer_ips, families, col("peer_ip"), v6only, [None] * n))
@@ -546,7 +552,7 @@ def _process_field(sock: UdpSocket | TcpSocket, options: SsOptions) -> str:
             parts.append(f" fwmark:0x{sock.mark:x}")
         if sock.cgroup_id:
             parts.append(f" cgroup:{cgroup_path_for_id(sock.cgroup_id)}")
-        if sock.family == socket.AF_INET6 and sock.ipv6only is not None:
+        if sock.family == AF_INET6 and sock.ipv6only is not None:
             parts.append(f" v6only:{int(sock.ipv6only)}")
         if sock.shutdown is not None:
             parts.append(f" {'-' if sock.shutdown & 1 else '<'}-{'-' if sock.shutdown & 2 else '>'}")

@@ -3,11 +3,11 @@ owners and filters."""
 
 from __future__ import annotations
 
-import socket
+from _socket import AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP
 from collections.abc import Callable, Collection, Sequence
 from udpkit.errors import BackendUnavailable, UsageError
 from udpkit.inventory import _netlink, _procfs
-from udpkit.inventory._records import Process, SocketState, TcpSocket, UdpSocket
+from udpkit.inventory._records import STATE_LABELS, Process, TcpSocket, UdpSocket
 from udpkit.inventory._table import SocketTable
 
 __all__ = ["Backend", "list_tcp_sockets", "list_udp_sockets", "scan_tcp_sockets", "scan_udp_sockets"]
@@ -20,17 +20,17 @@ if TYPE_CHECKING:
 else:
     Backend = str  # for type checkers, the Literal of the three names
 
-_ALL_STATES = frozenset(SocketState)
+_ALL_STATES = frozenset(range(len(STATE_LABELS)))  # every sk_state (SocketState's values)
 
 
-def _family_list(families: Collection[int] | None) -> list[socket.AddressFamily]:
+def _family_list(families: Collection[int] | None) -> list[int]:
     if families is None:
-        return [socket.AF_INET, socket.AF_INET6]
+        return [AF_INET, AF_INET6]
     chosen = []
-    for fam in (socket.AF_INET, socket.AF_INET6):
-        if fam in families or {socket.AF_INET: 4, socket.AF_INET6: 6}[fam] in families:
+    for fam in (AF_INET, AF_INET6):
+        if fam in families or {AF_INET: 4, AF_INET6: 6}[fam] in families:
             chosen.append(fam)
-    unknown = set(families) - {4, 6, socket.AF_INET, socket.AF_INET6}
+    unknown = set(families) - {4, 6, AF_INET, AF_INET6}
     if unknown:
         raise UsageError(f"unknown address family {sorted(unknown)[0]!r}: use 4, 6, AF_INET or AF_INET6")
     return chosen
@@ -39,7 +39,7 @@ def _family_list(families: Collection[int] | None) -> list[socket.AddressFamily]
 def list_udp_sockets(
     *,
     families: Collection[int] | None = None,
-    states: Collection[SocketState] | None = None,
+    states: Collection[int] | None = None,
     processes: bool = False,
     memory: bool = True,
     where: Callable[[UdpSocket], bool] | str | Sequence[str] | None = None,
@@ -65,7 +65,7 @@ def list_udp_sockets(
 def scan_udp_sockets(
     *,
     families: Collection[int] | None = None,
-    states: Collection[SocketState] | None = None,
+    states: Collection[int] | None = None,
     processes: bool = False,
     memory: bool = True,
     where: Callable[[UdpSocket], bool] | str | Sequence[str] | None = None,
@@ -82,7 +82,7 @@ def scan_udp_sockets(
 def list_tcp_sockets(
     *,
     families: Collection[int] | None = None,
-    states: Collection[SocketState] | None = None,
+    states: Collection[int] | None = None,
     processes: bool = False,
     memory: bool = True,
     info: bool = False,
@@ -99,7 +99,7 @@ def list_tcp_sockets(
 def scan_tcp_sockets(
     *,
     families: Collection[int] | None = None,
-    states: Collection[SocketState] | None = None,
+    states: Collection[int] | None = None,
     processes: bool = False,
     memory: bool = True,
     info: bool = False,
@@ -114,7 +114,7 @@ def scan_tcp_sockets(
 def _scan(
     record: Any,
     families: Collection[int] | None,
-    states: Collection[SocketState] | None,
+    states: Collection[int] | None,
     processes: bool,
     memory: bool,
     where: Any,
@@ -152,7 +152,7 @@ def _scan(
     return table.where(predicate) if predicate is not None else table
 
 
-def _state_mask(states: frozenset[SocketState]) -> int:
+def _state_mask(states: frozenset[int]) -> int:
     mask = 0
     for state in states:
         mask |= 1 << state
@@ -160,7 +160,7 @@ def _state_mask(states: frozenset[SocketState]) -> int:
 
 
 def _netlink_batches(
-    fams: list[socket.AddressFamily], states: frozenset[SocketState], memory: bool, protocol: str, info: bool
+    fams: list[int], states: frozenset[int], memory: bool, protocol: str, info: bool
 ) -> list[_netlink.RawBatch]:
     """Each family's dump; with two, the second runs in a thread beside the first.
 
@@ -170,7 +170,7 @@ def _netlink_batches(
     listing's start-up time counts, and this needs only a lock.
     """
     ext = (_netlink.EXT_SKMEMINFO if memory else 0) | (_netlink.EXT_TCP_INFO if info else 0)
-    number = socket.IPPROTO_UDP if protocol == "udp" else socket.IPPROTO_TCP
+    number = IPPROTO_UDP if protocol == "udp" else IPPROTO_TCP
     mask = _state_mask(states)
     if len(fams) < 2:
         return [batch for fam in fams for batch in _netlink.dump(fam, mask, ext, protocol=number)]
@@ -203,9 +203,9 @@ def _netlink_batches(
 
 
 def _proc_batch(
-    fams: list[socket.AddressFamily], states: frozenset[SocketState], protocol: str
+    fams: list[int], states: frozenset[int], protocol: str
 ) -> _netlink.RawBatch:
-    def read(fam: socket.AddressFamily) -> list[dict[str, object]]:
+    def read(fam: int) -> list[dict[str, object]]:
         return _procfs.read_proc_net_udp(fam) if protocol == "udp" else _procfs.read_proc_net(protocol, fam)
 
     rows = [row for fam in fams for row in read(fam) if row["state"] in states]

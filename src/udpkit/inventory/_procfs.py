@@ -7,7 +7,7 @@ are ``None``; and the kernel is slow to produce them at scale (see ``bench/ss_be
 
 from __future__ import annotations
 
-import socket
+from _socket import AF_INET, AF_INET6
 import struct
 from collections.abc import Iterable, Iterator
 
@@ -48,7 +48,7 @@ def parse_proc_net_udp(lines: Iterable[str], family: int, *, with_drops: bool = 
             raise ParseError(f"short /proc/net/udp line: {line.strip()!r}")
         src, sport = decode_address(fields[1])
         dst, dport = decode_address(fields[2])
-        if len(src) != (4 if family == socket.AF_INET else 16) or len(dst) != len(src):
+        if len(src) != (4 if family == AF_INET else 16) or len(dst) != len(src):
             raise ParseError(f"address of the wrong family in /proc/net/udp line: {line.strip()!r}")
         try:
             tx, _, rx = fields[4].partition(":")
@@ -71,12 +71,12 @@ def read_proc_net_udp(family: int, proc: str = "/proc") -> list[dict[str, object
 
 def read_proc_net(protocol: str, family: int, proc: str = "/proc") -> list[dict[str, object]]:
     """``/proc/net/udp``, ``udp6``, ``tcp`` or ``tcp6`` parsed; a missing IPv6 file is an empty list."""
-    name = protocol if family == socket.AF_INET else protocol + "6"
+    name = protocol if family == AF_INET else protocol + "6"
     try:
         with open(f"{proc}/net/{name}", encoding="ascii") as fh:
             return list(parse_proc_net_udp(fh, family, with_drops=protocol == "udp"))
     except FileNotFoundError:
-        if family == socket.AF_INET6:
+        if family == AF_INET6:
             return []
         raise BackendUnavailable(f"{proc}/net/{name} does not exist") from None
     except PermissionError as exc:

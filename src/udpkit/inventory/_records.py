@@ -8,56 +8,34 @@ its import pulls in ``inspect`` (DESIGN.md §3 asks ``udpkit ss`` to start lean)
 
 from __future__ import annotations
 
-import socket
 import struct
-from enum import IntEnum
-from udpkit.addr import Endpoint
+from _socket import AF_INET
 
 TYPE_CHECKING = False  # typing is not imported at run time: see udpkit._typing
 if TYPE_CHECKING:
+    from socket import AddressFamily
     from typing import Any, NamedTuple
+    from udpkit.addr import Endpoint
+    from udpkit.inventory._state import SocketState
 else:
     from udpkit._typing import NamedTuple
 
-__all__ = ["CongestionInfo", "Process", "SkMem", "SocketState", "TcpInfo", "TcpSocket", "UdpSocket"]
+__all__ = ["CongestionInfo", "Process", "STATE_LABELS", "SkMem", "TcpInfo", "TcpSocket", "UdpSocket", "state_label"]
+
+# The kernel's sk_state numbers (include/net/tcp_states.h) as plain ints, and ss's name for each.
+# The listing and ``udpkit ss`` work on these: neither imports ``socket`` or ``enum`` (9 ms of a
+# 27 ms start, measured), and a record's ``family`` and ``state`` become ``AddressFamily`` and
+# :class:`~udpkit.inventory.SocketState` members only when a caller builds records.
+(UNKNOWN, ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT1, FIN_WAIT2, TIME_WAIT, CLOSE, CLOSE_WAIT, LAST_ACK, LISTEN,
+ CLOSING) = range(12)
+STATE_LABELS = ("UNKNOWN", "ESTAB", "SYN-SENT", "SYN-RECV", "FIN-WAIT-1", "FIN-WAIT-2", "TIME-WAIT", "UNCONN",
+                "CLOSE-WAIT", "LAST-ACK", "LISTEN", "CLOSING")
 
 
-class SocketState(IntEnum):
-    """The kernel's ``sk_state`` (``include/net/tcp_states.h``); UDP uses only ESTABLISHED and CLOSE."""
-
-    UNKNOWN = 0
-    ESTABLISHED = 1
-    SYN_SENT = 2
-    SYN_RECV = 3
-    FIN_WAIT1 = 4
-    FIN_WAIT2 = 5
-    TIME_WAIT = 6
-    CLOSE = 7
-    CLOSE_WAIT = 8
-    LAST_ACK = 9
-    LISTEN = 10
-    CLOSING = 11
-
-    @property
-    def label(self) -> str:
-        """The name ``ss`` prints: ``ESTAB`` for a connected UDP socket, ``UNCONN`` for an unconnected one."""
-        return _LABELS[self]
-
-
-_LABELS = {
-    SocketState.UNKNOWN: "UNKNOWN",
-    SocketState.ESTABLISHED: "ESTAB",
-    SocketState.SYN_SENT: "SYN-SENT",
-    SocketState.SYN_RECV: "SYN-RECV",
-    SocketState.FIN_WAIT1: "FIN-WAIT-1",
-    SocketState.FIN_WAIT2: "FIN-WAIT-2",
-    SocketState.TIME_WAIT: "TIME-WAIT",
-    SocketState.CLOSE: "UNCONN",
-    SocketState.CLOSE_WAIT: "CLOSE-WAIT",
-    SocketState.LAST_ACK: "LAST-ACK",
-    SocketState.LISTEN: "LISTEN",
-    SocketState.CLOSING: "CLOSING",
-}
+def state_label(state: int) -> str:
+    """The name ``ss`` prints for ``state``: ``ESTAB`` for a connected UDP socket, ``UNCONN`` for an
+    unconnected one, ``UNKNOWN`` for a number this table does not know (a newer kernel's)."""
+    return STATE_LABELS[state] if 0 <= state < len(STATE_LABELS) else "UNKNOWN"
 
 
 class Process(NamedTuple):
@@ -92,7 +70,7 @@ class UdpSocket(NamedTuple):
     no ``IPV6_V6ONLY`` and no socket cookie; ``skmem`` is only filled when memory was asked for.
     """
 
-    family: socket.AddressFamily
+    family: AddressFamily
     state: SocketState
     recv_q: int
     send_q: int
@@ -115,23 +93,27 @@ class UdpSocket(NamedTuple):
     @property
     def local(self) -> Endpoint:
         """The bound address, with the device for ``SO_BINDTODEVICE`` sockets."""
+        from udpkit.addr import Endpoint
+
         return Endpoint(self.local_ip, self.local_port, self.family, self.interface)
 
     @property
     def peer(self) -> Endpoint:
         """The connected-to address; the wildcard with port 0 for an unconnected socket."""
+        from udpkit.addr import Endpoint
+
         return Endpoint(self.peer_ip, self.peer_port, self.family)
 
     @property
     def connected(self) -> bool:
-        return self.state == SocketState.ESTABLISHED
+        return self.state == ESTABLISHED
 
     def to_json(self) -> dict[str, Any]:
         """The object ``udpkit ss --json`` prints (DESIGN.md §2)."""
         return {
             "netid": "udp",
-            "family": "inet" if self.family == socket.AF_INET else "inet6",
-            "state": self.state.label,
+            "family": "inet" if self.family == AF_INET else "inet6",
+            "state": state_label(self.state),
             "recv_q": self.recv_q,
             "send_q": self.send_q,
             "local": {"address": self.local_ip, "port": self.local_port, "interface": self.interface},
@@ -262,7 +244,7 @@ class TcpSocket(NamedTuple):
     entry is not a full socket: it has no inode, owner, memory or info.
     """
 
-    family: socket.AddressFamily
+    family: AddressFamily
     state: SocketState
     recv_q: int
     send_q: int
@@ -290,10 +272,14 @@ class TcpSocket(NamedTuple):
 
     @property
     def local(self) -> Endpoint:
+        from udpkit.addr import Endpoint
+
         return Endpoint(self.local_ip, self.local_port, self.family, self.interface)
 
     @property
     def peer(self) -> Endpoint:
+        from udpkit.addr import Endpoint
+
         return Endpoint(self.peer_ip, self.peer_port, self.family)
 
     def to_json(self) -> dict[str, Any]:

@@ -5,9 +5,16 @@ Each is cached for the life of the process: a listing asks the same question tho
 
 from __future__ import annotations
 
+import _socket  # not socket: see _netlink
 import os
-import socket
-from functools import cache
+
+TYPE_CHECKING = False  # typing is not imported at run time: see udpkit._typing
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, ParamSpec, TypeVar
+
+    P = ParamSpec("P")
+    R = TypeVar("R")
 
 __all__ = [
     "cgroup2_mount",
@@ -19,7 +26,25 @@ __all__ = [
 ]
 
 
-@cache
+def _cache(function: Callable[P, R]) -> Callable[P, R]:
+    """``functools.cache``, without importing ``functools``: with the ``types`` it pulls in, that is
+    ~2 ms of ``udpkit ss``'s start, and these lookups are each asked once per distinct value."""
+    results: dict[Any, Any] = {}
+
+    def cached(*args: P.args, **kwargs: P.kwargs) -> R:
+        key = (args, *kwargs.items()) if kwargs else args
+        try:
+            return results[key]  # type: ignore[no-any-return]
+        except KeyError:
+            value = results[key] = function(*args, **kwargs)
+            return value
+
+    cached.__name__, cached.__qualname__, cached.__doc__ = function.__name__, function.__qualname__, function.__doc__
+    cached.__module__, cached.__wrapped__ = function.__module__, function  # type: ignore[attr-defined]
+    return cached
+
+
+@_cache
 def ephemeral_port_range(proc: str = "/proc") -> tuple[int, int]:
     """``/proc/sys/net/ipv4/ip_local_port_range`` as ``(low, high)``; ``ss`` never names ports in it."""
     try:
@@ -30,7 +55,7 @@ def ephemeral_port_range(proc: str = "/proc") -> tuple[int, int]:
         return 1024, 65535
 
 
-@cache
+@_cache
 def service_name(port: int, protocol: str = "udp") -> str:
     """``123`` -> ``"ntp"`` from the services database, as ``ss`` without ``-n``; else the number.
 
@@ -43,23 +68,23 @@ def service_name(port: int, protocol: str = "udp") -> str:
     if low <= port <= high:
         return str(port)
     try:
-        return socket.getservbyport(port, protocol)
+        return _socket.getservbyport(port, protocol)
     except OSError:
         return str(port)
 
 
-@cache
+@_cache
 def interface_name(index: int) -> str | None:
     """``1`` -> ``"lo"``; 0 (not bound to a device) -> ``None``; a vanished index -> its number as text."""
     if not index:
         return None
     try:
-        return socket.if_indextoname(index)
+        return _socket.if_indextoname(index)
     except OSError:
         return str(index)
 
 
-@cache
+@_cache
 def cgroup2_mount() -> str | None:
     """Where the unified (v2) cgroup hierarchy is mounted, from ``/proc/self/mounts``."""
     try:
@@ -73,7 +98,7 @@ def cgroup2_mount() -> str | None:
     return None
 
 
-@cache
+@_cache
 def _cgroup_index() -> dict[int, str]:
     mount = cgroup2_mount()
     index: dict[int, str] = {}

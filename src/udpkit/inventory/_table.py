@@ -8,12 +8,10 @@ caller iterating the table gets records, built in one ``map`` over the columns.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from functools import partial
 from itertools import chain, repeat
 from udpkit.inventory import _netlink
-from udpkit.inventory._records import CongestionInfo, Process, SkMem, SocketState, TcpInfo, TcpSocket, UdpSocket
+from udpkit.inventory._records import CongestionInfo, Process, SkMem, TcpInfo, TcpSocket, UdpSocket
 from udpkit.inventory._system import interface_name
 
 __all__ = ["FIELDS", "SocketTable"]
@@ -28,8 +26,6 @@ else:
     from udpkit._typing import Generic, overload
 
     Record = object
-_FAMILIES = {socket.AF_INET.value: socket.AF_INET, socket.AF_INET6.value: socket.AF_INET6}
-_STATES = dict(SocketState._value2member_map_)
 _V6ONLY = {0: False, 1: True}
 _NETIDS = {UdpSocket: "udp", TcpSocket: "tcp"}
 
@@ -48,6 +44,19 @@ class _IfName(dict["int | None", "str | None"]):
     def __missing__(self, index: int | None) -> str | None:
         name = self[index] = interface_name(index or 0)
         return name
+
+
+def _members(name: str) -> dict[int, Any]:
+    """The kernel's numbers for ``family`` or ``state`` -> their enum members, imported here, when a
+    caller asks for that column: ``udpkit ss`` reads :meth:`SocketTable.numbers` and never pays for
+    ``socket`` and ``enum`` (~9 ms of a start)."""
+    if name == "family":
+        from socket import AF_INET, AF_INET6
+
+        return {AF_INET.value: AF_INET, AF_INET6.value: AF_INET6}
+    from udpkit.inventory._state import SocketState
+
+    return dict(SocketState._value2member_map_)
 
 
 def _skmem(raw: tuple[int, ...] | None) -> SkMem | None:
@@ -70,7 +79,7 @@ class SocketTable(Sequence[Record], Generic[Record]):
     name…) the first time it is asked for, and kept.
     """
 
-    __slots__ = ("_batches", "_columns", "_fields", "_make", "_n", "_owners", "record")
+    __slots__ = ("_batches", "_columns", "_fields", "_n", "_owners", "record")
 
     def __init__(
         self,
@@ -87,7 +96,6 @@ class SocketTable(Sequence[Record], Generic[Record]):
         self._columns: dict[str, list[Any]] = dict(columns or {})
         self.record: type[Record] = record
         self._fields: tuple[str, ...] = record._fields
-        self._make: Callable[[Iterable[Any]], Record] = partial(tuple.__new__, record)
 
     @property
     def netid(self) -> str:
@@ -105,6 +113,22 @@ class SocketTable(Sequence[Record], Generic[Record]):
         found = self._columns.get(name)
         if found is None:
             found = self._columns[name] = self._convert(name)
+        return found
+
+    def numbers(self, name: str) -> list[int]:
+        """``family`` or ``state`` as the kernel's numbers (``AF_INET`` is 2, ``CLOSE`` 7), not as
+        :meth:`column`'s ``AddressFamily`` and ``SocketState`` members: for callers that only compare
+        or look them up, without importing ``socket`` and ``enum``."""
+        if name not in ("family", "state"):
+            raise KeyError(f"no numbers for column {name!r}: only family and state have them")
+        key = f"{name}#"
+        found = self._columns.get(key)
+        if found is None:
+            if self._batches or not self._n:
+                found = list(self._raw(name) or ())
+            else:  # a table made from columns, as :meth:`where` makes: its members are the numbers
+                found = self.column(name)
+            self._columns[key] = found
         return found
 
     def _raw(self, name: str) -> Iterable[Any] | None:
@@ -136,10 +160,8 @@ class SocketTable(Sequence[Record], Generic[Record]):
     def _convert(self, name: str) -> list[Any]:
         n = self._n
         raw = self._raw
-        if name == "family":
-            return self._each("family", _FAMILIES.get) or []
-        if name == "state":
-            return self._each("state", _STATES.get) or []
+        if name in ("family", "state"):
+            return self._each(name, _members(name).get) or []
         if name in ("local_ip", "peer_ip"):
             return self._each("src" if name == "local_ip" else "dst", _IpText().__getitem__) or []
         if name in ("local_port", "peer_port"):
@@ -191,7 +213,9 @@ class SocketTable(Sequence[Record], Generic[Record]):
         raise KeyError(f"no such column: {name!r} (columns: {', '.join(self._fields)})")
 
     def __iter__(self) -> Iterator[Record]:
-        return map(self._make, zip(*(self.column(name) for name in self._fields)))
+        # tuple.__new__(record, row) per socket, called from C (map over two iterables)
+        rows = zip(*(self.column(name) for name in self._fields))
+        return map(tuple.__new__, repeat(self.record), rows)
 
     @overload
     def __getitem__(self, index: int) -> Record: ...
@@ -202,7 +226,7 @@ class SocketTable(Sequence[Record], Generic[Record]):
             return self._subset(range(self._n)[index])
         if not -self._n <= index < self._n:
             raise IndexError("SocketTable index out of range")
-        return self._make(self.column(name)[index] for name in self._fields)
+        return tuple.__new__(self.record, [self.column(name)[index] for name in self._fields])
 
     def where(self, predicate: Callable[[Record], bool]) -> SocketTable[Record]:
         """The sockets for which ``predicate(record)`` is true, as a new table."""
