@@ -120,11 +120,17 @@ FIELDS = st.tuples(st.sampled_from(["UNCONN", "ESTAB"]), st.sampled_from(["*:", 
                    st.integers(0, 65535), st.sampled_from(["", " users:((\"a%d\",pid=1,fd=3))"]))
 
 
-@given(st.lists(FIELDS, max_size=12), st.integers(1, 4), st.booleans(), st.lists(st.booleans(), min_size=4, max_size=4))
-def test_blocks_hold_the_lines_formatted_one_by_one(rows: list[tuple[str, str, int, str]], block: int, header: bool,
-                                                    constant: list[bool]) -> None:
-    """A block is one ``%`` over the line format repeated; whatever the block size, the lines are
-    each field padded to its column (addresses on the left), constant columns written once."""
+LAYOUTS = ["C", "Python"] if _sstable._lines is not None else ["Python"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@given(rows=st.lists(FIELDS, max_size=12), block=st.integers(1, 4), header=st.booleans(),
+       constant=st.lists(st.booleans(), min_size=4, max_size=4))
+def test_blocks_hold_the_lines_formatted_one_by_one(layout: str, rows: list[tuple[str, str, int, str]], block: int,
+                                                    header: bool, constant: list[bool]) -> None:
+    """Whatever the block size, and whether the C extension or Python lays them out (one ``%`` over
+    the line format repeated), the lines are each field padded to its column (addresses on the
+    left), constant columns written once."""
     columns = [list(col) for col in zip(*rows)] if rows else [[] for _ in LAYOUT]
     constant = [flag and len(set(col)) == 1 for flag, col in zip(constant, columns)]
     lengths = [max([len(str(f)) for f in col] + [len(c.header) if header else 0]) for col, c in zip(columns, LAYOUT)]
@@ -136,8 +142,31 @@ def test_blocks_hold_the_lines_formatted_one_by_one(rows: list[tuple[str, str, i
             inner = max(width - len(c.delimiter), 0) if i else width
             line += (c.delimiter if i else "") + (str(value).rjust(inner) if c.right else str(value).ljust(inner))
         expected.append(line + "\n")
-    with patch.object(_sstable, "BLOCK", block):
+    with patch.object(_sstable, "BLOCK", block), patch.object(_sstable, "_lines", _sstable._lines if layout == "C" else None):
         blocks = list(_sstable.render_blocks(LAYOUT, columns, header=header, screen=None, constant=constant,
                                              max_len=[None, None, max(map(len, map(str, columns[2])), default=0), None]))
     assert "".join(blocks) == "".join(expected)
     assert all(b.count("\n") <= block for b in blocks[1 if header else 0:])
+
+
+ANY_FIELD = st.one_of(st.text(max_size=8), st.integers(-(2**70), 2**70), st.none(), st.booleans(),
+                      st.sampled_from(["*:", "[::]:", "ntp", "é", " users:((\"x\",pid=1,fd=3))"]))
+
+
+@pytest.mark.skipif(_sstable._lines is None, reason="the optional C extension was not built (no C compiler)")
+@given(st.lists(st.lists(ANY_FIELD, min_size=3, max_size=3), max_size=10), st.lists(st.integers(0, 12), min_size=3,
+       max_size=3), st.lists(st.booleans(), min_size=3, max_size=3), st.lists(st.text(max_size=3), min_size=4, max_size=4))
+def test_the_c_lines_are_the_python_format_or_decline(rows: list[list[object]], widths: list[int], rights: list[bool],
+                                                      segments: list[str]) -> None:
+    """Any field at all: the C layout writes exactly what ``%*s``/``%-*s`` would, or returns None
+    (text outside ASCII, None, a bool, an int past 64 bits) for Python to format the block."""
+    assert _sstable._lines is not None
+    columns = tuple([row[i] for row in rows] for i in range(3))
+    got = _sstable._lines(tuple(segments), columns, tuple(widths), tuple(rights), 0, len(rows))
+    expected = "".join(
+        "".join(seg + ("%*s" if right else "%-*s") % (width, value)
+                for seg, value, width, right in zip(segments, row, widths, rights)) + segments[3]
+        for row in rows)
+    plain = all(type(v) is int and -(2**63) <= v < 2**63 or type(v) is str and v.isascii()  # noqa: E721
+                for row in rows for v in row) and all(s.isascii() for s in segments)
+    assert got == (expected if plain else None)

@@ -8,7 +8,7 @@ the columns of each screen line; otherwise (a pipe, a file) output stays compact
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import chain, islice
 
 TYPE_CHECKING = False  # typing is not imported at run time: see udpkit._typing
@@ -18,6 +18,12 @@ else:
     from udpkit._typing import NamedTuple
 
 __all__ = ["BLOCK", "Column", "NETID_COLUMN", "SS_COLUMNS", "render_blocks"]
+
+_lines: Callable[..., str | None] | None
+try:  # the lines laid out in C, where the optional extension was built (see _sslines.c)
+    from udpkit.cli._sslines import lines as _lines
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _lines = None
 
 
 class Column(NamedTuple):
@@ -127,19 +133,35 @@ def render_blocks(
     fixed = [bool(c) and len(f) > 0 for c, f in zip(constant or [False] * len(columns), fields)]
     if fixed and all(fixed):
         fixed[-1] = False  # one column is kept line by line: it is what says how many lines there are
+    # The text between variable fields: delimiters, and each constant column's padded text once.
+    segments: list[str] = []
+    pads: list[int] = []
+    right: list[bool] = []
+    between = ""
+    for i, (col, part) in enumerate(zip(columns, parts)):
+        if fixed[i]:
+            between += part % fields[i][0]
+        else:
+            segments.append(between + (col.delimiter if i else ""))
+            between = ""
+            pads.append(max(widths[i] - (len(col.delimiter) if i else 0), 0))
+            right.append(col.right)
+    segments.append(between + "\n")
     if any(fixed):  # each constant column's padded text becomes part of the format itself
         fmt = "".join((part % fields[i][0]).replace("%", "%%") if fixed[i] else part
                       for i, part in enumerate(parts)) + "\n"
-        fields = [f for f, constant_column in zip(fields, fixed) if not constant_column]
-    # A block is one ``%`` over its lines' format repeated: the per-line call and argument tuple of
-    # ``fmt % row`` cost a fifth of the layout at 50,000 lines.
-    width = len(fields)
-    if not width:
+    variable = [f if type(f) is list else list(f) for f, constant_column in zip(fields, fixed) if not constant_column]
+    if not variable:
         return
-    values = chain.from_iterable(zip(*fields))
+    rows = min(map(len, variable))
+    c_args = (tuple(segments), tuple(variable), tuple(pads), tuple(right))
     block_fmt = fmt * BLOCK
-    while True:
-        block = tuple(islice(values, BLOCK * width))
-        if not block:
-            return
-        yield (block_fmt if len(block) == BLOCK * width else fmt * (len(block) // width)) % block
+    for start in range(0, rows, BLOCK):
+        stop = min(start + BLOCK, rows)
+        text = _lines(*c_args, start, stop) if _lines is not None else None
+        if text is None:
+            # One ``%`` over the block's lines' format repeated: the per-line call and argument tuple
+            # of ``fmt % row`` cost a fifth of the layout at 50,000 lines.
+            values = tuple(chain.from_iterable(zip(*(f[start:stop] for f in variable))))
+            text = (block_fmt if stop - start == BLOCK else fmt * (stop - start)) % values
+        yield text
