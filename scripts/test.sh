@@ -30,7 +30,7 @@ declare -A PEERS=(
   [prometheus-blackbox-exporter]=prometheus-blackbox-exporter
   [prometheus-node-exporter]=prometheus-node-exporter
   [snmpd]=snmpd
-  [gcc]=gcc  # builds udpkit's optional C extension (recvmmsg/sendmmsg), so its tests run too
+  [gcc]=gcc  # builds udpkit's optional C extensions (recvmmsg/sendmmsg, ss's lines), so their tests run too
   [libc6-dev]=/usr/include/stdio.h
 )
 
