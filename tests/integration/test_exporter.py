@@ -68,7 +68,9 @@ class Lab:
                 "req = urllib.request.Request(sys.argv[1], headers=dict(h.split(':', 1) for h in sys.argv[2:]),"
                 " method='POST' if sys.argv[1].endswith('/-/reload') else 'GET')\n"
                 "try:\n r = urllib.request.urlopen(req, timeout=30); print(r.status); print(r.read().decode(), end='')\n"
-                "except urllib.error.HTTPError as e:\n print(e.code); print(e.read().decode(), end='')\n")
+                "except urllib.error.HTTPError as e:\n print(e.code); print(e.read().decode(), end='')\n"
+                # no answer at all (not listening yet): status 0, so that a wait loop asks again
+                "except urllib.error.URLError as e:\n print(0); print(e.reason)\n")
         result = subprocess.run(self.argv([sys.executable, "-c", code, f"http://127.0.0.1:{port}{path}",
                                            *(f"{k}:{v}" for k, v in (headers or {}).items())]),
                                 capture_output=True, text=True, timeout=60)

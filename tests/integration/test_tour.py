@@ -9,6 +9,7 @@ import os
 import pty
 import re
 import select
+import signal
 import subprocess
 import sys
 import termios
@@ -23,6 +24,9 @@ def run_in_terminal(argv: list[str], *, interrupt_after: str | None = None,
     def controlling_terminal() -> None:  # a session of its own, with the pty as its terminal, as a shell does
         os.setsid()
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        # Ctrl-C as in a shell's foreground job, even when these tests were started in the background
+        # (which ignores SIGINT: Python then keeps it ignored, and the tour would never see the ^C)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     proc = subprocess.Popen(argv, stdin=child, stdout=child, stderr=child, close_fds=True,
                             env={**os.environ, "TERM": "xterm", "COLUMNS": "120"},

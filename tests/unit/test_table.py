@@ -59,6 +59,7 @@ def test_state_numbers_labels_and_the_lazy_socket_state_agree() -> None:
             "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING")]
     assert _records.state_label(SocketState.CLOSE) == "UNCONN" and _records.state_label(1) == "ESTAB"
     assert _records.state_label(12) == _records.state_label(-1) == "UNKNOWN"  # a newer kernel's state
+    assert _records.state_label(None) == "UNKNOWN"  # (a record's, where the enum knew no member)
     with pytest.raises(AttributeError):
         udpkit.inventory.NoSuchName  # type: ignore[attr-defined]
 

@@ -9,7 +9,7 @@ the columns of each screen line; otherwise (a pipe, a file) output stays compact
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from itertools import chain, islice
+from itertools import chain
 
 TYPE_CHECKING = False  # typing is not imported at run time: see udpkit._typing
 if TYPE_CHECKING:

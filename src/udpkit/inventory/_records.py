@@ -32,10 +32,10 @@ STATE_LABELS = ("UNKNOWN", "ESTAB", "SYN-SENT", "SYN-RECV", "FIN-WAIT-1", "FIN-W
                 "CLOSE-WAIT", "LAST-ACK", "LISTEN", "CLOSING")
 
 
-def state_label(state: int) -> str:
+def state_label(state: int | None) -> str:
     """The name ``ss`` prints for ``state``: ``ESTAB`` for a connected UDP socket, ``UNCONN`` for an
-    unconnected one, ``UNKNOWN`` for a number this table does not know (a newer kernel's)."""
-    return STATE_LABELS[state] if 0 <= state < len(STATE_LABELS) else "UNKNOWN"
+    unconnected one, ``UNKNOWN`` for a number this table does not know (a newer kernel's) or none."""
+    return STATE_LABELS[state] if state is not None and 0 <= state < len(STATE_LABELS) else "UNKNOWN"
 
 
 class Process(NamedTuple):
