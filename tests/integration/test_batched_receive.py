@@ -707,6 +707,37 @@ def test_reflect_in_rounds_is_an_echo_servers_loop_that_hands_back_what_it_canno
     assert idle[:1] == woken[:1] == (0,) and idle[7] == woken[7] == 0
 
 
+def test_reflect_counts_only_its_recvmmsg_rounds() -> None:
+    """A client that waits for each answer: a blocking call with ``rounds`` R echoes 64·R round
+    trips (each recvmmsg round, then 63 read one a call), so an echo server goes back to Python once
+    every 64·R of them, not every R (that return cost +7 µs on the round trip it fell on: its p99)."""
+    import threading
+
+    if "c" not in KINDS:
+        pytest.skip("rounds are the C batch's")
+    server = bind_udp(Endpoint("127.0.0.1", 0, socket.AF_INET), BindOptions(pktinfo=False))
+    server.setblocking(True)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, 200_000))
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    client.settimeout(2)
+    answers: list[bytes] = []
+
+    def ping_pong() -> None:
+        for n in range(200):
+            client.sendto(b"%d" % n, server.getsockname())
+            answers.append(client.recv(100))
+
+    client_thread = threading.Thread(target=ping_pong)
+    batch = batch_of("c", ancillary=True)
+    with server, client:
+        client_thread.start()
+        calls = [batch.reflect(server.fileno(), 0x10000, 1024, 2) for _ in range(3)]  # MSG_WAITFORONE
+        client_thread.join()
+    assert answers == [b"%d" % n for n in range(200)]
+    assert [c[0] for c in calls] == [128, 72, 0]  # the last two end at SO_RCVTIMEO: nothing more came
+
+
 @contextlib.contextmanager
 def two_families_waited_together(busy_poll_ns: int = 0, wait_ms: int = 2000) -> Iterator[
         tuple[Batch, socket.socket, socket.socket, int]]:

@@ -878,11 +878,14 @@ class Listener:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, 250_000))
         lowest = self._reflect_from()
         kept = self._kept_answers()
+        # An echo's call ends after this many recvmmsg rounds (a client waiting for each answer: 64
+        # round trips a round); with a deadline, after one, so a slow client cannot keep it past it.
+        rounds = BATCH if deadline is None else 1
         try:
             while not reactor.stopping:
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-                if self._blocking_call(0, sock, lowest, kept, BATCH):
+                if self._blocking_call(0, sock, lowest, kept, rounds):
                     break
                 self._peers.settle()
         finally:
@@ -915,7 +918,7 @@ class Listener:
                 while not reactor.stopping:
                     if deadline is not None and time.monotonic() >= deadline:
                         break
-                    if self._blocking_call(index, sockets[index], lowest, kept, SET_ROUNDS):
+                    if self._blocking_call(index, sockets[index], lowest, kept, SET_ROUNDS if deadline is None else 1):
                         break
                     self._peers.settle()
                     index = index_of.get(batch.wait_ready, index)  # type: ignore[attr-defined]
