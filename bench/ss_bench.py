@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Benchmark: ``udpkit ss`` against iproute2 ``ss`` and psutil on 1,000 / 10,000 / 50,000 UDP sockets
-(``--tcp``: half TCP listeners, half UDP, timing ``-tuln`` and ``-tulpn``).
+"""Benchmark: ``udpkit ss`` (the table, and ``--json``) against iproute2 ``ss`` and psutil on 1,000 / 10,000 /
+50,000 UDP sockets (``--tcp``: half TCP listeners, half UDP, timing ``-tuln`` and ``-tulpn``).
 
 Not a test: timings on a shared machine are noisy, so it prints medians and ratios measured side by
 side in one run. Needs root: it makes a network namespace of its own (so only its sockets are
@@ -131,6 +131,7 @@ def main() -> int:
         f"ss {flags}": ["ss", flags],
         f"udpkit ss {flags}": [args.udpkit, "ss", flags],
         f"udpkit ss {flags} --backend proc": [args.udpkit, "ss", flags, "--backend", "proc"],
+        f"udpkit ss {flags} --json": [args.udpkit, "ss", flags, "--json"],  # (ss has no JSON: to its table)
         f"ss {flags}p": ["ss", flags + "p"],
         f"udpkit ss {flags}p": [args.udpkit, "ss", flags + "p"],
         PSUTIL: [sys.executable, "-c", f"import psutil; psutil.net_connections('{kind}')"],
@@ -157,6 +158,7 @@ def main() -> int:
                     (f"ss {f}", "1.00 (reference)"),
                     (f"udpkit ss {f}", f"{med[f'udpkit ss {f}'] / med[f'ss {f}']:.2f}x ss {f}"),
                     (f"udpkit ss {f} --backend proc", f"{med[f'udpkit ss {f} --backend proc'] / med[f'ss {f}']:.2f}x ss {f}"),
+                    (f"udpkit ss {f} --json", f"{med[f'udpkit ss {f} --json'] / med[f'ss {f}']:.2f}x ss {f}'s table"),
                     (f"ss {fp}", "1.00 (reference)"),
                     (f"udpkit ss {fp}", f"{med[f'udpkit ss {fp}'] / med[f'ss {fp}']:.2f}x ss {fp}"),
                     (PSUTIL, f"{med[PSUTIL] / med[f'udpkit ss {f}']:.1f}x udpkit ss {f}, "

@@ -142,9 +142,11 @@ def test_blocks_hold_the_lines_formatted_one_by_one(layout: str, rows: list[tupl
             inner = max(width - len(c.delimiter), 0) if i else width
             line += (c.delimiter if i else "") + (str(value).rjust(inner) if c.right else str(value).ljust(inner))
         expected.append(line + "\n")
-    with patch.object(_sstable, "BLOCK", block), patch.object(_sstable, "_lines", _sstable._lines if layout == "C" else None):
+    port_width = max(map(len, map(str, columns[2])), default=0)
+    lines = _sstable._lines if layout == "C" else None
+    with patch.object(_sstable, "BLOCK", block), patch.object(_sstable, "_lines", lines):
         blocks = list(_sstable.render_blocks(LAYOUT, columns, header=header, screen=None, constant=constant,
-                                             max_len=[None, None, max(map(len, map(str, columns[2])), default=0), None]))
+                                             max_len=[None, None, port_width, None]))
     assert "".join(blocks) == "".join(expected)
     assert all(b.count("\n") <= block for b in blocks[1 if header else 0:])
 
@@ -154,8 +156,9 @@ ANY_FIELD = st.one_of(st.text(max_size=8), st.integers(-(2**70), 2**70), st.none
 
 
 @pytest.mark.skipif(_sstable._lines is None, reason="the optional C extension was not built (no C compiler)")
-@given(st.lists(st.lists(ANY_FIELD, min_size=3, max_size=3), max_size=10), st.lists(st.integers(0, 12), min_size=3,
-       max_size=3), st.lists(st.booleans(), min_size=3, max_size=3), st.lists(st.text(max_size=3), min_size=4, max_size=4))
+@given(st.lists(st.lists(ANY_FIELD, min_size=3, max_size=3), max_size=10),
+       st.lists(st.integers(0, 12), min_size=3, max_size=3), st.lists(st.booleans(), min_size=3, max_size=3),
+       st.lists(st.text(max_size=3), min_size=4, max_size=4))
 def test_the_c_lines_are_the_python_format_or_decline(rows: list[list[object]], widths: list[int], rights: list[bool],
                                                       segments: list[str]) -> None:
     """Any field at all: the C layout writes exactly what ``%*s``/``%-*s`` would, or returns None

@@ -483,7 +483,8 @@ def render_blocks(
             if n and numbers.count(numbers[0]) == n:  # one value (UNCONN, 0, 0 as a rule): one lookup
                 parts[at].append(repeat(cache[numbers[0]], n))
             else:
-                parts[at].append(list(map(cache.__getitem__, numbers)))  # (made now: it fills the cache the widths read)
+                # (made now: it fills the cache the widths read)
+                parts[at].append(list(map(cache.__getitem__, numbers)))
         columns[4].extend(_address_fields(local_ips, families, col("local_ip"), v6only, col("interface")))
         columns[5].extend(_port_texts(col("local_port"), options.numeric, table.netid))
         columns[6].extend(_address_fields(peer_ips, families, col("peer_ip"), v6only, [None] * n))
