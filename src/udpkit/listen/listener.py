@@ -879,7 +879,8 @@ class Listener:
         lowest = self._reflect_from()
         kept = self._kept_answers()
         # An echo's call ends after this many recvmmsg rounds (a client waiting for each answer: 64
-        # round trips a round); with a deadline, after one, so a slow client cannot keep it past it.
+        # round trips a round); with a deadline, after one: 64 round trips at most, as before, between
+        # two looks at the clock, however slowly a client sends them.
         rounds = BATCH if deadline is None else 1
         try:
             while not reactor.stopping:
