@@ -170,6 +170,6 @@ def test_the_c_lines_are_the_python_format_or_decline(rows: list[list[object]], 
         "".join(seg + ("%*s" if right else "%-*s") % (width, value)
                 for seg, value, width, right in zip(segments, row, widths, rights)) + segments[3]
         for row in rows)
-    plain = all(type(v) is int and -(2**63) <= v < 2**63 or type(v) is str and v.isascii()  # noqa: E721
+    plain = all(type(v) is int and -(2**63) <= v < 2**63 or type(v) is str and v.isascii()
                 for row in rows for v in row) and all(s.isascii() for s in segments)
     assert got == (expected if plain else None)
