@@ -8,7 +8,9 @@ next to its peer's. Throughput: ``sockperf throughput`` offers a stream of 64-by
 each server took; udpkit's own count is shown beside. Ping-pong: one client, one request in flight,
 round trips per second and the p50/p99 round-trip time, medians of alternating half-second
 rounds with every server up (udpkit with its busy poll, without it (``--busy-poll 0``), on a
-wildcard address, and on the port alone: a socket a family, the default). Window: one client with
+wildcard address, and on the port alone: a socket a family, the default), and a second ``sockperf
+server`` as the control: each round's ratio to the first, as quartiles, is how far two equal
+servers measure apart in that run, which a ratio of udpkit's must be read against. Window: one client with
 1 to 128 requests in flight (``--windows``; udpkit on 127.0.0.1, or ``--window-on``), answers a
 second, the same way.
 
@@ -102,6 +104,9 @@ def throughput(port: int, seconds: float, rate: int) -> tuple[int, int]:
     return after[0] - before[0], after[1] - before[1]
 
 
+CONTROL = "  ... a second sockperf server (control)"
+
+
 def ping_pong(port: int, seconds: float) -> tuple[float, float, float]:
     """One request in flight for ``seconds``: (round trips/s, p50 µs, p99 µs)."""
     rtts: list[float] = []
@@ -191,6 +196,8 @@ def ping_pong_part(args: argparse.Namespace, udpkit: list[str], port: int) -> No
     servers, samples = {}, {}
     for label, argv in (
         ("sockperf server", ["sockperf", "server", "-i", "127.0.0.1", "-p", "{port}"]),
+        # the control: the same peer again, so the run shows how far a server measures from an equal one
+        (CONTROL, ["sockperf", "server", "-i", "127.0.0.1", "-p", "{port}"]),
         # no reply budget: one client at full speed is the point here (by default echo answers a peer
         # address at most 100 times a second, which would measure the budget, not the server)
         ("udpkit listen --respond echo", [*udpkit, "127.0.0.1:{port}", "--respond", "echo", "--rate-limit", "0"]),
@@ -227,6 +234,23 @@ def ping_pong_part(args: argparse.Namespace, udpkit: list[str], port: int) -> No
     both = results["  ... PORT (both families)"] / max(results["sockperf server"], 1)
     print(f"\nudpkit echo / sockperf server round trips per second: {ratio:.3f} (--busy-poll 0: {unpolled:.3f};"
           f" on 0.0.0.0: {wildcard:.3f}; PORT, both families: {both:.3f})")
+    print("each round's ratio to sockperf server in that round (quartiles; the control is the noise floor):")
+    for label in ("udpkit listen --respond echo", CONTROL):
+        low, mid, high = round_quartiles(samples[label], samples["sockperf server"])
+        print(f"  {label.strip(' .'):<40}{low:>8.3f}{mid:>8.3f}{high:>8.3f}")
+
+
+def round_quartiles(ours: list[tuple[float, float, float]],
+                    theirs: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    """The quartiles of one server's round-trip rate over the reference's, round by round: each
+    pair was measured within a second of each other, so the machine's drift over the run cancels
+    and the spread is what one half-second round can tell apart."""
+    ratios = [a[0] / b[0] for a, b in zip(ours, theirs) if b[0] > 0]
+    if len(ratios) < 2:
+        only = ratios[0] if ratios else 0.0
+        return only, only, only
+    low, mid, high = statistics.quantiles(ratios, n=4)
+    return low, mid, high
 
 
 def windowed(port: int, seconds: float, width: int) -> float:

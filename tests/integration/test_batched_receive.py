@@ -197,8 +197,9 @@ def test_without_the_extension_or_when_told_the_listener_reads_one_datagram_per_
 def test_a_listener_that_waits_says_how_long_it_polls_before_each_wait(
         monkeypatch: pytest.MonkeyPatch, kind: str, respond: str) -> None:
     """One socket answering, or one for each family: the receive path names the busy-poll window
-    (50 µs by default, none when asked for 0) and, for two, that one wait in C covers both; the C
-    batch reports what the poll did; ctypes' waits do not poll, and it says nothing of one."""
+    (50 µs by default, none when asked for 0) and, for two, that each has a thread of its own (an
+    echo in C) or that one wait in C covers both; the C batch reports what the poll did; ctypes'
+    waits do not poll, and it says nothing of one."""
     from udpkit.listen import Listener
 
     monkeypatch.setenv("UDPKIT_MMSG", kind)
@@ -214,10 +215,12 @@ def test_a_listener_that_waits_says_how_long_it_polls_before_each_wait(
             else:
                 assert "poll" not in how and listener.busy_poll() is None, how
         with Listener([Endpoint("127.0.0.1", 0, socket.AF_INET), Endpoint("::1", 0, socket.AF_INET6)],
-                      respond=responder, **more) as listener:  # a socket a family: one wait for both
+                      respond=responder, **more) as listener:  # a socket a family: a thread each, or one wait
             for how in listener.receive_paths():
                 if kind == "c":
-                    assert how.endswith(", one wait for all 2 sockets (epoll in C)" + said), how
+                    each = ", a thread for each socket" if respond == "echo (reflect)" else \
+                        ", one wait for all 2 sockets (epoll in C)"
+                    assert how.endswith(each + said), how
                     assert listener.busy_poll() == (0, 0, 0)
                 else:
                     assert "poll" not in how and "one wait" not in how, how
@@ -827,10 +830,10 @@ def test_a_wait_on_a_set_polls_first_and_catches_what_is_already_queued() -> Non
 
 @pytest.mark.skipif("c" not in KINDS, reason="waiting on a set is the C batch's")
 def test_a_flood_on_one_family_leaves_the_other_served(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A listener with a socket a family (``udpkit listen PORT``) serves both from one wait: while
-    a v4 sender keeps the v4 socket's queue full (batches of 64 with ``sendmmsg``, for 1.5 s), a v6
-    client that waits for each answer is answered every time, and the v4 datagrams are echoed
-    too."""
+    """A listener with a socket a family (``udpkit listen PORT``) serves both, an echo in C on a
+    thread a socket: while a v4 sender keeps the v4 socket's queue full (batches of 64 with
+    ``sendmmsg``, for 1.5 s), a v6 client that waits for each answer is answered every time, and
+    the v4 datagrams are echoed too."""
     import threading
 
     from udpkit.listen import Listener
@@ -854,7 +857,7 @@ def test_a_flood_on_one_family_leaves_the_other_served(monkeypatch: pytest.Monke
 
     with Listener([Endpoint("0.0.0.0", 0, socket.AF_INET), Endpoint("::", 0, socket.AF_INET6)],
                   respond=Echo(rate_limit=None)) as listener:
-        assert all("one wait for all 2 sockets" in how for how in listener.receive_paths())
+        assert all("a thread for each socket" in how for how in listener.receive_paths())
         listener.start()
         port = listener.bound[0].port
         flooder = threading.Thread(target=flood, args=(port,))
@@ -878,24 +881,126 @@ def test_a_flood_on_one_family_leaves_the_other_served(monkeypatch: pytest.Monke
 
 
 @pytest.mark.skipif("c" not in KINDS, reason="waiting on a set is the C batch's")
-def test_a_listener_waiting_on_a_set_stops_at_once_and_ends_at_its_duration(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No ``shutdown`` wakes a wait on several sockets: ``stop()`` ends it through the reactor's
-    pipe at once, and a duration ends it on time with no datagram coming."""
+@pytest.mark.parametrize("respond", ["echo", "echo (reflect)"], ids=["one wait on the set", "a thread each"])
+def test_a_listener_on_several_sockets_stops_at_once_and_ends_at_its_duration(
+        monkeypatch: pytest.MonkeyPatch, respond: str) -> None:
+    """A wait on several sockets (echo with its budget per peer: through the responder) needs no
+    ``shutdown``: ``stop()`` ends it through the reactor's pipe at once; an echo in C, a thread a
+    socket, is woken by ``shutdown`` on each. A duration ends either on time with no datagram
+    coming, and no serving thread is left behind."""
+    import threading
+
     from udpkit.listen import Listener
 
     monkeypatch.setenv("UDPKIT_MMSG", "c")
     endpoints = [Endpoint("127.0.0.1", 0, socket.AF_INET), Endpoint("::1", 0, socket.AF_INET6)]
-    with Listener(endpoints, respond="echo") as listener:
+
+    def responder() -> Echo | str:
+        return Echo(rate_limit=None) if respond == "echo (reflect)" else "echo"
+
+    with Listener(endpoints, respond=responder()) as listener:
         listener.start()
         time.sleep(0.3)
         started = time.monotonic()
         listener.stop()
         listener.join(5)
         assert time.monotonic() - started < 0.5
-    with Listener(endpoints, respond="echo", duration=0.6) as timed:
+    with Listener(endpoints, respond=responder(), duration=0.6) as timed:
         started = time.monotonic()
         timed.serve()
         assert 0.55 < time.monotonic() - started < 1.5
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("udpkit-echo")]
+
+
+def test_an_echo_on_a_socket_a_family_answers_each_in_a_thread_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``udpkit listen PORT --respond echo --rate-limit 0``: each family's socket has a blocking
+    loop on a thread of its own (no epoll between a request and its answer). Clients of both
+    families that wait for each answer are all answered; a broadcast on the IPv4 socket, the second
+    thread's, is handed back to Python, counted and not echoed, with that thread's own batch
+    (``_answer_batch`` sends with it, while the other thread's batch may be in a call); the
+    statistics add both threads' datagrams and peers."""
+    import threading
+
+    from udpkit.listen import Listener, listener as module
+
+    monkeypatch.setenv("UDPKIT_MMSG", "c")
+    handed_back: list[tuple[str, Any]] = []
+    answer = module.Listener._answer_batch
+
+    def noting(self: Any, index: int, sock: Any, got: Any, timed: bool, batch: Any = None) -> bool:
+        handed_back.append((threading.current_thread().name, batch))
+        return answer(self, index, sock, got, timed, batch)
+
+    monkeypatch.setattr(module.Listener, "_answer_batch", noting)
+    with Listener([Endpoint("::", 0, socket.AF_INET6), Endpoint("0.0.0.0", 0, socket.AF_INET)],
+                  respond=Echo(rate_limit=None)) as listener:
+        listener.start()
+        port = listener.bound[0].port
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c4, \
+                socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as c6:
+            for client in (c4, c6):
+                client.settimeout(2.0)
+            c4.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            deadline = time.monotonic() + 5
+            while not [t for t in threading.enumerate() if t.name == "udpkit-echo-1"]:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            answered = 0
+            for n in range(300):
+                c4.sendto(b"v4 %d" % n, ("127.0.0.1", port))
+                c6.sendto(b"v6 %d" % n, ("::1", port))
+                answered += c4.recv(64) == b"v4 %d" % n
+                answered += c6.recv(64) == b"v6 %d" % n
+                if n == 150:
+                    c4.sendto(b"to all", ("127.255.255.255", port))
+            c4.sendto(b"last", ("127.0.0.1", port))  # (after the broadcast: the next datagram is the echo)
+            assert c4.recv(64) == b"last"
+        listener.stop()
+        listener.join()
+    stats = listener.stats
+    assert answered == 600
+    assert (stats.datagrams_in, stats.datagrams_out) == (602, 601), stats
+    assert stats.peers == 2 and stats.faults.get("not_unicast") == 1, stats
+    assert handed_back == [("udpkit-echo-1", listener._others[0][0])]
+    assert listener._others[0][0] is not listener._batch
+
+
+def test_an_echo_thread_that_fails_stops_the_others_and_its_error_is_raised(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A socket's echo loop that raises ends the listener: the other loop, waiting with no timeout,
+    is woken, and ``serve`` raises the error."""
+    import threading
+
+    from udpkit.listen import Listener, listener as module
+
+    monkeypatch.setenv("UDPKIT_MMSG", "c")
+    loop = module.Listener._reflect_loop
+
+    def failing(self: Any, index: int, *args: Any) -> None:
+        if index == 1:
+            time.sleep(0.2)
+            raise RuntimeError("broken loop")
+        loop(self, index, *args)
+
+    monkeypatch.setattr(module.Listener, "_reflect_loop", failing)
+    raised: list[BaseException] = []
+
+    def serve(listener: Listener) -> None:
+        try:
+            listener.serve()
+        except BaseException as exc:  # noqa: BLE001 - what serve raised is the point
+            raised.append(exc)
+
+    with Listener([Endpoint("127.0.0.1", 0, socket.AF_INET), Endpoint("::1", 0, socket.AF_INET6)],
+                  respond=Echo(rate_limit=None)) as listener:
+        serving = threading.Thread(target=serve, args=(listener,))
+        serving.start()
+        serving.join(2)
+        ended = not serving.is_alive()
+        listener.stop()  # (only if it did not end: the test's own clean-up)
+        serving.join(5)
+    assert ended, "the other loop was left waiting"
+    assert [str(exc) for exc in raised] == ["broken loop"]
 
 
 def blocking_wildcard_and_client() -> tuple[socket.socket, int, socket.socket]:

@@ -20,9 +20,12 @@ import os
 import select
 import socket
 import struct
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
+from itertools import chain
 from typing import Any
 
 from udpkit.addr import Endpoint
@@ -166,7 +169,11 @@ class Listener:
         self._ended_session_drops = 0
         self._strays: list[tuple[int, Datagram]] = []
         self._only_peer: tuple[Any, ...] | None = None
-        self._single: socket.socket | None = None  # the socket _serve_blocking waits on
+        self._waiting: tuple[socket.socket, ...] = ()  # the sockets whose blocking receives stop() wakes
+        # An echo on several sockets: each socket's thread beyond the first, its batch and the senders its
+        # calls find (see _reflect_each); what the calls leave to Python runs under this lock
+        self._others: list[tuple[Batch, list[Any]]] = []
+        self._lock = threading.Lock()
         self._answerers: dict[int, Callable[..., bool]] = {}  # per listening socket: _plain_answerer's
         self._latest: SessionKey | None = None  # the latest peer (and its listening socket), for input_fd
         # A relay's sessions forward whole batches in one call each (Batch.forward) when nothing
@@ -195,17 +202,18 @@ class Listener:
     @property
     def stats(self) -> ListenerStats:
         self._read_drops()
-        c, b = self.counts, self._batch
+        c = self.counts
         faults = dict(c.faults)
         if self.sink is not None and self.sink.not_recorded:
             faults["not_recorded"] = self.sink.not_recorded
-        # What Batch.reflect echoed lives in the batch (up to date while its loop waits in C)
-        reflected = (0, 0, 0, 0) if b is None else (b.reflected_in, b.reflected_in_bytes, b.reflected_out,
-                                                   b.reflected_out_bytes)
+        # What Batch.reflect echoed lives in the batches (up to date while their loops wait in C)
+        reflected = [sum(totals) for totals in zip((0, 0, 0, 0), *(
+            (b.reflected_in, b.reflected_in_bytes, b.reflected_out, b.reflected_out_bytes) for b in self._batches()))]
         return ListenerStats(
             datagrams_in=c.datagrams_in + reflected[0], bytes_in=c.bytes_in + reflected[1],
             datagrams_out=c.datagrams_out + reflected[2], bytes_out=c.bytes_out + reflected[3],
-            peers=self._peers.count_with(self._pending_peers), sessions_open=len(self._sessions),
+            peers=self._peers.count_with(chain(self._pending_peers, *(senders for _b, senders in self._others))),
+            sessions_open=len(self._sessions),
             sessions_total=self._sessions.total,
             refused=c.refused, replies_dropped=sum(v for k, v in faults.items() if k.startswith("reply_failed")),
             truncated=c.truncated,
@@ -218,10 +226,15 @@ class Listener:
         """What the one-socket wait's busy poll did (see ``Batch.busy_poll_ns``), when it can poll:
         (requests it caught awake, windows that ran out, polls cut short because the core was
         wanted); ``--debug`` shows them at the end."""
-        b = self._batch
-        if not self._busy_poll or b is None:
+        if not self._busy_poll:
             return None
-        return b.spin_caught, b.spin_idle, b.spin_preempted  # type: ignore[attr-defined]
+        caught, idle, preempted = zip(*((b.spin_caught, b.spin_idle, b.spin_preempted)  # type: ignore[attr-defined]
+                                        for b in self._batches()))
+        return sum(caught), sum(idle), sum(preempted)
+
+    def _batches(self) -> list[Batch]:
+        """The listening batch and those of an echo's other threads (see :meth:`_reflect_each`)."""
+        return [b for b in (self._batch, *(b for b, _senders in self._others)) if b is not None]
 
     def session_peers(self) -> list[Endpoint]:
         """The peers that have a session open now, least recently active first."""
@@ -281,7 +294,9 @@ class Listener:
                 how = batched + (" and sendmmsg" if path in (paths.PLAIN, paths.TIMED, paths.BLOCKING, paths.WILDCARD)
                                  else "")
             if self._blocks() and self._busy_poll:
-                if len(self._paths) > 1:
+                if self._reflects_each():
+                    how += ", a thread for each socket"
+                elif len(self._paths) > 1:
                     how += f", one wait for all {len(self._paths)} sockets (epoll in C)"
                 window = self.config.busy_poll_us
                 how += f", polling {window} µs before each wait" if window else ", no busy poll"
@@ -333,10 +348,9 @@ class Listener:
     def stop(self) -> None:
         """Ask the loop to finish (safe from another thread or a signal handler)."""
         self._reactor.stop()
-        single = self._single
-        if single is not None:
+        for sock in self._waiting:
             try:
-                single.shutdown(socket.SHUT_RD)  # wakes a blocked recvfrom; reception goes on
+                sock.shutdown(socket.SHUT_RD)  # wakes a blocked recvfrom; reception goes on
             except OSError:
                 pass
 
@@ -560,13 +574,14 @@ class Listener:
                 return False  # the queue is empty: no second call to learn it
         return False
 
-    def _answer_batch(self, index: int, sock: socket.socket, got: list[Datagram], timed: bool) -> bool:
+    def _answer_batch(self, index: int, sock: socket.socket, got: list[Datagram], timed: bool,
+                      batch: Batch | None = None) -> bool:
         """One batch's datagrams through the responder, then every reply in one ``sendmmsg`` (per
-        ``BATCH``), each from the address its request came to when the socket is bound to a
-        wildcard. Datagrams to a group or broadcast address go the general way, one by one. Each
-        datagram's time is its kernel receive time when ``timed``; a time service's transmit stamps
-        (``finish``, or ``trailer``) are written just before the send, microseconds before the
-        replies leave. ``True`` once ``count`` is reached."""
+        ``BATCH``; with ``batch``, the calling thread's, else ``_batch``), each from the address its
+        request came to when the socket is bound to a wildcard. Datagrams to a group or broadcast
+        address go the general way, one by one. Each datagram's time is its kernel receive time when
+        ``timed``; a time service's transmit stamps (``finish``, or ``trailer``) are written just
+        before the send, microseconds before the replies leave. ``True`` once ``count`` is reached."""
         count, counts = self.config.count, self.counts
         if len(got) == 1 and self._paths[index] != paths.WILDCARD:
             # one request (a client that waits for each answer): a batch's set-up costs more than
@@ -606,7 +621,7 @@ class Listener:
                     counts.datagrams_in += len(got)
                     counts.bytes_in += sum([len(record[0]) for record in got])
                     if answered:
-                        self._send_batch(sock, answered, caps.trailer)
+                        self._send_batch(sock, answered, caps.trailer, batch)
                     return done
         handle, finish = self.responder.handle, caps.finish
         replies: list[tuple[bytes, Any, str | None]] = []
@@ -641,17 +656,18 @@ class Listener:
             if finish is not None:
                 now = clock()
                 replies = [(finish(payload, now), peer, local) for payload, peer, local in replies]
-            self._send_batch(sock, replies)
+            self._send_batch(sock, replies, batch=batch)
         return done
 
     def _send_batch(self, sock: socket.socket, replies: list[Any],
-                    trailer: Callable[[float], bytes] | None = None) -> None:
+                    trailer: Callable[[float], bytes] | None = None, batch: Batch | None = None) -> None:
         """``sendmmsg`` the replies — (payload, peer, source address or ``None``) — counted as
         ``send_reply``'s would be: a reply the kernel refuses (a full buffer, a pending ICMP error)
         is counted and skipped; one the batch cannot take (a peer or source given by name) goes by
         ``send_reply``. ``trailer(now)``: bytes every reply ends with, made just before each call."""
-        assert self._batch is not None
-        send_batch, fd, family = self._batch.send, sock.fileno(), sock.family
+        batch = batch or self._batch
+        assert batch is not None
+        send_batch, fd, family = batch.send, sock.fileno(), sock.family
         counts, faults = self.counts, self.counts.faults
         read_in_call = trailer is not None and self.capabilities.trailer_clock == "ntp" and self.clock is time.time
         start, total = 0, len(replies)
@@ -713,19 +729,22 @@ class Listener:
         return echoed + len(rest)
 
     def _after_batch_call(self, index: int, sock: socket.socket, failures: list[int], rest: list[Any], error: int,
-                          *, timed: bool) -> bool:
+                          *, timed: bool, senders: list[Any] | None = None, batch: Batch | None = None) -> bool:
         """What a call that answered a batch in C (reflect, answer_ntp) leaves to Python: the new
-        senders into the peer tally, each refused reply's errno counted, the datagrams it did not
-        answer through ``_answer_batch``, the error reported in place of a datagram (an ICMP error
-        for an earlier reply) counted. Whether there was one: read on, the queue may hold more."""
-        senders = self._pending_peers
+        senders (``_pending_peers``, or the call's own list) into the peer tally, each refused
+        reply's errno counted, the datagrams it did not answer through ``_answer_batch`` (with
+        ``batch``, the call's own, else ``_batch``), the error reported in place of a datagram (an
+        ICMP error for an earlier reply) counted. Whether there was one: read on, the queue may
+        hold more."""
+        if senders is None:
+            senders = self._pending_peers
         if senders:
             self._peers.update(senders)
             senders.clear()
         for code in failures:
             self.counts.faults[f"reply_failed:{errno.errorcode.get(code, str(code))}"] += 1
         if rest:
-            self._answer_batch(index, sock, rest, timed)
+            self._answer_batch(index, sock, rest, timed, batch)
         if error:
             self._count_socket_error(OSError(error, os.strerror(error)))
             return True
@@ -845,12 +864,16 @@ class Listener:
         """The one socket answered datagram by datagram (:func:`~udpkit.net.loops.serve_blocking`),
         or a batch at a time with a blocking ``recvmmsg`` (``MSG_WAITFORONE``: wait for the first,
         take what else is queued) and ``sendmmsg``. ``stop()`` interrupts the wait with
-        ``shutdown(SHUT_RD)`` on ``_single``. Several sockets: :meth:`_serve_blocking_set`."""
+        ``shutdown(SHUT_RD)`` on the sockets in ``_waiting``. Several sockets: an echo's
+        :meth:`_reflect_each`, else :meth:`_serve_blocking_set`."""
         sock = self._sockets[0]
-        self._single = sock if len(self._sockets) == 1 else None  # (several: stop() wakes the set's wait)
+        # (several: stop() wakes the set's wait through the reactor's pipe, or each echo thread's socket)
+        self._waiting = (sock,) if len(self._sockets) == 1 else ()
 
         def serve() -> None:
-            if len(self._sockets) > 1:
+            if self._reflects_each() and self._other_batches():
+                self._reflect_each(deadline)
+            elif len(self._sockets) > 1:
                 self._serve_blocking_set(deadline)
             elif self._batch is not None:
                 self._serve_blocking_batched(sock, deadline)
@@ -865,33 +888,99 @@ class Listener:
             else:
                 serve()
         finally:
-            self._single = None
+            self._waiting = ()
 
     def _serve_blocking_batched(self, sock: socket.socket, deadline: float | None) -> None:
         assert self._batch is not None
         reactor = self._reactor
-        # A blocking socket; with a deadline, its waits end every 250 ms (SO_RCVTIMEO) to look at it.
-        # Without, no timeout: it would arm a timer each time the socket sleeps (2 % of an echo round
-        # trip), and stop() wakes the wait with shutdown(SHUT_RD) (see serve_beside_main for signals).
-        sock.setblocking(True)
-        if deadline is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, 250_000))
         lowest = self._reflect_from()
         kept = self._kept_answers()
-        # An echo's call ends after this many recvmmsg rounds (a client waiting for each answer: 64
-        # round trips a round); with a deadline, after one: 64 round trips at most, as before, between
-        # two looks at the clock, however slowly a client sends them.
-        rounds = BATCH if deadline is None else 1
-        try:
+        with _blocking(sock, deadline):
             while not reactor.stopping:
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-                if self._blocking_call(0, sock, lowest, kept, rounds):
+                if self._blocking_call(0, sock, lowest, kept, _rounds(deadline)):
                     break
                 self._peers.settle()
+
+    def _reflects_each(self) -> bool:
+        """Whether several sockets are an echo answered in C, a thread each (:meth:`_reflect_each`)."""
+        return len(self._sockets) > 1 and self._waits_on_set() and self._reflect_from() is not None
+
+    def _reflect_each(self, deadline: float | None) -> None:
+        """An echo on several sockets (``udpkit listen PORT``: one a family), each socket in a
+        blocking loop of its own on a thread of its own, with a batch of its own.
+
+        One wait for all of them (:meth:`_serve_blocking_set`) pays an ``epoll_wait`` and epoll's
+        wake-up on each round trip of a client that waits for each answer, where a socket alone
+        sleeps in its ``recvfrom``: 0.84× ``sockperf server``'s round trips with the other core busy,
+        where one wildcard socket alone made 0.91× (bench/listen_bench.py). ``Batch.reflect`` runs no
+        Python code, so the loops share nothing while they wait and echo; what a call leaves to
+        Python (senders, refused replies, datagrams it does not echo) is handled under ``_lock``,
+        with that thread's batch (another thread's may be in a call). A flood on one family no longer takes turns with
+        the other. The other services' sets stay on one thread: their calls run the responder's
+        code. ``stop()`` wakes each loop with ``shutdown(SHUT_RD)``; a loop that fails stops the
+        others, and its exception is raised here."""
+        batch, lowest, sockets, others = self._batch, self._reflect_from(), self._sockets, self._others
+        assert batch is not None and lowest is not None and len(others) == len(sockets) - 1
+        self._waiting = tuple(sockets)
+        failed: list[BaseException] = []
+
+        def serve(index: int, own: Batch, senders: list[Any]) -> None:
+            try:
+                self._reflect_loop(index, own, senders, lowest, deadline)
+            except BaseException as exc:  # raised again below, after every loop ended
+                failed.append(exc)
+                self.stop()
+
+        started: list[threading.Thread] = []
+        try:
+            for index in range(1, len(sockets)):
+                thread = threading.Thread(target=serve, args=(index, *others[index - 1]),
+                                          name=f"udpkit-echo-{index}", daemon=True)
+                thread.start()
+                started.append(thread)
+            serve(0, batch, self._pending_peers)
+        except BaseException:  # (a thread that could not start): the others end too
+            self.stop()
+            raise
         finally:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, 0))
-            sock.setblocking(False)
+            for thread in started:
+                thread.join()  # (each ends at stop() or at the deadline, within its 250 ms wait)
+        if failed:
+            raise failed[0]
+
+    def _other_batches(self) -> bool:
+        """Whether :meth:`_reflect_each` has a batch for each socket beyond the first (made once, so
+        that their totals stay in ``stats``); else the set's single loop serves them."""
+        wanted = len(self._sockets) - 1
+        try:
+            while len(self._others) < wanted:
+                other = new_batch(BATCH, 65536, ancillary=True, kind="c")
+                if other is None:
+                    return False
+                other.busy_poll_ns = self._batch.busy_poll_ns  # type: ignore[union-attr,attr-defined]
+                self._others.append((other, []))
+        except (OSError, MemoryError):
+            return False
+        return True
+
+    def _reflect_loop(self, index: int, batch: Batch, senders: list[Any], lowest: int,
+                      deadline: float | None) -> None:
+        """One socket's echo loop of :meth:`_reflect_each`: blocking ``Batch.reflect`` calls on its
+        own batch, and after each, under the lock, what the call left (``_after_batch_call``)."""
+        sock, reactor, lock = self._sockets[index], self._reactor, self._lock
+        reflect, fd, rounds = batch.reflect, sock.fileno(), _rounds(deadline)
+        with _blocking(sock, deadline):
+            while not reactor.stopping:
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                _echoed, _nbytes, _senders, _sent, _sent_bytes, failures, rest, error = reflect(
+                    fd, MSG_WAITFORONE, lowest, rounds, senders)
+                with lock:
+                    self._after_batch_call(index, sock, failures, rest, error, timed=False, senders=senders,
+                                           batch=batch)
+                    self._peers.settle()
 
     def _serve_blocking_set(self, deadline: float | None) -> None:
         """Several sockets in one blocking loop (see :meth:`_waits_on_set`). Each call serves one
@@ -1299,3 +1388,25 @@ class Listener:
                 self._drops[index] = max(self._drops.get(index, 0), drops)
         self._session_drops = sum(socket_drops(s.down) or 0 for s in self._sessions)
 
+
+def _rounds(deadline: float | None) -> int:
+    """The ``recvmmsg`` rounds a blocking echo call may take (a client waiting for each answer: 64
+    round trips a round): 64, or with a deadline one — 64 round trips at most between two looks at
+    the clock, however slowly a client sends them."""
+    return BATCH if deadline is None else 1
+
+
+@contextmanager
+def _blocking(sock: socket.socket, deadline: float | None) -> Iterator[None]:
+    """``sock`` blocking while a loop waits in its receives; with a deadline, each wait ends after
+    250 ms (``SO_RCVTIMEO``) to look at it. Without, no timeout: it would arm a timer each time the
+    socket sleeps (2 % of an echo round trip), and ``stop()`` wakes the wait with
+    ``shutdown(SHUT_RD)`` (see ``serve_beside_main`` for signals)."""
+    sock.setblocking(True)
+    if deadline is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, 250_000))
+    try:
+        yield
+    finally:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", 0, 0))
+        sock.setblocking(False)
