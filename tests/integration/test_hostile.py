@@ -203,7 +203,7 @@ def test_answering_groups_is_a_choice(lan: tuple[Host, Host]) -> None:
     ["listen", f"[::]:{PORT}", "--respond", "echo"],
     ["listen", f"[::]:{PORT}", "--respond", "echo", "--rate-limit", "0"],  # echoed in C (Batch.reflect)
     ["listen", f"[::]:{PORT}", "--respond", "echo", "--fork"],
-    ["listen", str(PORT), "--respond", "echo", "--rate-limit", "0"],  # a socket a family, one loop for both
+    ["listen", str(PORT), "--respond", "echo", "--rate-limit", "0"],  # a socket a family, a thread each
     ["socat", f"UDP6-LISTEN:{PORT},fork", "PIPE"],
     ["socat", f"UDP6-RECVFROM:{PORT},fork", "PIPE"],
 ], ids=["listen", "listen-reflect", "listen-fork", "listen-both-families-reflect", "socat-listen-fork",
@@ -339,7 +339,7 @@ def _rss_kb(pid: int) -> int:
                                          (SERVER4, ["--respond", "ntp"]), ("0.0.0.0", ["--respond", "ntp"]),
                                          # answered again in C from kept answers (Batch.answer_kept)
                                          (SERVER4, ["--respond", "dns", "--zone", ZONE, "--rate-limit", "0"]),
-                                         # the port alone, a socket a family: one blocking loop waits on both
+                                         # the port alone, a socket a family: echo a thread each, DNS one loop waiting on both
                                          (None, ["--respond", "echo", "--rate-limit", "0"]),
                                          (None, ["--respond", "dns", "--zone", ZONE, "--rate-limit", "0"])],
                          ids=["discard", "echo", "echo-wildcard", "echo-reflect", "echo-reflect-wildcard", "ntp",

@@ -50,7 +50,7 @@ class Cli:
         self.proc.wait(timeout=10)
 
 
-#: One socket, and the default of a port alone: one socket a family, whose receives wait on both at once.
+#: One socket, and the default of a port alone: one socket a family, each echoed on a thread of its own.
 WHERE = pytest.mark.parametrize("where", ["127.0.0.1:0", "0"], ids=["one socket", "a socket a family"])
 
 
