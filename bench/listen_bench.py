@@ -9,19 +9,21 @@ each server took; udpkit's own count is shown beside. Ping-pong: one client, one
 round trips per second and the p50/p99 round-trip time, medians of alternating half-second
 rounds with every server up (udpkit with its busy poll, without it (``--busy-poll 0``), on a
 wildcard address, and on the port alone: a socket a family, the default), and a second ``sockperf
-server`` as the control: each round's ratio to the first, as quartiles, is how far two equal
-servers measure apart in that run, which a ratio of udpkit's must be read against. Window: one client with
-1 to 128 requests in flight (``--windows``; udpkit on 127.0.0.1, or ``--window-on``), answers a
-second, the same way.
+server`` as the control: each round's ratio to the first, as quartiles (printed for every row),
+is how far two equal servers measure apart in that run, which a ratio of udpkit's must be read
+against. Window: one client with 1 to 128 requests in flight (``--windows``; udpkit on 127.0.0.1,
+or ``--window-on``), answers a second, the same way.
 
 ``sockperf ping-pong`` cannot measure an RFC 862 echo service — it discards any answer that still
 carries its "client" flag, and an echo sends the request back unchanged — so the ping-pong client
 here is ours: it sends sockperf-format requests (which ``sockperf server`` answers) and accepts any
 answer with its sequence number. The same client measures both servers.
 
-    sudo .venv/bin/python bench/listen_bench.py [--seconds 5] [--rate 260000] [--busy] [--only PART]
+    sudo .venv/bin/python bench/listen_bench.py [--seconds 5] [--rate 260000] [--busy [KIND]] [--only PART]
 
-``--busy``: a competing busy loop (not pinned) the whole run, as on a user's busy machine.
+``--busy``: a competing busy loop (not pinned) the whole run, as on a user's busy machine;
+``--busy other-core``: that loop pinned to the core the servers are not on; ``--busy stress-ng``:
+``stress-ng --cpu 1`` (not pinned) instead. The servers are pinned to the first core.
 
 Needs sockperf and socat (``apt-get install sockperf socat``).
 """
@@ -105,6 +107,12 @@ def throughput(port: int, seconds: float, rate: int) -> tuple[int, int]:
 
 
 CONTROL = "  ... a second sockperf server (control)"
+# the competing loads of --busy: the servers are pinned to core 0, so "the other core" is core 1
+LOADS = {
+    "loop": [sys.executable, "-c", "while True: pass"],
+    "other-core": ["taskset", "-c", "1", sys.executable, "-c", "while True: pass"],
+    "stress-ng": ["stress-ng", "--cpu", "1", "--quiet"],
+}
 
 
 def ping_pong(port: int, seconds: float) -> tuple[float, float, float]:
@@ -235,7 +243,7 @@ def ping_pong_part(args: argparse.Namespace, udpkit: list[str], port: int) -> No
     print(f"\nudpkit echo / sockperf server round trips per second: {ratio:.3f} (--busy-poll 0: {unpolled:.3f};"
           f" on 0.0.0.0: {wildcard:.3f}; PORT, both families: {both:.3f})")
     print("each round's ratio to sockperf server in that round (quartiles; the control is the noise floor):")
-    for label in ("udpkit listen --respond echo", CONTROL):
+    for label in list(samples)[1:]:
         low, mid, high = round_quartiles(samples[label], samples["sockperf server"])
         print(f"  {label.strip(' .'):<40}{low:>8.3f}{mid:>8.3f}{high:>8.3f}")
 
@@ -322,7 +330,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=int, default=260_000)
     parser.add_argument("--udpkit", default=str(Path(sys.executable).with_name("udpkit")))
-    parser.add_argument("--busy", action="store_true", help="keep a competing busy loop running")
+    parser.add_argument("--busy", nargs="?", const="loop", choices=sorted(LOADS),
+                        help="keep a competing load running: a busy loop (loop, the default), the same"
+                             " pinned to the other core (other-core), or stress-ng --cpu 1")
     parser.add_argument("--only", choices=["throughput", "ping-pong", "window"], help="run one of the parts")
     parser.add_argument("--windows", default="1,4,8,16,32,64,128", help="requests in flight, for the window part")
     parser.add_argument("--window-on", choices=["127.0.0.1", "0.0.0.0", "port"], default="127.0.0.1",
@@ -335,14 +345,18 @@ def main() -> int:
         if shutil.which(tool) is None:
             print(f"listen_bench: needs {tool} (apt-get install {tool})", file=sys.stderr)
             return 1
+    if args.busy and shutil.which(LOADS[args.busy][0]) is None:
+        print(f"listen_bench: --busy {args.busy} needs {LOADS[args.busy][0]}", file=sys.stderr)
+        return 1
     netns = enter_netns()
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
+    # (in a session of its own, so that stress-ng's worker ends with it)
+    busy = subprocess.Popen(LOADS[args.busy], start_new_session=True) if args.busy else None
     udpkit = [args.udpkit, "listen"]
     port = 11000
     try:
         print(f"udpkit: {args.udpkit}; {'own network namespace' if netns else 'host namespace (not root)'}; "
               f"{args.seconds:g} s per run, {args.rate} datagrams/s of 64 bytes offered"
-              f"{'; a competing busy loop' if busy else ''}\n")
+              f"{'; a competing load: ' + ' '.join(LOADS[args.busy]) if busy else ''}\n")
         if args.only in (None, "throughput"):
             throughput_part(args, udpkit, port)
         if args.only in (None, "ping-pong"):
@@ -351,7 +365,7 @@ def main() -> int:
             window_part(args, udpkit, port + 200)
     finally:
         if busy is not None:
-            busy.kill()
+            os.killpg(busy.pid, signal.SIGKILL)
             busy.wait()
         if netns:
             subprocess.run(["ip", "netns", "delete", netns], check=False)
