@@ -372,6 +372,32 @@ def test_each_reply_leaves_from_the_source_it_names(kind: str) -> None:
     assert got == [(b"m%d!" % n, (source, port)) for n, source in enumerate(sources)]
 
 
+def test_each_reply_from_a_dual_stack_socket_leaves_from_the_ipv6_source_it_names() -> None:
+    """IPV6_PKTINFO sources, alone and beside UDP_SEGMENT: the C batch passes a lone control message
+    at its length without padding (36 bytes, which the kernel copies onto its stack instead of
+    allocating), and a segmented run's two messages at their full layout. IPv4-mapped sources on a
+    dual-stack socket are the IPv6 sources loopback can tell apart."""
+    if "c" not in KINDS:
+        pytest.skip("the C batch is not built here")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
+            socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as tx:
+        rx.bind(("127.0.0.1", 0))
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        rx.settimeout(0.3)
+        tx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        tx.bind(("::", 0))
+        port = tx.getsockname()[1]
+        peer = ("::ffff:127.0.0.1", rx.getsockname()[1])
+        # a run of 40 to one peer from one source: segmented (32 or more); then lone replies
+        sources = ["127.0.0.2"] * 40 + ["127.0.0.3", "127.0.0.1", "127.0.0.3", "127.0.0.2"]
+        # (one length for all: a run of segments is of one size)
+        messages = [(b"m%02d" % n, peer, "::ffff:" + source) for n, source in enumerate(sources)]
+        batch = batch_of("c", 64, 2048, ancillary=False)
+        assert batch.send(tx.fileno(), socket.AF_INET6, messages, 0, b"!") == len(messages)
+        got = [rx.recvfrom(100) for _ in sources]
+    assert got == [(b"m%02d!" % n, (source, port)) for n, source in enumerate(sources)]
+
+
 @pytest.mark.parametrize("kind", ["plain", *KINDS])
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
 @pytest.mark.parametrize("respond", ["echo", "ntp"])
