@@ -375,8 +375,8 @@ def test_each_reply_leaves_from_the_source_it_names(kind: str) -> None:
 def test_each_reply_from_a_dual_stack_socket_leaves_from_the_ipv6_source_it_names() -> None:
     """IPV6_PKTINFO sources, alone and beside UDP_SEGMENT: the C batch passes a lone control message
     at its length without padding (36 bytes, which the kernel copies onto its stack instead of
-    allocating), and a segmented run's two messages at their full layout. IPv4-mapped sources on a
-    dual-stack socket are the IPv6 sources loopback can tell apart."""
+    allocating), and a segmented run's source at its padded space before the UDP_SEGMENT message.
+    IPv4-mapped sources on a dual-stack socket are the IPv6 sources loopback can tell apart."""
     if "c" not in KINDS:
         pytest.skip("the C batch is not built here")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
