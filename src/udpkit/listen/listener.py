@@ -917,10 +917,10 @@ class Listener:
         where one wildcard socket alone made 0.91× (bench/listen_bench.py). ``Batch.reflect`` runs no
         Python code, so the loops share nothing while they wait and echo; what a call leaves to
         Python (senders, refused replies, datagrams it does not echo) is handled under ``_lock``,
-        with that thread's batch (another thread's may be in a call). A flood on one family no longer takes turns with
-        the other. The other services' sets stay on one thread: their calls run the responder's
-        code. ``stop()`` wakes each loop with ``shutdown(SHUT_RD)``; a loop that fails stops the
-        others, and its exception is raised here."""
+        with that thread's batch (another thread's may be in a call). A flood on one family no
+        longer takes turns with the other. The other services' sets stay on one thread: their calls
+        run the responder's code. ``stop()`` wakes each loop with ``shutdown(SHUT_RD)``; a loop that
+        fails stops the others, and its exception is raised here."""
         batch, lowest, sockets, others = self._batch, self._reflect_from(), self._sockets, self._others
         assert batch is not None and lowest is not None and len(others) == len(sockets) - 1
         self._waiting = tuple(sockets)
