@@ -12,7 +12,7 @@ discovery``, ``broadcast-wsdd-discover``, ``broadcast-netbios-master-browser``, 
 --script snmp-sysdescr`` and ``-sU -p123 --script ntp-info`` over the /24 (nmap has no broadcast
 script for SNMP or NTP).
 
-    sudo .venv/bin/python bench/discover_bench.py [--runs 3] [--busy]
+    sudo .venv/bin/python bench/discover_bench.py [--runs 3] [--busy [KIND]]
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _load import add_busy_option, describe, start_load, stop_load
 
 HERE = Path(__file__).resolve().parent
 RESPONDERS = HERE.parent / "tests" / "integration" / "lan_responders.py"
@@ -112,7 +114,7 @@ def run_nmap(asker: str) -> tuple[float, list[tuple[str, float, int]]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--busy", action="store_true", help="keep the other core busy")
+    add_busy_option(parser)
     parser.add_argument("--udpkit", default=str(Path(sys.executable).with_name("udpkit")))
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -125,12 +127,12 @@ def main() -> int:
     tag = str(os.getpid() % 100000)
     tmp = Path(f"/tmp/udpkit-discover-bench-{tag}")
     tmp.mkdir()
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
+    busy = start_load(args.busy)
     procs, names = [], []
     try:
         procs, names = build(tag, tmp)
         time.sleep(3)  # avahi announces itself before it answers; chronyd's first broadcast
-        print(f"{HOSTS} responder hosts x 6 services; {args.runs} runs{' (other core busy)' if args.busy else ''}\n")
+        print(f"{HOSTS} responder hosts x 6 services; {args.runs} runs{describe(args.busy)}\n")
         for run in range(args.runs):
             took, counts = run_udpkit(names[0], args.udpkit)
             complete = all(counts.get(s, 0) == HOSTS for s in ("ssdp", "mdns", "wsd", "netbios-ns", "snmp", "ntp"))
@@ -141,9 +143,7 @@ def main() -> int:
             for label, step_took, hosts in steps:
                 print(f"         nmap {label:<58} {step_took:6.1f} s  {hosts:2d} hosts")
     finally:
-        if busy is not None:
-            busy.kill()
-            busy.wait()
+        stop_load(busy)
         for proc in procs:
             try:
                 os.killpg(proc.pid, 15)

@@ -8,7 +8,7 @@ the average latency and the server's user and system CPU time per answer (from `
 100 % of its core was offered less than it could answer). The servers take turns, the order flipped
 every round (ABBA). Needs ``dnsperf`` and ``nsd`` (``apt-get install dnsperf nsd``); no root.
 
-    .venv/bin/python bench/dns_bench.py [--loads repeated,zone,distinct] [--seconds 5] [--rounds 2] [--busy]
+    .venv/bin/python bench/dns_bench.py [--loads repeated,zone,distinct] [--seconds 5] [--rounds 2] [--busy [KIND]]
 
 Loads (the zone is ``tests/data/example.zone`` plus 5,000 generated hosts):
 
@@ -19,7 +19,8 @@ Loads (the zone is ``tests/data/example.zone`` plus 5,000 generated hosts):
 - ``wildcard``: 300,000 names only the zone's ``*.wild`` stands for, the same flood against a zone
   with a wildcard (``--loads repeated,zone,distinct,wildcard``).
 
-``--busy``: a competing busy loop (not pinned) the whole run, as on a user's busy machine.
+``--busy``: a competing load the whole run, as on a user's busy machine (``_load.py``: a busy loop
+not pinned, ``other-core`` the same on core 1, ``stress-ng``).
 Rate limits are off on both (NSD's RRL is on by default in Debian's build, udpkit's RRL by default),
 and udpkit is given NSD's receive buffer (``--rcvbuf 1048576``: NSD sets 1 MiB on its sockets).
 """
@@ -36,6 +37,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _load import add_busy_option, describe, start_load, stop_load
 
 ROOT = Path(__file__).resolve().parent.parent
 UDPKIT_PORT, NSD_PORT = 11253, 11254
@@ -109,7 +112,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=2, help="turns per server and load (ABBA order)")
     parser.add_argument("--clients", type=int, default=4, help="dnsperf's client sockets (source ports)")
-    parser.add_argument("--busy", action="store_true", help="keep a competing busy loop running")
+    add_busy_option(parser)
     parser.add_argument("--udpkit", default=str(Path(sys.executable).with_name("udpkit")),
                         help="the udpkit command to measure (default: the one beside this Python)")
     parser.add_argument("--both-families", action="store_true",
@@ -121,7 +124,7 @@ def main() -> int:
         print("dns_bench: needs dnsperf and nsd (apt-get install dnsperf nsd)", file=sys.stderr)
         return 2
     udpkit = args.udpkit
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
+    busy = start_load(args.busy)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
@@ -147,7 +150,7 @@ def main() -> int:
                 time.sleep(2.0)
                 pids = {name: descendants(proc.pid) for name, proc in servers.items()}
                 print(f"dnsperf, {args.clients} client sockets, 256 outstanding, {args.seconds:g} s a turn"
-                      f"{', a busy loop beside' if busy else ''}\n")
+                      f"{describe(args.busy)}\n")
                 print(f"{'load':>9} {'server':>7} {'queries/s':>10} {'lost':>7} {'avg ms':>7} {'user us':>7} "
                       f"{'sys us':>7}")
                 print("(user, sys: the server's CPU time per answer; one core is 1e6 / queries/s)")
@@ -171,9 +174,7 @@ def main() -> int:
                     proc.terminate()
                     proc.wait(timeout=10)
     finally:
-        if busy is not None:
-            busy.kill()
-            busy.wait()
+        stop_load(busy)
     return 0
 
 

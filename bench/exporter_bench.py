@@ -9,7 +9,7 @@ Not a test: it prints medians and ratios. Needs root (a network namespace of its
 2. ``/probe``: probes per second with 50 scrapers at once, for an NTP and a DNS target (udpkit's
    responders), against blackbox_exporter's dns module on the same DNS target.
 
-    sudo .venv/bin/python bench/exporter_bench.py [--sizes 1000,10000,50000|none] [--runs 5] [--busy]
+    sudo .venv/bin/python bench/exporter_bench.py [--sizes 1000,10000,50000|none] [--runs 5] [--busy [KIND]]
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from _load import add_busy_option, describe, start_load, stop_load
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ss_bench  # noqa: E402 - its namespace and socket holders
@@ -64,7 +66,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,10000,50000")
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--busy", action="store_true")
+    add_busy_option(parser)
     parser.add_argument("--udpkit", default=str(Path(sys.executable).with_name("udpkit")))
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -74,7 +76,7 @@ def main() -> int:
     name = f"udpkit-exbench-{os.getpid()}"
     ss_bench.enter_new_netns(name)
     procs = []
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
+    busy = start_load(args.busy)
     tmp = Path(f"/tmp/udpkit-exbench-{os.getpid()}")
     tmp.mkdir()
     try:
@@ -99,6 +101,8 @@ def main() -> int:
         wait(ours)
         wait(node)
         wait("http://127.0.0.1:9115/-/healthy")
+        if busy is not None:
+            print(f"udpkit exporter and node_exporter{describe(args.busy)}")
         print(f"{'sockets':>8}  {'node_exporter':>14}  {'udpkit exporter':>16}  faster")
         for size in (int(s) for s in args.sizes.split(",") if s.strip() and s != "none"):
             holders = ss_bench.open_sockets(size, "udp")
@@ -123,9 +127,7 @@ def main() -> int:
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=10)
-        if busy is not None:
-            busy.kill()
-            busy.wait()
+        stop_load(busy)
         subprocess.run(["ip", "netns", "delete", name], check=False)
         for f in tmp.iterdir():
             f.unlink()

@@ -23,7 +23,8 @@ answer with its sequence number. The same client measures both servers.
 
 ``--busy``: a competing busy loop (not pinned) the whole run, as on a user's busy machine;
 ``--busy other-core``: that loop pinned to the core the servers are not on; ``--busy stress-ng``:
-``stress-ng --cpu 1`` (not pinned) instead. The servers are pinned to the first core.
+``stress-ng --cpu 1`` (not pinned) instead (``_load.py``, which every benchmark shares). The servers
+are pinned to the first core.
 
 Needs sockperf and socat (``apt-get install sockperf socat``).
 """
@@ -42,6 +43,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _load import add_busy_option, describe, start_load, stop_load
 
 CLONE_NEWNET = 0x40000000
 SNMP = "/proc/net/snmp"
@@ -107,12 +110,6 @@ def throughput(port: int, seconds: float, rate: int) -> tuple[int, int]:
 
 
 CONTROL = "  ... a second sockperf server (control)"
-# the competing loads of --busy: the servers are pinned to core 0, so "the other core" is core 1
-LOADS = {
-    "loop": [sys.executable, "-c", "while True: pass"],
-    "other-core": ["taskset", "-c", "1", sys.executable, "-c", "while True: pass"],
-    "stress-ng": ["stress-ng", "--cpu", "1", "--quiet"],
-}
 
 
 def ping_pong(port: int, seconds: float) -> tuple[float, float, float]:
@@ -330,9 +327,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=int, default=260_000)
     parser.add_argument("--udpkit", default=str(Path(sys.executable).with_name("udpkit")))
-    parser.add_argument("--busy", nargs="?", const="loop", choices=sorted(LOADS),
-                        help="keep a competing load running: a busy loop (loop, the default), the same"
-                             " pinned to the other core (other-core), or stress-ng --cpu 1")
+    add_busy_option(parser)
     parser.add_argument("--only", choices=["throughput", "ping-pong", "window"], help="run one of the parts")
     parser.add_argument("--windows", default="1,4,8,16,32,64,128", help="requests in flight, for the window part")
     parser.add_argument("--window-on", choices=["127.0.0.1", "0.0.0.0", "port"], default="127.0.0.1",
@@ -345,18 +340,14 @@ def main() -> int:
         if shutil.which(tool) is None:
             print(f"listen_bench: needs {tool} (apt-get install {tool})", file=sys.stderr)
             return 1
-    if args.busy and shutil.which(LOADS[args.busy][0]) is None:
-        print(f"listen_bench: --busy {args.busy} needs {LOADS[args.busy][0]}", file=sys.stderr)
-        return 1
     netns = enter_netns()
-    # (in a session of its own, so that stress-ng's worker ends with it)
-    busy = subprocess.Popen(LOADS[args.busy], start_new_session=True) if args.busy else None
+    busy = start_load(args.busy)
     udpkit = [args.udpkit, "listen"]
     port = 11000
     try:
         print(f"udpkit: {args.udpkit}; {'own network namespace' if netns else 'host namespace (not root)'}; "
               f"{args.seconds:g} s per run, {args.rate} datagrams/s of 64 bytes offered"
-              f"{'; a competing load: ' + ' '.join(LOADS[args.busy]) if busy else ''}\n")
+              f"{describe(args.busy)}\n")
         if args.only in (None, "throughput"):
             throughput_part(args, udpkit, port)
         if args.only in (None, "ping-pong"):
@@ -364,9 +355,7 @@ def main() -> int:
         if args.only in (None, "window"):
             window_part(args, udpkit, port + 200)
     finally:
-        if busy is not None:
-            os.killpg(busy.pid, signal.SIGKILL)
-            busy.wait()
+        stop_load(busy)
         if netns:
             subprocess.run(["ip", "netns", "delete", netns], check=False)
     return 0

@@ -6,9 +6,10 @@ Not a test: it prints, per offered rate, the replies a second, the fraction answ
 and 99th-percentile round trip (the generator stamps each request's transmit time and reads it back
 from the reply's origin field). Needs root for its own network namespace and for chronyd.
 
-    sudo .venv/bin/python bench/ntp_bench.py [--rates 20000,50000,100000,200000,0] [--seconds 2] [--busy]
+    sudo .venv/bin/python bench/ntp_bench.py [--rates 20000,50000,100000,200000,0] [--seconds 2] [--busy [KIND]]
 
-``--busy``: a competing busy loop (not pinned) the whole run, as on a user's busy machine.
+``--busy``: a competing load the whole run, as on a user's busy machine (``_load.py``: a busy loop
+not pinned, ``other-core`` the same on the generator's core 1, ``stress-ng``).
 
 Rate 0 means "as fast as the generator can send".
 """
@@ -29,6 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _load import add_busy_option, describe, start_load, stop_load
 
 OFFSET = 2_208_988_800
 UDPKIT_PORT, CHRONY_PORT = 11123, 11124
@@ -270,7 +273,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="20000,50000,100000,200000,0")
     parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--busy", action="store_true", help="keep a competing busy loop running")
+    add_busy_option(parser)
     parser.add_argument("--clients", type=int, default=1, help="client sockets (distinct source ports)")
     parser.add_argument("--burst", type=int, default=32, help="requests each client sends in turn")
     parser.add_argument("--addresses", type=int, default=0,
@@ -287,7 +290,9 @@ def main() -> int:
         subprocess.run(["ip", "netns", "add", name], check=True)
         try:
             subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-            busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
+            busy = start_load(args.busy)
+            if busy is not None:
+                print(f"ntp_bench{describe(args.busy)}", flush=True)
             try:
                 return subprocess.run(["ip", "netns", "exec", name, "taskset", "-c", "1", sys.executable, __file__,
                                        "--in-netns", "--rates", args.rates, "--seconds", str(args.seconds),
@@ -295,9 +300,7 @@ def main() -> int:
                                        "--addresses", str(args.addresses), "--workers", args.workers]
                                       + (["--ntpdig"] if args.ntpdig else [])).returncode
             finally:
-                if busy is not None:
-                    busy.kill()
-                    busy.wait()
+                stop_load(busy)
         finally:
             subprocess.run(["ip", "netns", "delete", name], check=False)
     udpkit = str(Path(sys.executable).with_name("udpkit"))

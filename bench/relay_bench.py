@@ -10,10 +10,10 @@ the other, three times, and shown as ranges with the ratio of each pair. Two wor
 - ping-pong: one client, one request in flight, through the relay to ``sockperf server`` and back:
   round trips a second.
 
-The relay is pinned to the first core, the traffic's source to the second. ``--busy`` adds a
-competing busy loop (not pinned) for the whole run, as on a user's busy machine.
+The relay is pinned to the first core, the traffic's source to the second. ``--busy [KIND]`` adds a
+competing load for the whole run, as on a user's busy machine (``_load.py``).
 
-    sudo .venv/bin/python bench/relay_bench.py [--seconds 4] [--rate 200000] [--busy]
+    sudo .venv/bin/python bench/relay_bench.py [--seconds 4] [--rate 200000] [--busy [KIND]]
 
 Needs sockperf and socat (``apt-get install sockperf socat``); root for a network namespace of its own.
 """
@@ -30,6 +30,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _load import add_busy_option, describe, start_load, stop_load
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from listen_bench import enter_netns, ping_pong, pinned  # noqa: E402
@@ -95,20 +97,20 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--udpkit", default=str(Path(sys.executable).with_name("udpkit")))
-    parser.add_argument("--busy", action="store_true", help="keep a competing busy loop running")
+    add_busy_option(parser)
     args = parser.parse_args()
     for tool in ("sockperf", "socat"):
         if shutil.which(tool) is None:
             print(f"relay_bench: needs {tool} (apt-get install {tool})", file=sys.stderr)
             return 1
     netns = enter_netns()
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
+    busy = start_load(args.busy)
     port = 14000
     shares: dict[str, list[float]] = {}
     trips: dict[str, list[float]] = {}
     try:
         print(f"udpkit: {args.udpkit}; {'own network namespace' if netns else 'host namespace (not root)'}; "
-              f"{args.seconds:g} s per run, {args.runs} runs{'; a competing busy loop' if busy else ''}\n")
+              f"{args.seconds:g} s per run, {args.runs} runs{describe(args.busy)}\n")
         for _ in range(args.runs):
             for label in relays(args.udpkit, 0, 0):
                 port += 2
@@ -137,9 +139,7 @@ def main() -> int:
               f"(median {statistics.median(ratio_share):.2f}); ping-pong: {min(ratio_trips):.2f}-"
               f"{max(ratio_trips):.2f}x (median {statistics.median(ratio_trips):.2f})")
     finally:
-        if busy is not None:
-            busy.kill()
-            busy.wait()
+        stop_load(busy)
         if netns:
             subprocess.run(["ip", "netns", "delete", netns], check=False)
     return 0

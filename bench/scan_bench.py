@@ -13,10 +13,10 @@ bound to 127.0.0.1 only — times each scanner as a whole process, and cleans up
 ``--remote``: the field cases instead — a server namespace behind a veth with a chosen
 ``icmp_ratelimit``, an echo service and a firewall that drops two ports; udpkit and ``nmap -sU -T3``
 scan it from a client namespace, every verdict is checked, and each time is printed beside the
-floor the server's budget allows ((closed ports − 6) × interval). ``--busy`` keeps the other core
-busy during every run.
+floor the server's budget allows ((closed ports − 6) × interval). ``--busy [KIND]`` keeps a
+competing load running during every run (``_load.py``).
 
-    sudo .venv/bin/python bench/scan_bench.py --remote [--runs 3] [--busy] [--cases v4,v6,zero,spent,aliases]
+    sudo .venv/bin/python bench/scan_bench.py --remote [--runs 3] [--busy [KIND]] [--cases v4,v6,zero,spent,aliases]
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _load import add_busy_option, describe, start_load, stop_load
 
 ECHO, SILENT, NTP, ONE_ADDRESS = 7, 9999, 11123, 40404
 
@@ -212,16 +214,17 @@ def nmap_mistakes(grepable: str, hosts: list[str], ports: range) -> int:
 
 def remote_main(args: argparse.Namespace, udpkit: str) -> int:
     tag = str(os.getpid() % 10000)
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
+    busy = start_load(args.busy)
     server, client, procs = remote_lab(tag, udpkit)
     try:
-        print(f"remote cases, {args.runs} runs each, medians (ranges){', other core busy' if busy else ''}")
+        print(f"remote cases, {args.runs} runs each, medians (ranges){describe(args.busy)}")
         for case in args.cases.split(","):
             remote_case(server, client, udpkit, case, args.runs)
     finally:
-        for proc in procs + ([busy] if busy else []):
+        for proc in procs:
             proc.kill()
             proc.wait()
+        stop_load(busy)
         for name in (server, client):
             subprocess.run(["ip", "netns", "delete", name], check=False)
     return 0
@@ -231,7 +234,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--remote", action="store_true", help="the field cases (see the module's docstring)")
-    parser.add_argument("--busy", action="store_true", help="keep the other core busy (with --remote)")
+    add_busy_option(parser)
     parser.add_argument("--cases", default=",".join(REMOTE), help="with --remote: which cases")
     args = parser.parse_args()
     if os.geteuid() != 0:

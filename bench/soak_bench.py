@@ -9,9 +9,9 @@ network namespace of its own on loopback; root, for the raw socket that forges s
    ``www.example.test A`` once every 20 ms: its p50/p99 round trip with and without the flood, and
    the ratio (the same run, the same machine).
 
-Three runs each; ranges printed. ``--busy`` keeps the other core busy (a spinning process) meanwhile.
+Three runs each; ranges printed. ``--busy [KIND]`` keeps a competing load running meanwhile (``_load.py``).
 
-    sudo .venv/bin/python bench/soak_bench.py [--runs 3] [--busy]
+    sudo .venv/bin/python bench/soak_bench.py [--runs 3] [--busy [KIND]]
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _load import add_busy_option, start_load, stop_load
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER = ROOT / "tests" / "integration" / "hostile_peer.py"
@@ -132,23 +134,19 @@ def heavy_dns(runs: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--busy", action="store_true", help="keep the other core busy meanwhile")
+    add_busy_option(parser)
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("soak_bench.py needs root (a network namespace and a raw socket)")
     subprocess.run(["ip", "netns", "add", NS], check=True)
-    busy = None
+    busy = start_load(args.busy)
     try:
         subprocess.run(["ip", "-n", NS, "link", "set", "lo", "up"], check=True)
         subprocess.run(["ip", "-n", NS, "route", "add", "198.18.0.0/15", "dev", "lo"], check=True)
-        if args.busy:
-            busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         distinct_peers(args.runs)
         heavy_dns(args.runs)
     finally:
-        if busy is not None:
-            busy.kill()
-            busy.wait()
+        stop_load(busy)
         subprocess.run(["ip", "netns", "delete", NS], check=False)
 
 

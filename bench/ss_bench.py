@@ -7,9 +7,10 @@ side in one run. Needs root: it makes a network namespace of its own (so only it
 listed), enters it, opens the sockets in holder processes (the open-files limit is per process),
 times each command as a whole process, checks that both tools print the same table, and cleans up.
 
-    sudo .venv/bin/python bench/ss_bench.py [--sizes 1000,10000,50000] [--runs 7] [--tcp] [--busy]
+    sudo .venv/bin/python bench/ss_bench.py [--sizes 1000,10000,50000] [--runs 7] [--tcp] [--busy [KIND]]
 
-``--busy`` keeps the machine's other core spinning for the whole run (a user's machine is rarely idle).
+``--busy`` keeps a competing load running for the whole run (a user's machine is rarely idle; the kinds
+are ``_load.py``'s: a busy loop, the same on core 1, ``stress-ng --cpu 1``).
 
 ``udpkit`` is run as the console script beside this interpreter (a virtual environment's
 ``bin/udpkit``): pyenv shims add ~60 ms to every start and would swamp the comparison. Its modules
@@ -28,6 +29,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _load import add_busy_option, describe, start_load, stop_load
 
 CLONE_NEWNET = 0x40000000
 PSUTIL = "psutil.net_connections()"
@@ -111,7 +114,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--udpkit", default=str(Path(sys.executable).with_name("udpkit")))
     parser.add_argument("--tcp", action="store_true", help="half TCP listeners; time -tuln and -tulpn")
-    parser.add_argument("--busy", action="store_true", help="keep the other core busy")
+    add_busy_option(parser)
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("ss_bench: needs root (it makes a network namespace)", file=sys.stderr)
@@ -136,11 +139,9 @@ def main() -> int:
         f"udpkit ss {flags}p": [args.udpkit, "ss", flags + "p"],
         PSUTIL: [sys.executable, "-c", f"import psutil; psutil.net_connections('{kind}')"],
     }
-    busy = None
-    if args.busy:
-        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    busy = start_load(args.busy)
     print(f"udpkit: {args.udpkit} (python {sys.version.split()[0]}); ss: {subprocess.run(['ss', '-V'], capture_output=True, text=True).stdout.strip()}")
-    print(f"{args.runs} runs each, interleaved; medians in ms\n")
+    print(f"{args.runs} runs each, interleaved; medians in ms{describe(args.busy)}\n")
     print(f"{'sockets':>8}  {'command':<34}{'median ms':>10}  ratio")
     try:
         for size in (int(s) for s in args.sizes.split(",")):
@@ -170,9 +171,7 @@ def main() -> int:
             finally:
                 close_sockets(holders)
     finally:
-        if busy is not None:
-            busy.kill()
-            busy.wait()
+        stop_load(busy)
         subprocess.run(["ip", "netns", "delete", name], check=False)
     return 0
 
