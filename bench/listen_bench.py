@@ -110,6 +110,7 @@ def throughput(port: int, seconds: float, rate: int) -> tuple[int, int]:
 
 
 CONTROL = "  ... a second sockperf server (control)"
+RECORDING = "/tmp/udpkit-bench.out"
 
 
 def ping_pong(port: int, seconds: float) -> tuple[float, float, float]:
@@ -154,42 +155,61 @@ def open_sessions(port: int, count: int) -> list[socket.socket]:
 
 
 def throughput_part(args: argparse.Namespace, udpkit: list[str], port: int) -> None:
-    """The stream: each server in turn, the share of it the kernel delivered."""
-    rows: list[tuple[str, int, int, str]] = []
+    """The stream: each server in turn, the share of it the kernel delivered (``--rounds``: that
+    many times, each case's share set against discard's in the same round)."""
     cases = [
         ("sockperf server", ["sockperf", "server", "-i", "127.0.0.1", "-p", "{port}"], 0),
         ("udpkit listen --respond discard", [*udpkit, "127.0.0.1:{port}", "--respond", "discard"], 0),
         ("socat UDP4-LISTEN:P,fork /dev/null", ["socat", "UDP4-LISTEN:{port},fork", "/dev/null"], 0),
         ("udpkit listen ... --out FILE --format raw", [*udpkit, "127.0.0.1:{port}", "--out",
-                                                       "/tmp/udpkit-bench.out", "--format", "raw"], 0),
+                                                       args.record_to, "--format", "raw"], 0),
         ("udpkit listen ... --out FILE --format pcap", [*udpkit, "127.0.0.1:{port}", "--out",
-                                                        "/tmp/udpkit-bench.out", "--format", "pcap"], 0),
+                                                        args.record_to, "--format", "pcap"], 0),
         ("udpkit listen ... --out FILE --format jsonl", [*udpkit, "127.0.0.1:{port}", "--out",
-                                                         "/tmp/udpkit-bench.out", "--format", "jsonl"], 0),
+                                                         args.record_to, "--format", "jsonl"], 0),
         ("udpkit listen ... --fork, 1000 sessions", [*udpkit, "127.0.0.1:{port}", "--fork"], 1000),
     ]
-    for label, argv, sessions in cases:
-        port += 1
-        server = start_server([a.replace("{port}", str(port)) for a in argv])
-        peers = open_sessions(port, sessions) if sessions else []
-        delivered, dropped = throughput(port, args.seconds, args.rate)
-        err = stop_server(server)
-        for s in peers:
-            s.close()
-        own = next((line.split(":", 1)[1].strip() for line in err.splitlines() if "datagrams (" in line), "")
-        rows.append((label, delivered, dropped, own))
-    reference = rows[0][1] / max(rows[0][1] + rows[0][2], 1)
-    discard = rows[1][1] / max(rows[1][1] + rows[1][2], 1)
-    print(f"{'throughput':<42}{'delivered':>10}{'dropped':>10}{'fraction':>10}  vs discard")
-    for label, delivered, dropped, own in rows:
+    # Each round runs every case in turn, the order reversed each round, so that a load whose
+    # effect drifts over the run (stress-ng cycles through its methods) falls on every case alike.
+    fractions: dict[str, list[float]] = {label: [] for label, _argv, _sessions in cases}
+    totals: dict[str, list[int]] = {label: [0, 0] for label, _argv, _sessions in cases}
+    own: dict[str, str] = {}
+    for turn in range(args.rounds):
+        for label, argv, sessions in (cases if turn % 2 == 0 else cases[::-1]):
+            port += 1
+            server = start_server([a.replace("{port}", str(port)) for a in argv])
+            peers = open_sessions(port, sessions) if sessions else []
+            delivered, dropped = throughput(port, args.seconds, args.rate)
+            err = stop_server(server)
+            for s in peers:
+                s.close()
+            own[label] = next((line.split(":", 1)[1].strip() for line in err.splitlines() if "datagrams (" in line), "")
+            fractions[label].append(delivered / max(delivered + dropped, 1))
+            totals[label][0] += delivered
+            totals[label][1] += dropped
+    labels = [label for label, _argv, _sessions in cases]
+    reference, discard = labels[0], labels[1]
+    rounds = f", {args.rounds} rounds" if args.rounds > 1 else ""
+    print(f"{'throughput' + rounds:<42}{'delivered':>10}{'dropped':>10}{'fraction':>10}  vs discard")
+    for label in labels:
+        delivered, dropped = totals[label]
         fraction = delivered / max(delivered + dropped, 1)
-        print(f"{label:<42}{delivered:>10}{dropped:>10}{fraction:>9.1%}  {fraction / discard:>6.2f}x"
-              + (f"   (udpkit: {own})" if own else ""))
-    print(f"\nudpkit discard / sockperf server delivered fraction: {discard / reference:.3f}")
-    try:
-        os.unlink("/tmp/udpkit-bench.out")
-    except OSError:
-        pass
+        whole = totals[discard][0] / max(sum(totals[discard]), 1)
+        print(f"{label:<42}{delivered:>10}{dropped:>10}{fraction:>9.1%}  {fraction / whole:>6.2f}x"
+              + (f"   (udpkit, last round: {own[label]})" if own[label] else ""))
+    if args.rounds > 1:
+        print("each round's fraction over discard's in that round (min, median, max):")
+        for label in labels:
+            if label != discard:
+                ratios = [ours / max(theirs, 1e-9) for ours, theirs in zip(fractions[label], fractions[discard])]
+                print(f"  {label:<40}{min(ratios):>7.2f}{statistics.median(ratios):>7.2f}{max(ratios):>7.2f}")
+    print(f"\nudpkit discard / sockperf server delivered fraction: "
+          f"{sum(fractions[discard]) / max(sum(fractions[reference]), 1e-9):.3f}")
+    if args.record_to == RECORDING:
+        try:
+            os.unlink(RECORDING)
+        except OSError:
+            pass
 
 
 def ping_pong_part(args: argparse.Namespace, udpkit: list[str], port: int) -> None:
@@ -326,6 +346,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=int, default=260_000)
+    parser.add_argument("--record-to", default=RECORDING,
+                        help="the recorders' file (/dev/shm/...: no disk writeback; /dev/null: no page cache)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="throughput: run the cases this many times, the order reversed each time")
     parser.add_argument("--udpkit", default=str(Path(sys.executable).with_name("udpkit")))
     add_busy_option(parser)
     parser.add_argument("--only", choices=["throughput", "ping-pong", "window"], help="run one of the parts")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -251,6 +252,63 @@ def test_a_single_peer_listener_takes_a_link_local_peer(lan: tuple[Host, Host]) 
     finally:
         server.stop()
     assert server.stdout == "udpkit legit", server.stdout
+
+
+def recorded_pairs(fmt: str, blob: bytes) -> list[tuple[str, str]]:
+    """(sender, destination) of each record of a jsonl or pcap recording, as its text says them."""
+    if fmt == "jsonl":
+        return [(line["peer"]["address"], line["local"]["address"]) for line in map(json.loads, blob.splitlines())]
+    pairs, at = [], 24
+    while at < len(blob):
+        size = int.from_bytes(blob[at + 8 : at + 12], "little")
+        packet = blob[at + 16 : at + 16 + size]
+        family, src, dst = ((socket.AF_INET, packet[12:16], packet[16:20]) if packet[0] >> 4 == 4
+                            else (socket.AF_INET6, packet[8:24], packet[24:40]))
+        pairs.append((socket.inet_ntop(family, src), socket.inet_ntop(family, dst)))
+        at += 16 + size
+    return pairs
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "pcap"])
+def test_a_recording_keeps_each_datagrams_sender_and_destination_whatever_it_was_sent_to(
+        lan: tuple[Host, Host], tmp_path: Path, fmt: str) -> None:
+    """Recorded in C as it is read (Batch.record), on a socket a family: unicast on both families,
+    a link-local peer (jsonl keeps the destination's scope, a packet header has no room for it),
+    a broadcast, groups on both families and forged senders each go into the file with the sender
+    and destination they had; the recorder outlives them and records a client after them."""
+    server_host, client = lan
+    path = tmp_path / f"recording.{fmt}"
+    server = Server(server_host, "--debug", "listen", str(PORT), "--out", str(path), "--format", fmt)
+    try:
+        wait_bound(server_host, PORT, 2)
+        payload = ["--payload", b"record me".hex()]
+        client.peer("send", SERVER4, str(PORT), *payload)
+        client.peer("send", SERVER6, str(PORT), *payload)
+        client.peer("ask", f"{SERVER_LL}%{client.iface}", str(PORT), "--source", f"{CLIENT_LL}%{client.iface}",
+                    "--timeout", "0.2", *payload)
+        client.peer("group", "10.98.0.255", str(PORT), "--iface", client.iface, "--broadcast", "--count", "1",
+                    *payload)
+        for group in ("224.0.0.1", "ff02::1"):
+            client.peer("group", group, str(PORT), "--iface", client.iface, "--count", "1", *payload)
+        client.peer("forge", "198.18.0.7", "5555", SERVER4, str(PORT), "--count", "3", *payload)
+        client.peer("send", SERVER4, str(PORT), "--payload", b"after".hex())
+        deadline = time.monotonic() + 5
+        while server.alive() and time.monotonic() < deadline and path.stat().st_size == 0:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert server.alive()
+    finally:
+        summary = server.stop()
+    assert "recorded as " + fmt + " in the same call (record)" in summary, summary
+    index = server_host.run("cat", f"/sys/class/net/{server_host.iface}/ifindex").stdout.strip()
+    link_local = f"{SERVER_LL}%{index}" if fmt == "jsonl" else SERVER_LL
+    expected = [(CLIENT4, SERVER4), (CLIENT6, SERVER6), (CLIENT_LL, link_local), (CLIENT4, "10.98.0.255"),
+                (CLIENT4, "224.0.0.1"), ("fe80::", "ff02::1"), *[("198.18.0.7", SERVER4)] * 3,
+                (CLIENT4, SERVER4)]
+    # (the group's sender is the interface's own link-local address, whichever the kernel made)
+    pairs = [("fe80::" if dst == "ff02::1" and src.startswith("fe80::") else src, dst)
+             for src, dst in recorded_pairs(fmt, path.read_bytes())]
+    assert sorted(pairs) == sorted(expected)
 
 
 @pytest.mark.parametrize("argv", [

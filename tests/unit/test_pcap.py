@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -79,3 +80,22 @@ def test_records_in_a_batch_are_the_reference_records_across_cache_resets(
         for d in batch)
     assert builder.records(batch, "10.0.0.2", 7, 1.5e9) == expected
     assert builder.records(batch, "10.0.0.2", 7, 1.5e9) == expected  # again, from the cache
+
+
+def test_a_time_is_split_into_seconds_and_nanoseconds_rounded_half_to_even() -> None:
+    assert pcap.split_time(1.25) == (1, 250_000_000)
+    assert pcap.split_time(0.0) == (0, 0)
+    assert pcap.split_time(1796688200.7670364) == (1796688200, 767036438)  # the float's own value, to the ns
+
+
+@pytest.mark.parametrize("when", [-1.0, float("nan"), float("inf"), 2.0**32, 1e300])
+def test_a_time_no_pcap_record_can_hold_is_zero_not_a_crash(when: float) -> None:
+    assert pcap.split_time(when) == (0, 0)
+    assert pcap.record(when, b"x")[:8] == bytes(8)
+
+
+@given(st.floats(min_value=0, max_value=2**32 - 1, allow_nan=False))
+def test_a_split_time_reads_back_within_half_a_nanosecond_and_the_float_s_own_error(when: float) -> None:
+    seconds, nanos = pcap.split_time(when)
+    assert 0 <= nanos <= 999_999_999
+    assert abs(seconds + nanos / 1e9 - when) <= 0.5e-9 + 2 * when * 2**-52

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from udpkit.addr import Endpoint
 from udpkit.errors import UsageError
-from udpkit.listen.sinks import Sink, format_record
+from udpkit.listen.sinks import Sink, decimal_time, format_record
 
 PEER = Endpoint("127.0.0.1", 40000, socket.AF_INET)
 LOCAL = Endpoint("127.0.0.1", 9, socket.AF_INET)
@@ -74,3 +74,27 @@ def test_a_batch_is_recorded_as_its_datagrams_one_by_one(
                              r.local_ip or bound, 9, r.data)
         batch.write_records(records, bound, 9, default_time)
     assert batch._buffer == one._buffer and batch._pending == one._pending
+
+
+def test_a_json_line_s_time_has_the_nanoseconds_of_the_pcap_record() -> None:
+    """Nine decimals, integers written as they are (not the float's repr, 450 ns a datagram)."""
+    assert decimal_time(1796688200.7670364) == "1796688200.767036438"
+    assert decimal_time(1.25) == "1.250000000" and decimal_time(float("nan")) == "0.000000000"
+
+
+def test_a_recording_is_written_once_it_holds_enough_or_has_waited_its_hold() -> None:
+    """flush_if_due, the listener's write after each wake-up: a few records wait (up to HOLD
+    seconds) for others to share one write; WRITE_AT bytes go at once; an empty buffer is not due."""
+    out = io.BytesIO()
+    sink = Sink(out, "raw")
+    assert sink.flush_if_due(100.0) is None
+    sink.write_raw(b"first")
+    sink.wrote(1)
+    assert sink.flush_if_due(100.0) == pytest.approx(100.0 + Sink.HOLD)
+    assert sink.flush_if_due(100.0 + Sink.HOLD / 2) == pytest.approx(100.0 + Sink.HOLD)  # still held
+    assert out.getvalue() == b"" and sink.recorded == 0
+    assert sink.flush_if_due(100.0 + Sink.HOLD) is None
+    assert out.getvalue() == b"first" and sink.recorded == 1
+    sink.write_raw(b"x" * Sink.WRITE_AT)
+    sink.wrote(1)
+    assert sink.flush_if_due(200.0) is None and len(out.getvalue()) == 5 + Sink.WRITE_AT  # enough: at once

@@ -35,7 +35,7 @@ from udpkit.listen.config import DEFAULT_BUSY_POLL_US, ListenerConfig, Network
 from udpkit.listen.reactor import Reactor
 from udpkit.listen.sessions import Session, SessionKey, SessionTable
 from udpkit.listen.streams import StreamTarget, StreamUpstream, reap
-from udpkit.listen.sinks import Sink
+from udpkit.listen.sinks import BATCH_FORMATS, Sink
 from udpkit.listen.stats import Counters, ListenerStats, PeerTally
 from udpkit.net import (
     MAX_DATAGRAM,
@@ -158,6 +158,9 @@ class Listener:
         if self._busy_poll:
             self._batch.busy_poll_ns = config.busy_poll_us * 1000  # type: ignore[union-attr]
         self._buffer: bytearray | Batch = self._batch if self._batch is not None else bytearray(65536)
+        # a recording in raw, pcap or jsonl is formatted by the C batch as it reads (Sink.take_batch)
+        self._record: Callable[..., tuple[int, int, list[Any]]] | None = (
+            getattr(self._batch, "record", None) if sink_format in BATCH_FORMATS else None)
         self._reactor = Reactor()
         self.counts = Counters()
         self._peers = PeerTally()
@@ -290,6 +293,9 @@ class Listener:
                     self._kept_answers() is not None:
                 fresh = " and the responder's answers for new requests" if len(self._kept_answers()) > 2 else ""
                 how = batched + f" answered in the same call from kept answers{fresh} (answer_kept) with sendmmsg"
+            elif path in (paths.DISCARD, paths.RECORDING) and self._record is not None:
+                assert self.sink is not None
+                how = batched + f" recorded as {self.sink.format} in the same call (record)"
             else:
                 how = batched + (" and sendmmsg" if path in (paths.PLAIN, paths.TIMED, paths.BLOCKING, paths.WILDCARD)
                                  else "")
@@ -408,12 +414,11 @@ class Listener:
                 and hasattr(self._batch, "wait_epoll"))
 
     def _step(self, deadline: float | None) -> tuple[bool, float]:
-        """After each wake-up: flush the recording, end idle sessions; whether the deadline passed,
-        and how long the next wait may last."""
-        if self.sink is not None:
-            self.sink.flush()  # once per wake-up, not per datagram: a reader sees data promptly, cheaply
-        self._peers.settle()
+        """After each wake-up: write the recording when it is due, end idle sessions; whether the
+        deadline passed, and how long the next wait may last."""
         now = time.monotonic()
+        written_by = None if self.sink is None else self.sink.flush_if_due(now)
+        self._peers.settle()
         if self._sessions.idle_timeout is not None and self._sessions:
             for key in self._sessions.expired(now):
                 self._end_session(key)
@@ -427,10 +432,10 @@ class Listener:
             if now >= deadline:
                 return True, 0.0
             timeout = deadline - now
-        expiry = self._sessions.next_expiry()
-        if expiry is not None:
-            wait = max(0.0, expiry - now)
-            timeout = wait if timeout < 0 else min(timeout, wait)
+        for expiry in (self._sessions.next_expiry(), written_by):
+            if expiry is not None:
+                wait = max(0.0, expiry - now)
+                timeout = wait if timeout < 0 else min(timeout, wait)
         return False, timeout
 
     def _flush_streams(self) -> bool:
@@ -451,7 +456,7 @@ class Listener:
         sock = self._sockets[index]
         path = self._paths[index]
         if path == paths.DISCARD:
-            return self._drain_discard(sock)
+            return self._drain_recording(index, sock) if self._record is not None else self._drain_discard(sock)
         if path in (paths.PLAIN, paths.TIMED, paths.WILDCARD) and self._batch is not None:
             return self._drain_batched(index, sock, timed=path == paths.TIMED or (
                 path == paths.WILDCARD and self.capabilities.uses_time))
@@ -530,6 +535,8 @@ class Listener:
         assert self.sink is not None
         local = self._bound[index]
         counts, count = self.counts, self.config.count
+        if self._record is not None:
+            return self._record_batches(sock, local)
         got = receive(sock, BATCH, ancillary=True, on_error=self._count_socket_error, batch=self._batch)
         if count is not None and counts.datagrams_in + len(got) >= count:
             got = got[: max(0, count - counts.datagrams_in)]
@@ -539,6 +546,28 @@ class Listener:
         if got:
             self.sink.write_records(got, local.ip, local.port, self.clock())
         return count is not None and counts.datagrams_in >= count
+
+    def _record_batches(self, sock: socket.socket, local: Endpoint) -> bool:
+        """``_drain_recording`` with the C batch formatting the records (:meth:`Sink.take_batch`),
+        up to 16 batches per wake-up, as many datagrams as the discard path reads; ``True`` once
+        ``count`` is reached."""
+        assert self.sink is not None and self._record is not None and self._batch is not None
+        counts, count, take, record, fd = self.counts, self.config.count, self.sink.take_batch, self._record, sock.fileno()
+        for _ in range(16):
+            most = self._batch.count if count is None else count - counts.datagrams_in
+            try:
+                n, nbytes, senders = take(record, fd, local.ip, local.port, most, self.clock())
+            except OSError as exc:  # in place of a datagram, reported once: read on
+                self._count_socket_error(exc)
+                continue
+            counts.datagrams_in += n
+            counts.bytes_in += nbytes
+            self._peers.update(senders)
+            if count is not None and counts.datagrams_in >= count:
+                return True
+            if n < self._batch.count:
+                return False
+        return False
 
     def _drain_batched(self, index: int, sock: socket.socket, *, timed: bool) -> bool:
         """The plain, timed and wildcard paths a batch at a time (:meth:`_answer_batch`), up to

@@ -12,7 +12,7 @@ import socket
 import struct
 from typing import Any
 
-__all__ = ["LINKTYPE_RAW", "PacketBuilder", "file_header", "ip_udp_packet", "record", "udp_checksum"]
+__all__ = ["LINKTYPE_RAW", "PacketBuilder", "file_header", "ip_udp_packet", "record", "split_time", "udp_checksum"]
 
 LINKTYPE_RAW = 101
 MAGIC_NANOSECONDS = 0xA1B23C4D
@@ -80,10 +80,19 @@ def _unmap(ip: str) -> str:
     return ip
 
 
+def split_time(when: float) -> tuple[int, int]:
+    """A receive time in seconds as a pcap record holds it: whole seconds and nanoseconds,
+    rounded half to even. A time the record's 32-bit seconds cannot hold (before 1970, after 2106,
+    not a number) is 0: a bad clock does not stop a recording."""
+    if not 0.0 <= when < 4294967296.0:
+        return 0, 0
+    seconds = int(when)
+    return seconds, min(int(round((when - seconds) * 1e9)), 999_999_999)
+
+
 def record(timestamp: float, packet: bytes) -> bytes:
     """One pcap record: the packet with its arrival time."""
-    seconds = int(timestamp)
-    nanos = min(int(round((timestamp - seconds) * 1e9)), 999_999_999)
+    seconds, nanos = split_time(timestamp)
     return RECORD_HEADER.pack(seconds, nanos, len(packet), len(packet)) + packet
 
 
@@ -142,9 +151,8 @@ class PacketBuilder:
             value = int.from_bytes(data, "big")
             if len(data) & 1:
                 value <<= 8
-            when = default_time if stamp is None else stamp
-            seconds = int(when)
-            append(pack(seconds, min(int(round((when - seconds) * 1e9)), 999_999_999), size, size))
+            seconds, nanos = split_time(default_time if stamp is None else stamp)
+            append(pack(seconds, nanos, size, size))
             append(head)
             append((0xFFFF - (partial + value) % 0xFFFF).to_bytes(2, "big"))
             append(data)

@@ -12,15 +12,18 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from udpkit.addr import Endpoint
 from udpkit.errors import UsageError
 from udpkit.listen import pcap
 
-__all__ = ["FORMATS", "Sink", "format_fields", "format_record"]
+__all__ = ["BATCH_FORMATS", "FORMATS", "Sink", "decimal_time", "format_fields", "format_record"]
 
 FORMATS = ("text", "hex", "jsonl", "raw", "pcap")
+#: The formats the C batch writes itself (``Batch.record``), byte for byte as :meth:`Sink.write_records`.
+BATCH_FORMATS = frozenset({"raw", "pcap", "jsonl"})
 
 
 _second: list[object] = [None, ""]  # the last whole second formatted, and its text
@@ -33,6 +36,15 @@ def _when(timestamp: float) -> str:
         _second[0], _second[1] = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
     micros = min(int(round((timestamp - whole) * 1e6)), 999_999)
     return f"{_second[1]}.{micros:06d}Z"
+
+
+def decimal_time(when: float) -> str:
+    """A JSON line's ``time``: the seconds with nine decimals, the nanoseconds of the pcap record
+    of the same datagram (:func:`pcap.split_time`). Strategy: ``repr`` of the float took 450 ns a
+    datagram here (the shortest decimal that reads back, found digit by digit), as much as the
+    rest of the line; integers are written at once."""
+    seconds, nanos = pcap.split_time(when)
+    return f"{seconds}.{nanos:09d}"
 
 
 def _hostport(ip: str, port: int) -> str:
@@ -53,7 +65,7 @@ def format_fields(fmt: str, timestamp: float, peer_ip: str, peer_port: int, loca
         return pcap.record(timestamp, pcap.ip_udp_packet(peer_ip, peer_port, local_ip, local_port, data))
     if fmt == "jsonl":
         # Addresses are inet_ntop text and ports numbers: nothing here needs JSON escaping.
-        return (f'{{"time":{timestamp!r},"peer":{{"address":"{peer_ip}","port":{peer_port}}},'
+        return (f'{{"time":{decimal_time(timestamp)},"peer":{{"address":"{peer_ip}","port":{peer_port}}},'
                 f'"local":{{"address":"{local_ip}","port":{local_port}}},"bytes":{len(data)},'
                 f'"data_hex":"{data.hex()}"}}\n').encode()
     head = f"{_when(timestamp)} {_hostport(peer_ip, peer_port)} -> {_hostport(local_ip, local_port)} {len(data)} bytes"
@@ -77,8 +89,12 @@ class Sink:
     ``recorded`` and ``not_recorded`` count datagrams; ``failure`` is ``None`` or why recording stopped.
     """
 
-    #: Buffered bytes that make a ``write`` flush at once (the listener also flushes once per wake-up).
+    #: Buffered bytes that make a ``write`` flush at once (the listener flushes by :meth:`flush_if_due`).
     FLUSH_AT = 1 << 20
+    #: :meth:`flush_if_due`: how long a record may wait for others to share its write (a reader of
+    #: the file sees each within this), and how many bytes are written at once however recent.
+    HOLD = 0.05
+    WRITE_AT = 1 << 16
 
     def __init__(self, stream: BinaryIO | None, fmt: str) -> None:
         if fmt not in FORMATS:
@@ -93,6 +109,7 @@ class Sink:
         self.stream: BinaryIO | None = None
         self._fd: int | None = None
         self._end: int | None = None
+        self._held_since: float | None = None  # when flush_if_due first saw the buffer hold something
         if fmt == "pcap":
             self._buffer += pcap.file_header()
         if stream is not None:
@@ -162,7 +179,7 @@ class Sink:
             self._buffer += self._packets.records(datagrams, local_ip, local_port, default_time)
         elif self.format == "jsonl":
             self._buffer += "".join([
-                f'{{"time":{default_time if stamp is None else stamp!r},"peer":{{"address":"{peer[0]}",'
+                f'{{"time":{decimal_time(default_time if stamp is None else stamp)},"peer":{{"address":"{peer[0]}",'
                 f'"port":{peer[1]}}},"local":{{"address":"{local or local_ip}","port":{local_port}}},'
                 f'"bytes":{len(data)},"data_hex":"{data.hex()}"}}\n'
                 for data, peer, local, stamp, *_rest in datagrams]).encode()
@@ -173,6 +190,41 @@ class Sink:
         self._pending += len(datagrams)
         if len(self._buffer) >= self.FLUSH_AT:
             self.flush()
+
+    def take_batch(self, record: Callable[..., tuple[int, int, list[Any]]], fd: int, local_ip: str,
+                   local_port: int, most: int, default_time: float) -> tuple[int, int, list[Any]]:
+        """One read of ``fd`` by the C batch's ``record`` (a format of :data:`BATCH_FORMATS`): the
+        datagrams formatted straight into this sink's buffer, the bytes :meth:`write_records` would
+        append, with no Python object per datagram; (datagrams, bytes, senders) as ``Batch.tally``
+        gives them. At most ``most`` are recorded (the rest of the batch is read and left out).
+
+        Strategy: with a competing load on its core, a recorder that made a record object and
+        formatted it in Python kept 0.64-0.72x the datagrams discard did (``--busy stress-ng``);
+        the records' cost is then what decides. After a failure they are counted as not recorded."""
+        n, nbytes, senders = record(fd, self.format, self._buffer, local_ip, local_port, most, default_time)
+        self.wrote(n)
+        return n, nbytes, senders
+
+    def flush_if_due(self, now: float) -> float | None:
+        """The listener's write after each wake-up (``now``: ``time.monotonic()``): the buffer is
+        written when it holds :attr:`WRITE_AT` bytes or has held something for :attr:`HOLD`
+        seconds; otherwise the time by which it is due (the listener wakes for it), or ``None``
+        when nothing waits.
+
+        Strategy: a write per wake-up cost a ``write`` system call for every few datagrams when a
+        stream arrived in short bursts (a competing load on the core: 6 datagrams a wake-up,
+        ``bench/listen_bench.py --busy stress-ng``), most of what a recorder paid beyond discard.
+        Like tcpdump writing a file, it buffers; unlike it, never longer than HOLD."""
+        if not self._buffer or self.failure is not None or self.stream is None:
+            self._held_since = None
+            return None
+        if self._held_since is None:
+            self._held_since = now
+        due = self._held_since + self.HOLD
+        if len(self._buffer) >= self.WRITE_AT or now >= due:
+            self.flush()
+            return None
+        return due
 
     def flush(self) -> None:
         """Write what is buffered; on failure stop recording (see the module docstring)."""
@@ -196,6 +248,7 @@ class Sink:
         self.recorded += self._pending
         self._pending = 0
         self._buffer.clear()
+        self._held_since = None
 
     def _fail(self, exc: OSError) -> None:
         self.failure = exc.strerror or str(exc)

@@ -18,6 +18,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <math.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -490,12 +491,7 @@ static int initialised(Batch *self) {
     return self->headers != NULL;
 }
 
-static int receive_from_args(Batch *self, PyObject *args) {
-    if (!initialised(self))
-        return -1;
-    int fd, flags = MSG_DONTWAIT;
-    if (!PyArg_ParseTuple(args, "i|i", &fd, &flags))
-        return -1;
+static int receive_waiting(Batch *self, int fd, int flags) {
     int n = receive_call(self, fd, flags);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
@@ -504,6 +500,15 @@ static int receive_from_args(Batch *self, PyObject *args) {
         return -1;
     }
     return n;
+}
+
+static int receive_from_args(Batch *self, PyObject *args) {
+    if (!initialised(self))
+        return -1;
+    int fd, flags = MSG_DONTWAIT;
+    if (!PyArg_ParseTuple(args, "i|i", &fd, &flags))
+        return -1;
+    return receive_waiting(self, fd, flags);
 }
 
 PyDoc_STRVAR(receive_doc,
@@ -563,6 +568,347 @@ static PyObject *Batch_tally(Batch *self, PyObject *args) {
         Py_DECREF(peer); /* the list (or last_peer) holds it */
     }
     return Py_BuildValue("(iLN)", n, total, senders);
+}
+
+/* record(): received datagrams written straight into a recording's buffer, in the sink's formats
+ * (udpkit.listen.sinks), with no Python object per datagram. The bytes are those the Python
+ * formatters write (pcap.PacketBuilder.records, Sink.write_records), which the tests compare. */
+
+enum { RECORD_RAW, RECORD_PCAP, RECORD_JSONL };
+
+/* An address as a pcap packet's header carries it: an IPv4-mapped IPv6 address is the IPv4 packet
+ * that crossed the wire, as pcap.ip_udp_packet writes it. */
+typedef struct {
+    int family; /* AF_INET, AF_INET6, or 0: unknown */
+    unsigned char bytes[16];
+} Address;
+
+static const unsigned char V4_MAPPED[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+static void address_v6(Address *out, const struct in6_addr *a) {
+    if (memcmp(a->s6_addr, V4_MAPPED, 12) == 0) {
+        out->family = AF_INET;
+        memcpy(out->bytes, a->s6_addr + 12, 4);
+    } else {
+        out->family = AF_INET6;
+        memcpy(out->bytes, a->s6_addr, 16);
+    }
+}
+
+/* A v4 address as the mapped v6 one, when the other end of the packet is v6 (a mix Python's
+ * formatter cannot write: it does not happen on a socket udpkit binds, and is written, not fatal). */
+static void address_as_v6(Address *a) {
+    if (a->family == AF_INET6)
+        return;
+    unsigned char v4[4];
+    memcpy(v4, a->bytes, 4);
+    memcpy(a->bytes, V4_MAPPED, 12);
+    memcpy(a->bytes + 12, v4, 4);
+    a->family = AF_INET6;
+}
+
+/* The sum of data read as big-endian 16-bit words, an odd last byte padded (RFC 1071), not folded. */
+static unsigned long long word_sum(const unsigned char *data, size_t length) {
+    unsigned long long total = 0;
+    size_t k = 0;
+    for (; k + 1 < length; k += 2)
+        total += (unsigned long long)data[k] << 8 | data[k + 1];
+    if (k < length)
+        total += (unsigned long long)data[k] << 8;
+    return total;
+}
+
+static void put16(unsigned char *at, unsigned int value) {
+    at[0] = (unsigned char)(value >> 8);
+    at[1] = (unsigned char)value;
+}
+
+static void put32le(unsigned char *at, unsigned long value) {
+    for (int k = 0; k < 4; k++)
+        at[k] = (unsigned char)(value >> (8 * k));
+}
+
+/* A receive time in seconds as whole seconds and nanoseconds, as pcap.split_time makes them
+ * (Python's round(): half to even, which nearbyint does in the default rounding mode); a time a
+ * pcap record's 32-bit seconds cannot hold is 0. */
+static void split_time(double when, unsigned long *seconds, unsigned long *nanos) {
+    if (!(when >= 0.0 && when < 4294967296.0))
+        when = 0.0;
+    double whole = (double)(long long)when;
+    double fraction = nearbyint((when - whole) * 1e9);
+    *seconds = (unsigned long)(long long)whole;
+    *nanos = fraction > 999999999.0 ? 999999999UL : (unsigned long)fraction;
+}
+
+static void pcap_time(double when, unsigned char out[8]) {
+    unsigned long seconds, nanos;
+    split_time(when, &seconds, &nanos);
+    put32le(out, seconds);
+    put32le(out + 4, nanos);
+}
+
+/* The pcap record of one datagram (record header, IP and UDP headers, payload) at out, which has
+ * room for 16 + 48 + length; its size. */
+static size_t pcap_record(unsigned char *out, double when, Address src, unsigned int sport, Address dst,
+                          unsigned int dport, const unsigned char *data, size_t length) {
+    if (src.family != dst.family || src.family == 0) {
+        address_as_v6(&src);
+        address_as_v6(&dst);
+    }
+    int v6 = src.family == AF_INET6;
+    size_t alen = v6 ? 16 : 4, ip = v6 ? 40 : 20, udp_length = 8 + length, size = ip + udp_length;
+    pcap_time(when, out);
+    put32le(out + 8, (unsigned long)size);
+    put32le(out + 12, (unsigned long)size);
+    unsigned char *h = out + 16;
+    memset(h, 0, ip);
+    if (v6) {
+        h[0] = 0x60;
+        put16(h + 4, (unsigned int)udp_length);
+        h[6] = IPPROTO_UDP;
+        h[7] = 64;
+        memcpy(h + 8, src.bytes, 16);
+        memcpy(h + 24, dst.bytes, 16);
+    } else {
+        h[0] = 0x45;
+        put16(h + 2, (unsigned int)(20 + udp_length));
+        h[6] = 0x40; /* don't fragment */
+        h[8] = 64;
+        h[9] = IPPROTO_UDP;
+        memcpy(h + 12, src.bytes, 4);
+        memcpy(h + 16, dst.bytes, 4);
+        unsigned long long s = word_sum(h, 20) % 0xFFFF;
+        put16(h + 10, (unsigned int)(0xFFFF - (s ? s : 0xFFFF))); /* (a zero sum of a non-zero header is 0xFFFF) */
+    }
+    unsigned char *u = h + ip;
+    put16(u, sport);
+    put16(u + 2, dport);
+    put16(u + 4, (unsigned int)udp_length);
+    /* RFC 768 / RFC 8200 8.1: over the pseudo-header (addresses, protocol, length), the UDP
+     * header and the data; 0xFFFF - (sum mod 0xFFFF) is never 0, as a zero checksum is sent 0xFFFF */
+    unsigned long long sum = word_sum(src.bytes, alen) + word_sum(dst.bytes, alen) + IPPROTO_UDP + udp_length +
+                             word_sum(u, 6) + word_sum(data, length);
+    put16(u + 6, (unsigned int)(0xFFFF - sum % 0xFFFF));
+    memcpy(u + 8, data, length);
+    return 16 + size;
+}
+
+static const char HEX_DIGITS[] = "0123456789abcdef";
+
+static char *put_text(char *p, const char *text, size_t length) {
+    memcpy(p, text, length);
+    return p + length;
+}
+
+#define PUT_LITERAL(p, literal) put_text((p), (literal), sizeof(literal) - 1)
+
+static char *put_decimal(char *p, unsigned long long value) {
+    char digits[20];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value);
+    while (n)
+        *p++ = digits[--n];
+    return p;
+}
+
+/* One JSON line as Sink.write_records writes it; its length. out has room for JSONL_ROOM(...).
+ * (Written piece by piece: sprintf's format parsing was a measurable share of a line.) */
+#define JSONL_ROOM(peer_len, local_len, length) (200 + (peer_len) + (local_len) + 2 * (length))
+static size_t jsonl_record(char *out, double when, const char *peer, unsigned int port, const char *local,
+                           unsigned int local_port, const unsigned char *data, size_t length) {
+    unsigned long seconds, nanos;
+    split_time(when, &seconds, &nanos);
+    char *p = PUT_LITERAL(out, "{\"time\":");
+    p = put_decimal(p, seconds);
+    *p++ = '.';
+    for (unsigned long unit = 100000000UL; unit; unit /= 10) /* sinks.decimal_time: nine decimals */
+        *p++ = (char)('0' + nanos / unit % 10);
+    p = PUT_LITERAL(p, ",\"peer\":{\"address\":\"");
+    p = put_text(p, peer, strlen(peer));
+    p = PUT_LITERAL(p, "\",\"port\":");
+    p = put_decimal(p, port);
+    p = PUT_LITERAL(p, "},\"local\":{\"address\":\"");
+    p = put_text(p, local, strlen(local));
+    p = PUT_LITERAL(p, "\",\"port\":");
+    p = put_decimal(p, local_port);
+    p = PUT_LITERAL(p, "},\"bytes\":");
+    p = put_decimal(p, length);
+    p = PUT_LITERAL(p, ",\"data_hex\":\"");
+    for (size_t k = 0; k < length; k++) {
+        *p++ = HEX_DIGITS[data[k] >> 4];
+        *p++ = HEX_DIGITS[data[k] & 15];
+    }
+    p = PUT_LITERAL(p, "\"}\n");
+    return (size_t)(p - out);
+}
+
+/* Room for `extra` more bytes at the end of the bytearray out: where they start, or NULL with an
+ * exception set. The caller sets the final length with PyByteArray_Resize. */
+static char *room_at_end(PyObject *out, size_t extra) {
+    Py_ssize_t used = PyByteArray_GET_SIZE(out);
+    if (extra > (size_t)(PY_SSIZE_T_MAX - used)) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    if (PyByteArray_Resize(out, used + (Py_ssize_t)extra) < 0)
+        return NULL;
+    return PyByteArray_AS_STRING(out) + used;
+}
+
+/* A datagram's sender as the records give it (decode_peer): the text, port and pcap address. */
+static void sender_of(const struct sockaddr_in6 *name, socklen_t len, char text[INET6_ADDRSTRLEN],
+                      unsigned int *port, Address *address) {
+    text[0] = '\0';
+    *port = 0;
+    address->family = 0;
+    memset(address->bytes, 0, sizeof address->bytes);
+    if (name->sin6_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+        const struct sockaddr_in *v4 = (const struct sockaddr_in *)name;
+        format_v4(&v4->sin_addr, text);
+        *port = ntohs(v4->sin_port);
+        address->family = AF_INET;
+        memcpy(address->bytes, &v4->sin_addr, 4);
+    } else if (name->sin6_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+        if (!inet_ntop(AF_INET6, &name->sin6_addr, text, INET6_ADDRSTRLEN))
+            text[0] = '\0';
+        *port = ntohs(name->sin6_port);
+        address_v6(address, &name->sin6_addr);
+    }
+}
+
+/* The bound address as a pcap header carries it, from its text (a scope after % is left out). */
+static int parse_local(const char *text, Address *out) {
+    char bare[INET6_ADDRSTRLEN + 16];
+    snprintf(bare, sizeof bare, "%s", text);
+    bare[strcspn(bare, "%")] = '\0';
+    struct in6_addr v6;
+    memset(out, 0, sizeof *out);
+    if (inet_pton(AF_INET, bare, out->bytes) == 1) {
+        out->family = AF_INET;
+        return 1;
+    }
+    if (inet_pton(AF_INET6, bare, &v6) == 1) {
+        address_v6(out, &v6);
+        return 1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(record_doc,
+"record(fd, format, out, local_ip, local_port, most, default_time) -> (datagrams, bytes, senders)\n\n"
+"A recording's read: the datagrams waiting on fd (up to count) appended to the bytearray out in\n"
+"format ('raw', 'pcap' or 'jsonl'), as udpkit.listen.sinks writes them, with no Python object per\n"
+"datagram. Each was sent to its destination as read (IP_PKTINFO / IPV6_PKTINFO) or else to\n"
+"local_ip, at local_port; at its kernel receive time, or else default_time (a float). Only the\n"
+"first `most` are recorded and counted (a listener's --count); the rest are read and left out.\n"
+"datagrams, bytes, senders: those recorded, as tally counts them. An error the kernel reports in\n"
+"place of a datagram is raised as OSError.");
+
+static PyObject *Batch_record(Batch *self, PyObject *args) {
+    if (!initialised(self))
+        return NULL;
+    int fd;
+    const char *format_name, *local_ip;
+    PyObject *out, *default_time;
+    unsigned int local_port, most;
+    if (!PyArg_ParseTuple(args, "isO!sIIO", &fd, &format_name, &PyByteArray_Type, &out, &local_ip, &local_port,
+                          &most, &default_time))
+        return NULL;
+    int format = strcmp(format_name, "raw") == 0     ? RECORD_RAW
+                 : strcmp(format_name, "pcap") == 0  ? RECORD_PCAP
+                 : strcmp(format_name, "jsonl") == 0 ? RECORD_JSONL
+                                                     : -1;
+    if (format < 0) {
+        PyErr_Format(PyExc_ValueError, "record() writes raw, pcap or jsonl, not %s", format_name);
+        return NULL;
+    }
+    double fallback_time = PyFloat_AsDouble(default_time);
+    if (fallback_time == -1.0 && PyErr_Occurred())
+        return NULL;
+    Address bound;
+    if (!parse_local(local_ip, &bound) && format == RECORD_PCAP) {
+        PyErr_Format(PyExc_ValueError, "record(): %s is not an IP address", local_ip);
+        return NULL;
+    }
+    PyObject *senders = NULL;
+    int n = receive_waiting(self, fd, MSG_DONTWAIT);
+    if (n < 0)
+        goto fail;
+    if ((unsigned int)n > most)
+        n = (int)most;
+    senders = PyList_New(0);
+    if (senders == NULL)
+        goto fail;
+    /* the room each record needs at most, then the records, then the bytearray cut to their end */
+    size_t room = 0;
+    for (int i = 0; i < n; i++) {
+        size_t length = self->headers[i].msg_len > (unsigned int)self->size ? (size_t)self->size
+                                                                             : self->headers[i].msg_len;
+        room += format == RECORD_RAW    ? length
+                : format == RECORD_PCAP ? 16 + 48 + length
+                                        : JSONL_ROOM(INET6_ADDRSTRLEN, INET6_ADDRSTRLEN + 16 + strlen(local_ip), length);
+    }
+    Py_ssize_t start = PyByteArray_GET_SIZE(out);
+    char *at = room_at_end(out, room);
+    if (at == NULL)
+        goto fail;
+    char *p = at;
+    long long total = 0;
+    int recorded = 0;
+    PyObject *previous = NULL;
+    for (int i = 0; i < n; i++) {
+        struct msghdr *h = &self->headers[i].msg_hdr;
+        socklen_t namelen = h->msg_namelen > NAME_SPACE ? NAME_SPACE : h->msg_namelen;
+        if (namelen == 0) /* a wake-up by shutdown(SHUT_RD), not a datagram */
+            continue;
+        const unsigned char *data = (const unsigned char *)self->buffer + (size_t)i * (size_t)self->size;
+        size_t length = self->headers[i].msg_len > (unsigned int)self->size ? (size_t)self->size
+                                                                             : self->headers[i].msg_len;
+        Control control;
+        read_control(h, &control);
+        char peer_text[INET6_ADDRSTRLEN];
+        unsigned int port;
+        Address src, dst = bound;
+        sender_of(&self->names[i], namelen, peer_text, &port, &src);
+        if (format == RECORD_RAW) {
+            memcpy(p, data, length);
+            p += length;
+        } else if (format == RECORD_PCAP) {
+            if (control.reply_from.family == AF_INET) {
+                dst.family = AF_INET;
+                memcpy(dst.bytes, &control.reply_from.info.v4.ipi_spec_dst, 4);
+            } else if (control.reply_from.family == AF_INET6) {
+                address_v6(&dst, &control.reply_from.info.v6.ipi6_addr);
+            }
+            p += pcap_record((unsigned char *)p, control.has_time ? control.timestamp : fallback_time, src, port,
+                             dst, local_port, data, length);
+        } else {
+            p += jsonl_record(p, control.has_time ? control.timestamp : fallback_time, peer_text, port,
+                              control.has_local ? control.local : local_ip, local_port, data, length);
+        }
+        total += (long long)length;
+        recorded++;
+        PyObject *peer = peer_of(self, &self->names[i], namelen);
+        if (peer == NULL)
+            goto fail_cut;
+        if (peer != previous && PyList_Append(senders, peer) < 0) {
+            Py_DECREF(peer);
+            goto fail_cut;
+        }
+        previous = peer;
+        Py_DECREF(peer); /* the list (or last_peer) holds it */
+    }
+    if (PyByteArray_Resize(out, start + (Py_ssize_t)(p - at)) < 0)
+        goto fail;
+    return Py_BuildValue("(iLN)", recorded, total, senders);
+fail_cut:
+    PyByteArray_Resize(out, start); /* (shrinking: cannot fail) */
+fail:
+    Py_XDECREF(senders);
+    return NULL;
 }
 
 /* A peer tuple (ip, port[, flowinfo, scope_id]) to a sockaddr; 0 when the ip is not a literal. */
@@ -1578,6 +1924,7 @@ fail:
 static PyMethodDef Batch_methods[] = {
     {"receive", (PyCFunction)Batch_receive, METH_VARARGS, receive_doc},
     {"tally", (PyCFunction)Batch_tally, METH_VARARGS, tally_doc},
+    {"record", (PyCFunction)Batch_record, METH_VARARGS, record_doc},
     {"send", (PyCFunction)Batch_send, METH_VARARGS, send_doc},
     {"reflect", (PyCFunction)Batch_reflect, METH_VARARGS, reflect_doc},
     {"forward", (PyCFunction)Batch_forward, METH_VARARGS, forward_doc},
