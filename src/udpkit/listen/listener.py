@@ -552,7 +552,8 @@ class Listener:
         up to 16 batches per wake-up, as many datagrams as the discard path reads; ``True`` once
         ``count`` is reached."""
         assert self.sink is not None and self._record is not None and self._batch is not None
-        counts, count, take, record, fd = self.counts, self.config.count, self.sink.take_batch, self._record, sock.fileno()
+        counts, count, fd = self.counts, self.config.count, sock.fileno()
+        take, record = self.sink.take_batch, self._record
         for _ in range(16):
             most = self._batch.count if count is None else count - counts.datagrams_in
             try:

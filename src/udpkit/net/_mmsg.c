@@ -843,13 +843,13 @@ static PyObject *Batch_record(Batch *self, PyObject *args) {
     if (senders == NULL)
         goto fail;
     /* the room each record needs at most, then the records, then the bytearray cut to their end */
-    size_t room = 0;
+    size_t room = 0, local_room = INET6_ADDRSTRLEN + 16 + strlen(local_ip); /* (a destination read, or local_ip) */
     for (int i = 0; i < n; i++) {
         size_t length = self->headers[i].msg_len > (unsigned int)self->size ? (size_t)self->size
                                                                              : self->headers[i].msg_len;
         room += format == RECORD_RAW    ? length
                 : format == RECORD_PCAP ? 16 + 48 + length
-                                        : JSONL_ROOM(INET6_ADDRSTRLEN, INET6_ADDRSTRLEN + 16 + strlen(local_ip), length);
+                                        : JSONL_ROOM(INET6_ADDRSTRLEN, local_room, length);
     }
     Py_ssize_t start = PyByteArray_GET_SIZE(out);
     char *at = room_at_end(out, room);
