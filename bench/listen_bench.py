@@ -191,10 +191,10 @@ def throughput_part(args: argparse.Namespace, udpkit: list[str], port: int) -> N
     reference, discard = labels[0], labels[1]
     rounds = f", {args.rounds} rounds" if args.rounds > 1 else ""
     print(f"{'throughput' + rounds:<42}{'delivered':>10}{'dropped':>10}{'fraction':>10}  vs discard")
+    whole = totals[discard][0] / max(sum(totals[discard]), 1)
     for label in labels:
         delivered, dropped = totals[label]
         fraction = delivered / max(delivered + dropped, 1)
-        whole = totals[discard][0] / max(sum(totals[discard]), 1)
         print(f"{label:<42}{delivered:>10}{dropped:>10}{fraction:>9.1%}  {fraction / whole:>6.2f}x"
               + (f"   (udpkit, last round: {own[label]})" if own[label] else ""))
     if args.rounds > 1:
