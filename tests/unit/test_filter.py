@@ -103,9 +103,10 @@ def _no_dns(host: str, *args: object, **kwargs: object) -> list[object]:
     raise socket.gaierror(socket.EAI_NONAME, "name resolution disabled in tests")
 
 
-@pytest.mark.parametrize("words", [["src", "\x00"], ["dst", "a\x00b"], ["src", "\x00/8"]])
+@pytest.mark.parametrize("words", [["src", "\x00"], ["dst", "a\x00b"], ["src", "\x00/8"], ["dev", "\x00"]])
 def test_a_nul_in_an_address_is_a_usage_error(words: list[str]) -> None:
-    """Found by the property test below: inet_pton and getaddrinfo raise ValueError for a NUL."""
+    """Found by the property test below: inet_pton, getaddrinfo and if_nametoindex raise
+    ValueError for a NUL."""
     with pytest.raises(UsageError):
         parse_filter(words)
 

@@ -386,7 +386,7 @@ def _device(text: str) -> Filter:
     try:
         socket.if_nametoindex(text)
         return _Device(text)
-    except OSError:
+    except (OSError, ValueError):  # (ValueError: a NUL in the name)
         pass
     try:
         return _Device(socket.if_indextoname(int(text, 0)))
