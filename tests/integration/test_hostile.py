@@ -399,9 +399,12 @@ def _rss_kb(pid: int) -> int:
                                          (SERVER4, ["--respond", "dns", "--zone", ZONE, "--rate-limit", "0"]),
                                          # the port alone, a socket a family: echo a thread each, DNS one loop waiting on both
                                          (None, ["--respond", "echo", "--rate-limit", "0"]),
-                                         (None, ["--respond", "dns", "--zone", ZONE, "--rate-limit", "0"])],
+                                         (None, ["--respond", "dns", "--zone", ZONE, "--rate-limit", "0"]),
+                                         # recorded in C as read (Batch.record), a socket a family
+                                         (None, ["--respond", "discard", "--out", "/dev/null", "--format", "jsonl"])],
                          ids=["discard", "echo", "echo-wildcard", "echo-reflect", "echo-reflect-wildcard", "ntp",
-                              "ntp-wildcard", "dns-kept", "echo-reflect-both-families", "dns-kept-both-families"])
+                              "ntp-wildcard", "dns-kept", "echo-reflect-both-families", "dns-kept-both-families",
+                              "recording-both-families"])
 def test_a_flood_of_distinct_spoofed_peers_leaves_memory_bounded(lan: tuple[Host, Host], bind: str | None,
                                                                   flags: list[str]) -> None:
     """The batched paths too: a wildcard-bound echo answers each batch from its destinations."""

@@ -226,6 +226,24 @@ static PyObject *peer_of(Batch *self, const struct sockaddr_in6 *name, socklen_t
     return peer;
 }
 
+/* The sender of a datagram appended to senders unless it is *previous, the one before (adding a
+ * sender twice in a row to the caller's tally changes nothing): 0, or -1 with an exception. */
+static int list_sender(Batch *self, const struct sockaddr_in6 *name, socklen_t len, PyObject *senders,
+                       PyObject **previous) {
+    PyObject *peer = peer_of(self, name, len);
+    if (peer == NULL)
+        return -1;
+    int failed = peer != *previous && PyList_Append(senders, peer) < 0;
+    *previous = peer;
+    Py_DECREF(peer); /* the list (or last_peer) holds it */
+    return failed ? -1 : 0;
+}
+
+/* Received message i's length as its place in the buffer keeps it (a longer one was cut). */
+static size_t kept_length(const Batch *self, int i) {
+    return self->headers[i].msg_len > (unsigned int)self->size ? (size_t)self->size : self->headers[i].msg_len;
+}
+
 /* What the control messages say: receive time, drop count, destination and whether it was ours. */
 typedef struct {
     int has_time, has_drops, has_local, unicast;
@@ -318,9 +336,7 @@ static PyObject *make_record(Batch *self, PyObject *fields[7]) {
  * data is read from the buffer, not through iovecs[i], which reflect() may have reused. */
 static PyObject *record_at(Batch *self, int i, const Control *control) {
     struct msghdr *h = &self->headers[i].msg_hdr;
-    Py_ssize_t length = (Py_ssize_t)self->headers[i].msg_len;
-    if (length > self->size)
-        length = self->size;
+    Py_ssize_t length = (Py_ssize_t)kept_length(self, i);
     PyObject *fields[7];
     fields[0] = PyBytes_FromStringAndSize(self->buffer + (size_t)i * (size_t)self->size, length);
     fields[1] = peer_of(self, (struct sockaddr_in6 *)h->msg_name, h->msg_namelen);
@@ -554,18 +570,10 @@ static PyObject *Batch_tally(Batch *self, PyObject *args) {
     for (int i = 0; i < n; i++) {
         struct msghdr *h = &self->headers[i].msg_hdr;
         total += self->headers[i].msg_len;
-        PyObject *peer = peer_of(self, (struct sockaddr_in6 *)h->msg_name, h->msg_namelen);
-        if (peer == NULL) {
+        if (list_sender(self, (struct sockaddr_in6 *)h->msg_name, h->msg_namelen, senders, &previous) < 0) {
             Py_DECREF(senders);
             return NULL;
         }
-        if (peer != previous && PyList_Append(senders, peer) < 0) {
-            Py_DECREF(peer);
-            Py_DECREF(senders);
-            return NULL;
-        }
-        previous = peer;
-        Py_DECREF(peer); /* the list (or last_peer) holds it */
     }
     return Py_BuildValue("(iLN)", n, total, senders);
 }
@@ -845,8 +853,7 @@ static PyObject *Batch_record(Batch *self, PyObject *args) {
     /* the room each record needs at most, then the records, then the bytearray cut to their end */
     size_t room = 0, local_room = INET6_ADDRSTRLEN + 16 + strlen(local_ip); /* (a destination read, or local_ip) */
     for (int i = 0; i < n; i++) {
-        size_t length = self->headers[i].msg_len > (unsigned int)self->size ? (size_t)self->size
-                                                                             : self->headers[i].msg_len;
+        size_t length = kept_length(self, i);
         room += format == RECORD_RAW    ? length
                 : format == RECORD_PCAP ? 16 + 48 + length
                                         : JSONL_ROOM(INET6_ADDRSTRLEN, local_room, length);
@@ -865,8 +872,7 @@ static PyObject *Batch_record(Batch *self, PyObject *args) {
         if (namelen == 0) /* a wake-up by shutdown(SHUT_RD), not a datagram */
             continue;
         const unsigned char *data = (const unsigned char *)self->buffer + (size_t)i * (size_t)self->size;
-        size_t length = self->headers[i].msg_len > (unsigned int)self->size ? (size_t)self->size
-                                                                             : self->headers[i].msg_len;
+        size_t length = kept_length(self, i);
         Control control;
         read_control(h, &control);
         char peer_text[INET6_ADDRSTRLEN];
@@ -891,15 +897,8 @@ static PyObject *Batch_record(Batch *self, PyObject *args) {
         }
         total += (long long)length;
         recorded++;
-        PyObject *peer = peer_of(self, &self->names[i], namelen);
-        if (peer == NULL)
+        if (list_sender(self, &self->names[i], namelen, senders, &previous) < 0)
             goto fail_cut;
-        if (peer != previous && PyList_Append(senders, peer) < 0) {
-            Py_DECREF(peer);
-            goto fail_cut;
-        }
-        previous = peer;
-        Py_DECREF(peer); /* the list (or last_peer) holds it */
     }
     if (PyByteArray_Resize(out, start + (Py_ssize_t)(p - at)) < 0)
         goto fail;
@@ -1559,17 +1558,9 @@ static PyObject *Batch_reflect(Batch *self, PyObject *args) {
                 stop = 1;
                 continue;
             }
-            PyObject *peer = peer_of(self, &self->names[i], namelen);
-            if (peer == NULL)
+            if (list_sender(self, &self->names[i], namelen, senders, &previous) < 0)
                 goto fail;
-            if (peer != previous && PyList_Append(senders, peer) < 0) {
-                Py_DECREF(peer);
-                goto fail;
-            }
-            previous = peer;
-            Py_DECREF(peer); /* the list (or last_peer) holds it */
-            size_t length = self->headers[i].msg_len > (unsigned int)self->size ? (size_t)self->size
-                                                                                : self->headers[i].msg_len;
+            size_t length = kept_length(self, i);
             *received_bytes += (long long)length;
             lay_out_reply(self, k++, i, namelen, &control.reply_from, self->buffer + (size_t)i * (size_t)self->size,
                           length, NULL, 0);
@@ -1637,8 +1628,7 @@ static PyObject *Batch_forward(Batch *self, PyObject *args) {
     /* laid out as send() lays out messages to a connected socket's peer (no name, no source);
      * iovecs[2i] may be message j > i's receive iovec: the data is read from the buffer itself */
     for (int i = 0; i < n; i++) {
-        size_t length = self->headers[i].msg_len > (unsigned int)self->size ? (size_t)self->size
-                                                                            : self->headers[i].msg_len;
+        size_t length = kept_length(self, i);
         received_bytes += (long long)length;
         lay_out_reply(self, (unsigned int)i, i, 0, &no_source, self->buffer + (size_t)i * (size_t)self->size, length,
                       NULL, 0);
@@ -1704,7 +1694,7 @@ static int received_at(Batch *self, int i, Received *out) {
         return 0;
     read_control(h, &out->control);
     out->data = (unsigned char *)self->buffer + (size_t)i * (size_t)self->size;
-    out->length = self->headers[i].msg_len > (unsigned int)self->size ? (size_t)self->size : self->headers[i].msg_len;
+    out->length = kept_length(self, i);
     return 1;
 }
 
